@@ -1,0 +1,1 @@
+"""Pipeline stages (crawl, subtitles, alignment, stats) and the machinery that runs them."""

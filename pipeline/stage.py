@@ -1,0 +1,245 @@
+"""The pattern every stage follows: work units, atomic outputs, resume by marker.
+
+A stage plans its input into work units (picklable), and processes one unit into a
+``UnitWriter``. ``run_stage`` saves the resolved configuration, skips the units that
+already have a stats file, hands the rest to an executor, shows progress and adds
+up the per-unit counters. The per-video work lives in the stage's own module as
+plain functions; nothing here knows what a video is.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shards.layout import SampleLayout, UnitFiles
+from shards.writer import UnitWriter, atomic_write_json
+
+from .executors import make_executor, report_event
+
+log = logging.getLogger("mmp")
+
+FAILED_STATUSES_OK = ("ok", "partial")
+
+
+class UserError(Exception):
+    """An error the user can fix (bad flag, missing file): printed as one sentence, no traceback."""
+
+
+@dataclass
+class Unit:
+    """A work unit: its index (fixes its output names) and its items (video rows, a shard path...)."""
+
+    index: int
+    items: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class Stage:
+    """Subclasses set ``name`` (the output prefix), ``layout`` and ``schema`` and implement
+    ``plan()`` and ``process(unit, writer)``."""
+
+    name: str = "stage"
+    layout: SampleLayout | None = None
+    schema = None
+
+    def plan(self) -> list[Unit]:
+        raise NotImplementedError
+
+    def process(self, unit: Unit, writer: UnitWriter) -> None:
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """The resolved configuration saved as config.json (no secrets)."""
+        return {}
+
+    def fingerprint(self) -> dict:
+        """What must not change between a run and its resumption (input identity, unit size)."""
+        return {}
+
+    def setup_worker(self) -> None:
+        """Called once in each worker process before its first unit."""
+
+    def after_publish(self, files: UnitFiles) -> None:
+        """Called after a unit's stats file is written (e.g. to drop a retry marker)."""
+
+    def progress_ok(self, status: str) -> bool:
+        return status in FAILED_STATUSES_OK
+
+
+def video_done(status: str) -> None:
+    """Called by a stage once per input video, for the progress bar."""
+    report_event(status)
+
+
+def setup_logging(out: Path, stage: str, role: str) -> Path:
+    """Log to ``out/logs/{stage}-{host}-{role}.log``; warnings also to stderr."""
+    log_dir = Path(out) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / f"{stage}-{socket.gethostname()}-{role}.log"
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_mmp", False):
+            root.removeHandler(handler)
+    fh = logging.FileHandler(path)
+    fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    fh._mmp = True
+    root.addHandler(fh)
+    root.setLevel(logging.INFO)
+    if role == "main":
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setLevel(logging.WARNING)
+        sh.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        sh._mmp = True
+        root.addHandler(sh)
+    return path
+
+
+def _worker_setup(stage: Stage, out: str) -> None:
+    setup_logging(Path(out), stage.name, f"worker{os.getpid()}")
+    stage.setup_worker()
+
+
+class _UnitRunner:
+    """Picklable callable that processes one unit in a worker process."""
+
+    def __init__(self, stage: Stage, out: Path):
+        self.stage, self.out = stage, Path(out)
+
+    def __call__(self, unit: Unit) -> dict:
+        files = UnitFiles(self.out, self.stage.name, unit.index)
+        if files.is_complete():  # another runner finished it meanwhile
+            return {"skipped": True, "counts": {}}
+        for tmp in files.temporaries():
+            tmp.unlink(missing_ok=True)
+        with UnitWriter(files, self.stage.schema, self.stage.layout) as writer:
+            self.stage.process(unit, writer)
+        self.stage.after_publish(files)
+        log.info("unit %s done: %s", files.stem, dict(writer.counts))
+        return writer.stats
+
+
+@dataclass
+class RunSummary:
+    units_total: int
+    units_skipped: int
+    units_done: int
+    units_failed: int
+    counts: Counter
+    seconds: float
+    failures: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "units_total": self.units_total, "units_skipped": self.units_skipped,
+            "units_done": self.units_done, "units_failed": self.units_failed,
+            "counts": dict(sorted(self.counts.items())), "seconds": round(self.seconds, 3),
+        }
+
+
+def check_config(out: Path, stage: Stage) -> None:
+    """Refuse to resume into ``out`` if it holds a run over a different input or plan."""
+    path = Path(out) / "config.json"
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text()).get("fingerprint", {})
+    except ValueError:
+        return
+    new = stage.fingerprint()
+    diffs = [k for k in new if k in old and old[k] != new[k]]
+    if diffs:
+        raise UserError(
+            f"{out} already holds a {stage.name} run with a different {', '.join(diffs)}; "
+            f"resume with the same input and --unit-size, or choose a new --out"
+        )
+
+
+def run_stage(stage: Stage, out: Path, *, executor: str = "local", workers: int = 1,
+              rank: int = 0, world_size: int = 1, progress: bool = True) -> RunSummary:
+    out = Path(out)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise UserError(f"--rank {rank} is outside --world-size {world_size}; use 0 <= rank < world-size")
+    out.mkdir(parents=True, exist_ok=True)
+    setup_logging(out, stage.name, "main" if world_size == 1 else f"rank{rank}")
+    check_config(out, stage)
+    units = stage.plan()
+    config = {"stage": stage.name, "config": stage.config(), "fingerprint": stage.fingerprint(),
+              "units": len(units), "executor": executor, "workers": workers, "world_size": world_size}
+    atomic_write_json(out / "config.json", config)
+
+    mine = [u for u in units if u.index % world_size == rank]
+    pending = [u for u in mine if not UnitFiles(out, stage.name, u.index).is_complete()]
+    skipped = len(mine) - len(pending)
+    if skipped:
+        log.warning("%s: %d of %d units already complete; doing the other %d", stage.name, skipped, len(mine), len(pending))
+    total_items = sum(len(u) for u in pending)
+    counts: Counter = Counter()
+    failures: list = []
+    tally = Counter()
+    start = time.time()
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_items, unit="video", desc=f"{stage.name} 0/{len(pending)} units",
+                   dynamic_ncols=True, file=sys.stderr, disable=None)
+
+    def on_event(status):
+        tally["ok" if stage.progress_ok(status) else "failed"] += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(ok=tally["ok"], failed=tally["failed"], refresh=False)
+
+    done = 0
+    runner = _UnitRunner(stage, out)
+    ex = make_executor(executor, workers, initializer=_worker_setup, initargs=(stage, str(out)))
+    try:
+        for outcome in ex.run(runner, pending, on_event):
+            if outcome.error is not None:
+                failures.append((outcome.unit.index, outcome.error))
+                log.error("unit %d of %s raised; it will be redone on the next run:\n%s",
+                          outcome.unit.index, stage.name, outcome.error)
+            else:
+                done += 1
+                counts.update(outcome.result.get("counts", {}))
+            if bar is not None:
+                bar.set_description(f"{stage.name} {done}/{len(pending)} units")
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = RunSummary(len(mine), skipped, done, len(failures), counts, time.time() - start, failures)
+    log.info("%s finished: %s", stage.name, summary.as_dict())
+    return summary
+
+
+def add_executor_args(parser) -> None:
+    group = parser.add_argument_group("execution")
+    group.add_argument("--executor", default="local", choices=["local"],
+                       help="where units run: 'local' is a process pool on this machine")
+    group.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
+                       help="worker processes for the local executor (default: cores, at most 8)")
+    group.add_argument("--rank", type=int, default=0, help="this job's slice of the units (Slurm arrays etc.)")
+    group.add_argument("--world-size", type=int, default=1, help="how many slices the units are split into")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def print_summary(stage_name: str, out: Path, summary: RunSummary) -> None:
+    c = summary.counts
+    statuses = {k.split("/", 1)[1]: v for k, v in c.items() if k.startswith("status/")}
+    print(f"{stage_name}: {summary.units_done} units written, {summary.units_skipped} already complete, "
+          f"{summary.units_failed} failed, in {summary.seconds:.1f}s -> {out}")
+    if statuses:
+        print("  videos by status: " + ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())))
+    if summary.units_failed:
+        print(f"  {summary.units_failed} units raised (see {out}/logs); re-run the same command to redo them",
+              file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Shard layout, writers, readers and verification shared by every stage."""
