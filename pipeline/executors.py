@@ -93,7 +93,13 @@ class LocalExecutor:
                     try:
                         yield Outcome(unit, result=fut.result())
                     except cf.process.BrokenProcessPool:
-                        raise
+                        # A worker died (killed, out of memory): its unit and every unit not yet
+                        # finished are reported; a re-run redoes them.
+                        for other in [fut, *pending]:
+                            yield Outcome(futures[other], error="a worker process died (killed or out of memory) "
+                                                                "before this unit finished")
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        return
                     except Exception as exc:
                         import traceback
 

@@ -1,0 +1,36 @@
+# Two entry points: `make demo` and `make test`. Both create .venv with nothing but Python.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# PyTorch pinned to the build this project is tested with; on other machines pick your CUDA build.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+# Debian packages the tests need (none yet beyond Python); installed only where apt-get exists and we are root.
+APT_PACKAGES ?=
+
+.PHONY: demo test install install-test system-deps bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[all]'
+	touch $@
+
+install: $(VENV)/.installed
+
+system-deps:
+	@if [ -n "$(APT_PACKAGES)" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); fi
+
+demo: install
+	$(PY) -m pipeline.demo --out data/demo --fresh
+
+test: install system-deps
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/crawl.py
+
+clean:
+	rm -rf $(VENV) data *.egg-info .pytest_cache

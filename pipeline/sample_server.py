@@ -1,0 +1,206 @@
+"""A local HTTP server that stands in for YouTube: serves files, and faults on demand.
+
+Tests, ``make demo`` and ``bench/crawl.py`` serve subtitle files and videos from a
+directory on 127.0.0.1 and point info JSON URLs at it. Each request is logged
+(method, path, status), so a test can count requests per file. Faults are set per
+path and consumed in order (``server.fault("/subs/x/en.vtt", "429", "ok")``), or
+made permanent with ``sticky=True``:
+
+- ``"429"``, ``"403"``, ``"500"``...: that status; ``"429:retry-after=2"`` adds the header
+- ``"reset"``: close the connection without a response
+- ``"stall:5"``: wait 5 s before answering (clients should time out)
+- ``"truncate"``: announce the full length, send half the body
+- ``"html"``: a 200 with an HTML error page instead of the file
+- ``"garbage"``: a 200 with invalid UTF-8 bytes; ``"empty"``: a 200 with no body
+- ``"sorry"``: redirect to a bot-check page
+- ``"ok"``: serve the file normally
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+CONTENT_TYPES = {".vtt": "text/vtt; charset=utf-8", ".json": "application/json", ".mp4": "video/mp4",
+                 ".webm": "video/webm", ".html": "text/html"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "_Server"
+
+    def log_message(self, fmt, *args):  # the server keeps its own log
+        pass
+
+    def _send(self, status: int, body: bytes, ctype: str = "text/plain", headers: dict | None = None,
+              length: int | None = None):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_GET(self):
+        owner: SampleServer = self.server.owner
+        path = unquote(urlparse(self.path).path)
+        fault = owner._next_fault(path)
+        entry = owner._log(self.command, self.path, path, fault)
+        try:
+            entry["status"] = self._respond(owner, path, fault)
+        finally:
+            owner._flush(entry)
+
+    def _respond(self, owner: "SampleServer", path: str, fault: str | None) -> int:
+        if fault and fault.startswith("stall"):
+            time.sleep(float(fault.split(":", 1)[1]) if ":" in fault else 30.0)
+            fault = None
+        if fault == "reset":
+            self.close_connection = True
+            try:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return 0
+        if fault and fault.split(":", 1)[0].isdigit():
+            code = int(fault.split(":", 1)[0])
+            headers = {}
+            if "retry-after=" in fault:
+                headers["Retry-After"] = fault.split("retry-after=", 1)[1]
+            body = f"<html><body>Error {code}</body></html>".encode()
+            self._send(code, body, "text/html", headers)
+            return code
+        if fault == "sorry":
+            self._send(302, b"", headers={"Location": f"http://127.0.0.1:{owner.port}/sorry/index"})
+            return 302
+        if path.startswith("/sorry/"):
+            self._send(429, b"<html>Our systems have detected unusual traffic from your computer network.</html>", "text/html")
+            return 429
+        file = (owner.root / path.lstrip("/")).resolve()
+        if owner.root not in file.parents or not file.is_file():
+            self._send(404, b"not found")
+            return 404
+        body = file.read_bytes()
+        ctype = CONTENT_TYPES.get(file.suffix, "application/octet-stream")
+        if fault == "html":
+            self._send(200, b"<!DOCTYPE html><html><head><title>Error</title></head><body>Sorry</body></html>", "text/html")
+        elif fault == "garbage":
+            self._send(200, b"WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nbad \xff\xfe bytes \xc3\x28 here\n", ctype)
+        elif fault == "empty":
+            self._send(200, b"", ctype)
+        elif fault == "truncate":
+            self._send(200, body[: len(body) // 2], ctype, length=len(body))
+            self.close_connection = True
+        else:
+            self._send(200, body, ctype)
+        return 200
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class SampleServer:
+    """Serve ``root`` on 127.0.0.1 (an ephemeral port unless given)."""
+
+    def __init__(self, root: Path, port: int = 0, log_file: Path | None = None):
+        self.root = Path(root).resolve()
+        self._httpd = _Server(("127.0.0.1", port), _Handler)
+        self._httpd.owner = self
+        self.port = self._httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._faults: dict[str, collections.deque] = {}
+        self._sticky: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.requests: list[dict] = []
+        self._log_file = open(log_file, "a") if log_file else None
+        self._thread: threading.Thread | None = None
+
+    def fault(self, path: str, *faults: str, sticky: bool = False) -> None:
+        with self._lock:
+            if sticky:
+                self._sticky[path] = faults[0]
+            else:
+                self._faults.setdefault(path, collections.deque()).extend(faults)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self._sticky.clear()
+
+    def _next_fault(self, path: str) -> str | None:
+        with self._lock:
+            if path in self._sticky:
+                return self._sticky[path]
+            queue = self._faults.get(path)
+            if queue:
+                fault = queue.popleft()
+                return None if fault == "ok" else fault
+        return None
+
+    def _log(self, method, raw_path, path, fault) -> dict:
+        """Requests are logged when they arrive (a stalled one counts at once)."""
+        entry = {"t": time.time(), "method": method, "raw": raw_path, "path": path, "fault": fault, "status": None}
+        with self._lock:
+            self.requests.append(entry)
+        return entry
+
+    def _flush(self, entry: dict) -> None:
+        if self._log_file:
+            with self._lock:
+                self._log_file.write(json.dumps(entry) + "\n")
+                self._log_file.flush()
+
+    def count(self, prefix: str = "/") -> int:
+        with self._lock:
+            return sum(1 for r in self.requests if r["path"].startswith(prefix))
+
+    def start(self) -> "SampleServer":
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="sample-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._log_file:
+            self._log_file.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Serve a directory on 127.0.0.1 as a stand-in for YouTube.")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--log", type=Path, help="append one JSON line per request here")
+    args = p.parse_args(argv)
+    server = SampleServer(args.root, args.port, args.log)
+    print(f"serving {server.root} at {server.base_url}", flush=True)
+    try:
+        server._httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.sample import build_sample
+from pipeline.sample_server import SampleServer
+
+REAL_FIXTURES = os.environ.get("MMP_REAL_FIXTURES")
+
+
+def real_fixtures() -> Path:
+    """The shared real files, or skip: tests over them run when MMP_REAL_FIXTURES is set (CI sets it)."""
+    if not REAL_FIXTURES or not Path(REAL_FIXTURES).is_dir():
+        pytest.skip("MMP_REAL_FIXTURES not set")
+    return Path(REAL_FIXTURES)
+
+
+class Sample:
+    def __init__(self, root: Path, server: SampleServer, summary: dict):
+        self.root, self.server, self.summary = root, server, summary
+        self.videos = Path(summary["list"])
+        self.info = Path(summary["info_json"])
+        self.files = Path(summary["files"])
+
+    def crawl_args(self, out: Path, *extra: str) -> list[str]:
+        return ["--videos", str(self.videos), "--out", str(out), "--info-json", str(self.info),
+                "--budget-dir", str(self.root / "budget"), "--retries", "2", "--backoff-base", "0.05",
+                "--backoff-max", "1.5", "--socket-timeout", "1", "--workers", "1", "--no-progress", *extra]
+
+
+@pytest.fixture
+def sample(tmp_path):
+    root = tmp_path / "sample"
+    root.mkdir()
+    server = SampleServer(root / "files").start()
+    try:
+        summary = build_sample(root, server.base_url, videos=False)
+        yield Sample(root, server, summary)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sample_with_videos(tmp_path):
+    pytest.importorskip("av")
+    root = tmp_path / "sample"
+    root.mkdir()
+    server = SampleServer(root / "files").start()
+    try:
+        yield Sample(root, server, build_sample(root, server.base_url, videos=True))
+    finally:
+        server.stop()
+
+
+def read_all_rows(directory: Path) -> list[dict]:
+    from shards.reader import read_rows
+
+    rows = []
+    for p in sorted(Path(directory).glob("*.parquet")):
+        rows += read_rows(p)
+    return rows
+
+
+def read_all_samples(directory: Path) -> dict:
+    from shards.reader import iter_samples
+
+    out = {}
+    for p in sorted(Path(directory).glob("*.tar")):
+        for s in iter_samples(p):
+            out[s["__key__"]] = s
+    return out
