@@ -56,8 +56,8 @@ class R2Plus1D34(VideoResNet):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 3, T, H, W] normalised clips -> [B, 512]: layer4 averaged over T, H and W.
 
-        The stem halves H and W, layers 2-4 halve T, H and W each, so T >= 8 and
-        H, W >= 32 keep every stage non-empty at layer4 (T/8, H/16, W/16 rounded up).
+        The stem halves H and W and layers 2-4 halve T, H and W (rounding up), so any
+        T, H, W >= 1 runs: 8x112x112 ends as a 1x7x7 layer4 map, 8x32x32 as 1x2x2.
         """
         if x.dim() != 5 or x.shape[1] != 3:
             raise ValueError(f"expected [B, 3, T, H, W], got {tuple(x.shape)}")

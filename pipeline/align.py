@@ -1,0 +1,169 @@
+"""Putting several languages of one video on one timeline, and reading them back.
+
+The timeline is one language's cleaned cues: the English track when it is manual
+or ASR (it is spoken-aligned), else the source track (manual or ASR in the video's
+language). Each segment is one timeline cue; every other language's cues are
+projected onto the segments by time.
+
+Projection rule (one-to-many and many-to-one, nothing dropped or duplicated): each
+foreign cue goes, whole, to the one segment it overlaps most; a cue that overlaps
+no segment (it falls in a gap of the timeline) goes to the nearest segment in time.
+Whole cues, not word-proportional splits, because splitting by words is meaningless
+for Chinese and misplaces words whenever speech rate varies; the cost is that a
+long German cue spanning two English cues lands in one of them. A segment's text in
+a language is its assigned cues joined in time order.
+
+Coverage of a language is the fraction of timeline seconds (the union of timeline
+cues) that its own cues overlap: it measures the tracks, not the assignment rule.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+
+from .subtitles import join_texts
+
+ORIGINAL_KINDS = ("manual", "asr")
+
+
+def _base(lang: str | None) -> str:
+    return (lang or "").split("-")[0].lower()
+
+
+def choose_timeline(tracks: dict, video_lang: str | None = None) -> str | None:
+    """The language whose cues become the segments, or None without any cues.
+
+    ``tracks``: ``{lang: {"kind": ..., "source_lang": ..., "cues": [...]}}``, usable ones.
+    Order: English manual/ASR; the manual/ASR track in the video's language; any
+    other manual/ASR track; the track the translations were made from; the most cues.
+    """
+    have = {lang: t for lang, t in tracks.items() if t.get("cues")}
+    if not have:
+        return None
+    original = [l for l, t in have.items() if t.get("kind") in ORIGINAL_KINDS]
+    if "en" in original:
+        return "en"
+    vl = _base(video_lang)
+    for lang in original:
+        if _base(lang) == vl:
+            return lang
+    if original:
+        return max(original, key=lambda l: (have[l].get("kind") == "manual", len(have[l]["cues"]), l))
+    sources = [_base(t.get("source_lang")) for t in have.values()]
+    for src in sources:
+        if src in have:
+            return src
+    return max(have, key=lambda l: (len(have[l]["cues"]), l))
+
+
+def project(cues: list, seg_starts: list, seg_ends: list) -> list[int]:
+    """For each cue, the index of the segment it belongs to (see the module docstring)."""
+    n = len(seg_starts)
+    out = []
+    for s, e, _ in cues:
+        i = bisect_right(seg_ends, s)  # first segment ending after the cue starts
+        best, best_ov = -1, 0.0
+        j = i
+        while j < n and seg_starts[j] < e:
+            ov = min(e, seg_ends[j]) - max(s, seg_starts[j])
+            if ov > best_ov:
+                best, best_ov = j, ov
+            j += 1
+        if best < 0:  # in a gap (or a point cue): nearest segment, the earlier on a tie
+            before = s - seg_ends[i - 1] if i > 0 else float("inf")
+            after = seg_starts[i] - e if i < n else float("inf")
+            best = i - 1 if before <= after else i
+        out.append(best)
+    return out
+
+
+def covered_seconds(a: list, b: list) -> float:
+    """Seconds where the (sorted, non-overlapping) cue lists ``a`` and ``b`` overlap."""
+    i = j = 0
+    total = 0.0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if hi > lo:
+            total += hi - lo
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def align_tracks(tracks: dict, video_lang: str | None = None) -> tuple[str | None, list, dict]:
+    """``(timeline_lang, segments, coverage)`` for usable tracks ``{lang: {kind, source_lang, cues}}``.
+
+    Segments are ``{"start", "end", "text": {lang: text}}``, one per timeline cue; a
+    language absent from a segment has no key. Differing cue counts are the normal case.
+    """
+    timeline = choose_timeline(tracks, video_lang)
+    if timeline is None:
+        return None, [], {}
+    base = tracks[timeline]["cues"]
+    starts = [c[0] for c in base]
+    ends = [c[1] for c in base]
+    assigned: list[dict] = [{timeline: [c[2]]} for c in base]
+    span = sum(e - s for s, e in zip(starts, ends))
+    coverage = {timeline: 1.0 if span > 0 else 0.0}
+    for lang in sorted(tracks):
+        cues = tracks[lang].get("cues") or []
+        if lang == timeline or not cues:
+            continue
+        for cue, k in zip(cues, project(cues, starts, ends)):
+            assigned[k].setdefault(lang, []).append(cue[2])
+        coverage[lang] = round(covered_seconds(base, cues) / span, 4) if span > 0 else 0.0
+    segments = [{"start": s, "end": e, "text": {l: join_texts(t, l) for l, t in texts.items()}}
+                for s, e, texts in zip(starts, ends, assigned)]
+    return timeline, segments, coverage
+
+
+# ---------------------------------------------------------------- what the trainer asks
+
+def cues_near(subs: dict, lang: str, start: float, end: float, max_cues: int | None = None) -> list:
+    """The consecutive cues of ``lang`` closest in time to the window ``[start, end]``.
+
+    Every cue overlapping the window, in order; if none does, the single nearest
+    cue. With ``max_cues``, the run is cut to that many around the window's centre.
+    Empty when the video has no cues in ``lang``.
+    """
+    track = (subs.get("tracks") or {}).get(lang) or {}
+    cues = track.get("cues") or []
+    if not cues:
+        return []
+    if end < start:
+        start, end = end, start
+    i = bisect_right(cues, start, key=lambda c: c[1])  # first cue ending after the window starts
+    j = bisect_left(cues, end, key=lambda c: c[0])     # first cue starting at or after its end
+    if j <= i:
+        before = start - cues[i - 1][1] if i > 0 else float("inf")
+        after = cues[i][0] - end if i < len(cues) else float("inf")
+        k = i - 1 if before <= after else i
+        run = [cues[k]]
+    else:
+        run = cues[i:j]
+    if max_cues is not None and len(run) > max_cues > 0:
+        centre = (start + end) / 2
+        mid = min(range(len(run)), key=lambda n: abs((run[n][0] + run[n][1]) / 2 - centre))
+        lo = max(0, min(mid - max_cues // 2, len(run) - max_cues))
+        run = run[lo:lo + max_cues]
+    return [tuple(c) for c in run]
+
+
+def parallel_texts(segment_or_subs: dict, lang_a: str, lang_b: str):
+    """Parallel texts in two languages.
+
+    Given one segment: ``(text_a, text_b)``, or None if either language is missing.
+    Given a whole ``subs.json``: ``[(start, end, text_a, text_b), ...]`` over the
+    segments that hold both.
+    """
+    if "segments" in segment_or_subs:
+        out = []
+        for seg in segment_or_subs["segments"]:
+            pair = parallel_texts(seg, lang_a, lang_b)
+            if pair is not None:
+                out.append((seg["start"], seg["end"], *pair))
+        return out
+    text = segment_or_subs.get("text") or {}
+    a, b = text.get(lang_a), text.get(lang_b)
+    return (a, b) if a and b else None
