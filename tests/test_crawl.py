@@ -95,3 +95,30 @@ def test_bad_inputs_are_clear_errors(sample, tmp_path, capsys):
     with pytest.raises(SystemExit):
         crawl.main(["--help"])
     assert "--max-requests-per-second" in capsys.readouterr().out
+
+
+def test_rank_slices_together_equal_one_run(sample, tmp_path):
+    whole, sliced = tmp_path / "whole", tmp_path / "sliced"
+    assert crawl.main(sample.crawl_args(whole, "--unit-size", "2", "--langs", "en,de")) == 0
+    for rank in (0, 1):
+        assert crawl.main(sample.crawl_args(sliced, "--unit-size", "2", "--langs", "en,de",
+                                            "--rank", str(rank), "--world-size", "2")) == 0
+        names = sorted(p.name for p in (sliced / "crawl").glob("*.stats.json"))
+        assert all(int(n[6:12]) % 2 == 0 for n in names) if rank == 0 else len(names) == 5
+
+    def strip(rows):
+        return sorted((r["video_id"], r["status"], r["n_tracks"], r["en_kind"], r["de_kind"]) for r in rows)
+
+    assert strip(read_all_rows(whole / "crawl")) == strip(read_all_rows(sliced / "crawl"))
+    assert set(read_all_samples(whole / "crawl")) == set(read_all_samples(sliced / "crawl"))
+    assert crawl.main(sample.crawl_args(sliced, "--unit-size", "2", "--rank", "2", "--world-size", "2")) == 2
+
+
+def test_two_workers_give_the_same_rows(sample, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert crawl.main(sample.crawl_args(one, "--unit-size", "2", "--langs", "en")) == 0
+    args = sample.crawl_args(two, "--unit-size", "2", "--langs", "en")
+    args[args.index("--workers") + 1] = "2"
+    assert crawl.main(args) == 0
+    key = lambda rows: sorted((r["video_id"], r["status"], r["en_kind"], r["en_bytes"]) for r in rows)
+    assert key(read_all_rows(one / "crawl")) == key(read_all_rows(two / "crawl"))
