@@ -69,15 +69,20 @@ def _read_checkpoint(path: Path, name: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # weights_only refuses anything but tensors and plain containers, e.g. a pickled
-        # nn.Module; loading it would run arbitrary code from the file.
-        # torch's message advises weights_only=False; we only quote what it refused.
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        what = f"refused {found.group(1)}" if found else "refused a non-tensor object"
-        raise WeightsError(
-            f"{name} weights {path} hold pickled Python objects, which are never loaded "
-            f"(torch.load weights_only=True {what}); save and pass model.state_dict() instead"
-        ) from None
+        # torch's message advises weights_only=False; we quote only what it refused.
+        text = str(exc)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:
+            # A reference to a Python class or function, e.g. a pickled nn.Module: loading
+            # it would run code from the file, so weights_only refuses it, and so do we.
+            raise WeightsError(
+                f"{name} weights {path} hold pickled Python objects, which are never loaded "
+                f"(torch.load weights_only=True refused {found.group(1)}); "
+                "save and pass model.state_dict() instead"
+            ) from None
+        detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        reason = detail[0] if detail and "WeightsUnpickler error:" in text else type(exc).__name__
+        raise WeightsError(f"{name} weights {path} are not a readable PyTorch checkpoint ({reason})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise WeightsError(f"{name} weights {path} are not a readable PyTorch checkpoint: {exc}") from None
 
@@ -111,8 +116,9 @@ def unwrap_state_dict(obj: object, source: str = "checkpoint") -> dict[str, torc
     return state
 
 
-def _examples(keys) -> str:
-    keys = sorted(keys)
+def _examples(keys: list) -> str:
+    # Callers pass keys in model or file order, so the first ones named are the earliest
+    # layers (stem/conv1), which tell a wrong file from a truncated one at a glance.
     more = f", ... ({len(keys)} in all)" if len(keys) > _EXAMPLES else ""
     return ", ".join(keys[:_EXAMPLES]) + more
 
@@ -121,12 +127,12 @@ def _match_keys(model: nn.Module, state: dict[str, torch.Tensor], name: str, pat
     """Check names and shapes against the model; return a dict load_state_dict takes strictly."""
     expected = model.state_dict()
     optional = {k for k in expected if k.endswith(_OPTIONAL_SUFFIX)}
-    missing = set(expected) - set(state) - optional
-    unexpected = set(state) - set(expected)
+    missing = [k for k in expected if k not in state and k not in optional]
+    unexpected = [k for k in state if k not in expected]
     mis_shaped = [
         f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if state[k].shape != expected[k].shape
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
     ]
     problems = []
     if missing:
