@@ -18,11 +18,30 @@ cues) that its own cues overlap: it measures the tracks, not the assignment rule
 """
 from __future__ import annotations
 
+import re
 from bisect import bisect_left, bisect_right
 
-from .subtitles import join_texts
-
 ORIGINAL_KINDS = ("manual", "asr")
+NO_SPACE_LANGS = frozenset({"zh", "ja", "th"})  # written without spaces between words
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff]")
+
+
+def join_texts(texts, lang: str | None) -> str:
+    return ("" if lang in NO_SPACE_LANGS else " ").join(t for t in texts if t)
+
+
+def count_tokens(text: str, lang: str | None) -> int:
+    """Whitespace words; for languages written without spaces, each CJK character counts as one."""
+    if lang in NO_SPACE_LANGS:
+        cjk = len(_CJK.findall(text))
+        return cjk + len(_CJK.sub(" ", text).split())
+    return len(text.split())
+
+
+def track_stats(cues: list, lang: str | None) -> dict:
+    """Counts for the parquet row: cues, tokens, characters, seconds covered."""
+    return {"cues": len(cues), "tokens": sum(count_tokens(c[2], lang) for c in cues),
+            "chars": sum(len(c[2]) for c in cues), "seconds": round(sum(c[1] - c[0] for c in cues), 3)}
 
 
 def _base(lang: str | None) -> str:

@@ -1,11 +1,10 @@
 """Parsing and cleaning one subtitle track: raw bytes in, clean cues and a report out.
 
-``clean_track(data, lang)`` returns ``(cues, report)``: cues are ``(start_s, end_s,
-text)`` sorted, non-overlapping, never zero-length, with tags, cue settings and
-inline word timings stripped, entities unescaped, NFC, whitespace collapsed and
-``[Music]``-style annotations dropped (unless asked to keep them). The report says
-which parser read the file, what was repaired, and what looks wrong. Nothing here
-raises on bad input: a file that cannot be read becomes a report with a status.
+``clean_track(data, lang)`` returns ``(cues, report)``: cues ``(start_s, end_s, text)``
+sorted, non-overlapping, never zero-length, with tags, cue settings and word timings
+stripped, entities unescaped, NFC, whitespace collapsed, ``[Music]``-style annotations
+dropped unless asked to keep them. The report says which parser read the file, what was
+repaired and what looks wrong; bad input never raises, it becomes a report with a status.
 
 YouTube's automatic captions are "rolling": each cue shows the previous line again
 above the line being spoken, whose words carry inline times
@@ -20,15 +19,12 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 
-Cue = tuple  # (start_s: float, end_s: float, text: str)
-
 OK, EMPTY, NOT_TEXT, TOO_LARGE, PARSE_ERROR = "ok", "empty", "not_text", "too_large", "parse_error"
 DEFAULT_MAX_BYTES = 32 << 20   # ~100 hours of rolling captions: far beyond any HowTo100M video
 SNAPSHOT_S = 0.05              # YouTube's snapshot cues last 10 ms; real cues never this short
 MIN_ROLLING_CUE_S = 0.1        # the issue's bar: nothing this short survives from a rolling track
 PAUSE_SPLIT_S = 2.0            # a silence this long between timed words starts a new cue
 WORD_TAIL_S = 1.0              # how long the last word before such a pause is taken to last
-NO_SPACE_LANGS = frozenset({"zh", "ja", "th"})
 
 _TAG = re.compile(r"<[^>]*>")
 _INLINE_TS = re.compile(r"<((?:\d+:)?\d{1,2}:\d{1,2}[.,]\d{1,3})>")
@@ -37,11 +33,8 @@ _TEXT_AFTER_GAP = re.compile(r"-->[^\n]*\r?\n\r?\n[ \t]*[^\s\d]")
 _ANNOTATION = re.compile(r"\[[^\[\]]*\]|\([^()]*\b(?:music|applause|laughter)\b[^()]*\)|[♪♫]+|>>+", re.I)
 _BAD_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\ufffd]")
 _LETTER = re.compile(r"[^\W\d_]")
-_SCRIPTS = {
-    "cjk": re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff]"),
-    "cyrillic": re.compile(r"[\u0400-\u04ff]"),
-    "latin": re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]"),
-}
+_SCRIPTS = {"cjk": re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff]"),
+            "cyrillic": re.compile(r"[\u0400-\u04ff]"), "latin": re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]")}
 _LANG_SCRIPT = {"zh": "cjk", "ja": "cjk", "ru": "cyrillic", "uk": "cyrillic", "bg": "cyrillic"}
 # Latin-script languages whose text without these letters is almost surely another language.
 _MARKERS = {"vi": re.compile(r"[ăâđêôơưĂÂĐÊÔƠƯ\u1ea0-\u1ef9]"), "cs": re.compile(r"[ěščřžůňťďĚŠČŘŽŮŇŤĎ]")}
@@ -88,24 +81,6 @@ def clean_text(raw: str, keep_annotations: bool = False) -> str:
     if not text.isascii() and not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
     return text
-
-
-def join_texts(texts, lang: str | None) -> str:
-    return ("" if lang in NO_SPACE_LANGS else " ").join(t for t in texts if t)
-
-
-def count_tokens(text: str, lang: str | None) -> int:
-    """Whitespace words; for languages written without spaces, each CJK character counts as one."""
-    if lang in NO_SPACE_LANGS:
-        cjk = len(_SCRIPTS["cjk"].findall(text))
-        return cjk + len(_SCRIPTS["cjk"].sub(" ", text).split())
-    return len(text.split())
-
-
-def track_stats(cues: list, lang: str | None) -> dict:
-    """Counts for the parquet row: cues, tokens, characters, seconds covered."""
-    return {"cues": len(cues), "tokens": sum(count_tokens(c[2], lang) for c in cues),
-            "chars": sum(len(c[2]) for c in cues), "seconds": round(sum(c[1] - c[0] for c in cues), 3)}
 
 
 def script_flag(cues: list, lang: str | None) -> str | None:
@@ -197,6 +172,16 @@ def _webvtt_cues(text: str) -> list:
             for c in webvtt.from_string(text).captions]
 
 
+def _try_webvtt(text: str, report: TrackReport, label: str) -> list | None:
+    from webvtt.errors import MalformedCaptionError, MalformedFileError
+
+    try:
+        return _webvtt_cues(text)
+    except (MalformedFileError, MalformedCaptionError, ValueError) as exc:
+        report.warnings.append(f"{label}: {type(exc).__name__}: {exc}"[:200])
+        return None
+
+
 def parse_track(text: str, report: TrackReport) -> list:
     """Raw cues ``(start, end, payload lines)`` from webvtt-py, repairing the file when it fails.
 
@@ -205,9 +190,7 @@ def parse_track(text: str, report: TrackReport) -> list:
     timing lines tells when that happened. Then timings are normalised and it is tried
     again, and last the tolerant parser is used, whichever reads more cues.
     """
-    from webvtt.errors import MalformedCaptionError, MalformedFileError
-
-    expected = len(_TIMING_LINE.findall(text))
+    arrows = text.count("-->")  # cheap upper bound; the exact count only when cues went missing
     if not text.startswith("WEBVTT"):
         stripped = text.lstrip()
         if stripped.startswith("WEBVTT"):
@@ -215,19 +198,15 @@ def parse_track(text: str, report: TrackReport) -> list:
         else:
             text = "WEBVTT\n\n" + text
             report.repair("added_header")
-    cues, report.parser = [], "webvtt"
-    try:
-        cues = _webvtt_cues(text)
-    except (MalformedFileError, MalformedCaptionError, ValueError) as exc:
-        report.warnings.append(f"webvtt-py: {type(exc).__name__}: {exc}"[:200])
+    report.parser = "webvtt"
+    cues = _try_webvtt(text, report, "webvtt-py") or []
+    expected = len(_TIMING_LINE.findall(text)) if len(cues) < arrows else len(cues)
     if len(cues) < expected:
         fixed, changed = normalise_timings(text)
-        if changed:
-            report.repair("timestamps_normalised", changed)
-            try:
-                cues, report.parser = _webvtt_cues(fixed), "webvtt_repaired"
-            except (MalformedFileError, MalformedCaptionError, ValueError) as exc:
-                report.warnings.append(f"webvtt-py after repair: {type(exc).__name__}: {exc}"[:200])
+        report.repair("timestamps_normalised", changed)
+        again = _try_webvtt(fixed, report, "webvtt-py after repair") if changed else None
+        if again is not None:
+            cues, report.parser = again, "webvtt_repaired"
     if len(cues) < expected:
         loose = parse_tolerant(text)
         if len(loose) > len(cues):
@@ -256,7 +235,7 @@ def detect_rolling(raw: list, keys: list) -> bool:
     if n < 2:
         return False
     timed = sum(1 for _, _, lines in raw if any("<" in l and _INLINE_TS.search(l) for l in lines))
-    repeats = sum(1 for prev, cur in zip(keys, keys[1:]) if prev and cur and cur[0] == prev[-1])
+    repeats = sum(1 for prev, cur in zip(keys, keys[1:]) if prev and cur and cur[0][0] == prev[-1][0])
     return timed >= 0.2 * n or repeats >= 0.3 * (n - 1)
 
 
@@ -279,7 +258,7 @@ def unroll(raw: list, keys: list, report: TrackReport, keep_annotations: bool) -
     out, recent = [], []
     for (start, end, lines), klines in zip(raw, keys):
         chunks = []
-        for line, key in zip((l for l in lines if _line_key(l)), klines):
+        for key, line in klines:
             if "<" in line and _INLINE_TS.search(line):  # being spoken in this cue: new by definition
                 chunks.extend(_timed_chunks(line, start, end, report))
             elif key in recent:                           # the previous line shown again
@@ -321,12 +300,8 @@ def unroll(raw: list, keys: list, report: TrackReport, keep_annotations: bool) -
 
 def repair_timeline(cues: list, report: TrackReport) -> list:
     """Sorted, no end before start, no zero length, no overlaps, no exact duplicates."""
-    fixed = []
-    for s, e, t in cues:
-        if e < s:
-            s, e = e, s
-            report.repair("end_before_start")
-        fixed.append((s, e, t))
+    report.repair("end_before_start", sum(1 for s, e, _ in cues if e < s))
+    fixed = [(e, s, t) if e < s else (s, e, t) for s, e, t in cues]
     if any(a[0] > b[0] for a, b in zip(fixed, fixed[1:])):
         report.repair("out_of_order")
         fixed.sort(key=lambda c: (c[0], c[1]))
@@ -358,13 +333,9 @@ def repair_timeline(cues: list, report: TrackReport) -> list:
 def _merge_short(cues: list, report: TrackReport) -> list:
     out = []
     for c in cues:
-        if out and c[1] - c[0] < MIN_ROLLING_CUE_S:
+        if out and (c[1] - c[0] < MIN_ROLLING_CUE_S or out[-1][1] - out[-1][0] < MIN_ROLLING_CUE_S):
             ps, pe, pt = out[-1]
             out[-1] = (ps, max(pe, c[1]), pt + " " + c[2])
-            report.repair("short_cue_merged")
-        elif out and out[-1][1] - out[-1][0] < MIN_ROLLING_CUE_S:
-            ps, pe, pt = out[-1]
-            out[-1] = (ps, c[1], pt + " " + c[2])
             report.repair("short_cue_merged")
         else:
             out.append(c)
@@ -386,7 +357,7 @@ def decode(data: bytes, report: TrackReport, max_bytes: int) -> str | None:
         text = data.decode("utf-8", "replace")
         report.warnings.append(f"invalid UTF-8 from byte {exc.start}; replaced")
     head = text[:65536]
-    bad = len(_BAD_CHARS.findall(head))
+    bad = len(_BAD_CHARS.findall(head)) if _BAD_CHARS.search(head) else 0
     if head and bad > 0.02 * len(head):
         report.fail(NOT_TEXT, f"not a subtitle file: {bad} of the first {len(head)} characters are binary")
         return None
@@ -407,18 +378,14 @@ def clean_track(data: bytes, lang: str | None = None, *, keep_annotations: bool 
     if not raw:
         return [], report.fail(PARSE_ERROR if "-->" in text else EMPTY,
                                "no cue could be read" if "-->" in text else "the file holds no cues")
-    keys = [[k for k in map(_line_key, lines) if k] for _, _, lines in raw]
+    keys = [[(k, l) for l in lines if (k := _line_key(l))] for _, _, lines in raw]  # (key, raw line)
     report.rolling = detect_rolling(raw, keys)
     if report.rolling:
         cues = unroll(raw, keys, report, keep_annotations)
     else:
-        cues = []
-        for (s, e, lines), klines in zip(raw, keys):
-            t = clean_text(" ".join(lines), keep_annotations) if klines else ""
-            if t:
-                cues.append((s, e, t))
-            else:
-                report.repair("empty_cue_dropped")
+        cues = [(s, e, t) for (s, e, lines), klines in zip(raw, keys)
+                if klines and (t := clean_text(" ".join(lines), keep_annotations))]
+        report.repair("empty_cue_dropped", len(raw) - len(cues))
     cues = repair_timeline(cues, report)
     if report.rolling:
         cues = _merge_short(cues, report)
