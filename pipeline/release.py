@@ -1,0 +1,248 @@
+"""Reading the published caption files as streams, and splitting them by video.
+
+The Multi-HT100M release is nine ``how2_{lang}.json`` files and HowTo100M's English
+is ``caption.json`` / ``raw_caption.json``, each one JSON object
+``{video_id: {"text": [...], "start": [...], "end": [...]}}`` of up to tens of GB.
+They are never loaded whole: ``iter_release`` walks one with ijson and yields a
+video at a time; ``partition_language`` writes each video's cues to one of P parquet
+partitions chosen by a hash of its id, a row group at a time. A join then reads one
+partition of every language at once: memory is bounded by one partition, whatever
+the files' sizes and key orders.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shards.writer import atomic_write_json
+
+log = logging.getLogger("mmp.release")
+
+RELEASE_LANGS = ("en", "de", "fr", "cs", "sw", "ru", "vi", "es", "zh")
+PART_SCHEMA = pa.schema([("video_id", pa.string()), ("start", pa.list_(pa.float64())),
+                         ("end", pa.list_(pa.float64())), ("text", pa.list_(pa.string())),
+                         ("problem", pa.string())])
+# A few very common words per language: enough to notice a file labelled with the wrong
+# language (an early release labelled its Spanish file "sw").
+_STOPWORDS = {
+    "en": {"the", "and", "to", "you", "of", "it", "is"}, "de": {"und", "die", "der", "das", "ist", "nicht", "zu"},
+    "fr": {"le", "la", "et", "les", "de", "vous", "est"}, "es": {"el", "la", "que", "de", "y", "los", "es"},
+    "cs": {"a", "je", "to", "na", "se", "že", "v"}, "sw": {"na", "ya", "kwa", "wa", "ni", "za", "hii"},
+    "vi": {"và", "là", "của", "có", "không", "một", "các"}, "ru": {"и", "в", "не", "на", "что", "я", "это"},
+}
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+# Python's json writes NaN and Infinity, which are not JSON and which no streaming parser
+# accepts. Outside strings they can only stand where a value does: after [ , or :.
+_NON_JSON = re.compile(rb"(?<=[\[,:])(\s*)(-?Infinity|NaN)(?=\s*(?:[,\]}]|\Z))")
+
+
+class _NanAsNull:
+    """A binary reader that turns bare NaN/Infinity values into null, chunk by chunk."""
+
+    def __init__(self, raw, chunk: int = 1 << 20):
+        self.raw, self.chunk, self.tail = raw, chunk, b""
+        self.replaced = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if n == 0:  # ijson probes with read(0) to tell bytes from text
+            return b""
+        more = self.raw.read(max(n, self.chunk) if n and n > 0 else -1)
+        data = self.tail + more
+        if not more:  # end of file: whatever is left goes out
+            self.tail = b""
+            return _NON_JSON.sub(rb"\1null", data) if data else b""
+        # hold back from the last delimiter on, so a value after it is never split in two
+        cut = max(data.rfind(b","), data.rfind(b"["), data.rfind(b":"))
+        if cut <= 0:
+            self.tail = data
+            return self.read(n)
+        head, self.tail = data[:cut], data[cut:]
+        head, n_sub = _NON_JSON.subn(rb"\1null", head)
+        self.replaced += n_sub
+        return head
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+
+class ReleaseError(Exception):
+    """A release file that cannot be read at all (missing, not JSON at its start)."""
+
+
+def partition_of(video_id: str, partitions: int) -> int:
+    """Stable across runs and machines (not Python's salted ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(video_id.encode(), digest_size=8).digest(), "big") % partitions
+
+
+@dataclass
+class StreamReport:
+    videos: int = 0
+    truncated: bool = False
+    error: str | None = None
+    bytes_read: int = 0
+
+
+def iter_release(path: Path, report: StreamReport) -> Iterator[tuple[str, object]]:
+    """Yield ``(video_id, value)`` from one release file as it is read.
+
+    A file cut short (the last video half written) yields every complete video before
+    the cut; the report says where it stopped and why.
+    """
+    import ijson
+
+    path = Path(path)
+    if not path.is_file():
+        raise ReleaseError(f"caption file {path} does not exist")
+    with open(path, "rb") as raw:
+        f = _NanAsNull(raw)
+        try:
+            for video_id, value in ijson.kvitems(f, "", use_float=True):
+                report.videos += 1
+                yield video_id, value
+        except ijson.common.IncompleteJSONError as exc:
+            report.truncated = True
+            report.error = f"{path.name} ends early after {report.videos} complete videos ({exc}); the rest is lost"
+        except ijson.common.JSONError as exc:
+            report.truncated = True
+            report.error = f"{path.name} is not valid JSON after {report.videos} complete videos: {exc}"
+        report.bytes_read = f.tell()
+    if report.truncated and report.videos == 0 and report.bytes_read < 2:
+        raise ReleaseError(f"caption file {path} is empty")
+
+
+def check_cues(value) -> tuple[list, list, list, str | None]:
+    """Validate one video's ``{"text", "start", "end"}``; keep what can be kept, say what was not."""
+    if not isinstance(value, dict):
+        return [], [], [], f"value is a {type(value).__name__}, not an object with text/start/end"
+    text, start, end = value.get("text"), value.get("start"), value.get("end")
+    if not all(isinstance(x, list) for x in (text, start, end)):
+        return [], [], [], "text, start and end must all be lists"
+    problems = []
+    n = min(len(text), len(start), len(end))
+    if not (len(text) == len(start) == len(end)):
+        problems.append(f"lists of different lengths (text {len(text)}, start {len(start)}, end {len(end)}); "
+                        f"kept the first {n}")
+    out_s, out_e, out_t = [], [], []
+    bad_times = 0
+    for s, e, t in zip(start[:n], end[:n], text[:n]):
+        try:
+            s, e = float(s), float(e)
+        except (TypeError, ValueError):
+            bad_times += 1
+            continue
+        if not (math.isfinite(s) and math.isfinite(e)) or s < 0 or e < 0:
+            bad_times += 1
+            continue
+        out_s.append(s)
+        out_e.append(e)
+        out_t.append(t if isinstance(t, str) else ("" if t is None else str(t)))
+    if bad_times:
+        problems.append(f"{bad_times} cues with negative, NaN or non-numeric times dropped")
+    return out_s, out_e, out_t, "; ".join(problems) or None
+
+
+@dataclass
+class LanguageReport:
+    lang: str
+    files: list
+    videos: int = 0
+    problems: int = 0
+    truncated: list = field(default_factory=list)
+    script_doubt: str | None = None
+    stopword_votes: dict = field(default_factory=dict)
+
+
+def _vote_language(texts: list, votes: dict) -> None:
+    for word in _WORD.findall(" ".join(texts[:20]).lower()):
+        for lang, words in _STOPWORDS.items():
+            if word in words:
+                votes[lang] = votes.get(lang, 0) + 1
+
+
+def partition_language(lang: str, files: list[Path], directory: Path, partitions: int,
+                       rows_per_group: int = 2000, progress=None) -> LanguageReport:
+    """Pass 1 for one language: stream its files into ``directory/{lang}/part-NNNNN.parquet``.
+
+    Each partition gets its own ParquetWriter; rows are buffered per partition and written
+    a row group at a time, so memory holds at most ``partitions x rows_per_group`` videos.
+    Finished when ``directory/{lang}.done.json`` exists (written last).
+    """
+    out = Path(directory) / lang
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*"):
+        stale.unlink()
+    writers: dict[int, pq.ParquetWriter] = {}
+    buffers: dict[int, list] = {}
+    report = LanguageReport(lang, [str(f) for f in files])
+    sampled = 0
+
+    def flush(p: int) -> None:
+        rows = buffers.pop(p, [])
+        if not rows:
+            return
+        if p not in writers:
+            writers[p] = pq.ParquetWriter(out / f".part-{p:05d}.parquet.tmp", PART_SCHEMA)
+        writers[p].write_table(pa.Table.from_pylist(rows, schema=PART_SCHEMA))
+
+    for path in files:
+        stream = StreamReport()
+        for video_id, value in iter_release(path, stream):
+            s, e, t, problem = check_cues(value)
+            if problem:
+                report.problems += 1
+            if sampled < 200 and t:
+                _vote_language(t, report.stopword_votes)
+                sampled += 1
+            p = partition_of(video_id, partitions)
+            buffers.setdefault(p, []).append({"video_id": video_id, "start": s, "end": e, "text": t, "problem": problem})
+            if len(buffers[p]) >= rows_per_group:
+                flush(p)
+            report.videos += 1
+            if progress is not None:
+                progress(1)
+        if stream.truncated:
+            report.truncated.append(stream.error)
+            log.warning("%s", stream.error)
+    for p in list(buffers):
+        flush(p)
+    for p, writer in writers.items():
+        writer.close()
+        os.replace(out / f".part-{p:05d}.parquet.tmp", out / f"part-{p:05d}.parquet")
+    if report.stopword_votes:
+        best = max(report.stopword_votes, key=report.stopword_votes.get)
+        own = report.stopword_votes.get(lang, 0)
+        if lang in _STOPWORDS and best != lang and report.stopword_votes[best] > 3 * max(1, own):
+            report.script_doubt = (f"the {lang} captions read like {best} (common {best} words "
+                                   f"{report.stopword_votes[best]} times, {lang} words {own} times)")
+            log.warning("%s", report.script_doubt)
+    atomic_write_json(Path(directory) / f"{lang}.done.json", report.__dict__)
+    return report
+
+
+def read_partition(directory: Path, lang: str, partition: int) -> dict:
+    """``{video_id: (start, end, text, problem)}`` of one language in one partition."""
+    path = Path(directory) / lang / f"part-{partition:05d}.parquet"
+    if not path.exists():
+        return {}
+    table = pq.read_table(path)
+    out = {}
+    for row in table.to_pylist():
+        out[row["video_id"]] = (row["start"], row["end"], row["text"], row["problem"])
+    return out
+
+
+def language_report(directory: Path, lang: str) -> dict | None:
+    path = Path(directory) / f"{lang}.done.json"
+    return json.loads(path.read_text()) if path.exists() else None
