@@ -129,6 +129,17 @@ def check_cues(value) -> tuple[list, list, list, str | None]:
     text, start, end = value.get("text"), value.get("start"), value.get("end")
     if not all(isinstance(x, list) for x in (text, start, end)):
         return [], [], [], "text, start and end must all be lists"
+    if len(text) == len(start) == len(end):
+        # the common case, checked in C: every time a finite, non-negative number, every text a string
+        import numpy as np
+
+        try:
+            times = np.array([start, end], dtype=np.float64)
+        except (TypeError, ValueError):
+            times = None
+        if times is not None and np.isfinite(times).all() and (times >= 0).all() \
+                and all(type(t) is str for t in text):
+            return start, end, text, None
     problems = []
     n = min(len(text), len(start), len(end))
     if not (len(text) == len(start) == len(end)):

@@ -180,3 +180,19 @@ def build_sample(root: Path, base_url: str, videos: bool = True) -> dict:
     (root / "videos.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return {"videos": len(SAMPLE_VIDEOS), "video_files": made_videos, "list": str(root / "videos.csv"),
             "info_json": str(info_dir), "files": str(files)}
+
+
+def write_release_sample(directory: Path) -> Path:
+    """The sample texts in the Multi-HT100M release layout (``how2_{lang}.json``)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    texts = load_texts()
+    for lang in LANGS:
+        doc = {}
+        for n, (topic, t) in enumerate(sorted(texts.items())):
+            sentences = t[lang]
+            doc[f"release{n:04d}"] = {"text": sentences,
+                                      "start": [SENTENCE_SECONDS * i for i in range(len(sentences))],
+                                      "end": [SENTENCE_SECONDS * (i + 1) - 0.2 for i in range(len(sentences))]}
+        (directory / f"how2_{lang}.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    return directory
