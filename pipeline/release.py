@@ -183,11 +183,13 @@ def _vote_language(texts: list, votes: dict) -> None:
 
 
 def partition_language(lang: str, files: list[Path], directory: Path, partitions: int,
-                       rows_per_group: int = 2000, progress=None) -> LanguageReport:
+                       rows_per_group: int = 2000, max_buffered_cues: int = 400_000,
+                       progress=None) -> LanguageReport:
     """Pass 1 for one language: stream its files into ``directory/{lang}/part-NNNNN.parquet``.
 
     Each partition gets its own ParquetWriter; rows are buffered per partition and written
-    a row group at a time, so memory holds at most ``partitions x rows_per_group`` videos.
+    a row group at a time, and every buffer is flushed whenever ``max_buffered_cues`` cues
+    are held, so memory does not grow with the file.
     Finished when ``directory/{lang}.done.json`` exists (written last).
     """
     out = Path(directory) / lang
@@ -198,6 +200,7 @@ def partition_language(lang: str, files: list[Path], directory: Path, partitions
     buffers: dict[int, list] = {}
     report = LanguageReport(lang, [str(f) for f in files])
     sampled = 0
+    buffered = 0
 
     def flush(p: int) -> None:
         rows = buffers.pop(p, [])
@@ -218,8 +221,14 @@ def partition_language(lang: str, files: list[Path], directory: Path, partitions
                 sampled += 1
             p = partition_of(video_id, partitions)
             buffers.setdefault(p, []).append({"video_id": video_id, "start": s, "end": e, "text": t, "problem": problem})
+            buffered += len(t)
             if len(buffers[p]) >= rows_per_group:
+                buffered -= sum(len(r["text"]) for r in buffers[p])
                 flush(p)
+            if buffered >= max_buffered_cues:
+                for q in list(buffers):
+                    flush(q)
+                buffered = 0
             report.videos += 1
             if progress is not None:
                 progress(1)

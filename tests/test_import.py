@@ -152,3 +152,15 @@ def test_s3d_features_become_training_shards(tmp_path):
     meta = json.loads(samples["relVideo001"]["meta.json"])
     assert meta["features"]["s3d"]["fps"] == 16 and len(meta["features"]["s3d"]["sha256"]) == 64
     assert set(samples) == {"relVideo001", "relVideo002"}
+
+
+def test_partitions_are_the_same_whatever_the_buffer(tmp_path):
+    from pipeline.release import partition_language, read_partition
+
+    caps = write_release(tmp_path / "release", langs=["de"])
+    files = [caps / "how2_de.json"]
+    partition_language("de", files, tmp_path / "a", 3)
+    partition_language("de", files, tmp_path / "b", 3, rows_per_group=1, max_buffered_cues=3)
+    for p in range(3):
+        assert read_partition(tmp_path / "a", "de", p) == read_partition(tmp_path / "b", "de", p)
+    assert sum(len(read_partition(tmp_path / "a", "de", p)) for p in range(3)) == len(IDS)
