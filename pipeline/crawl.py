@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import copy
-import hashlib
 import json
 import logging
 import os
@@ -31,7 +29,8 @@ from shards.writer import UnitWriter, atomic_write_json, sha256_file
 
 from . import errors
 from .fetch import FetchError, Fetcher, RetryPolicy
-from .politeness import CrawlHalted, RequestBudget, default_budget_dir
+from .politeness import RequestBudget, default_budget_dir
+from .sources import InfoJsonSource, YtdlpSource, download_video
 from .stage import Stage, Unit, UserError, add_executor_args, print_summary, run_stage, video_done
 from .tracks import NONE, select_tracks
 from .videolist import VideoEntry, dedupe, read_video_list
@@ -90,83 +89,6 @@ def schema_for(langs) -> pa.Schema:
     return pa.schema(fields)
 
 
-# ---------------------------------------------------------------- where info dicts come from
-
-class InfoJsonSource:
-    """Saved info JSON files (``DIR/{video_id}.info.json``, as ``yt-dlp --write-info-json`` writes them)."""
-
-    def __init__(self, directory: str):
-        self.directory = Path(directory)
-
-    def get(self, video_id: str) -> dict:
-        path = self.directory / f"{video_id}.info.json"
-        if not path.exists():
-            raise FetchError(errors.UNAVAILABLE, f"no saved info JSON {path.name} in {self.directory}")
-        try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise FetchError(errors.ERROR, f"saved info JSON {path.name} is not valid JSON: {exc}") from None
-        if not isinstance(info, dict):
-            raise FetchError(errors.ERROR, f"saved info JSON {path.name} is not an object")
-        return info
-
-
-class _YtdlpLogger:
-    def debug(self, msg):
-        pass
-
-    def info(self, msg):
-        pass
-
-    def warning(self, msg):
-        log.info("yt-dlp: %s", errors.redact(msg))
-
-    def error(self, msg):
-        log.info("yt-dlp: %s", errors.redact(msg))
-
-
-class YtdlpSource:
-    """Asks YouTube through yt-dlp's Python API: one ``extract_info`` per video, no download."""
-
-    def __init__(self, cfg: CrawlConfig, budget: RequestBudget, cookie_copy: str | None):
-        import yt_dlp
-
-        self.budget = budget
-        self.policy = RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max)
-        self._ydls = []
-        for proxy in cfg.proxies or [None]:
-            params = {"quiet": True, "no_warnings": True, "skip_download": True, "noplaylist": True,
-                      "socket_timeout": cfg.socket_timeout, "extractor_retries": 0, "logger": _YtdlpLogger(),
-                      "retries": 0, "noprogress": True}
-            if proxy:
-                params["proxy"] = proxy
-            if cookie_copy:
-                params["cookiefile"] = cookie_copy
-            self._ydls.append(yt_dlp.YoutubeDL(params))
-        self._turn = 0
-
-    def get(self, video_id: str) -> dict:
-        last = None
-        for attempt in range(self.policy.retries + 1):
-            ydl = self._ydls[self._turn % len(self._ydls)]
-            self._turn += 1
-            self.budget.acquire()
-            try:
-                # The id is validated and sits inside a URL: it can never be read as an option.
-                info = ydl.extract_info(f"https://www.youtube.com/watch?v={video_id}", download=False, process=False)
-                self.budget.record("ok")
-                return ydl.sanitize_info(info)
-            except Exception as exc:  # yt-dlp raises DownloadError around anything
-                status, message = errors.classify_exception(exc)
-                last = FetchError(status, message)
-            if last.status in (errors.RATE_LIMITED, errors.BOT_CHECK):
-                self.budget.record(last.status)
-            if not last.transient or attempt == self.policy.retries:
-                break
-            time.sleep(self.policy.delay(attempt, None))
-        raise last
-
-
 # ---------------------------------------------------------------- per-video work
 
 def looks_like_vtt(body: bytes) -> str | None:
@@ -219,44 +141,7 @@ class CrawlContext:
         self._video_ydl = None
 
     def download_video(self, info: dict) -> tuple[str, bytes]:
-        """Fetch the video in ``video_format`` with yt-dlp from the info already at hand."""
-        import yt_dlp
-
-        target = Path(tempfile.mkdtemp(dir=self.scratch))
-        params = {"quiet": True, "no_warnings": True, "noprogress": True, "format": self.cfg.video_format,
-                  "outtmpl": str(target / "video.%(ext)s"), "socket_timeout": self.cfg.socket_timeout,
-                  "retries": 0, "fragment_retries": 0, "logger": _YtdlpLogger(), "noplaylist": True,
-                  "writesubtitles": False, "writeautomaticsub": False, "cachedir": False}
-        if self.cfg.proxies:
-            params["proxy"] = self.cfg.proxies[0]
-        if self.cookie_copy:
-            params["cookiefile"] = self.cookie_copy
-        try:
-            last = None
-            for attempt in range(self.cfg.retries + 1):
-                self.budget.acquire()
-                try:
-                    with yt_dlp.YoutubeDL(params) as ydl:
-                        ydl.process_ie_result(copy.deepcopy(info), download=True)
-                    files = [p for p in target.iterdir() if p.is_file() and not p.name.endswith((".part", ".ytdl"))]
-                    if not files:
-                        raise FetchError(errors.ERROR, "yt-dlp finished without writing a video file")
-                    path = max(files, key=lambda p: p.stat().st_size)
-                    self.budget.record("ok")
-                    return path.suffix.lstrip(".").lower(), path.read_bytes()
-                except FetchError:
-                    raise
-                except Exception as exc:
-                    status, message = errors.classify_exception(exc)
-                    last = FetchError(status, message)
-                if last.status in (errors.RATE_LIMITED, errors.BOT_CHECK):
-                    self.budget.record(last.status)
-                if not last.transient or attempt == self.cfg.retries:
-                    break
-                time.sleep(RetryPolicy(self.cfg.retries, self.cfg.backoff_base, self.cfg.backoff_max).delay(attempt, None))
-            raise last
-        finally:
-            shutil.rmtree(target, ignore_errors=True)
+        return download_video(info, self.cfg, self.budget, self.scratch, self.cookie_copy)
 
 
 def crawl_video(entry: VideoEntry, ctx: CrawlContext) -> tuple[dict, dict | None]:

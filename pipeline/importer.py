@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 
-from shards.layout import ALIGNED, UnitFiles
+from shards.layout import ALIGNED
 from shards.writer import UnitWriter
 
 from . import release

@@ -8,6 +8,7 @@ plain functions; nothing here knows what a video is.
 """
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import os
@@ -43,7 +44,7 @@ class Unit:
         return len(self.items)
 
 
-class Stage:
+class Stage(abc.ABC):
     """Subclasses set ``name`` (the output prefix), ``layout`` and ``schema`` and implement
     ``plan()`` and ``process(unit, writer)``."""
 
@@ -51,11 +52,13 @@ class Stage:
     layout: SampleLayout | None = None
     schema = None
 
+    @abc.abstractmethod
     def plan(self) -> list[Unit]:
-        raise NotImplementedError
+        """The work units, in a deterministic order (their index fixes their output names)."""
 
+    @abc.abstractmethod
     def process(self, unit: Unit, writer: UnitWriter) -> None:
-        raise NotImplementedError
+        """Write one unit: a sample and a row per input video into ``writer``."""
 
     def config(self) -> dict:
         """The resolved configuration saved as config.json (no secrets)."""

@@ -127,7 +127,8 @@ def test_classification_keeps_the_real_cause():
 
 def test_ytdlp_source_gets_the_id_inside_a_url(monkeypatch, tmp_path):
     yt_dlp = pytest.importorskip("yt_dlp")
-    from pipeline.crawl import CrawlConfig, YtdlpSource
+    from pipeline.crawl import CrawlConfig
+    from pipeline.sources import YtdlpSource
 
     seen = []
 

@@ -1,0 +1,142 @@
+"""Where the crawl's info dicts and videos come from: saved info JSON, or YouTube via yt-dlp.
+
+Every call to YouTube waits for the shared request budget and is retried on
+transient failures by one loop, ``with_retries``, which also tells the circuit
+breaker about rate limits and bot checks.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from . import errors
+from .fetch import FetchError, RetryPolicy
+from .politeness import RequestBudget
+
+log = logging.getLogger("mmp.crawl")
+
+
+def with_retries(call, policy: RetryPolicy, budget: RequestBudget):
+    """Run ``call()`` (which talks to YouTube once) until it succeeds or fails for good.
+
+    ``call`` may raise FetchError (already classified) or anything yt-dlp raises, which is
+    classified from its real cause. Raises the last FetchError.
+    """
+    last = None
+    for attempt in range(policy.retries + 1):
+        budget.acquire()
+        try:
+            result = call()
+            budget.record("ok")
+            return result
+        except FetchError as exc:
+            last = exc
+        except Exception as exc:  # yt-dlp wraps everything in DownloadError
+            last = FetchError(*errors.classify_exception(exc))
+        if last.status in (errors.RATE_LIMITED, errors.BOT_CHECK):
+            budget.record(last.status)
+        if not last.transient or attempt == policy.retries:
+            break
+        time.sleep(policy.delay(attempt, None))
+    raise last
+
+
+class InfoJsonSource:
+    """Saved info JSON files (``DIR/{video_id}.info.json``, as ``yt-dlp --write-info-json`` writes them)."""
+
+    def __init__(self, directory: str):
+        self.directory = Path(directory)
+
+    def get(self, video_id: str) -> dict:
+        path = self.directory / f"{video_id}.info.json"
+        if not path.exists():
+            raise FetchError(errors.UNAVAILABLE, f"no saved info JSON {path.name} in {self.directory}")
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise FetchError(errors.ERROR, f"saved info JSON {path.name} is not valid JSON: {exc}") from None
+        if not isinstance(info, dict):
+            raise FetchError(errors.ERROR, f"saved info JSON {path.name} is not an object")
+        return info
+
+
+class _YtdlpLogger:
+    def debug(self, msg):
+        pass
+
+    def info(self, msg):
+        pass
+
+    def warning(self, msg):
+        log.info("yt-dlp: %s", errors.redact(msg))
+
+    def error(self, msg):
+        log.info("yt-dlp: %s", errors.redact(msg))
+
+
+def _policy(cfg) -> RetryPolicy:
+    return RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max)
+
+
+class YtdlpSource:
+    """Asks YouTube through yt-dlp's Python API: one ``extract_info`` per video, no download."""
+
+    def __init__(self, cfg, budget: RequestBudget, cookie_copy: str | None):
+        import yt_dlp
+
+        self.budget, self.policy = budget, _policy(cfg)
+        self._ydls = []
+        for proxy in cfg.proxies or [None]:
+            params = {"quiet": True, "no_warnings": True, "skip_download": True, "noplaylist": True,
+                      "socket_timeout": cfg.socket_timeout, "extractor_retries": 0, "logger": _YtdlpLogger(),
+                      "retries": 0, "noprogress": True}
+            if proxy:
+                params["proxy"] = proxy
+            if cookie_copy:
+                params["cookiefile"] = cookie_copy
+            self._ydls.append(yt_dlp.YoutubeDL(params))
+        self._turn = 0
+
+    def get(self, video_id: str) -> dict:
+        def call():
+            ydl = self._ydls[self._turn % len(self._ydls)]
+            self._turn += 1
+            # The id is validated and sits inside a URL: it can never be read as an option.
+            info = ydl.extract_info(f"https://www.youtube.com/watch?v={video_id}", download=False, process=False)
+            return ydl.sanitize_info(info)
+
+        return with_retries(call, self.policy, self.budget)
+
+
+def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie_copy: str | None) -> tuple[str, bytes]:
+    """Fetch the video in ``cfg.video_format`` with yt-dlp from the info already at hand: (ext, bytes)."""
+    import yt_dlp
+
+    target = Path(tempfile.mkdtemp(dir=scratch))
+    params = {"quiet": True, "no_warnings": True, "noprogress": True, "format": cfg.video_format,
+              "outtmpl": str(target / "video.%(ext)s"), "socket_timeout": cfg.socket_timeout,
+              "retries": 0, "fragment_retries": 0, "logger": _YtdlpLogger(), "noplaylist": True,
+              "writesubtitles": False, "writeautomaticsub": False, "cachedir": False}
+    if cfg.proxies:
+        params["proxy"] = cfg.proxies[0]
+    if cookie_copy:
+        params["cookiefile"] = cookie_copy
+
+    def call():
+        with yt_dlp.YoutubeDL(params) as ydl:
+            ydl.process_ie_result(copy.deepcopy(info), download=True)
+        files = [p for p in target.iterdir() if p.is_file() and not p.name.endswith((".part", ".ytdl"))]
+        if not files:
+            raise FetchError(errors.ERROR, "yt-dlp finished without writing a video file")
+        path = max(files, key=lambda p: p.stat().st_size)
+        return path.suffix.lstrip(".").lower(), path.read_bytes()
+
+    try:
+        return with_retries(call, _policy(cfg), budget)
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
