@@ -40,11 +40,12 @@ print(n)
 PARTITION = r"""
 import sys
 from pathlib import Path
-from pipeline.release import partition_language
+from pipeline.release import auto_partitions, partition_language
 out = Path(sys.argv[1]); files = sys.argv[2:]
+partitions = auto_partitions(files)  # what mmp-import's default --partitions auto picks
 for path in files:
     lang = Path(path).stem.split("_")[-1]
-    partition_language(lang, [Path(path)], out, 256)
+    partition_language(lang, [Path(path)], out, partitions)
 """
 
 

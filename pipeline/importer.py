@@ -71,7 +71,7 @@ class ReleaseImport(Stage):
     def plan(self) -> list[Unit]:
         present = set()
         for lang in self.langs:
-            for path in (self.parts / lang).glob("part-*.parquet"):
+            for path in (self.parts / lang).glob("part-*.arrow"):
                 present.add(int(path.stem.split("-")[1]))
         return [Unit(p, [p]) for p in sorted(present)]
 
@@ -173,6 +173,18 @@ def run_import(files_by_lang: dict, out: Path, langs: list, partitions: int, met
     return 1 if summary.units_failed else 0
 
 
+def _partitions(value: str, files_by_lang: dict) -> int:
+    if value == "auto":
+        return release.auto_partitions([f for files in files_by_lang.values() for f in files])
+    try:
+        n = int(value)
+    except ValueError:
+        raise UserError(f"--partitions must be a whole number or 'auto', not {value!r}") from None
+    if n < 1:
+        raise UserError("--partitions must be at least 1")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmp-import", description="Import published Multi-HT100M / HowTo100M files "
                                 "into the toolkit's stage outputs (DATA/aligned/, DATA/mmp/).")
@@ -185,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--videos", type=Path, help="HowTo100M_v1.csv: categories and task ids go into the samples")
     for q in (m, h):
         q.add_argument("--out", type=Path, required=True, help="dataset root; writes OUT/aligned/")
-        q.add_argument("--partitions", type=int, default=256,
-                       help="hash partitions = work units; memory holds one partition of every language")
+        q.add_argument("--partitions", default="auto",
+                       help="hash partitions = work units of the join; memory holds one partition of every "
+                            "language. 'auto' (default): one per ~64 MB of caption files, at most 4096")
         q.add_argument("--keep-annotations", action="store_true", help="keep [Music]-style annotations")
         add_executor_args(q)
     f = sub.add_parser("s3d-features", help="released HowTo100M S3D features + DATA/aligned -> DATA/mmp/")
@@ -210,22 +223,21 @@ def main(argv=None) -> int:
                                 world_size=args.world_size, progress=not args.no_progress)
             print_summary("mmp-import", args.out, summary)
             return 1 if summary.units_failed else 0
-        if args.partitions < 1:
-            raise UserError("--partitions must be at least 1")
         if args.source == "multi-ht100m":
             langs = [l.strip() for l in args.langs.split(",") if l.strip()]
             files = _caption_files(args.captions, langs, "multi")
-            return run_import(files, args.out, langs, args.partitions, {}, "multi-ht100m", args)
+            return run_import(files, args.out, langs, _partitions(args.partitions, files), {}, "multi-ht100m", args)
         path = args.captions[0]
         if not path.is_file():
             raise UserError(f"--captions {path} does not exist")
+        partitions = _partitions(args.partitions, {"en": [path]})
         meta = {}
         if args.videos is not None:
             meta = {e.video_id: e.meta for e in read_video_list(args.videos) if e.valid}
         stopwords = "raw_caption" not in path.name
         source = "howto100m-caption" if stopwords else "howto100m-raw_caption"
         log.info("%s: stop words %s", path.name, "removed" if stopwords else "kept")
-        return run_import({"en": [path]}, args.out, ["en"], args.partitions, meta, source, args)
+        return run_import({"en": [path]}, args.out, ["en"], partitions, meta, source, args)
     except UserError as exc:
         print(f"mmp-import: error: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from shards.writer import atomic_write_json
 
@@ -41,6 +40,11 @@ _STOPWORDS = {
     "vi": {"và", "là", "của", "có", "không", "một", "các"}, "ru": {"и", "в", "не", "на", "что", "я", "это"},
 }
 _WORD = re.compile(r"\w+", re.UNICODE)
+_STOPWORD_LANGS: dict[str, list] = {}
+for _lang, _words in _STOPWORDS.items():
+    for _w in _words:
+        _STOPWORD_LANGS.setdefault(_w, []).append(_lang)
+_ONLY_STR = {str}
 
 
 # Python's json writes NaN and Infinity, which are not JSON and which no streaming parser
@@ -50,6 +54,8 @@ _NON_JSON = re.compile(rb"(?<=[\[,:])(\s*)(-?Infinity|NaN)(?=\s*(?:[,\]}]|\Z))")
 
 class _NanAsNull:
     """A binary reader that turns bare NaN/Infinity values into null, chunk by chunk."""
+
+    HOLD = 16  # longer than any token replaced ("-Infinity") plus the delimiter before it
 
     def __init__(self, raw, chunk: int = 1 << 20):
         self.raw, self.chunk, self.tail = raw, chunk, b""
@@ -63,6 +69,11 @@ class _NanAsNull:
         if not more:  # end of file: whatever is left goes out
             self.tail = b""
             return _NON_JSON.sub(rb"\1null", data) if data else b""
+        if b"NaN" not in data and b"Infinity" not in data:
+            # The common case: nothing to replace. Hold back the last few bytes so a token
+            # split across two reads ("Infin" | "ity") is seen whole next time.
+            self.tail = data[-self.HOLD:]
+            return data[:-self.HOLD]
         # hold back from the last delimiter on, so a value after it is never split in two
         cut = max(data.rfind(b","), data.rfind(b"["), data.rfind(b":"))
         if cut <= 0:
@@ -79,6 +90,21 @@ class _NanAsNull:
 
 class ReleaseError(Exception):
     """A release file that cannot be read at all (missing, not JSON at its start)."""
+
+
+PARTITION_BYTES = 64 * 1024 * 1024
+MAX_PARTITIONS = 4096
+
+
+def auto_partitions(files: list, target_bytes: int = PARTITION_BYTES) -> int:
+    """Partitions for a set of caption files: one per ``target_bytes`` of JSON (all languages).
+
+    A partition is one join unit, so this keeps a unit's memory near what ~64 MB of
+    captions needs (a few hundred MB of Python objects) whatever the release's size:
+    a 2 GB import gets 30 units, the full release (tens of GB) a few hundred to a thousand.
+    """
+    total = sum(Path(f).stat().st_size for f in files if Path(f).is_file())
+    return max(1, min(MAX_PARTITIONS, math.ceil(total / target_bytes)))
 
 
 def partition_of(video_id: str, partitions: int) -> int:
@@ -138,7 +164,7 @@ def check_cues(value) -> tuple[list, list, list, str | None]:
         except (TypeError, ValueError):
             times = None
         if times is not None and np.isfinite(times).all() and (times >= 0).all() \
-                and all(type(t) is str for t in text):
+                and (not text or set(map(type, text)) == _ONLY_STR):
             return start, end, text, None
     problems = []
     n = min(len(text), len(start), len(end))
@@ -177,18 +203,18 @@ class LanguageReport:
 
 def _vote_language(texts: list, votes: dict) -> None:
     for word in _WORD.findall(" ".join(texts[:20]).lower()):
-        for lang, words in _STOPWORDS.items():
-            if word in words:
-                votes[lang] = votes.get(lang, 0) + 1
+        for lang in _STOPWORD_LANGS.get(word, ()):
+            votes[lang] = votes.get(lang, 0) + 1
 
 
 def partition_language(lang: str, files: list[Path], directory: Path, partitions: int,
-                       rows_per_group: int = 2000, max_buffered_cues: int = 400_000,
+                       rows_per_group: int = 2000, max_buffered_cues: int = 1_000_000,
                        progress=None) -> LanguageReport:
-    """Pass 1 for one language: stream its files into ``directory/{lang}/part-NNNNN.parquet``.
+    """Pass 1 for one language: stream its files into ``directory/{lang}/part-NNNNN.arrow``.
 
-    Each partition gets its own ParquetWriter; rows are buffered per partition and written
-    a row group at a time, and every buffer is flushed whenever ``max_buffered_cues`` cues
+    Partitions are scratch files read once by the join, so they are Arrow IPC files (no
+    encoding or compression to pay for). Each partition gets its own writer; rows are
+    buffered per partition and written a record batch at a time, and every buffer is flushed whenever ``max_buffered_cues`` cues
     are held, so memory does not grow with the file.
     Finished when ``directory/{lang}.done.json`` exists (written last).
     """
@@ -196,19 +222,25 @@ def partition_language(lang: str, files: list[Path], directory: Path, partitions
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*"):
         stale.unlink()
-    writers: dict[int, pq.ParquetWriter] = {}
-    buffers: dict[int, list] = {}
+    writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+    sinks: dict[int, pa.OSFile] = {}
+    # Per partition, one list per column (cheaper to hand to Arrow than a dict per row).
+    buffers: dict[int, tuple[list, list, list, list, list]] = {}
+    held: dict[int, int] = {}  # cues buffered per partition
     report = LanguageReport(lang, [str(f) for f in files])
     sampled = 0
     buffered = 0
 
     def flush(p: int) -> None:
-        rows = buffers.pop(p, [])
-        if not rows:
+        columns = buffers.pop(p, None)
+        held.pop(p, None)
+        if not columns or not columns[0]:
             return
         if p not in writers:
-            writers[p] = pq.ParquetWriter(out / f".part-{p:05d}.parquet.tmp", PART_SCHEMA)
-        writers[p].write_table(pa.Table.from_pylist(rows, schema=PART_SCHEMA))
+            sinks[p] = pa.OSFile(str(out / f".part-{p:05d}.arrow.tmp"), "wb")
+            writers[p] = pa.ipc.new_file(sinks[p], PART_SCHEMA)
+        arrays = [pa.array(col, type=f.type) for col, f in zip(columns, PART_SCHEMA)]
+        writers[p].write_table(pa.Table.from_arrays(arrays, schema=PART_SCHEMA))
 
     for path in files:
         stream = StreamReport()
@@ -220,10 +252,18 @@ def partition_language(lang: str, files: list[Path], directory: Path, partitions
                 _vote_language(t, report.stopword_votes)
                 sampled += 1
             p = partition_of(video_id, partitions)
-            buffers.setdefault(p, []).append({"video_id": video_id, "start": s, "end": e, "text": t, "problem": problem})
+            columns = buffers.get(p)
+            if columns is None:
+                columns = buffers[p] = ([], [], [], [], [])
+            columns[0].append(video_id)
+            columns[1].append(s)
+            columns[2].append(e)
+            columns[3].append(t)
+            columns[4].append(problem)
+            held[p] = held.get(p, 0) + len(t)
             buffered += len(t)
-            if len(buffers[p]) >= rows_per_group:
-                buffered -= sum(len(r["text"]) for r in buffers[p])
+            if len(columns[0]) >= rows_per_group:
+                buffered -= held[p]
                 flush(p)
             if buffered >= max_buffered_cues:
                 for q in list(buffers):
@@ -239,7 +279,8 @@ def partition_language(lang: str, files: list[Path], directory: Path, partitions
         flush(p)
     for p, writer in writers.items():
         writer.close()
-        os.replace(out / f".part-{p:05d}.parquet.tmp", out / f"part-{p:05d}.parquet")
+        sinks[p].close()
+        os.replace(out / f".part-{p:05d}.arrow.tmp", out / f"part-{p:05d}.arrow")
     if report.stopword_votes:
         best = max(report.stopword_votes, key=report.stopword_votes.get)
         own = report.stopword_votes.get(lang, 0)
@@ -253,10 +294,11 @@ def partition_language(lang: str, files: list[Path], directory: Path, partitions
 
 def read_partition(directory: Path, lang: str, partition: int) -> dict:
     """``{video_id: (start, end, text, problem)}`` of one language in one partition."""
-    path = Path(directory) / lang / f"part-{partition:05d}.parquet"
+    path = Path(directory) / lang / f"part-{partition:05d}.arrow"
     if not path.exists():
         return {}
-    table = pq.read_table(path)
+    with pa.OSFile(str(path), "rb") as f:
+        table = pa.ipc.open_file(f).read_all()
     out = {}
     for row in table.to_pylist():
         out[row["video_id"]] = (row["start"], row["end"], row["text"], row["problem"])

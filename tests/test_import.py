@@ -164,3 +164,31 @@ def test_partitions_are_the_same_whatever_the_buffer(tmp_path):
     for p in range(3):
         assert read_partition(tmp_path / "a", "de", p) == read_partition(tmp_path / "b", "de", p)
     assert sum(len(read_partition(tmp_path / "a", "de", p)) for p in range(3)) == len(IDS)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 16, 17, 64, 1 << 20])
+def test_nan_filter_whatever_the_read_size(chunk):
+    """Bare NaN/Infinity become null even when a read splits the token; NaN inside text stays text."""
+    import io
+
+    import ijson
+
+    from pipeline.release import _NanAsNull
+
+    doc = json.dumps({f"v{i:03d}": {"start": [float("nan"), 1.0, float("-inf")], "end": [float("inf"), 2.0, 3.0],
+                                    "text": ["NaN and Infinity", "a", "b"]} for i in range(40)}).encode()
+    got = dict(ijson.kvitems(_NanAsNull(io.BytesIO(doc), chunk=chunk), "", use_float=True))
+    assert len(got) == 40
+    for value in got.values():
+        assert value["start"] == [None, 1.0, None] and value["end"] == [None, 2.0, 3.0]
+        assert value["text"][0] == "NaN and Infinity"
+
+
+def test_auto_partitions_follow_input_size(tmp_path):
+    from pipeline.release import auto_partitions
+
+    small = tmp_path / "a.json"
+    small.write_bytes(b"{}")
+    assert auto_partitions([small]) == 1
+    assert auto_partitions([small], target_bytes=1) == 2
+    assert auto_partitions([small] * 3, target_bytes=2) == 3
