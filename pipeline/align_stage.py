@@ -27,17 +27,17 @@ import logging
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 
 from shards.layout import ALIGNED, UnitFiles, completed_units, is_valid_video_id
 from shards.reader import ShardError, iter_samples, load_json, read_rows
+from shards.storage import RemotePath, as_path
 from shards.writer import UnitWriter
 
 from .align import align_tracks, track_stats
-from .stage import (Stage, Unit, UserError, add_executor_args, check_config, print_summary, run_stage,
-                    video_done)
+from .stage import (Stage, Unit, UserError, add_executor_args, check_config, executor_options, print_summary,
+                    run_stage, video_done)
 from .subtitles import DEFAULT_MAX_BYTES, OK as TRACK_OK, clean_track
 
 log = logging.getLogger("mmp.align")
@@ -168,7 +168,7 @@ class AlignStage(Stage):
     def __init__(self, cfg: AlignConfig):
         self.cfg = cfg
         self.schema = schema_for(cfg.langs)
-        self.crawl = Path(cfg.crawl)
+        self.crawl = as_path(cfg.crawl)
 
     def plan(self) -> list[Unit]:
         units = []
@@ -251,12 +251,16 @@ class AlignStage(Stage):
         writer.count("videos", len(done))
 
 
-def reopen_stale_units(crawl: Path, out: Path) -> int:
+def reopen_stale_units(crawl, out) -> int:
     """Redo aligned units whose crawl unit was rewritten since (e.g. by ``mmp-crawl --retry-failed``)."""
     reopened = 0
     for files in completed_units(out, "aligned"):
         source = UnitFiles(crawl, "crawl", files.index)
-        if source.is_complete() and source.stats.stat().st_mtime > files.stats.stat().st_mtime:
+        newer = source.stats.stat().st_mtime if source.is_complete() else None
+        own = files.stats.stat().st_mtime
+        if newer is not None and (isinstance(source.directory, RemotePath) or isinstance(files.directory, RemotePath)):
+            newer, own = int(newer), int(own)  # object stores keep whole seconds
+        if newer is not None and newer > own:
             files.stats.unlink()
             reopened += 1
     return reopened
@@ -269,8 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
         "annotations removed) and put each video's languages on one timeline, into DATA/aligned/.",
         epilog="Re-running the same command resumes: finished units are skipped, and units whose crawl "
         "unit changed since are redone.")
-    p.add_argument("--crawl", required=True, type=Path, help="the crawl's output directory (crawl-*.tar/parquet)")
-    p.add_argument("--out", required=True, type=Path, help="where aligned-*.{tar,parquet,stats.json} go")
+    p.add_argument("--crawl", required=True,
+                   help="the crawl's output directory (crawl-*.tar/parquet), a path or an fsspec URL (s3://b/crawl)")
+    p.add_argument("--out", required=True,
+                   help="where aligned-*.{tar,parquet,stats.json} go, a path or an fsspec URL (s3://b/aligned)")
     p.add_argument("--langs", nargs="+", default=[",".join(DEFAULT_LANGS)],
                    help="languages to keep, comma- or space-separated (default: the 9 of Multi-HowTo100M)")
     p.add_argument("--keep-annotations", action="store_true", help="keep [Music]-style annotations and >> markers")
@@ -285,7 +291,7 @@ def config_from_args(args) -> AlignConfig:
     bad = [l for l in langs if not l.replace("-", "").isalnum() or len(l) > 12]
     if not langs or bad:
         raise UserError(f"--langs must be language codes like en,de,zh (got {' '.join(args.langs)!r})")
-    if not args.crawl.is_dir():
+    if not as_path(args.crawl).is_dir():
         raise UserError(f"--crawl {args.crawl} is not a directory; point it at mmp-crawl's output (DATA/crawl)")
     if not completed_units(args.crawl, "crawl"):
         raise UserError(f"--crawl {args.crawl} holds no completed crawl unit (crawl-*.stats.json); run mmp-crawl first")
@@ -300,17 +306,17 @@ def main(argv=None) -> int:
     try:
         cfg = config_from_args(args)
         stage = AlignStage(cfg)
-        args.out.mkdir(parents=True, exist_ok=True)
-        check_config(args.out, stage)  # before touching any unit of a run over other input
-        stale = reopen_stale_units(args.crawl, args.out)
+        out = as_path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        check_config(out, stage)  # before touching any unit of a run over other input
+        stale = reopen_stale_units(stage.crawl, out)
         if stale:
             print(f"mmp-align: {stale} units are redone because their crawl units changed")
-        summary = run_stage(stage, args.out, executor=args.executor, workers=args.workers,
-                            rank=args.rank, world_size=args.world_size, progress=not args.no_progress)
+        summary = run_stage(stage, out, **executor_options(args))
     except UserError as exc:
         print(f"mmp-align: error: {exc}", file=sys.stderr)
         return 2
-    print_summary("mmp-align", args.out, summary)
+    print_summary("mmp-align", out, summary)
     return 1 if summary.units_failed else 0
 
 

@@ -24,14 +24,16 @@ from pathlib import Path
 import pyarrow as pa
 
 from shards.layout import CRAWL, UnitFiles, completed_units
+from shards.storage import as_path, is_url, local_copy
 from shards.reader import ShardError, iter_samples, read_rows
 from shards.writer import UnitWriter, atomic_write_json, sha256_file
 
 from . import errors
 from .fetch import FetchError, Fetcher, RetryPolicy
-from .politeness import RequestBudget, default_budget_dir
+from .politeness import RayRequestBudget, RequestBudget, default_budget_dir
 from .sources import InfoJsonSource, YtdlpSource, download_video
-from .stage import Stage, Unit, UserError, add_executor_args, print_summary, run_stage, video_done
+from .stage import (Stage, Unit, UserError, add_executor_args, executor_options, print_summary, run_stage,
+                    video_done)
 from .tracks import NONE, select_tracks
 from .videolist import VideoEntry, dedupe, read_video_list
 
@@ -66,6 +68,8 @@ class CrawlConfig:
     breaker_threshold: int = 5
     breaker_pause: float = 60.0
     breaker_max_pauses: int = 6
+    egress: list = field(default_factory=list)  # egress address labels; units spread over them (Ray)
+    budget_backend: str = "file"  # "file": one budget per machine; "ray": one actor per egress address
 
     def public(self) -> dict:
         """For config.json: cookie path kept, cookie contents never read here; proxy passwords hidden."""
@@ -112,7 +116,31 @@ def trim_info(info: dict, entry: VideoEntry) -> dict:
     return trimmed
 
 
-def make_budget(cfg: CrawlConfig) -> RequestBudget:
+def egress_label(cfg: CrawlConfig, egress: str | None = None) -> str:
+    """Which outbound address the requests of this process leave from, for the Ray budget.
+
+    An ``--egress`` label names it; with proxies, the proxies are the address (any node
+    can use them); otherwise it is the node's own address.
+    """
+    if egress:
+        return f"egress-{egress}"
+    if cfg.proxies:
+        import hashlib
+
+        hosts = ",".join(sorted(errors.redact(p) for p in cfg.proxies))
+        return f"proxy-{hashlib.sha256(hosts.encode()).hexdigest()[:12]}"
+    import ray
+
+    return f"node-{ray.util.get_node_ip_address()}"
+
+
+def make_budget(cfg: CrawlConfig, egress: str | None = None):
+    """The request budget: a file shared by this machine's processes, or (``budget_backend
+    == "ray"``) an actor shared by every task that uses the same egress address."""
+    if cfg.budget_backend == "ray":
+        return RayRequestBudget(f"{cfg.budget_name}:{egress_label(cfg, egress)}", cfg.max_requests_per_second,
+                                breaker_threshold=cfg.breaker_threshold, pause_seconds=cfg.breaker_pause,
+                                max_trips=cfg.breaker_max_pauses)
     budget_dir = Path(cfg.budget_dir) if cfg.budget_dir else default_budget_dir()
     return RequestBudget(budget_dir / f"{cfg.budget_name}.budget", cfg.max_requests_per_second,
                          breaker_threshold=cfg.breaker_threshold, pause_seconds=cfg.breaker_pause,
@@ -122,9 +150,9 @@ def make_budget(cfg: CrawlConfig) -> RequestBudget:
 class CrawlContext:
     """Per-process resources: the budget, the fetcher, the info source, a scratch directory."""
 
-    def __init__(self, cfg: CrawlConfig):
+    def __init__(self, cfg: CrawlConfig, egress: str | None = None):
         self.cfg = cfg
-        self.budget = make_budget(cfg)
+        self.budget = make_budget(cfg, egress)
         self.scratch = Path(tempfile.mkdtemp(prefix="mmp-crawl-"))
         atexit.register(shutil.rmtree, self.scratch, True)
         cookie_copy = None
@@ -270,15 +298,28 @@ class CrawlStage(Stage):
     def __init__(self, cfg: CrawlConfig):
         self.cfg = cfg
         self.schema = schema_for(cfg.langs)
-        self.out = Path(cfg.out) / "crawl"
-        self._ctx = None
+        self.out = as_path(cfg.out) / "crawl"
+        self._ctxs: dict = {}
         self._input_sha = None
         self.duplicates = 0
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_ctx"] = None
+        state["_ctxs"] = {}
         return state
+
+    def egress_for(self, unit: Unit) -> str | None:
+        """Units are dealt round-robin over the ``--egress`` addresses (None without any)."""
+        return self.cfg.egress[unit.index % len(self.cfg.egress)] if self.cfg.egress else None
+
+    def unit_resources(self, unit: Unit) -> dict:
+        egress = self.egress_for(unit)
+        return {"num_cpus": 1, f"egress_{egress}": 1} if egress else {"num_cpus": 1}
+
+    def context(self, egress: str | None = None) -> "CrawlContext":
+        if egress not in self._ctxs:
+            self._ctxs[egress] = CrawlContext(self.cfg, egress)
+        return self._ctxs[egress]
 
     def plan(self) -> list[Unit]:
         entries, self.duplicates = dedupe(read_video_list(Path(self.cfg.videos)))
@@ -296,11 +337,11 @@ class CrawlStage(Stage):
         return self.cfg.public()
 
     def setup_worker(self) -> None:
-        self._ctx = CrawlContext(self.cfg)
+        if not self.cfg.egress:
+            self.context()
 
     def process(self, unit: Unit, writer: UnitWriter) -> None:
-        if self._ctx is None:
-            self._ctx = CrawlContext(self.cfg)
+        ctx = self.context(self.egress_for(unit))
         files = writer.files
         prev_rows, prev_samples = load_previous(files)
         for entry in unit.items:
@@ -310,7 +351,7 @@ class CrawlStage(Stage):
                 row, members = prev, prev_samples.get(key)
                 writer.count("carried_over")
             else:
-                row, members = crawl_video(entry, self._ctx)
+                row, members = crawl_video(entry, ctx)
                 if prev is not None:
                     row["attempts"] = int(prev.get("attempts") or 1) + 1
                     writer.count("retried")
@@ -321,14 +362,14 @@ class CrawlStage(Stage):
             video_done(row["status"])
             log.info("%s %s %s", row["video_id"], row["status"], row.get("error") or "")
         writer.count("videos", len(unit.items))
-        writer.count("requests", self._ctx.budget.requests)
-        self._ctx.budget.requests = 0
+        writer.count("requests", ctx.budget.requests)
+        ctx.budget.requests = 0
 
     def after_publish(self, files: UnitFiles) -> None:
         retry_marker(files).unlink(missing_ok=True)
 
 
-def mark_transient_units(out: Path) -> int:
+def mark_transient_units(out) -> int:
     """For --retry-failed: reopen every complete unit that holds transient failures.
 
     The unit's stats go to a retry marker (with the checksums of its files) and the
@@ -357,9 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Re-running the same command resumes: finished units are skipped. --retry-failed re-crawls "
         "only rate_limited, bot_check, network and server_error videos of earlier runs.",
     )
-    p.add_argument("--videos", required=True, type=Path,
-                   help="CSV/TSV (e.g. HowTo100M_v1.csv), Parquet, or a text file of ids or YouTube URLs")
-    p.add_argument("--out", required=True, type=Path, help="dataset root; the crawl goes to OUT/crawl/")
+    p.add_argument("--videos", required=True,
+                   help="CSV/TSV (e.g. HowTo100M_v1.csv), Parquet, or a text file of ids or YouTube URLs "
+                   "(a path or an fsspec URL such as s3://bucket/videos.csv)")
+    p.add_argument("--out", required=True,
+                   help="dataset root, a path or an fsspec URL (s3://bucket/data); the crawl goes to OUT/crawl/")
     p.add_argument("--langs", default=",".join(DEFAULT_LANGS), help="comma-separated languages (default: the 9 of Multi-HowTo100M)")
     p.add_argument("--info-json", type=Path, help="read saved info JSON (DIR/ID.info.json) instead of asking YouTube")
     p.add_argument("--download-video", action="store_true", help="also fetch the video into the sample")
@@ -377,7 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("--retries", type=int, default=4, help="retries of a transient failure (backoff with jitter)")
     pol.add_argument("--backoff-base", type=float, default=1.0, help="first backoff in seconds; doubles per retry")
     pol.add_argument("--backoff-max", type=float, default=60.0, help="longest single backoff, Retry-After included")
-    pol.add_argument("--budget-dir", type=Path, help="where the machine-wide request budget lives (default: a temp dir)")
+    pol.add_argument("--budget-dir", type=Path, help="where the machine-wide request budget lives (default: a temp dir; "
+                     "with --executor ray the budget is a Ray actor per egress address instead)")
+    pol.add_argument("--egress", action="append", default=[],
+                     help="with --executor ray: name of an outbound address (repeat or comma-separate several); "
+                     "units are dealt over them, each needs one Ray resource egress_NAME (nodes that send from "
+                     "that address advertise it: ray start --resources '{\"egress_NAME\": 4}') and shares one "
+                     "request budget per name. Without it the budget is per node (or per --proxy set)")
     pol.add_argument("--breaker-threshold", type=int, default=5,
                      help="429s or bot checks in a row that pause the whole crawl")
     pol.add_argument("--breaker-pause", type=float, default=60.0, help="first pause in seconds; doubles each time")
@@ -392,6 +441,18 @@ def config_from_args(args) -> CrawlConfig:
     if not langs or bad:
         raise UserError(f"--langs must be comma-separated language codes like en,de,zh (got {args.langs!r})")
     proxies = [p.strip() for arg in args.proxy for p in arg.split(",") if p.strip()]
+    egress = [e.strip() for arg in args.egress for e in arg.split(",") if e.strip()]
+    bad_egress = [e for e in egress if not e.replace("_", "").replace("-", "").isalnum()]
+    if bad_egress:
+        raise UserError(f"--egress names are letters, digits, - and _ (got {bad_egress[0]!r})")
+    if egress and args.executor != "ray":
+        raise UserError("--egress places units on Ray nodes by address; use it with --executor ray")
+    videos = args.videos
+    if is_url(videos):  # a small list: read from a local copy
+        try:
+            videos = local_copy(videos)
+        except FileNotFoundError:
+            raise UserError(f"--videos {videos} does not exist") from None
     if args.info_json is not None and not args.info_json.is_dir():
         raise UserError(f"--info-json {args.info_json} is not a directory of ID.info.json files")
     if args.cookies is not None and not args.cookies.is_file():
@@ -399,7 +460,8 @@ def config_from_args(args) -> CrawlConfig:
     if args.unit_size < 1:
         raise UserError("--unit-size must be at least 1")
     return CrawlConfig(
-        videos=str(args.videos), out=str(args.out), langs=langs,
+        videos=str(videos), out=str(args.out), langs=langs, egress=egress,
+        budget_backend="ray" if args.executor == "ray" else "file",
         info_json=str(args.info_json) if args.info_json else None,
         download_video=args.download_video, video_format=args.video_format,
         max_requests_per_second=args.max_requests_per_second, sleep_subtitles=args.sleep_subtitles,
@@ -412,6 +474,31 @@ def config_from_args(args) -> CrawlConfig:
     )
 
 
+def reset_budgets(cfg: CrawlConfig, args) -> None:
+    """Clear a halt an earlier run left in the budgets this crawl will use."""
+    if cfg.budget_backend != "ray":
+        make_budget(cfg).reset_halt()
+        return
+    from .executors import RayUnavailable, ensure_ray
+
+    try:
+        ensure_ray(args.ray_address, args.workers, {f"egress_{e}": 1 for e in cfg.egress})
+    except RayUnavailable as exc:
+        raise UserError(str(exc)) from exc
+    if cfg.egress:
+        for egress in cfg.egress:
+            make_budget(cfg, egress).reset_halt()
+    elif cfg.proxies:
+        make_budget(cfg).reset_halt()
+    else:
+        import ray
+
+        for node in ray.nodes():
+            if node.get("Alive"):
+                RayRequestBudget(f"{cfg.budget_name}:node-{node['NodeManagerAddress']}",
+                                 max_trips=cfg.breaker_max_pauses).reset_halt()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -421,9 +508,8 @@ def main(argv=None) -> int:
         if args.retry_failed:
             reopened = mark_transient_units(stage.out)
             print(f"mmp-crawl: {reopened} units hold transient failures and will be retried")
-        make_budget(cfg).reset_halt()
-        summary = run_stage(stage, stage.out, executor=args.executor, workers=args.workers,
-                            rank=args.rank, world_size=args.world_size, progress=not args.no_progress)
+        reset_budgets(cfg, args)
+        summary = run_stage(stage, stage.out, **executor_options(args))
     except UserError as exc:
         print(f"mmp-crawl: error: {exc}", file=sys.stderr)
         return 2

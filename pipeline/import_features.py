@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from shards.layout import MMP, UnitFiles, completed_units
+from shards.storage import as_path
 from shards.reader import ShardError, iter_samples, read_rows
 from shards.writer import UnitWriter, sha256_file
 
@@ -73,7 +74,7 @@ class S3DFeatureImport(Stage):
     schema = SCHEMA
 
     def __init__(self, features: Path, aligned: Path, out: Path, tolerance: float = 3.0, hash_files: bool = True):
-        self.features, self.aligned, self.out = Path(features), Path(aligned), Path(out)
+        self.features, self.aligned, self.out = Path(features), as_path(aligned), as_path(out)
         self.tolerance, self.hash_files = tolerance, hash_files
 
     def plan(self) -> list[Unit]:

@@ -22,7 +22,8 @@ from shards.writer import UnitWriter
 
 from . import release
 from .align_stage import assemble_video, schema_for
-from .stage import Stage, Unit, UserError, add_executor_args, print_summary, run_stage, video_done
+from .stage import (Stage, Unit, UserError, add_executor_args, executor_options, print_summary, run_stage,
+                    video_done)
 from .subtitles import TrackReport, clean_text, repair_timeline, script_flag
 from .videolist import read_video_list
 
@@ -158,8 +159,7 @@ def run_import(files_by_lang: dict, out: Path, langs: list, partitions: int, met
             print(f"mmp-import: warning: {report.script_doubt}", file=sys.stderr)
     present = [l for l in langs if l in files_by_lang]
     stage = ReleaseImport(parts, present, partitions, meta, source, args.keep_annotations)
-    summary = run_stage(stage, aligned, executor=args.executor, workers=args.workers, rank=args.rank,
-                        world_size=args.world_size, progress=not args.no_progress)
+    summary = run_stage(stage, aligned, **executor_options(args))
     print_summary("mmp-import", aligned, summary)
     for lang in present:
         rep = release.language_report(parts, lang) or {}
@@ -204,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_executor_args(q)
     f = sub.add_parser("s3d-features", help="released HowTo100M S3D features + DATA/aligned -> DATA/mmp/")
     f.add_argument("--features", type=Path, required=True, help="directory of VIDEO_ID.npy, [seconds, 1024]")
-    f.add_argument("--aligned", type=Path, required=True, help="DATA/aligned (from mmp-align or mmp-import)")
-    f.add_argument("--out", type=Path, required=True, help="the training shard directory, e.g. DATA/mmp")
+    f.add_argument("--aligned", required=True,
+                   help="DATA/aligned (from mmp-align or mmp-import), a path or an fsspec URL (s3://b/aligned)")
+    f.add_argument("--out", required=True, help="the training shard directory, e.g. DATA/mmp or s3://b/mmp")
     f.add_argument("--tolerance", type=float, default=3.0,
                    help="seconds of length mismatch between features and video before it is recorded")
     add_executor_args(f)
@@ -219,8 +220,7 @@ def main(argv=None) -> int:
             from .import_features import S3DFeatureImport
 
             stage = S3DFeatureImport(args.features, args.aligned, args.out, args.tolerance)
-            summary = run_stage(stage, args.out, executor=args.executor, workers=args.workers, rank=args.rank,
-                                world_size=args.world_size, progress=not args.no_progress)
+            summary = run_stage(stage, args.out, **executor_options(args))
             print_summary("mmp-import", args.out, summary)
             return 1 if summary.units_failed else 0
         if args.source == "multi-ht100m":

@@ -5,10 +5,14 @@ A stage plans its input into work units (picklable), and processes one unit into
 already have a stats file, hands the rest to an executor, shows progress and adds
 up the per-unit counters. The per-video work lives in the stage's own module as
 plain functions; nothing here knows what a video is.
+
+Output directories may be local paths or fsspec URLs (``s3://bucket/prefix``; see
+``shards.storage``); logs always go to a local directory.
 """
 from __future__ import annotations
 
 import abc
+import argparse
 import json
 import logging
 import os
@@ -20,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shards.layout import SampleLayout, UnitFiles
+from shards.storage import RemotePath, as_path, staging_name
 from shards.writer import UnitWriter, atomic_write_json
 
-from .executors import make_executor, report_event
+from .executors import RayUnavailable, make_executor, report_event
 
 log = logging.getLogger("mmp")
 
@@ -46,11 +51,19 @@ class Unit:
 
 class Stage(abc.ABC):
     """Subclasses set ``name`` (the output prefix), ``layout`` and ``schema`` and implement
-    ``plan()`` and ``process(unit, writer)``."""
+    ``plan()`` and ``process(unit, writer)``.
+
+    ``resources`` is what one unit needs from a Ray node (``--executor ray``):
+    ``{"num_cpus": 1}`` unless a stage says otherwise, e.g. ``{"num_cpus": 1, "num_gpus": 1}``
+    for GPU feature extraction, or a custom resource such as ``{"egress_a": 1}`` that
+    only nodes started with ``ray start --resources '{"egress_a": 4}'`` offer. Override
+    ``unit_resources`` when units differ (the crawl spreads units over egress addresses).
+    """
 
     name: str = "stage"
     layout: SampleLayout | None = None
     schema = None
+    resources: dict | None = None
 
     @abc.abstractmethod
     def plan(self) -> list[Unit]:
@@ -77,15 +90,32 @@ class Stage(abc.ABC):
     def progress_ok(self, status: str) -> bool:
         return status in FAILED_STATUSES_OK
 
+    def unit_resources(self, unit: Unit) -> dict:
+        """Ray resources of one unit (default: the class's ``resources``, else one CPU)."""
+        return dict(self.resources or {"num_cpus": 1})
+
 
 def video_done(status: str) -> None:
     """Called by a stage once per input video, for the progress bar."""
     report_event(status)
 
 
-def setup_logging(out: Path, stage: str, role: str) -> Path:
-    """Log to ``out/logs/{stage}-{host}-{role}.log``; warnings also to stderr."""
-    log_dir = Path(out) / "logs"
+def log_dir_for(out) -> Path:
+    """``out/logs`` for a local ``out``; for a URL, a local directory named after it
+    (``$MMP_LOG_DIR``, default ``/tmp/mmp-logs``): log files are appended line by line,
+    which an object store cannot do."""
+    out = as_path(out)
+    if isinstance(out, RemotePath):
+        import tempfile
+
+        base = Path(os.environ.get("MMP_LOG_DIR") or Path(tempfile.gettempdir()) / "mmp-logs")
+        return base / staging_name(out)
+    return out / "logs"
+
+
+def setup_logging(out, stage: str, role: str) -> Path:
+    """Log to ``out/logs/{stage}-{host}-{role}.log`` (see ``log_dir_for``); warnings also to stderr."""
+    log_dir = log_dir_for(out)
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / f"{stage}-{socket.gethostname()}-{role}.log"
     root = logging.getLogger()
@@ -107,15 +137,15 @@ def setup_logging(out: Path, stage: str, role: str) -> Path:
 
 
 def _worker_setup(stage: Stage, out: str) -> None:
-    setup_logging(Path(out), stage.name, f"worker{os.getpid()}")
+    setup_logging(out, stage.name, f"worker{os.getpid()}")
     stage.setup_worker()
 
 
 class _UnitRunner:
     """Picklable callable that processes one unit in a worker process."""
 
-    def __init__(self, stage: Stage, out: Path):
-        self.stage, self.out = stage, Path(out)
+    def __init__(self, stage: Stage, out):
+        self.stage, self.out = stage, as_path(out)
 
     def __call__(self, unit: Unit) -> dict:
         files = UnitFiles(self.out, self.stage.name, unit.index)
@@ -148,9 +178,9 @@ class RunSummary:
         }
 
 
-def check_config(out: Path, stage: Stage) -> None:
+def check_config(out, stage: Stage) -> None:
     """Refuse to resume into ``out`` if it holds a run over a different input or plan."""
-    path = Path(out) / "config.json"
+    path = as_path(out) / "config.json"
     if not path.exists():
         return
     try:
@@ -166,9 +196,20 @@ def check_config(out: Path, stage: Stage) -> None:
         )
 
 
-def run_stage(stage: Stage, out: Path, *, executor: str = "local", workers: int = 1,
-              rank: int = 0, world_size: int = 1, progress: bool = True) -> RunSummary:
-    out = Path(out)
+def run_stage(stage: Stage, out, *, executor: str = "local", workers: int = 1,
+              rank: int = 0, world_size: int = 1, progress: bool = True,
+              ray_address: str | None = None, max_unit_retries: int | None = None) -> RunSummary:
+    """Run ``stage``'s pending units into ``out`` (a path or an fsspec URL) on an executor.
+
+    ``ray_address`` and ``max_unit_retries`` apply to ``executor="ray"``: join that
+    cluster (else ``$RAY_ADDRESS``, else start a local instance bound to 127.0.0.1),
+    and re-run a unit whose worker process or node died up to that many times.
+    """
+    out = as_path(out)
+    if max_unit_retries is None:
+        max_unit_retries = _PARSED.get("max_unit_retries", DEFAULT_UNIT_RETRIES)
+    if max_unit_retries < 0:
+        raise UserError("--max-unit-retries must be 0 or more")
     if world_size < 1 or not 0 <= rank < world_size:
         raise UserError(f"--rank {rank} is outside --world-size {world_size}; use 0 <= rank < world-size")
     out.mkdir(parents=True, exist_ok=True)
@@ -180,7 +221,8 @@ def run_stage(stage: Stage, out: Path, *, executor: str = "local", workers: int 
     atomic_write_json(out / "config.json", config)
 
     mine = [u for u in units if u.index % world_size == rank]
-    pending = [u for u in mine if not UnitFiles(out, stage.name, u.index).is_complete()]
+    published = {p.name for p in out.glob(f"{stage.name}-*.stats.json")}  # one listing, also on an object store
+    pending = [u for u in mine if UnitFiles(out, stage.name, u.index).stats.name not in published]
     skipped = len(mine) - len(pending)
     if skipped:
         log.warning("%s: %d of %d units already complete; doing the other %d", stage.name, skipped, len(mine), len(pending))
@@ -205,9 +247,11 @@ def run_stage(stage: Stage, out: Path, *, executor: str = "local", workers: int 
 
     done = 0
     runner = _UnitRunner(stage, out)
-    ex = make_executor(executor, workers, initializer=_worker_setup, initargs=(stage, str(out)))
+    ex = make_executor(executor, workers, initializer=_worker_setup, initargs=(stage, str(out)),
+                       ray_address=ray_address, max_unit_retries=max_unit_retries,
+                       resources_for=stage.unit_resources)
     try:
-        for outcome in ex.run(runner, pending, on_event):
+        for outcome in _outcomes(ex, runner, pending, on_event):
             if outcome.error is not None:
                 failures.append((outcome.unit.index, outcome.error))
                 log.error("unit %d of %s raised; it will be redone on the next run:\n%s",
@@ -225,18 +269,62 @@ def run_stage(stage: Stage, out: Path, *, executor: str = "local", workers: int 
     return summary
 
 
+def _outcomes(ex, runner, pending, on_event):
+    try:
+        yield from ex.run(runner, pending, on_event)
+    except RayUnavailable as exc:
+        raise UserError(str(exc)) from exc
+
+
+DEFAULT_UNIT_RETRIES = 3
+_PARSED: dict = {}  # --max-unit-retries as last parsed, for callers of run_stage that do not pass it
+
+
+class _RayAddress(argparse.Action):
+    """Also exports the address as RAY_ADDRESS (Ray's own convention), so a stage whose
+    main does not pass ``ray_address`` to ``run_stage`` still joins the cluster asked for."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        os.environ["RAY_ADDRESS"] = values
+
+
+class _UnitRetries(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        _PARSED["max_unit_retries"] = values
+
+
 def add_executor_args(parser) -> None:
     group = parser.add_argument_group("execution")
-    group.add_argument("--executor", default="local", choices=["local"],
-                       help="where units run: 'local' is a process pool on this machine")
+    group.add_argument("--executor", default="local", choices=["local", "ray", "inline"],
+                       help="where units run: 'local' is a process pool on this machine; 'ray' one Ray task "
+                       "per unit on a Ray cluster (--ray-address) or, without an address, on a local Ray "
+                       "instance bound to 127.0.0.1; 'inline' this process (debugging)")
     group.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
-                       help="worker processes for the local executor (default: cores, at most 8)")
+                       help="worker processes for the local executor, CPUs of a local Ray instance "
+                       "(default: cores, at most 8)")
+    group.add_argument("--ray-address", default=None, action=_RayAddress,
+                       help="join this Ray cluster (HEAD:6379, as printed by `ray start --head`; default: "
+                       "$RAY_ADDRESS, else a local instance). Never expose a Ray cluster's ports beyond a "
+                       "trusted network: anyone who reaches them can run code on it")
+    group.add_argument("--max-unit-retries", type=int, default=DEFAULT_UNIT_RETRIES, action=_UnitRetries,
+                       help="with --executor ray, re-run a unit whose worker process or node died up to N "
+                       "times (default 3); a unit that raises is not retried")
     group.add_argument("--rank", type=int, default=0, help="this job's slice of the units (Slurm arrays etc.)")
     group.add_argument("--world-size", type=int, default=1, help="how many slices the units are split into")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def print_summary(stage_name: str, out: Path, summary: RunSummary) -> None:
+def executor_options(args) -> dict:
+    """The keyword arguments of ``run_stage`` given by ``add_executor_args``' flags:
+    ``run_stage(stage, out, **executor_options(args))``."""
+    return {"executor": args.executor, "workers": args.workers, "rank": args.rank,
+            "world_size": args.world_size, "progress": not args.no_progress,
+            "ray_address": args.ray_address, "max_unit_retries": args.max_unit_retries}
+
+
+def print_summary(stage_name: str, out, summary: RunSummary) -> None:
     c = summary.counts
     statuses = {k.split("/", 1)[1]: v for k, v in c.items() if k.startswith("status/")}
     print(f"{stage_name}: {summary.units_done} units written, {summary.units_skipped} already complete, "
@@ -244,5 +332,5 @@ def print_summary(stage_name: str, out: Path, summary: RunSummary) -> None:
     if statuses:
         print("  videos by status: " + ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())))
     if summary.units_failed:
-        print(f"  {summary.units_failed} units raised (see {out}/logs); re-run the same command to redo them",
+        print(f"  {summary.units_failed} units raised (see {log_dir_for(out)}); re-run the same command to redo them",
               file=sys.stderr)

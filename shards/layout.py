@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .storage import RemotePath, as_path, staging_dir, staging_name
+
 VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
 
 UNIT_DIGITS = 6
@@ -25,11 +27,18 @@ def is_valid_video_id(video_id: str) -> bool:
 
 @dataclass(frozen=True)
 class UnitFiles:
-    """The final names of one work unit's outputs."""
+    """The final names of one work unit's outputs.
 
-    directory: Path
+    ``directory`` is a ``Path`` or, for an fsspec URL, a ``shards.storage.RemotePath``;
+    the names below are of the same kind.
+    """
+
+    directory: Path | RemotePath
     prefix: str
     index: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "directory", as_path(self.directory))
 
     @property
     def stem(self) -> str:
@@ -47,21 +56,36 @@ class UnitFiles:
     def stats(self) -> Path:
         return self.directory / f"{self.stem}.stats.json"
 
+    @property
+    def remote(self) -> bool:
+        return isinstance(self.directory, RemotePath)
+
+    @property
+    def temp_directory(self) -> Path:
+        """Where this unit's temporaries go: beside the outputs, or a local staging
+        directory when the outputs are in an object store (which has no rename)."""
+        if self.remote:
+            return staging_dir() / staging_name(self.directory)
+        return self.directory
+
     def is_complete(self) -> bool:
         return self.stats.exists()
 
     def temporaries(self) -> list[Path]:
         """Leftovers of an interrupted attempt at this unit (never under a final name)."""
-        return sorted(self.directory.glob(f".{self.stem}.*.tmp*"))
+        if self.remote and not self.temp_directory.is_dir():
+            return []
+        return sorted(self.temp_directory.glob(f".{self.stem}.*.tmp*"))
 
 
-def completed_units(directory: Path, prefix: str) -> list[UnitFiles]:
-    """The units of a stage whose stats file exists, in index order."""
+def completed_units(directory, prefix: str) -> list[UnitFiles]:
+    """The units of a stage whose stats file exists, in index order (a path or an fsspec URL)."""
+    directory = as_path(directory)
     units = []
-    for path in sorted(Path(directory).glob(f"{prefix}-*.stats.json")):
+    for path in sorted(directory.glob(f"{prefix}-*.stats.json"), key=lambda p: p.name):
         m = UNIT_RE.match(path.name)
         if m and m.group("prefix") == prefix:
-            units.append(UnitFiles(Path(directory), prefix, int(m.group("index"))))
+            units.append(UnitFiles(directory, prefix, int(m.group("index"))))
     return units
 
 
@@ -97,11 +121,12 @@ CRAWL = SampleLayout(
 # aligned/: subs.json with cleaned cues per language and the common timeline.
 ALIGNED = SampleLayout(stage="aligned", required=("subs.json",), optional_patterns=(r"meta\.json",))
 
-# mmp/: features at one row per second, subtitles or downstream captions, metadata.
+# mmp/: features at one row per second (or image regions, for Multi30K), subtitles or
+# downstream captions, metadata.
 MMP = SampleLayout(
     stage="mmp",
     required=("meta.json",),
-    optional_patterns=(r"r21d\.npy", r"s3d\.npy", r"subs\.json", r"captions\.json"),
+    optional_patterns=(r"r21d\.npy", r"s3d\.npy", r"regions\.npy", r"subs\.json", r"captions\.json"),
 )
 
 LAYOUTS = {layout.stage: layout for layout in (CRAWL, ALIGNED, MMP)}

@@ -1,19 +1,21 @@
 """Reading work units back: samples from a tar, rows from a parquet file.
 
 Nothing here unpickles: JSON and text are decoded as such, arrays are ``.npy``
-loaded with ``allow_pickle=False``.
+loaded with ``allow_pickle=False``. Paths may be local or fsspec URLs
+(``shards.storage``).
 """
 from __future__ import annotations
 
 import io
 import json
 import tarfile
-from pathlib import Path
+from contextlib import contextmanager
 from typing import Iterator
 
 import pyarrow.parquet as pq
 
 from .layout import FORBIDDEN_SUFFIXES, UnitFiles, completed_units
+from .storage import RemotePath, as_path
 
 
 class ShardError(Exception):
@@ -27,11 +29,22 @@ def split_member_name(name: str) -> tuple[str, str]:
     return key, member
 
 
-def iter_samples(path: Path) -> Iterator[dict]:
+@contextmanager
+def _open_tar(path):
+    path = as_path(path)
+    if not isinstance(path, RemotePath):
+        with tarfile.open(path, "r:") as tar:
+            yield tar
+        return
+    with path.open("rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        yield tar
+
+
+def iter_samples(path) -> Iterator[dict]:
     """Yield one dict per sample: ``{"__key__": key, member: bytes, ...}``, in tar order."""
     current: dict | None = None
     try:
-        with tarfile.open(path, "r:") as tar:
+        with _open_tar(path) as tar:
             for info in tar:
                 if not info.isfile():
                     continue
@@ -50,7 +63,11 @@ def iter_samples(path: Path) -> Iterator[dict]:
         yield current
 
 
-def read_rows(path: Path) -> list[dict]:
+def read_rows(path) -> list[dict]:
+    path = as_path(path)
+    if isinstance(path, RemotePath):
+        with path.open("rb") as f:
+            return pq.read_table(f).to_pylist()
     return pq.read_table(path).to_pylist()
 
 
@@ -64,8 +81,8 @@ def load_npy(data: bytes):
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def iter_stage_samples(directory: Path, prefix: str) -> Iterator[tuple[UnitFiles, dict]]:
+def iter_stage_samples(directory, prefix: str) -> Iterator[tuple[UnitFiles, dict]]:
     """Every sample of every completed unit of a stage."""
-    for unit in completed_units(Path(directory), prefix):
+    for unit in completed_units(directory, prefix):
         for sample in iter_samples(unit.tar):
             yield unit, sample

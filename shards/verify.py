@@ -12,10 +12,10 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .layout import LAYOUTS, UNIT_RE, UnitFiles
 from .reader import ShardError, iter_samples, read_rows
+from .storage import RemotePath, as_path, staging_dir, staging_name
 from .writer import sha256_file
 
 
@@ -83,14 +83,19 @@ def verify_unit(unit: UnitFiles, report: VerifyReport, deep: bool = True) -> Non
     report.rows += len(rows)
 
 
-def verify_dir(directory: Path, deep: bool = True) -> VerifyReport:
-    directory = Path(directory)
+def verify_dir(directory, deep: bool = True) -> VerifyReport:
+    """Check a stage's output directory, a local path or an fsspec URL (``s3://bucket/crawl``)."""
+    directory = as_path(directory)
     report = VerifyReport()
     if not directory.is_dir():
         report.problems.append(f"{directory} is not a directory")
         return report
     stems = set()
-    for path in directory.iterdir():
+    listing = list(directory.iterdir())
+    if isinstance(directory, RemotePath):  # an object store's temporaries are local to the writing node
+        local = staging_dir() / staging_name(directory)
+        listing += list(local.iterdir()) if local.is_dir() else []
+    for path in listing:
         m = re.match(r"^([a-z0-9_]+-\d{6})\.(tar|parquet|stats\.json)$", path.name)
         if m:
             stems.add(m.group(1))
@@ -112,11 +117,12 @@ def main(argv=None) -> int:
         description="Check a stage output directory (e.g. DATA/crawl): every unit's tar readable, "
         "parquet rows = samples + failures, stats present, recorded sizes and sha256 match.",
     )
-    parser.add_argument("dirs", nargs="+", type=Path, help="stage output directories to check")
+    parser.add_argument("dirs", nargs="+", help="stage output directories (paths or fsspec URLs such as s3://b/crawl)")
     parser.add_argument("--quick", action="store_true", help="skip sha256 (sizes are still checked)")
     args = parser.parse_args(argv)
     status = 0
     for directory in args.dirs:
+        directory = as_path(directory)
         report = verify_dir(directory, deep=not args.quick)
         for line in report.incomplete:
             print(f"{directory}: note: {line}")

@@ -2,7 +2,9 @@
 
 Each file is written under a temporary name in the same directory and renamed into
 place, so a kill at any moment never leaves a partial file under a final name. The
-stats file goes last and marks the unit complete.
+stats file goes last and marks the unit complete. When the directory is an fsspec
+URL (an object store, which has no rename), the temporaries are local files and each
+is uploaded under its final name in one PUT, the stats object last.
 """
 from __future__ import annotations
 
@@ -15,19 +17,19 @@ import tarfile
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .layout import FORBIDDEN_SUFFIXES, SampleLayout, UnitFiles
+from .storage import RemotePath, as_path, open_file
 
 STATS_VERSION = 1
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_file(path, "rb") as f:
         while True:
             block = f.read(chunk)
             if not block:
@@ -36,9 +38,12 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
-    path = Path(path)
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename (one PUT on an object store)."""
+    path = as_path(path)
+    if isinstance(path, RemotePath):
+        path.write_bytes(data)
+        return
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         with open(tmp, "wb") as f:
@@ -51,7 +56,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
-def atomic_write_json(path: Path, obj) -> None:
+def atomic_write_json(path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
 
 
@@ -81,13 +86,15 @@ class UnitWriter:
         self.rows: list[dict] = []
         self.sample_keys: list[str] = []
         self._token = uuid.uuid4().hex[:8]
-        self._tar_tmp = files.directory / f".{files.stem}.tar.tmp-{self._token}"
-        self._pq_tmp = files.directory / f".{files.stem}.parquet.tmp-{self._token}"
+        tmp_dir = files.temp_directory
+        self._tar_tmp = tmp_dir / f".{files.stem}.tar.tmp-{self._token}"
+        self._pq_tmp = tmp_dir / f".{files.stem}.parquet.tmp-{self._token}"
         self._tar: tarfile.TarFile | None = None
         self._started = time.time()
 
     def __enter__(self) -> "UnitWriter":
         self.files.directory.mkdir(parents=True, exist_ok=True)
+        self._tar_tmp.parent.mkdir(parents=True, exist_ok=True)
         self._tar = tarfile.open(self._tar_tmp, "w", format=tarfile.USTAR_FORMAT)
         return self
 
@@ -153,9 +160,16 @@ class UnitWriter:
         }
         if extra:
             stats.update(extra)
-        os.replace(self._tar_tmp, self.files.tar)
-        os.replace(self._pq_tmp, self.files.parquet)
-        atomic_write_json(self.files.stats, stats)
+        if self.files.remote:
+            self.files.tar.upload(self._tar_tmp)
+            self.files.parquet.upload(self._pq_tmp)
+            atomic_write_json(self.files.stats, stats)
+            self._tar_tmp.unlink()
+            self._pq_tmp.unlink()
+        else:
+            os.replace(self._tar_tmp, self.files.tar)
+            os.replace(self._pq_tmp, self.files.parquet)
+            atomic_write_json(self.files.stats, stats)
         return stats
 
     def close(self, extra: dict | None = None) -> dict:

@@ -167,7 +167,8 @@ def test_request_budget_is_shared_across_processes(tmp_path):
     # 40 requests from two processes at 40/s: slots are 25 ms apart, whoever asks
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert times[-1] - times[0] >= (2 * n - 1) / rate * 0.95
-    assert min(gaps) >= 1 / rate * 0.5
+    # a process descheduled after its slot makes one gap short and the next long: judge the median
+    assert sorted(gaps)[len(gaps) // 2] >= 0.8 / rate
 
 
 def test_breaker_pauses_everyone_then_halts(tmp_path):
