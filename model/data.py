@@ -1,0 +1,525 @@
+"""The training and evaluation input: mmp/ shards -> clips -> token ids -> padded batches.
+
+The pipeline is an explicit list of generator stages, as in webdataset and open_clip:
+
+    shard list -> per-epoch seeded shuffle -> split by node -> split by worker
+    -> tar samples (a counting, logging error handler) -> shuffle buffer
+    -> clip sampling -> tokenise -> batch
+
+The stream is endless (epoch after epoch), so ranks with uneven shares never leave
+DDP waiting; training stops at ``--steps``. Every batch carries its worker's data
+position (epoch, raw samples read in that epoch) and its counters, so a checkpoint
+can record where each worker was and ``--resume`` skips what was already read
+without decoding it.
+
+Nothing is unpickled: members are decoded by name (``.json`` as JSON, ``.npy`` with
+``allow_pickle=False``) and pickle-format members are refused.
+"""
+from __future__ import annotations
+
+import glob
+import io
+import json
+import logging
+import os
+import random
+import tarfile
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shards.layout import FORBIDDEN_SUFFIXES
+
+log = logging.getLogger("mmp.data")
+
+LANGS = ("en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi")
+FEATURE_MEMBERS = ("r21d", "s3d", "regions")
+MIN_CLIP_SECONDS = 4
+
+
+class DataError(Exception):
+    """A shard specification that cannot be used (empty list, glob matching nothing)."""
+
+
+# ---------------------------------------------------------------------------- shard lists
+
+
+def expand_shards(spec: str | list[str]) -> list[str]:
+    """Shard names from brace patterns (``mmp-{000000..000099}.tar``), globs, paths and URLs.
+
+    Several specs may be joined with ``::`` (webdataset's rule) or given as a list.
+    A local brace pattern that names missing files is an error, as is a glob that
+    matches nothing: both are usually a typo, and training on a silent subset is worse.
+    """
+    import braceexpand
+
+    specs = spec if isinstance(spec, (list, tuple)) else str(spec).split("::")
+    urls: list[str] = []
+    for s in specs:
+        s = s.strip()
+        if not s:
+            continue
+        is_url = "://" in s or s.startswith("pipe:")
+        for name in braceexpand.braceexpand(s):
+            if is_url:
+                urls.append(name)
+            elif any(c in name for c in "*?["):
+                matched = sorted(glob.glob(os.path.expanduser(name)))
+                if not matched:
+                    raise DataError(f"--shards: the glob {name!r} matches no file")
+                urls += matched
+            else:
+                path = os.path.expanduser(name)
+                if not os.path.exists(path):
+                    raise DataError(f"--shards: {name} does not exist")
+                if os.path.isdir(path):
+                    found = sorted(glob.glob(os.path.join(path, "*.tar")))
+                    if not found:
+                        raise DataError(f"--shards: directory {name} holds no .tar shards")
+                    urls += found
+                else:
+                    urls.append(path)
+    if not urls:
+        raise DataError("--shards names no shards; give e.g. 'DATA/mmp/mmp-{000000..000099}.tar'")
+    return urls
+
+
+def epoch_shards(urls: list[str], seed: int, start_epoch: int = 0):
+    """Endless stream of ``(epoch, shards)``; each epoch's order is shuffled from (seed, epoch)."""
+    epoch = start_epoch
+    while True:
+        order = list(urls)
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        yield epoch, order
+        epoch += 1
+
+
+def split_by_node(src, rank: int, world_size: int):
+    """Each rank takes every world_size-th shard of each epoch (datatrove's ``files[rank::world]``)."""
+    for epoch, shards in src:
+        yield epoch, shards[rank::world_size]
+
+
+def split_by_worker(src, worker: int, num_workers: int):
+    for epoch, shards in src:
+        yield epoch, shards[worker::num_workers]
+
+
+# ---------------------------------------------------------------------------- tar samples
+
+
+@dataclass
+class StreamState:
+    """What one worker has read: counters by reason and its position in the epoch."""
+
+    counts: Counter = field(default_factory=Counter)
+    epoch: int = 0
+    raw: int = 0  # samples read from tars in this epoch (before any filtering)
+    tried: int = 0  # samples handed to clip sampling, all epochs
+    epochs_read: int = 0
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+
+
+def counting_handler(state: StreamState, url: str, exc: Exception) -> None:
+    """Corrupt input is counted and logged, never fatal (webdataset's warn_and_continue, counted)."""
+    state.count("error/shard")
+    log.warning("skipping the rest of %s: %s", url, exc)
+
+
+def _open(url: str):
+    if os.path.exists(url):
+        return open(url, "rb")
+    import webdataset
+
+    return webdataset.gopen(url, "rb")
+
+
+class _Counting:
+    """A read-only stream that counts the bytes read through it."""
+
+    def __init__(self, f):
+        self.f, self.count = f, 0
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        self.count += len(data)
+        return data
+
+
+def tar_samples(src, state: StreamState, skip: dict | None = None, handler=counting_handler):
+    """Samples ``{"__key__", "__url__", member: bytes}`` from each epoch's shards.
+
+    ``skip`` maps an epoch to the number of raw samples to pass over (resume); they are
+    read but not decoded. A sample cut short by a truncated tar is dropped and counted.
+    """
+    for epoch, shards in src:
+        if state.epochs_read and barren(state):
+            log.error("stopping: a whole epoch of %d samples gave no usable clip (%s)", state.raw, dict(state.counts))
+            return
+        state.epoch, state.raw = epoch, 0
+        state.epochs_read += 1
+        to_skip = (skip or {}).get(epoch, 0)
+        for url in shards:
+            current = None
+            try:
+                with _open(url) as raw, tarfile.open(fileobj=(stream := _Counting(raw)), mode="r|*",
+                                                     bufsize=1 << 20) as tar:
+                    for info in tar:
+                        if not info.isfile():
+                            continue
+                        base = info.name.rsplit("/", 1)[-1]
+                        key, _, member = base.partition(".")
+                        if member.endswith(FORBIDDEN_SUFFIXES):
+                            state.count("skipped/pickle_member")
+                            log.warning("%s: refusing pickle-format member %s", url, info.name)
+                            continue
+                        data = tar.extractfile(info).read()
+                        if current is not None and current["__key__"] != key:
+                            state.raw += 1
+                            if state.raw > to_skip:
+                                yield current
+                            current = None
+                        if current is None:
+                            current = {"__key__": key, "__url__": url, "__epoch__": epoch}
+                        current[member] = data
+                    while stream.read(1 << 16):
+                        pass
+                    if stream.count - tar.offset < 1024:
+                        # tarfile ends quietly when a cut falls between members; a whole tar
+                        # ends with two zero blocks, so their absence means a truncated shard
+                        raise tarfile.ReadError("no end-of-archive marker (truncated)")
+            except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+                handler(state, url, exc)
+                if current is not None:
+                    state.count("skipped/truncated")
+                current = None
+            if current is not None:
+                state.raw += 1
+                if state.raw > to_skip:
+                    yield current
+
+
+def barren(state: StreamState) -> bool:
+    """True when the last epoch read nothing, or every sample of a full epoch was unusable:
+    later epochs read the same shards, so the endless stream would spin without output."""
+    return state.raw == 0 or (state.tried >= state.raw and state.counts["samples/used"] == 0)
+
+
+def shuffle(src, bufsize: int, rng: random.Random):
+    """A shuffle buffer, as webdataset's (fill, then emit a random element per input), drained
+    at each epoch's end so an epoch's samples never wait behind the next epoch's."""
+    if bufsize <= 1:
+        yield from src
+        return
+    buf, epoch = [], None
+    for sample in src:
+        if sample["__epoch__"] != epoch:
+            rng.shuffle(buf)
+            yield from buf
+            buf, epoch = [], sample["__epoch__"]
+        buf.append(sample)
+        if len(buf) >= bufsize:
+            i = rng.randrange(len(buf))
+            buf[i], buf[-1] = buf[-1], buf[i]
+            yield buf.pop()
+    rng.shuffle(buf)
+    yield from buf
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def load_json(data: bytes):
+    return json.loads(data.decode("utf-8"))
+
+
+def video_features(sample: dict, members: tuple[str, ...]) -> np.ndarray:
+    """The chosen feature members concatenated along the feature axis, ``[T, F]``.
+
+    Backbones may differ by a row at the end (rounding of the duration): the shorter wins.
+    Raises KeyError naming a missing member and ValueError for a malformed array.
+    """
+    arrays = []
+    for name in members:
+        member = f"{name}.npy"
+        if member not in sample:
+            raise KeyError(name)
+        a = load_npy(sample[member])
+        if a.ndim != 2 or a.shape[0] == 0 or a.dtype.kind != "f":
+            raise ValueError(f"{member} has shape {a.shape} and dtype {a.dtype}; expected float [T, D]")
+        arrays.append(a)
+    t = min(a.shape[0] for a in arrays)
+    # kept in the stored precision: only the clip's rows are widened, in collate
+    return np.concatenate([a[:t] for a in arrays], axis=1)
+
+
+def feature_dim(urls: list[str], members: tuple[str, ...], limit: int = 64) -> int:
+    """The video input dimension, read from the first samples that carry the chosen members."""
+    state = StreamState()
+    seen = 0
+    for sample in tar_samples(iter([(0, urls)]), state):
+        seen += 1
+        try:
+            return int(video_features(sample, members).shape[1])
+        except (KeyError, ValueError):
+            if seen >= limit:
+                break
+    raise DataError(f"no sample in the first {seen} of --shards carries all of --video-features "
+                    f"{','.join(members)}; pick members the shards hold (r21d, s3d, regions)")
+
+
+# ---------------------------------------------------------------------------- clips
+
+
+@dataclass
+class ClipConfig:
+    task: str = "pretrain"  # pretrain: subtitles; finetune/eval: captions.json
+    langs: tuple[str, ...] = LANGS
+    members: tuple[str, ...] = ("r21d", "s3d")
+    max_text_len: int = 192
+    max_video_len: int = 128
+    split: str = "train"  # which captions.json split a finetune or eval stream keeps
+    mask_prob: float = 0.05  # intra-modal noise: share of text tokens / video rows masked
+
+
+def _window_rows(video: np.ndarray, max_len: int, rng: random.Random) -> np.ndarray:
+    if video.shape[0] <= max_len:
+        return video
+    start = rng.randrange(video.shape[0] - max_len + 1)
+    return video[start:start + max_len]
+
+
+def pretrain_clip(subs: dict, video: np.ndarray, cfg: ClipConfig, rng: random.Random):
+    """A random clip of a video, its subtitles in a random language, and (when another
+    language covers the same seconds) the parallel subtitles for the cross-lingual loss.
+
+    Returns ``(lang, text, pair_text_or_None, rows)`` or None when no chosen language has cues.
+    """
+    tracks = {l: t["cues"] for l, t in (subs.get("tracks") or {}).items() if l in cfg.langs and t.get("cues")}
+    if not tracks:
+        return None
+    lang = rng.choice(sorted(tracks))
+    cues = tracks[lang]
+    n = video.shape[0]
+    longest = max(1, min(n, cfg.max_video_len))
+    length = rng.randint(min(MIN_CLIP_SECONDS, longest), longest)
+    start = rng.randint(0, n - length)
+    end = start + length
+    inside = [c for c in cues if c[1] > start and c[0] < end]
+    if not inside:
+        # No subtitle in the window: move the window onto the subtitle closest in time.
+        centre = (start + end) / 2
+        nearest = min(cues, key=lambda c: abs((c[0] + c[1]) / 2 - centre))
+        start = int(max(0, min(n - length, (nearest[0] + nearest[1]) / 2 - length / 2)))
+        end = start + length
+        inside = [c for c in cues if c[1] > start and c[0] < end] or [nearest]
+    text = " ".join(c[2] for c in inside)
+    pair = None
+    others = [l for l in sorted(tracks) if l != lang]
+    if others:
+        other = rng.choice(others)
+        parallel = [c for c in tracks[other] if c[1] > start and c[0] < end]
+        if parallel:
+            pair = " ".join(c[2] for c in parallel)
+    return lang, text, pair, video[start:end]
+
+
+def caption_clip(captions: dict, video: np.ndarray, cfg: ClipConfig, rng: random.Random):
+    """A caption in a random language of ``--langs`` and, when the set has them, a parallel
+    caption in another language. Returns ``(lang, text, pair_or_None, rows)`` or None."""
+    by_lang = {l: c for l, c in (captions.get("captions") or {}).items() if l in cfg.langs and c}
+    if not by_lang:
+        return None
+    lang = rng.choice(sorted(by_lang))
+    text = rng.choice(by_lang[lang])
+    pair = None
+    parallel = [p for p in captions.get("parallel") or [] if len([l for l in p if l in cfg.langs]) >= 2]
+    if parallel:
+        entry = rng.choice(parallel)
+        a, b = rng.sample(sorted(l for l in entry if l in cfg.langs), 2)
+        text, pair, lang = entry[a], entry[b], a
+    return lang, text, pair, _window_rows(video, cfg.max_video_len, rng)
+
+
+def sample_clips(src, cfg: ClipConfig, state: StreamState, seed: int):
+    """Decode each sample and cut one training clip from it; unusable samples are counted."""
+    for sample in src:
+        key = sample["__key__"]
+        state.tried += 1
+        rng = random.Random(f"{seed}/{sample['__epoch__']}/{key}")
+        try:
+            video = video_features(sample, cfg.members)
+            if cfg.task == "pretrain":
+                if "subs.json" not in sample:
+                    state.count("skipped/no_subs")
+                    continue
+                clip = pretrain_clip(load_json(sample["subs.json"]), video, cfg, rng)
+            else:
+                if "captions.json" not in sample:
+                    state.count("skipped/no_captions")
+                    continue
+                captions = load_json(sample["captions.json"])
+                if captions.get("split", "train") != cfg.split:
+                    state.count("skipped/other_split")
+                    continue
+                clip = caption_clip(captions, video, cfg, rng)
+        except KeyError as exc:
+            state.count(f"skipped/missing_{exc.args[0]}")
+            continue
+        except (ValueError, UnicodeDecodeError, TypeError, IndexError, AttributeError) as exc:
+            state.count("skipped/corrupt")
+            log.warning("skipping sample %s in %s: %s", key, sample.get("__url__"), exc)
+            continue
+        if clip is None:
+            state.count("skipped/no_text_in_langs")
+            continue
+        lang, text, pair, rows = clip
+        state.count("samples/used")
+        yield {"key": key, "lang": lang, "text": text, "pair": pair, "video": rows, "rng": rng}
+
+
+# ---------------------------------------------------------------------------- tokens and batches
+
+
+def tokenize(src, tokenizer, cfg: ClipConfig):
+    """Token ids (truncated to max_text_len) and the intra-modal noise masks, per sample."""
+    special = set(tokenizer.all_special_ids)
+    mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
+    def cut(text):
+        # every word is at least one token: words past max_text_len could only be cut off
+        # again, so they are not tokenised at all (a long clip's subtitles are thousands)
+        words = text.split()
+        return " ".join(words[:cfg.max_text_len]) if len(words) > cfg.max_text_len else text
+
+    for s in src:
+        texts = [cut(s["text"])] + ([cut(s["pair"])] if s["pair"] else [])
+        encoded = tokenizer(texts, truncation=True, max_length=cfg.max_text_len)["input_ids"]
+        ids = encoded[0]
+        rng = s.pop("rng")
+        noisy = [mask_id if (t not in special and rng.random() < cfg.mask_prob) else t for t in ids]
+        frame_noise = np.array([rng.random() < cfg.mask_prob for _ in range(len(s["video"]))], dtype=bool)
+        s["ids"], s["noisy_ids"], s["frame_noise"] = ids, noisy, frame_noise
+        s["pair_ids"] = encoded[1] if s["pair"] else None
+        yield s
+
+
+def _pad(seqs: list[list[int]], pad_id: int):
+    import torch
+
+    n = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, :len(s)] = 1
+    return ids, mask
+
+
+def collate(samples: list[dict], pad_id: int) -> dict:
+    """Pad text and video to the longest in the batch. Samples without a parallel text reuse
+    their own text as the pair and are marked invalid for the cross-lingual loss."""
+    import torch
+
+    ids, mask = _pad([s["ids"] for s in samples], pad_id)
+    noisy, _ = _pad([s["noisy_ids"] for s in samples], pad_id)
+    pair_ids, pair_mask = _pad([s["pair_ids"] or s["ids"] for s in samples], pad_id)
+    t = max(len(s["video"]) for s in samples)
+    f = samples[0]["video"].shape[1]
+    # float16 as stored: half the bytes through the worker queues; the model widens it
+    half = all(s["video"].dtype == np.float16 for s in samples)
+    video = torch.zeros((len(samples), t, f), dtype=torch.float16 if half else torch.float32)
+    video_mask = torch.zeros((len(samples), t), dtype=torch.bool)
+    frame_noise = torch.zeros((len(samples), t), dtype=torch.bool)
+    for i, s in enumerate(samples):
+        n = len(s["video"])
+        video[i, :n] = torch.from_numpy(s["video"])
+        video_mask[i, :n] = True
+        frame_noise[i, :n] = torch.from_numpy(s["frame_noise"])
+    return {
+        "text_ids": ids, "text_mask": mask, "noisy_ids": noisy,
+        "pair_ids": pair_ids, "pair_mask": pair_mask,
+        "pair_valid": torch.tensor([s["pair_ids"] is not None for s in samples]),
+        "video": video, "video_mask": video_mask, "frame_noise": frame_noise,
+        "keys": [s["key"] for s in samples], "langs": [s["lang"] for s in samples],
+    }
+
+
+def batched(src, batch_size: int, pad_id: int, state: StreamState, worker: int):
+    """Full batches only (DDP needs equal shapes across ranks for the gathered losses)."""
+    buf = []
+    for s in src:
+        buf.append(s)
+        if len(buf) == batch_size:
+            batch = collate(buf, pad_id)
+            batch["position"] = {"worker": worker, "epoch": state.epoch, "raw": state.raw}
+            batch["counts"] = dict(state.counts)
+            yield batch
+            buf = []
+
+
+# ---------------------------------------------------------------------------- the dataset
+
+
+def _iterable_dataset():
+    import torch.utils.data
+
+    return torch.utils.data.IterableDataset
+
+
+class ClipStream(_iterable_dataset()):
+    """An endless ``IterableDataset`` of batches for one rank; each DataLoader worker runs the
+    whole pipeline over its share of the shards.
+
+    ``positions`` (from a checkpoint) maps a worker id to ``(epoch, raw)``: that worker starts
+    at that epoch and passes over the raw samples it had already read. Samples that were
+    waiting in the shuffle buffer at the checkpoint are among those passed over, so a
+    resume skips at most ``shuffle_buffer`` samples per worker and never repeats one.
+    """
+
+    def __init__(self, urls, tokenizer, cfg: ClipConfig, batch_size: int, *, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, shuffle_buffer: int = 100, positions: dict | None = None):
+        self.urls, self.tokenizer, self.cfg = list(urls), tokenizer, cfg
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.shuffle_buffer = shuffle_buffer
+        self.positions = {int(k): v for k, v in (positions or {}).items()}
+
+    def pipeline(self, worker: int, num_workers: int):
+        state = StreamState()
+        epoch, raw = self.positions.get(worker, (0, 0))
+        rng = random.Random(f"{self.seed}/{self.rank}/{worker}/{epoch}/{raw}")
+        stages = [
+            lambda _: epoch_shards(self.urls, self.seed, start_epoch=epoch),
+            lambda src: split_by_node(src, self.rank, self.world_size),
+            lambda src: split_by_worker(src, worker, num_workers),
+            lambda src: _stop_on_empty(src),
+            lambda src: tar_samples(src, state, skip={epoch: raw}),
+            lambda src: shuffle(src, self.shuffle_buffer, rng),
+            lambda src: sample_clips(src, self.cfg, state, self.seed),
+            lambda src: tokenize(src, self.tokenizer, self.cfg),
+            lambda src: batched(src, self.batch_size, self.tokenizer.pad_token_id, state, worker),
+        ]
+        src = None
+        for stage in stages:
+            src = stage(src)
+        return src
+
+    def __iter__(self):
+        import torch.utils.data
+
+        info = torch.utils.data.get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.pipeline(worker, num_workers)
+
+
+def _stop_on_empty(src):
+    for epoch, shards in src:
+        if not shards:
+            return  # this worker has no share of the shards: it simply ends
+        yield epoch, shards

@@ -1,0 +1,193 @@
+"""mmp-eval: text->video retrieval, R@1/5/10 and median rank per query language.
+
+    mmp-eval --shards 'DATA/msrvtt/mmp-*.tar' --ckpt RUN --langs en,de,fr --out results.json
+
+Every caption of the chosen split (``captions.json``) in a query language is a query;
+the gallery is every video of the split. The table has one row per query language and
+the average over languages, as the paper's Table 4.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("mmp.eval")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmp-eval", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--shards", required=True, help="downstream shards (brace pattern, glob, directory, paths, URLs)")
+    p.add_argument("--ckpt", required=True, type=Path, help="a checkpoint file, or a run directory (its latest)")
+    p.add_argument("--langs", default="en,de,fr,ru,es,cs,sw,zh,vi", help="query languages (those present are used)")
+    p.add_argument("--split", default="test", help="the captions.json split evaluated")
+    p.add_argument("--out", type=Path, help="write the results as JSON here")
+    p.add_argument("--text-model", help="where the checkpoint's text model (its tokenizer) is now, if it moved")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-text-len", type=int, default=96)
+    p.add_argument("--max-video-len", type=int, default=36)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    return p
+
+
+def retrieval_metrics(queries, videos, target) -> dict:
+    """R@1/5/10 (percent) and median rank (1-based) of each query's video among ``videos``.
+
+    ``queries`` [Q, D] and ``videos`` [V, D] are normalised embeddings, ``target`` [Q] the
+    index of each query's video. Ties count against the query (the pessimistic rank).
+    """
+    import torch
+
+    queries, videos = torch.as_tensor(queries).float(), torch.as_tensor(videos).float()
+    target = torch.as_tensor(target, dtype=torch.long)
+    sims = queries @ videos.t()
+    positive = sims.gather(1, target[:, None])
+    ranks = (sims >= positive).sum(1)  # the positive itself counts once
+    ranks_f = ranks.float()
+    return {"R@1": 100 * (ranks_f <= 1).float().mean().item(), "R@5": 100 * (ranks_f <= 5).float().mean().item(),
+            "R@10": 100 * (ranks_f <= 10).float().mean().item(), "MdR": float(ranks_f.median().item()),
+            "queries": int(len(queries)), "videos": int(len(videos))}
+
+
+def even_rows(video, max_len: int):
+    """At most ``max_len`` rows spread evenly over the video (deterministic, for evaluation)."""
+    import numpy as np
+
+    if len(video) <= max_len:
+        return video
+    return video[np.linspace(0, len(video) - 1, max_len).round().astype(int)]
+
+
+def load_split(urls, members, split: str, langs, max_video_len: int):
+    """Videos of the split and the captions per language: ``(keys, videos, {lang: [(text, index)]}, counts)``."""
+    from collections import Counter
+
+    from .data import StreamState, load_json, tar_samples, video_features
+
+    state = StreamState()
+    keys, videos, queries, counts = [], [], {l: [] for l in langs}, Counter()
+    for sample in tar_samples(iter([(0, urls)]), state):
+        if "captions.json" not in sample:
+            counts["skipped/no_captions"] += 1
+            continue
+        try:
+            caps = load_json(sample["captions.json"])
+            if caps.get("split") != split:
+                continue
+            video = even_rows(video_features(sample, members), max_video_len)
+        except KeyError as exc:
+            counts[f"skipped/missing_{exc.args[0]}"] += 1
+            continue
+        except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+            counts["skipped/corrupt"] += 1
+            log.warning("skipping %s: %s", sample["__key__"], exc)
+            continue
+        index = len(videos)
+        keys.append(sample["__key__"])
+        videos.append(video)
+        for lang in langs:
+            for text in (caps.get("captions") or {}).get(lang) or []:
+                queries[lang].append((text, index))
+    counts.update(state.counts)
+    return keys, videos, {l: q for l, q in queries.items() if q}, dict(counts)
+
+
+def evaluate(args) -> dict:
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .data import DataError, _pad, expand_shards, feature_dim
+    from .mmp import MMPConfig, build_model
+    from .text import load_tokenizer
+    from .train import check_video_dim, pick_device
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    urls = expand_shards(args.shards)
+    ck = load_checkpoint(args.ckpt)
+    cfg = MMPConfig.from_json(ck["model_config"])
+    members = tuple(cfg.video_features)
+    check_video_dim(cfg, feature_dim(urls, members), members, f"the checkpoint {ck['path']}")
+    if args.text_model:
+        cfg.text_model = args.text_model
+    tokenizer = load_tokenizer(cfg.text_model)
+    model = build_model(cfg)
+    model.load_state_dict(ck["model"])
+    device = pick_device(args.device, 0)
+    model.to(device).eval()
+    langs = [l.strip() for l in args.langs.split(",") if l.strip()]
+    keys, videos, queries, counts = load_split(urls, members, args.split, langs, args.max_video_len)
+    if not videos:
+        raise DataError(f"--shards hold no video of split {args.split!r} with --video-features "
+                        f"{','.join(members)} (counts: {counts})")
+    if not queries:
+        raise DataError(f"--shards hold no {args.split!r} caption in --langs {args.langs}")
+
+    bs = args.batch_size
+    with torch.inference_mode():
+        v_emb = []
+        for i in range(0, len(videos), bs):
+            chunk = videos[i:i + bs]
+            t = max(len(v) for v in chunk)
+            x = torch.zeros(len(chunk), t, chunk[0].shape[1])
+            m = torch.zeros(len(chunk), t, dtype=torch.bool)
+            for j, v in enumerate(chunk):
+                x[j, :len(v)] = torch.from_numpy(v)
+                m[j, :len(v)] = True
+            v_emb.append(model.embed_video(x.to(device), m.to(device)).float().cpu())
+        v_emb = torch.cat(v_emb)
+        results = {}
+        for lang, items in queries.items():
+            q_emb = []
+            for i in range(0, len(items), bs):
+                ids = [tokenizer(text, truncation=True, max_length=args.max_text_len)["input_ids"]
+                       for text, _ in items[i:i + bs]]
+                ids, mask = _pad(ids, tokenizer.pad_token_id)
+                q_emb.append(model.embed_text(ids.to(device), mask.to(device)).float().cpu())
+            results[lang] = retrieval_metrics(torch.cat(q_emb), v_emb, [index for _, index in items])
+    metrics = ("R@1", "R@5", "R@10", "MdR")
+    average = {m: sum(r[m] for r in results.values()) / len(results) for m in metrics}
+    return {"checkpoint": ck["path"], "step": int(ck["step"]), "split": args.split, "videos": len(videos),
+            "query_langs": list(results),
+            "video_features": list(members), "languages": results, "average": average, "counts": counts}
+
+
+def format_table(res: dict) -> str:
+    lines = [f"text->video retrieval, split {res['split']}, {res['videos']} videos, checkpoint step {res['step']}",
+             f"{'lang':<6}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MdR':>8}{'queries':>9}"]
+    for lang in res["query_langs"]:
+        r = res["languages"][lang]
+        lines.append(f"{lang:<6}{r['R@1']:>8.1f}{r['R@5']:>8.1f}{r['R@10']:>8.1f}{r['MdR']:>8.1f}{r['queries']:>9d}")
+    a = res["average"]
+    lines.append(f"{'avg':<6}{a['R@1']:>8.1f}{a['R@5']:>8.1f}{a['R@10']:>8.1f}{a['MdR']:>8.1f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from shards.writer import atomic_write_json
+
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .text import TextModelError
+    from .train import ConfigError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        res = evaluate(args)
+    except (ConfigError, DataError, TextModelError, CheckpointError) as exc:
+        print(f"mmp-eval: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(res))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(args.out, res)
+        print(f"mmp-eval: results written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

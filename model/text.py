@@ -1,0 +1,110 @@
+"""The multilingual text encoder: a transformers model cut at an output layer, lower layers frozen.
+
+A hub name (``xlm-roberta-large``, ``bert-base-multilingual-cased``) and a local directory
+written by ``save_pretrained`` go through the same AutoModel / AutoTokenizer path, so the
+tiny model the tests build is loaded exactly as a real one.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+
+class TextModelError(Exception):
+    """A --text-model that cannot be loaded, or layer settings it cannot satisfy."""
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a hub id ("org/model" has one slash and no leading ./ / ~)."""
+    return name.startswith((".", "/", "~")) or name.count("/") >= 2 or os.path.exists(os.path.expanduser(name))
+
+
+def check_text_model(name: str) -> None:
+    """One clear error for a local directory that is missing or holds no model config."""
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, "config.json")):
+            raise TextModelError(f"--text-model {name} is a directory without config.json; "
+                                 "give a directory written by save_pretrained or a hub name")
+        return
+    if _looks_local(name):
+        what = "a file" if os.path.exists(path) else "no such directory"
+        raise TextModelError(f"--text-model {name} is not a model directory ({what}); "
+                             "give a directory written by save_pretrained or a hub name")
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    check_text_model(name)
+    try:
+        return AutoTokenizer.from_pretrained(os.path.expanduser(name))
+    except (OSError, ValueError) as exc:
+        raise TextModelError(f"--text-model {name}: cannot load its tokenizer ({str(exc).splitlines()[0]})") from exc
+
+
+def _layers(model) -> nn.ModuleList:
+    for path in ("encoder.layer", "encoder.layers", "layers", "transformer.layer"):
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise TextModelError(f"cannot find the layer stack of {type(model).__name__}")
+
+
+class TextEncoder(nn.Module):
+    """Token states at ``output_layer`` (1-based) of a pretrained encoder.
+
+    Layers above the output layer are dropped (they would cost compute and never get a
+    gradient, which DDP rejects); the embeddings and layers below ``freeze_below`` get no
+    gradient, as in the paper (output layer 12, layers below 9 frozen).
+    """
+
+    def __init__(self, backbone, output_layer: int, freeze_below: int):
+        super().__init__()
+        layers = _layers(backbone)
+        if not 1 <= output_layer <= len(layers):
+            raise TextModelError(f"--text-output-layer {output_layer} is outside the model's 1..{len(layers)} layers")
+        if not 0 <= freeze_below <= output_layer:
+            raise TextModelError(f"--text-freeze-below {freeze_below} must be between 0 and the output layer {output_layer}")
+        del layers[output_layer:]
+        backbone.config.num_hidden_layers = output_layer
+        if getattr(backbone, "pooler", None) is not None:
+            backbone.pooler = None  # never used: the pooling head reads token states
+        for p in backbone.get_input_embeddings().parameters():
+            p.requires_grad_(freeze_below == 0)
+        emb = getattr(backbone, "embeddings", None)
+        if emb is not None:
+            for p in emb.parameters():
+                p.requires_grad_(freeze_below == 0)
+        for i, layer in enumerate(layers):
+            for p in layer.parameters():
+                p.requires_grad_(i + 1 >= freeze_below)
+        self.backbone = backbone
+        self.hidden_size = backbone.config.hidden_size
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+def load_text_encoder(name: str, output_layer: int, freeze_below: int, *, config: dict | None = None) -> TextEncoder:
+    """From pretrained weights, or (``config`` given, when a checkpoint holds the weights)
+    built from the saved transformers config without reading weights twice."""
+    from transformers import AutoConfig, AutoModel
+
+    if config is not None:
+        cfg = AutoConfig.for_model(**config)
+        backbone = AutoModel.from_config(cfg)
+    else:
+        check_text_model(name)
+        try:
+            backbone = AutoModel.from_pretrained(os.path.expanduser(name))
+        except (OSError, ValueError) as exc:
+            raise TextModelError(f"--text-model {name}: cannot load it ({str(exc).splitlines()[0]})") from exc
+    return TextEncoder(backbone, output_layer, freeze_below)

@@ -1,0 +1,276 @@
+"""mmp-train end to end on CPU: pre-train, fine-tune, DDP equivalence, kill and resume, bad input."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)  # tiny tensors on a shared machine: extra threads only wait on each other
+pytest.importorskip("transformers")
+
+from model.train import main  # noqa: E402
+from tests.textmodel import build_text_model, caption_sample, pretrain_sample, write_tar  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--d-model", "32", "--text-output-layer", "2", "--text-freeze-below", "1", "--workers", "0",
+        "--no-progress", "--log-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def text_dir(tmp_path_factory):
+    return build_text_model(tmp_path_factory.mktemp("textmodel"))
+
+
+@pytest.fixture(scope="module")
+def pretrain_shards(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mmp")
+    for s in range(2):
+        write_tar(d / f"mmp-{s:06d}.tar", [pretrain_sample(s * 10 + i) for i in range(4)])
+    return d
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def _summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def test_pretrain_then_finetune_then_eval(tmp_path, text_dir, pretrain_shards):
+    from model.evaluate import main as eval_main
+
+    run = tmp_path / "pre"
+    assert main(["--shards", str(pretrain_shards / "mmp-{000000..000001}.tar"), "--out", str(run),
+                 "--text-model", str(text_dir), "--steps", "3", "--batch-size", "4", "--ckpt-every", "2"] + TINY) == 0
+    assert sorted(p.name for p in run.glob("ckpt-*.pt")) == ["ckpt-000002.pt", "ckpt-000003.pt"]
+    log = _log(run)
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert all(r["loss"] > 0 and {"inter", "intra", "cross"} <= set(r) for r in log)
+    assert _summary(run)["counts"]["samples/used"] >= 12
+
+    ds = tmp_path / "ds"
+    write_tar(ds / "mmp-000000.tar", [caption_sample(i) for i in range(6)]
+              + [caption_sample(50 + i, split="test") for i in range(5)])
+    ft = tmp_path / "ft"
+    assert main(["--shards", str(ds), "--out", str(ft), "--init", str(run), "--task", "finetune", "--langs", "en",
+                 "--steps", "2", "--batch-size", "3", "--workers", "0", "--no-progress"]) == 0
+    summary = _summary(ft)
+    assert summary["steps"] == 2 and summary["counts"]["skipped/other_split"] >= 5
+    assert "cross" not in summary["final"]  # English only: no parallel pairs, no cross-lingual term
+
+    out = tmp_path / "results.json"
+    assert eval_main(["--shards", str(ds / "mmp-000000.tar"), "--ckpt", str(ft), "--langs", "en,de,fr",
+                      "--out", str(out), "--device", "cpu"]) == 0
+    res = json.loads(out.read_text())
+    assert res["videos"] == 5 and set(res["languages"]) == {"en", "de"}
+    for r in res["languages"].values():
+        assert r["queries"] == 5 and 0 <= r["R@1"] <= r["R@5"] <= r["R@10"] == 100.0 and 1 <= r["MdR"] <= 5
+
+
+def test_loader_workers_feed_training(tmp_path, text_dir, pretrain_shards):
+    run = tmp_path / "w2"
+    args = ["--shards", str(pretrain_shards / "mmp-*.tar"), "--out", str(run), "--text-model", str(text_dir),
+            "--steps", "3", "--batch-size", "2"] + TINY
+    args[args.index("--workers") + 1] = "2"
+    assert main(args) == 0
+    ck = torch.load(run / "ckpt-000003.pt", weights_only=True)
+    position = json.loads(ck["data_position"])
+    assert position["workers"] == 2 and set(position["ranks"][0]) <= {"0", "1"}
+
+
+def test_learns_a_planted_structure(tmp_path, text_dir):
+    """Twelve concepts, each shown by noisy features and named by its own words: after a short
+    fine-tuning, retrieval is far above chance (1 in 24) in both languages."""
+    import numpy as np
+
+    from model.evaluate import main as eval_main
+    from tests.textmodel import WORDS, _npy
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(12, 24)).astype(np.float32)
+
+    def sample(i, split):
+        k = i % 12
+        feats = (centres[k] + 0.3 * rng.normal(size=(6, 24))).astype(np.float16)
+        caps = {lang: [f"{WORDS[lang][k]} {WORDS[lang][(k + 3) % len(WORDS[lang])]}"] for lang in ("en", "de")}
+        return f"p{i:010d}", {"meta.json": {}, "r21d.npy": _npy(feats[:, :8]), "s3d.npy": _npy(feats[:, 8:]),
+                              "captions.json": {"video_id": str(i), "split": split, "captions": caps,
+                                                "parallel": [{lang: c[0] for lang, c in caps.items()}]}}
+
+    write_tar(tmp_path / "d" / "mmp-000000.tar", [sample(i, "train") for i in range(120)]
+              + [sample(1000 + i, "test") for i in range(24)])
+    run = tmp_path / "run"
+    assert main(["--shards", str(tmp_path / "d"), "--out", str(run), "--text-model", str(text_dir),
+                 "--task", "finetune", "--steps", "150", "--batch-size", "16", "--lr", "1e-3", "--dropout", "0.1",
+                 "--ckpt-every", "1000"] + TINY) == 0
+    out = tmp_path / "res.json"
+    assert eval_main(["--shards", str(tmp_path / "d"), "--ckpt", str(run), "--langs", "en,de", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    for lang in ("en", "de"):
+        assert res["languages"][lang]["R@1"] >= 25 and res["languages"][lang]["MdR"] <= 2, res["languages"][lang]
+    inter = [r["inter"] for r in _log(run)]
+    assert sum(inter[-10:]) / 10 < 0.5 * inter[0]
+
+
+# ---------------------------------------------------------------------------- DDP
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, argv):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    assert main(argv) == 0
+
+
+def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path, text_dir, pretrain_shards):
+    import torch.multiprocessing as mp
+
+    # Two shards of 4 samples and a global batch of 8: each step sees every sample, in both runs.
+    common = ["--shards", str(pretrain_shards / "mmp-{000000..000001}.tar"), "--text-model", str(text_dir),
+              "--steps", "2", "--batch-size", "8", "--dropout", "0", "--ckpt-every", "100"] + TINY
+    assert main(common + ["--out", str(tmp_path / "one")]) == 0
+    mp.spawn(_ddp_worker, args=(2, _free_port(), common + ["--out", str(tmp_path / "two")]), nprocs=2, join=True)
+    one, two = _log(tmp_path / "one"), _log(tmp_path / "two")
+    assert _summary(tmp_path / "two")["world_size"] == 2
+    for a, b in zip(one, two):
+        for term in ("loss", "inter", "intra", "cross"):
+            assert a[term] == pytest.approx(b[term], rel=1e-4), (a["step"], term)
+    # step 2 follows one optimiser step: equal only if DDP's gradient equals the one-process gradient
+    assert len(one) == len(two) == 2
+
+
+# ---------------------------------------------------------------------------- kill and resume
+
+
+def test_sigkill_then_resume_continues_the_step_count(tmp_path, text_dir, pretrain_shards):
+    from model.checkpoint import list_checkpoints, load_checkpoint
+
+    run = tmp_path / "run"
+    argv = ["--shards", str(pretrain_shards / "mmp-*.tar"), "--out", str(run), "--text-model", str(text_dir),
+            "--steps", "100000", "--batch-size", "2", "--ckpt-every", "1", "--keep", "1000"] + TINY
+    proc = subprocess.Popen([sys.executable, "-m", "model.train"] + argv, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 120
+        while len(list_checkpoints(run)) < 4 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert len(list_checkpoints(run)) >= 4, "the trainer wrote no checkpoints"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    found = list_checkpoints(run)
+    for _, path in found:  # every checkpoint under a final name is whole
+        load_checkpoint(path)
+    last = found[-1][0]
+    (run / f".ckpt-{last + 1:06d}.pt.tmp-killed00").write_bytes(b"\x80\x02 half written")
+    argv[argv.index("--steps") + 1] = str(last + 2)
+    assert main(argv + ["--resume"]) == 0
+    summary = _summary(run)
+    assert summary["started_at_step"] == last and summary["steps"] == last + 2 and summary["resumed"]
+    assert [r["step"] for r in _log(run)][-2:] == [last + 1, last + 2]
+    assert load_checkpoint(run)["step"] == last + 2
+
+
+def test_data_position_resumes_where_the_stream_was(text_dir, pretrain_shards):
+    from model.data import ClipConfig, ClipStream, expand_shards
+    from model.text import load_tokenizer
+
+    tok = load_tokenizer(str(text_dir))
+    urls = expand_shards(str(pretrain_shards / "mmp-*.tar"))
+    cfg = ClipConfig(members=("r21d", "s3d"))
+
+    def stream(positions=None):
+        return iter(ClipStream(urls, tok, cfg, 3, seed=5, shuffle_buffer=1, positions=positions))
+
+    first = stream()
+    batches = [next(first) for _ in range(6)]
+    pos = batches[2]["position"]
+    resumed = stream({0: (pos["epoch"], pos["raw"])})
+    again = [next(resumed) for _ in range(3)]
+    assert [b["keys"] for b in again] == [b["keys"] for b in batches[3:6]]
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_corrupt_samples_and_a_truncated_shard_are_counted_not_fatal(tmp_path, text_dir):
+    d = tmp_path / "mixed"
+    write_tar(d / "mmp-000000.tar", [pretrain_sample(i) for i in range(4)])
+    bad_npy = pretrain_sample(10)
+    bad_npy[1]["r21d.npy"] = b"not an npy file"
+    no_s3d = pretrain_sample(11, s3d=False)
+    pickled = pretrain_sample(12)
+    pickled[1]["extra.pyd"] = b"\x80\x04K\x01."
+    write_tar(d / "mmp-000001.tar", [bad_npy, no_s3d, pickled, pretrain_sample(13)])
+    whole = write_tar(tmp_path / "whole.tar", [pretrain_sample(20 + i) for i in range(4)]).read_bytes()
+    (d / "mmp-000002.tar").write_bytes(whole[: int(len(whole) * 0.6)])
+    run = tmp_path / "run"
+    assert main(["--shards", str(d / "mmp-{000000..000002}.tar"), "--out", str(run), "--text-model", str(text_dir),
+                 "--steps", "8", "--batch-size", "2", "--shuffle-buffer", "1"] + TINY) == 0
+    counts = _summary(run)["counts"]
+    assert counts["skipped/corrupt"] >= 1
+    assert counts["skipped/missing_s3d"] >= 1
+    assert counts["skipped/pickle_member"] >= 1
+    assert counts["error/shard"] >= 1
+
+
+def test_clear_errors_for_bad_shards_text_model_and_feature_dims(tmp_path, text_dir, pretrain_shards, capsys):
+    base = ["--out", str(tmp_path / "r"), "--text-model", str(text_dir), "--steps", "1", "--batch-size", "2"] + TINY
+
+    def error(argv):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("mmp-train: error: ")
+        return err[0]
+
+    assert "names no shards" in error(["--shards", ""] + base)
+    assert "matches no file" in error(["--shards", str(tmp_path / "nothing-*.tar")] + base)
+    assert "does not exist" in error(["--shards", str(tmp_path / "mmp-{000000..000003}.tar")] + base)
+    bad_model = list(base)
+    bad_model[bad_model.index("--text-model") + 1] = str(tmp_path / "no-such-model")
+    assert "not a model directory" in error(["--shards", str(pretrain_shards)] + bad_model)
+
+    run = tmp_path / "pre"
+    assert main(["--shards", str(pretrain_shards), "--out", str(run), "--text-model", str(text_dir),
+                 "--steps", "1", "--batch-size", "2"] + TINY) == 0
+    capsys.readouterr()
+    msg = error(["--shards", str(pretrain_shards), "--out", str(tmp_path / "ft"), "--init", str(run),
+                 "--video-features", "r21d", "--steps", "1", "--batch-size", "2", "--workers", "0"])
+    assert "8-dimensional" in msg and "expects 24" in msg
+    msg = error(["--shards", str(pretrain_shards), "--out", str(run), "--resume", "--video-features", "s3d",
+                 "--steps", "2", "--batch-size", "2", "--workers", "0"])
+    assert "16-dimensional" in msg
+    assert "refusing" in error(["--shards", str(pretrain_shards), "--out", str(tmp_path / "x"),
+                                "--init", str(_pickled_checkpoint(tmp_path)), "--steps", "1", "--workers", "0"])
+    with tarfile.open(tmp_path / "empty.tar", "w"):
+        pass
+    assert "no sample" in error(["--shards", str(tmp_path / "empty.tar")] + base)
+    write_tar(tmp_path / "test-only" / "mmp-000000.tar", [caption_sample(i, split="test") for i in range(3)])
+    assert main(["--shards", str(tmp_path / "test-only"), "--task", "finetune"] + base) == 2
+    assert "stopped giving batches" in capsys.readouterr().err  # every sample is of another split
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def _pickled_checkpoint(tmp_path: Path) -> Path:
+    path = tmp_path / "evil" / "ckpt-000001.pt"
+    path.parent.mkdir()
+    torch.save({"model": {}, "model_config": "{}", "x": _Payload()}, path)
+    return path
