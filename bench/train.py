@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from model.text import load_tokenizer
-    from tests.textmodel import build_text_model
+    from model.tiny import build_text_model
 
     res = {}
     with tempfile.TemporaryDirectory(prefix="mmp-bench-train-") as tmp:

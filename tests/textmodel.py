@@ -15,35 +15,11 @@ WORDS = {
 LAYERS = 2  # use --text-output-layer 2 --text-freeze-below 1 with this model
 
 
-def build_text_model(directory: Path, texts: list[str] | None = None, hidden: int = 32, layers: int = LAYERS,
-                     dropout: float = 0.0, vocab_size: int = 400) -> Path:
-    """Write the model and tokenizer to ``directory`` (once) and return it."""
-    import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+def build_text_model(directory: Path, texts: list[str] | None = None, **kwargs) -> Path:
+    """The package's tiny model, with the test vocabulary always in its tokenizer."""
+    from model.tiny import build_text_model as build
 
-    directory = Path(directory)
-    if (directory / "config.json").exists():
-        return directory
-    directory.mkdir(parents=True, exist_ok=True)
-    corpus = list(texts or []) + [" ".join(w) for w in WORDS.values()]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
-    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                             sep_token="[SEP]", mask_token="[MASK]")
-    fast.save_pretrained(directory)
-    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=256,
-                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(directory)
-    return directory
+    return build(directory, texts, extra_words=tuple(" ".join(w) for w in WORDS.values()), **kwargs)
 
 
 def _npy(array) -> bytes:
