@@ -1,0 +1,504 @@
+"""Decode a video once into per-second model windows for every backbone, in bounded memory.
+
+What the windows are (the data is in features.spec; this module only follows it):
+- R(2+1)D (`R21D`, the IG65M clip8 model): the video is re-sampled to 30 fps and window k
+  takes the 8 consecutive grid frames starting at second k (k, k + 1/30, ...).
+- S3D (`S3D`, the released HowTo100M recipe): re-sampled to 16 fps, window k is the
+  contiguous 16-frame chunk [k, k + 1), exactly one second, so one pooled mixed_5c per second.
+- Window count: N = ceil(duration) for every backbone (`spec.num_windows`), so r21d.npy and
+  s3d.npy always have the same length; a trailing partial second gets a row whose times
+  past the end repeat the last frame (a video under one second still gives one row).
+
+Timestamps, not frame counts: every frame's presentation time is read (decord's
+`get_frame_timestamp`, or PyAV's packet pts), taken relative to the first frame's time, and
+for a wanted grid time t the frame shown is the last one with pts <= t. A variable frame
+rate or a stream that starts at pts 0.5 s therefore cannot shift features against
+subtitles. The duration is the video track's own extent: end of the last frame (its pts
+plus its duration) minus the first frame's pts; a container duration is not used, since
+it is often missing (WebM) or stretched by a longer audio track.
+
+Decoders: decord is tried first and converts only the frames some window needs (reading
+forward, skipping the others without colour conversion, a chunk of a few seconds at a
+time), resized at decode
+time so the short side is the largest any backbone needs (a 4K frame never exists at
+full size in our memory). When decord cannot open the file, reports unusable timestamps
+(it returns garbage for some AVI files) or fails part way, the whole video is decoded
+again with PyAV, sequentially, keeping only the needed frames (resized by swscale as
+they are converted). Both use the same frame plan, so they give the same windows.
+
+Rotation: phone videos carry a display matrix. PyAV reports it per frame
+(`frame.rotation`, degrees counter-clockwise, as FFmpeg's autorotate reads it) and gives
+frames in coded orientation, which we turn by that many quarter turns, so the model sees
+the upright picture. decord's handling differs by version (0.6 turns the frame but then
+squeezes it into the requested width x height), so rotated videos take the PyAV path.
+
+Failures are values: `DecodeError(status, message)` with status `no_video` (file gone),
+`empty_file`, `no_video_stream`, `no_frames` or `decode_error`; a bug still raises anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from features.spec import BackboneSpec, num_windows, window_frame_times
+
+log = logging.getLogger("mmp.decode")
+
+# A frame whose pts is within this of a wanted time counts as shown at it (float noise
+# in time bases like 1001/30000).
+_TIME_EPS_S = 1e-4
+# Seconds of windows decoded and handed on at a time: bounds memory whatever the length.
+DEFAULT_CHUNK_SECONDS = 4
+# Extensions a downloaded file may carry (crawl members, SRC files), in lookup order.
+VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "mov", "avi", "flv", "3gp", "m4v", "ts", "mpg", "mpeg", "ogv", "wmv",
+                    "m4a", "mka")  # audio-only downloads too: they get a recorded no_video_stream
+
+DECODE_STATUSES = ("no_video", "empty_file", "no_video_stream", "no_frames", "decode_error")
+
+
+class DecodeError(Exception):
+    """A video that cannot give features, with a status from DECODE_STATUSES."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass
+class VideoInfo:
+    duration: float  # seconds, end of the last frame minus pts of the first
+    fps: float  # the source's average frame rate
+    width: int  # display size (after rotation) of the source
+    height: int
+    rotation: int  # degrees counter-clockwise the coded frames are turned to be upright
+    decoder: str  # "decord" or "pyav"
+    frames: int  # frames in the video track
+    first_pts: float  # seconds; window times are relative to it
+    fallback_reason: str | None = None
+
+    @property
+    def windows(self) -> int:
+        return num_windows(self.duration)
+
+
+@dataclass
+class Chunk:
+    """Windows [first, first + n) of one video, per backbone uint8 [n, 3, T, H, W] (the model's layout)."""
+
+    first: int
+    windows: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.windows.values()))) if self.windows else 0
+
+
+# ---------------------------------------------------------------- planning (pure)
+
+def frame_plan(times: np.ndarray, duration: float, specs: Sequence[BackboneSpec]) -> dict[str, np.ndarray]:
+    """Per backbone, [N, frames] indices into `times` (sorted, relative to the first frame).
+
+    For each wanted time the frame shown is the last with time <= t (the first frame for
+    times before it).
+    """
+    times = np.asarray(times, dtype=np.float64)
+    plan = {}
+    for spec in specs:
+        wanted = np.asarray(window_frame_times(duration, spec), dtype=np.float64).reshape(-1, spec.frames)
+        idx = np.searchsorted(times, wanted + _TIME_EPS_S, side="right") - 1
+        plan[spec.name] = np.clip(idx, 0, len(times) - 1)
+    return plan
+
+
+def decode_size(width: int, height: int, specs: Sequence[BackboneSpec]) -> tuple[int, int]:
+    """(width, height) to decode at: short side the largest any backbone needs, never upscaled.
+
+    Aspect is kept, so per-backbone resize and centre crop see the same picture as from
+    the full-size frame; sizes are even because some scalers prefer it.
+    """
+    need = max(s.short_side for s in specs)
+    short = min(width, height)
+    if short <= need:
+        return width, height
+    if width <= height:
+        return need, 2 * math.ceil(height * need / width / 2)
+    return 2 * math.ceil(width * need / height / 2), need
+
+
+def chunk_ranges(n_windows: int, chunk_seconds: int) -> list[tuple[int, int]]:
+    step = max(1, int(chunk_seconds))
+    return [(a, min(a + step, n_windows)) for a in range(0, n_windows, step)]
+
+
+def prepare_frames(frames, spec: BackboneSpec, rotation: int = 0):
+    """uint8 [N, H, W, 3] (coded orientation) -> uint8 [N, 3, crop_h, crop_w] for `spec`.
+
+    Turned upright, resized so the short side is spec.short_side (bilinear, antialiased
+    when shrinking), centre-cropped. Everything stays uint8 (torch's uint8 bilinear path
+    on channels-last tensors); scaling and mean/std come later (`normalise`), on the
+    model's device.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.as_tensor(frames)
+    k = (int(round(rotation / 90.0)) % 4) if rotation else 0
+    if k:
+        x = torch.rot90(x, k, dims=(1, 2))
+    x = x.permute(0, 3, 1, 2)  # a channels-last view: no copy
+    h, w = x.shape[-2:]
+    scale = spec.short_side / min(h, w)
+    nh, nw = max(spec.crop[0], int(round(h * scale))), max(spec.crop[1], int(round(w * scale)))
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(nh, nw), mode="bilinear",
+                          align_corners=False, antialias=nh < h or nw < w)
+    top, left = (nh - spec.crop[0]) // 2, (nw - spec.crop[1]) // 2
+    return x[:, :, top:top + spec.crop[0], left:left + spec.crop[1]]
+
+
+def normalise(windows, spec: BackboneSpec, dtype=None, out=None):
+    """uint8 [B, 3, T, H, W] -> float [B, 3, T, H, W]: scale, then mean/std if the spec has them.
+
+    A multiply and an add per pixel, in place: x * (scale / std) - mean / std. `out`, a
+    float tensor of the same shape, is filled instead of allocating (see Normaliser).
+    """
+    import torch
+
+    if out is not None:
+        x = out.copy_(windows)
+    else:
+        x = windows.to(dtype or torch.float32)
+    if spec.mean is None:
+        return x.mul_(spec.scale)
+    mul = torch.tensor([spec.scale / s for s in spec.std], dtype=x.dtype, device=x.device).view(1, 3, 1, 1, 1)
+    add = torch.tensor([-m / s for m, s in zip(spec.mean, spec.std)], dtype=x.dtype, device=x.device).view(1, 3, 1, 1, 1)
+    return x.mul_(mul).add_(add)
+
+
+class Normaliser:
+    """normalise() into a reused float buffer per batch shape.
+
+    On the CPU a fresh 100 MB float tensor per batch costs more in page faults (the
+    allocator hands big blocks back to the OS) than the arithmetic; reusing one buffer
+    made this step ~10x faster. The result is overwritten by the next call, so use it
+    before calling again. On CUDA the caching allocator already reuses memory.
+    """
+
+    def __init__(self, spec: BackboneSpec):
+        self.spec, self._buffers = spec, {}
+
+    def __call__(self, windows):
+        import torch
+
+        if windows.device.type != "cpu":
+            return normalise(windows, self.spec)
+        key = tuple(windows.shape)
+        if key not in self._buffers:
+            self._buffers = {key: torch.empty(key, dtype=torch.float32)}  # one live shape at a time
+        return normalise(windows, self.spec, out=self._buffers[key])
+
+
+def _windows_from(decoded: dict, plan: dict, lo: int, hi: int, specs, rotation: int) -> Chunk:
+    """Gather one chunk's windows from decoded frames {index: HxWx3 uint8}, per backbone."""
+    import torch
+
+    chunk = Chunk(first=lo)
+    for spec in specs:
+        idx = plan[spec.name][lo:hi]
+        unique = np.unique(idx)
+        slot = {int(i): k for k, i in enumerate(unique)}
+        prepared = prepare_frames(np.stack([decoded[int(i)] for i in unique]), spec, rotation)  # [U, 3, H, W]
+        # Written straight into the model's [n, 3, T, H, W] layout: one copy per frame,
+        # where a gather then a permute would move every byte twice.
+        out = torch.empty((len(idx), 3, spec.frames, *spec.crop), dtype=torch.uint8)
+        for j, row in enumerate(idx.tolist()):
+            for t, i in enumerate(row):
+                out[j, :, t].copy_(prepared[slot[i]])
+        chunk.windows[spec.name] = out
+    return chunk
+
+
+# ---------------------------------------------------------------- probing (PyAV)
+
+def _open_av(path: str):
+    import av
+
+    try:
+        return av.open(path)
+    except av.FFmpegError as exc:
+        raise DecodeError("decode_error", f"not a readable media file ({exc.__class__.__name__}: {exc})"[:300]) from None
+
+
+def _video_stream(container, path: str):
+    streams = list(container.streams.video)
+    if not streams:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        raise DecodeError("no_video_stream", f"no video stream (streams: {', '.join(kinds)})")
+    return streams[0]
+
+
+def check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise DecodeError("no_video", f"{os.path.basename(path)} disappeared before decoding")
+    if os.path.getsize(path) == 0:
+        raise DecodeError("empty_file", "the file is empty (0 bytes)")
+
+
+def probe_rotation(path: str) -> tuple[int, int, int, float]:
+    """(rotation, coded width, coded height, average fps) from PyAV; rotation from the first frame."""
+    import av
+
+    with _open_av(path) as container:
+        stream = _video_stream(container, path)
+        rate = float(stream.average_rate or stream.guessed_rate or 0.0)
+        try:
+            frame = next(container.decode(stream), None)
+        except av.FFmpegError as exc:
+            raise DecodeError("decode_error", f"first frame does not decode: {exc}"[:300]) from None
+        if frame is None:
+            raise DecodeError("no_frames", "the video stream holds no decodable frame")
+        return _rotation_of(frame), frame.width, frame.height, rate
+
+
+def _rotation_of(frame) -> int:
+    rot = getattr(frame, "rotation", 0) or 0
+    return int(round(rot / 90.0)) * 90 % 360
+
+
+def _display(width: int, height: int, rotation: int) -> tuple[int, int]:
+    return (height, width) if rotation % 180 == 90 else (width, height)
+
+
+# ---------------------------------------------------------------- decord
+
+def _decord_message(exc: BaseException) -> str:
+    """decord's first line without its '[time] /source/file.cc:123:' prefixes."""
+    import re
+
+    line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return re.sub(r"\[[\d:]+\] \S+:\d+: ", "", line)[:200]
+
+
+class _DecordFailed(Exception):
+    """decord cannot do this file; PyAV is tried."""
+
+
+def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list) -> Iterator[Chunk]:
+    import decord
+
+    rotation, width, height, _ = probe_rotation(path)
+    if rotation:
+        # decord 0.6 turns such frames itself but then squeezes them into the requested
+        # width x height; PyAV gives coded frames and the angle, which we apply ourselves.
+        raise _DecordFailed(f"rotation metadata ({rotation} degrees) is applied on the PyAV path")
+    dw, dh = decode_size(width, height, specs)
+    try:
+        kw = {"width": dw, "height": dh} if (dw, dh) != (width, height) else {}
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1, **kw)
+        n = len(vr)
+        if n == 0:
+            raise _DecordFailed("decord sees no frames")
+        stamps = np.asarray(vr.get_frame_timestamp(np.arange(n)), dtype=np.float64).reshape(n, 2)
+        fps = float(vr.get_avg_fps())
+    except decord.DECORDError as exc:
+        raise _DecordFailed(f"decord cannot open it: {_decord_message(exc)}") from None
+    starts = stamps[:, 0]
+    if not np.isfinite(stamps).all() or starts.min() < -1.0 or np.any(np.diff(starts) < 0) \
+            or stamps[-1, 1] < starts[-1] or starts[-1] > 1e7:
+        raise _DecordFailed("decord's frame timestamps are unusable")
+    first = float(starts[0])
+    times = starts - first
+    end = float(stamps[-1, 1]) - first
+    if end <= times[-1]:
+        end = times[-1] + (1.0 / fps if fps > 0 else 0.0)
+    width_d, height_d = _display(width, height, rotation)
+    info = VideoInfo(duration=round(end, 6), fps=fps, width=width_d, height=height_d, rotation=rotation,
+                     decoder="decord", frames=n, first_pts=first)
+    info_out.append(info)
+    if info.windows == 0:
+        raise DecodeError("no_frames", "the video track has zero duration")
+    plan = frame_plan(times, info.duration, specs)
+    # Read forward only: skip_frames decodes without colour conversion or resize, next()
+    # converts the frames a window needs. (get_batch is slower here even for the frames
+    # we need, and plain decoding converts every frame.)
+    pos, previous = 0, {}
+    for lo, hi in chunk_ranges(info.windows, chunk_seconds):
+        needed = np.unique(np.concatenate([plan[s.name][lo:hi].ravel() for s in specs]))
+        decoded = {}
+        try:
+            for i in needed.tolist():
+                if i in previous:  # shared with the previous chunk (padding, centred clips)
+                    decoded[i] = previous[i]
+                    continue
+                if i < pos:
+                    vr.seek_accurate(i)
+                    pos = i
+                elif i > pos:
+                    vr.skip_frames(i - pos)
+                    pos = i
+                decoded[i] = vr.next().asnumpy()
+                pos += 1
+        except (decord.DECORDError, StopIteration) as exc:
+            raise _DecordFailed(f"decord failed at second {lo}: {_decord_message(exc)}") from None
+        previous = decoded
+        yield _windows_from(decoded, plan, lo, hi, specs, rotation)
+
+
+# ---------------------------------------------------------------- PyAV (fallback)
+
+def _pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: str | None) -> Iterator[Chunk]:
+    import av
+
+    # Pass 1: demux only (no decoding) for every frame's pts, which fixes times and duration.
+    with _open_av(path) as container:
+        stream = _video_stream(container, path)
+        tb = float(stream.time_base) if stream.time_base else None
+        rate = float(stream.average_rate or stream.guessed_rate or 0.0)
+        pts, durs = [], []
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.size:
+                    pts.append(int(packet.pts))
+                    durs.append(int(packet.duration or 0))
+        except av.FFmpegError as exc:
+            raise DecodeError("decode_error", f"demuxing failed: {exc}"[:300]) from None
+    if not pts or tb is None:
+        raise DecodeError("no_frames", "the video stream holds no frames with timestamps")
+    order = np.argsort(pts, kind="stable")
+    pts_sorted = np.asarray(pts, dtype=np.int64)[order]
+    last_dur = durs[order[-1]] * tb
+    if last_dur <= 0:
+        deltas = np.diff(pts_sorted) * tb
+        last_dur = float(np.median(deltas)) if len(deltas) else (1.0 / rate if rate > 0 else 0.04)
+    first = float(pts_sorted[0] * tb)
+    times = pts_sorted * tb - first
+    duration = round(float(times[-1] + last_dur), 6)
+    index_of = {int(p): i for i, p in enumerate(pts_sorted)}
+
+    rotation, width, height, _ = probe_rotation(path)
+    dw, dh = decode_size(width, height, specs)
+    width_d, height_d = _display(width, height, rotation)
+    info = VideoInfo(duration=duration, fps=rate or (len(times) / duration if duration else 0.0), width=width_d,
+                     height=height_d, rotation=rotation, decoder="pyav", frames=len(times), first_pts=first,
+                     fallback_reason=reason)
+    info_out.append(info)
+    if info.windows == 0:
+        raise DecodeError("no_frames", "the video track has zero duration")
+    plan = frame_plan(times, duration, specs)
+    ranges = chunk_ranges(info.windows, chunk_seconds)
+    # For each needed frame, the last chunk that needs it: frames are kept until then.
+    last_user: dict[int, int] = {}
+    chunk_max = []
+    for c, (lo, hi) in enumerate(ranges):
+        needed = np.unique(np.concatenate([plan[s.name][lo:hi].ravel() for s in specs]))
+        for i in needed:
+            last_user[int(i)] = c
+        chunk_max.append(int(needed.max()))
+
+    kept: dict[int, np.ndarray] = {}
+    c = 0
+    with _open_av(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for n, frame in enumerate(container.decode(stream)):
+                if frame.pts is not None and int(frame.pts) in index_of:
+                    i = index_of[int(frame.pts)]
+                else:  # no pts on the decoded frame: decoding order is presentation order
+                    i = min(n, len(times) - 1)
+                if i in last_user and i not in kept:
+                    kept[i] = frame.to_ndarray(width=dw, height=dh, format="rgb24")
+                while c < len(ranges) and i >= chunk_max[c]:
+                    yield _emit(kept, plan, ranges[c], specs, rotation)
+                    newest = max(kept) if kept else None
+                    kept = {k: v for k, v in kept.items() if last_user[k] > c or k == newest}
+                    c += 1
+        except av.FFmpegError as exc:
+            raise DecodeError("decode_error", f"decoding failed near frame {len(kept)}: {exc}"[:300]
+                              + (f" (decord: {reason})" if reason else "")) from None
+    if c < len(ranges) and not kept:
+        raise DecodeError("no_frames", "no frame of the video stream decoded")
+    while c < len(ranges):  # frames lost at the end: their windows repeat the last kept frame
+        yield _emit(kept, plan, ranges[c], specs, rotation)
+        c += 1
+
+
+def _emit(kept: dict, plan: dict, rng: tuple[int, int], specs, rotation: int) -> Chunk:
+    lo, hi = rng
+    if not kept:
+        raise DecodeError("decode_error", f"no frame for seconds {lo}-{hi} decoded")
+    needed = np.unique(np.concatenate([plan[s.name][lo:hi].ravel() for s in specs]))
+    have = np.asarray(sorted(kept))
+    decoded = {}
+    for i in needed:
+        i = int(i)
+        if i in kept:
+            decoded[i] = kept[i]
+        else:  # a frame that did not decode: the nearest earlier one (else later) stands in
+            j = np.searchsorted(have, i) - 1
+            decoded[i] = kept[int(have[max(j, 0)])]
+    return _windows_from(decoded, plan, lo, hi, specs, rotation)
+
+
+# ---------------------------------------------------------------- entry point
+
+class DecodedVideo:
+    """One video's windows for `specs`: `.chunks()` yields Chunks; `.info` is set once known.
+
+    `restarted` is True when decord failed after yielding chunks and PyAV began again
+    from the first window: a consumer then drops what it received before (see `chunks`).
+    """
+
+    def __init__(self, path: str, specs: Sequence[BackboneSpec], chunk_seconds: int = DEFAULT_CHUNK_SECONDS,
+                 use_decord: bool = True):
+        self.path, self.specs, self.chunk_seconds, self.use_decord = str(path), list(specs), chunk_seconds, use_decord
+        self.info: VideoInfo | None = None
+
+    def chunks(self) -> Iterator[Chunk | None]:
+        """Chunks in window order. A None item means: forget the chunks so far, decoding restarts."""
+        check_file(self.path)
+        reason = None
+        if self.use_decord:
+            infos: list = []
+            yielded = False
+            try:
+                for chunk in _decord_chunks(self.path, self.specs, self.chunk_seconds, infos):
+                    yielded = True
+                    yield chunk
+                self.info = infos[-1]
+                return
+            except _DecordFailed as exc:
+                reason = str(exc)
+                log.info("%s: %s; decoding with PyAV", os.path.basename(self.path), reason)
+                if yielded:
+                    yield None
+        else:
+            reason = "decord not used"
+        infos = []
+        try:
+            for chunk in _pyav_chunks(self.path, self.specs, self.chunk_seconds, infos, reason):
+                yield chunk
+        finally:
+            if infos:
+                self.info = infos[-1]
+        self.info = infos[-1]
+
+
+def decode_all(path: str, specs: Sequence[BackboneSpec], chunk_seconds: int = DEFAULT_CHUNK_SECONDS,
+               use_decord: bool = True):
+    """(VideoInfo, {backbone: uint8 [N, 3, T, H, W]}) for a whole video; for tests and short clips."""
+    import torch
+
+    video = DecodedVideo(path, specs, chunk_seconds, use_decord)
+    parts: list[Chunk] = []
+    for chunk in video.chunks():
+        if chunk is None:
+            parts = []
+        else:
+            parts.append(chunk)
+    return video.info, {s.name: torch.cat([c.windows[s.name] for c in parts]) for s in specs}

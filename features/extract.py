@@ -1,0 +1,698 @@
+"""``mmp-extract-features``: R(2+1)D and S3D features at one row per second into ``mmp/`` shards.
+
+One ``mmp`` unit per completed aligned unit, same index; one parquet row per aligned row.
+A video with aligned subtitles and a decodable file becomes a sample: ``r21d.npy``
+(float16 [N, 512]), ``s3d.npy`` (float16 [N, 1024], pooled mixed_5c, the released HowTo100M
+layout), ``subs.json`` (copied from aligned) and ``meta.json`` (source facts and, per
+backbone, the full preprocessing spec, weights file and sha256, rows). N = ceil(duration)
+for both backbones. Windows (features.spec holds them as data; features.decode follows
+them, with timestamps, rotation and the PyAV fallback): R(2+1)D-34 IG65M clip8, the video
+re-sampled to 30 fps, 8 consecutive frames from the start of every second, 112x112 crop
+of a 128 short side, IG65M mean/std; S3D, 16 fps, the contiguous 16-frame chunk of each
+second, 224x224, RGB in [0, 1] (the released HowTo100M recipe).
+
+Throughput: ``--decode-workers`` threads decode videos ahead of the model into a bounded
+queue (decord and PyAV release the GIL while decoding; the queue holds a few chunks of a
+few seconds each, so memory does not depend on video length). Windows from different
+videos are batched together to ``--batch-size`` per backbone and put back in order per
+video. On a GPU the models run under bf16 autocast; on the CPU in fp32. A CUDA
+out-of-memory halves that backbone's batch and retries, down to one window; a window
+that still does not fit fails its video with status ``oom``.
+
+Devices: ``--gpus 0`` runs on the CPU with ``--workers`` processes. ``--gpus N`` runs N
+worker processes; each claims a free slot i (a non-blocking ``flock`` on
+``OUT/.gpu-slot-HOST-i.lock``, held for the process lifetime) and uses ``cuda:i``. Where
+a scheduler already gave the process fewer visible GPUs than N (Ray, Slurm with
+CUDA_VISIBLE_DEVICES), it uses ``cuda:0``.
+
+Video statuses: ok; no_subtitles (the aligned row has no sample: skipped, recorded);
+no_video (no file for the id in SRC); empty_file; no_video_stream (e.g. audio only);
+no_frames; decode_error (corrupt or unreadable, with the reason); oom.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import queue
+import socket
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.import_features import npy_bytes
+from pipeline.stage import (Stage, Unit, UserError, add_executor_args, check_config, executor_options,
+                            print_summary, run_stage, video_done)
+from shards.layout import MMP, UnitFiles, completed_units, is_valid_video_id
+from shards.reader import ShardError, iter_samples, load_json, read_rows
+from shards.storage import as_path
+from shards.writer import UnitWriter
+
+from features.decode import DEFAULT_CHUNK_SECONDS, VIDEO_EXTENSIONS, DecodedVideo, DecodeError, Normaliser
+from features.spec import SPECS, get_spec
+
+log = logging.getLogger("mmp.extract")
+
+SCHEMA = pa.schema([
+    ("video_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ("duration", pa.float64()), ("aligned_duration", pa.float64()), ("fps", pa.float64()),
+    ("width", pa.int32()), ("height", pa.int32()), ("rotation", pa.int32()), ("decoder", pa.string()),
+    ("feature_rows", pa.int32()), ("feature_dim", pa.int32()), ("backbones", pa.string()),
+    ("length_mismatch", pa.float64()), ("seconds_decode", pa.float64()),
+    ("seconds_model", pa.float64()), ("device", pa.string()), ("source", pa.string()), ("aligned_unit", pa.int32()),
+])
+DEFAULT_BACKBONES = ("r21d", "s3d")
+RANDOM_SEED = 0
+
+
+# ---------------------------------------------------------------- the batched extraction core
+
+@dataclass
+class Backbone:
+    """A model with the spec its windows follow and what meta.json says about its weights."""
+
+    spec: object
+    model: object
+    weights: dict = field(default_factory=dict)
+
+
+@dataclass
+class VideoJob:
+    key: str
+    path: str | None = None  # a file to decode
+    tar: tuple | None = None  # (tar path, data offset, size, suffix): a crawl member copied to a temporary file
+
+
+@dataclass
+class VideoResult:
+    key: str
+    status: str = "ok"
+    error: str | None = None
+    info: object = None
+    features: dict = field(default_factory=dict)  # name -> float16 [N, D]
+    seconds_decode: float = 0.0
+    seconds_model: float = 0.0
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+class BatchRunner:
+    """Runs one backbone on batches of uint8 windows; halves the batch on CUDA out-of-memory."""
+
+    def __init__(self, backbone: Backbone, device, batch_size: int):
+        import torch
+
+        self.backbone, self.device, self.batch_size = backbone, torch.device(device), max(1, int(batch_size))
+        self.halvings = 0
+        self.normalise = Normaliser(backbone.spec)
+
+    def _forward(self, windows):
+        import torch
+
+        x = self.normalise(windows.to(self.device, non_blocking=True))
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    y = self.backbone.model.features(x)
+            else:
+                y = self.backbone.model.features(x)
+        return y.float().cpu().numpy().astype(np.float16)
+
+    def run(self, windows, owners: list) -> tuple[np.ndarray | None, set]:
+        """windows uint8 [B, T, 3, H, W] -> (float16 [B, D] with rows of failed owners zero, failed owners)."""
+        out = np.zeros((len(windows), self.backbone.spec.output_dim), dtype=np.float16)
+        failed: set = set()
+        start = 0
+        while start < len(windows):
+            size = min(self.batch_size, len(windows) - start)
+            try:
+                out[start:start + size] = self._forward(windows[start:start + size])
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+                _free_cuda()
+                if size > 1:
+                    self.batch_size = max(1, size // 2)
+                    self.halvings += 1
+                    log.warning("%s: CUDA out of memory at batch %d; retrying at %d",
+                                self.backbone.spec.name, size, self.batch_size)
+                    continue
+                failed.add(owners[start])
+                log.warning("%s: CUDA out of memory on a single window of %s", self.backbone.spec.name, owners[start])
+            start += size
+        return out, failed
+
+
+def _free_cuda() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _decode_worker(jobs: list, next_job, out: "queue.Queue", specs, chunk_seconds: int, stop: threading.Event,
+                   use_decord: bool) -> None:
+    """Thread body: take the next job, decode it into chunks, put them on the queue."""
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        while not stop.is_set():
+            i = next_job()
+            if i is None:
+                break
+            job = jobs[i]
+            started = time.perf_counter()
+            tmp = video = None
+            try:
+                path = job.path
+                if job.tar is not None:
+                    tmp = _copy_member(job.tar)
+                    path = tmp
+                video = DecodedVideo(path, specs, chunk_seconds, use_decord)
+                elapsed = 0.0
+                t0 = time.perf_counter()
+                for chunk in video.chunks():
+                    elapsed += time.perf_counter() - t0
+                    if not put(("chunk", i, chunk, None)):
+                        return
+                    t0 = time.perf_counter()
+                elapsed += time.perf_counter() - t0
+                item = ("done", i, video.info, elapsed)
+            except DecodeError as exc:
+                item = ("failed", i, (exc.status, exc.message, video.info if video is not None else None),
+                        time.perf_counter() - started)
+            finally:
+                if tmp is not None:
+                    os.unlink(tmp)
+            if not put(item):
+                return
+    except BaseException:  # a bug: the consumer re-raises it with this traceback
+        put(("bug", None, traceback.format_exc(), None))
+    finally:
+        put(("worker_done", None, None, None))
+
+
+def _copy_member(ref: tuple) -> str:
+    """A crawl tar member copied to a temporary file (decoders want a path), in 1 MiB blocks."""
+    tar_path, offset, size, suffix = ref
+    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="mmp-video-")
+    with os.fdopen(fd, "wb") as dst, open(tar_path, "rb") as src:
+        src.seek(offset)
+        left = size
+        while left > 0:
+            block = src.read(min(left, 1 << 20))
+            if not block:
+                break
+            dst.write(block)
+            left -= len(block)
+    return tmp
+
+
+def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int = 32, decode_workers: int = 2,
+                   chunk_seconds: int = DEFAULT_CHUNK_SECONDS, use_decord: bool = True, runners: dict | None = None):
+    """Yield a VideoResult per job, in job order; decoding runs ahead in `decode_workers` threads.
+
+    `backbones`: name -> Backbone. Windows of different videos share batches; each
+    backbone's batch runs as soon as it is full, the rest when decoding is over.
+    """
+    specs = [b.spec for b in backbones.values()]
+    runners = runners or {name: BatchRunner(b, device, batch_size) for name, b in backbones.items()}
+    workers = max(1, int(decode_workers))
+    q: queue.Queue = queue.Queue(maxsize=2 * workers + 2)
+    stop = threading.Event()
+    lock = threading.Lock()
+    counter = iter(range(len(jobs)))
+
+    def next_job():
+        with lock:
+            return next(counter, None)
+
+    threads = [threading.Thread(target=_decode_worker, args=(jobs, next_job, q, specs, chunk_seconds, stop, use_decord),
+                                daemon=True, name=f"decode-{k}") for k in range(workers)]
+    for t in threads:
+        t.start()
+
+    results = {i: VideoResult(jobs[i].key) for i in range(len(jobs))}
+    rows: dict[int, dict] = {i: {name: {} for name in backbones} for i in range(len(jobs))}  # window -> row
+    expected: dict[int, int] = {}  # video -> windows, once decoding finished
+    generation = {i: 0 for i in range(len(jobs))}
+    pending = {name: [] for name in backbones}  # [(video, generation, window, uint8 [T,3,H,W])]
+    failed: set = set()
+
+    def run_batch(name: str, items: list) -> None:
+        import torch
+
+        items = [it for it in items if it[0] not in failed and it[1] == generation[it[0]]]
+        if not items:
+            return
+        windows = torch.stack([it[3] for it in items])
+        owners = [it[0] for it in items]
+        t0 = time.perf_counter()
+        out, oom = runners[name].run(windows, owners)
+        share = (time.perf_counter() - t0) / len(items)
+        for (v, _, k, _), row in zip(items, out):
+            results[v].seconds_model += share
+            if v not in oom:
+                rows[v][name][k] = row
+        for v in oom:
+            failed.add(v)
+            results[v].status, results[v].error = "oom", f"{name}: CUDA out of memory even for one window"
+
+    def flush(force: bool) -> None:
+        for name, items in pending.items():
+            while len(items) >= runners[name].batch_size or (force and items):
+                take = items[:runners[name].batch_size]
+                del items[:len(take)]
+                run_batch(name, take)
+
+    def complete(v: int) -> bool:
+        if v in failed:
+            return True
+        if v not in expected:
+            return False
+        return all(len(rows[v][name]) == expected[v] for name in backbones)
+
+    next_out = 0
+    alive = workers
+    try:
+        while alive or next_out < len(jobs):
+            if alive:
+                kind, v, payload, extra = q.get()
+            else:
+                flush(force=True)
+                kind = None
+            if kind == "worker_done":
+                alive -= 1
+            elif kind == "bug":
+                raise RuntimeError(f"a decode thread raised:\n{payload}")
+            elif kind == "chunk":
+                if payload is None:  # decoding restarted with another decoder
+                    generation[v] += 1
+                    rows[v] = {name: {} for name in backbones}
+                elif v not in failed:
+                    for name in backbones:
+                        for j, window in enumerate(payload.windows[name]):
+                            pending[name].append((v, generation[v], payload.first + j, window))
+                    flush(force=False)
+            elif kind == "done":
+                results[v].info, results[v].seconds_decode = payload, extra
+                expected[v] = payload.windows
+            elif kind == "failed":
+                status, message, info = payload
+                results[v].status, results[v].error, results[v].info = status, message, info
+                results[v].seconds_decode = extra
+                failed.add(v)
+            if not alive:
+                flush(force=True)
+            while next_out < len(jobs) and complete(next_out):
+                r = results[next_out]
+                if next_out not in failed:
+                    r.features = {name: np.stack([rows[next_out][name][k] for k in range(expected[next_out])])
+                                  for name in backbones}
+                rows.pop(next_out, None)
+                yield r
+                next_out += 1
+            if not alive and next_out < len(jobs) and not complete(next_out):
+                raise RuntimeError(f"video {jobs[next_out].key} never completed (decode thread lost)")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=5)
+
+
+# ---------------------------------------------------------------- one worker's device and models
+
+_PRELOADED: dict = {}  # (name, path) -> (CPU model, sha256) checked by main(); reused when a worker runs in-process
+_WORKER: dict = {}  # per process: device, slot lock, loaded backbones (the stage object is re-pickled per unit)
+
+
+def claim_slot(out: Path, slots: int) -> tuple[int, object]:
+    """A free slot index in [0, slots) by a non-blocking flock kept open; (index, file)."""
+    host = socket.gethostname()
+    # Lock files are local to the node: beside a local --out, in the temp dir for a URL.
+    where = Path(out) if isinstance(out, Path) else Path(tempfile.gettempdir()) / (
+        "mmp-gpu-slots-" + hashlib.sha1(str(out).encode()).hexdigest()[:12])
+    where.mkdir(parents=True, exist_ok=True)
+    for i in range(slots):
+        f = open(where / f".gpu-slot-{host}-{i}.lock", "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        return i, f
+    raise RuntimeError(f"no free device slot among {slots} in {out}: more workers than slots")
+
+
+def pick_device(out: Path, gpus: int, workers: int) -> str:
+    """This process's device: cuda:i by slot, cuda:0 under a scheduler that set fewer GPUs, or cpu."""
+    if "device" in _WORKER:
+        return _WORKER["device"]
+    import torch
+
+    if gpus <= 0:
+        slot, lock = claim_slot(out, max(1, workers))
+        # Split the cores between CPU workers instead of each taking all of them.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
+        device = "cpu"
+    else:
+        visible = torch.cuda.device_count()
+        if visible == 0:
+            raise RuntimeError("--gpus was given but this process sees no CUDA device")
+        if visible < gpus:
+            slot, lock, device = 0, None, "cuda:0"
+        else:
+            slot, lock = claim_slot(out, gpus)
+            device = f"cuda:{slot}"
+        torch.cuda.set_device(torch.device(device))
+    _WORKER.update(device=device, slot=slot, lock=lock)
+    log.info("worker %d uses %s (slot %d)", os.getpid(), device, slot)
+    return device
+
+
+def load_backbones(names: list, weights: dict, random_weights: bool, device: str) -> dict:
+    """name -> Backbone on `device`, from --weights files or seeded random init."""
+    from features.weights import load_backbone, random_backbone
+
+    out = {}
+    for name in names:
+        spec = get_spec(name)
+        if name in weights:
+            if (name, weights[name]) in _PRELOADED:
+                model, sha = _PRELOADED.pop((name, weights[name]))
+                model = model.to(device)
+            else:
+                model, sha = load_backbone(name, weights[name], device)
+            info = {"weights": Path(weights[name]).name, "sha256": sha}
+        else:
+            model = random_backbone(name, seed=RANDOM_SEED, device=device)
+            info = {"weights": "random", "seed": RANDOM_SEED,
+                    "warning": "RANDOM WEIGHTS: these features are meaningless (smoke run)"}
+        out[name] = Backbone(spec, model, info)
+    return out
+
+
+# ---------------------------------------------------------------- the stage
+
+def find_video_file(src: Path, video_id: str) -> Path | None:
+    """`src/{video_id}.{ext}` for the first known video extension that exists.
+
+    A few stat calls per video instead of listing a directory that may hold a million files.
+    """
+    for ext in VIDEO_EXTENSIONS:
+        path = src / f"{video_id}.{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _crawl_members(tar_path: Path) -> dict:
+    """video_id -> (tar path, data offset, size, suffix) of video members in one crawl tar."""
+    found: dict = {}
+    try:
+        with tarfile.open(tar_path, "r:") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                key, _, member = info.name.rsplit("/", 1)[-1].partition(".")
+                if member in VIDEO_EXTENSIONS:
+                    found.setdefault(key, (str(tar_path), info.offset_data, info.size, "." + member))
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        log.warning("%s unreadable: %s", tar_path, exc)
+    return found
+
+
+class ExtractStage(Stage):
+    name = "mmp"
+    layout = MMP
+    schema = SCHEMA
+    resources = {"num_cpus": 1, "num_gpus": 1}
+
+    def __init__(self, aligned: Path, videos: Path, out: Path, backbones: list, weights: dict, random_weights: bool,
+                 gpus: int = 0, workers: int = 1, batch_size: int = 32, decode_workers: int = 2,
+                 chunk_seconds: int = DEFAULT_CHUNK_SECONDS):
+        self.aligned, self.videos, self.out = as_path(aligned), Path(videos), as_path(out)
+        self.backbones, self.weights, self.random_weights = list(backbones), dict(weights), random_weights
+        self.gpus, self.workers, self.batch_size, self.decode_workers = gpus, workers, batch_size, decode_workers
+        self.chunk_seconds = chunk_seconds
+        self.crawl_source = bool(list(self.videos.glob("crawl-*.stats.json")))
+        # Read by executors that place work by resources (e.g. a Ray executor).
+        self.resources = {"num_cpus": max(1, decode_workers), "num_gpus": 1 if gpus > 0 else 0}
+
+    def plan(self) -> list[Unit]:
+        units = completed_units(self.aligned, "aligned")
+        if not units:
+            raise UserError(f"--aligned {self.aligned} holds no completed aligned units; run mmp-align or mmp-import first")
+        planned = []
+        for files in units:
+            try:
+                rows = int(json.loads(files.stats.read_text()).get("rows", 0))
+            except (ValueError, OSError):
+                rows = 0
+            planned.append(Unit(files.index, list(range(rows))))
+        return planned
+
+    def config(self) -> dict:
+        return {"aligned": str(self.aligned), "videos": str(self.videos), "source": "crawl" if self.crawl_source else "files",
+                "backbones": self.backbones, "weights": {k: str(v) for k, v in self.weights.items()},
+                "random_weights": self.random_weights, "gpus": self.gpus, "batch_size": self.batch_size,
+                "decode_workers": self.decode_workers, "chunk_seconds": self.chunk_seconds,
+                "specs": {n: get_spec(n).to_json() for n in self.backbones}}
+
+    def fingerprint(self) -> dict:
+        return {"aligned": str(self.aligned.resolve()), "backbones": self.backbones,
+                "weights": {k: str(Path(v).resolve()) for k, v in self.weights.items()},
+                "random_weights": self.random_weights}
+
+    def setup_worker(self) -> None:
+        pick_device(self.out, self.gpus, self.workers)
+
+    def _models(self) -> dict:
+        device = pick_device(self.out, self.gpus, self.workers)
+        key = (tuple(self.backbones), tuple(sorted(self.weights.items())), self.random_weights, device)
+        if _WORKER.get("models_key") != key:
+            _WORKER["models"] = load_backbones(self.backbones, self.weights, self.random_weights, device)
+            _WORKER["models_key"] = key
+        return _WORKER["models"]
+
+    def _source(self, members: dict | None, video_id: str):
+        if not is_valid_video_id(video_id):  # never let a malformed id reach a path
+            return None
+        if members is not None:
+            return members.get(video_id)
+        return find_video_file(self.videos, video_id)
+
+    def process(self, unit: Unit, writer: UnitWriter) -> None:
+        files = UnitFiles(self.aligned, "aligned", unit.index)
+        arows = read_rows(files.parquet)
+        try:
+            samples = {s.pop("__key__"): s for s in iter_samples(files.tar)}
+        except ShardError as exc:
+            samples = {}
+            log.error("%s", exc)
+            writer.count("aligned_tar_unreadable")
+        # A crawl unit holds the videos of the aligned unit with the same index.
+        members = _crawl_members(UnitFiles(self.videos, "crawl", unit.index).tar) if self.crawl_source else None
+        backbones = self._models()
+        device = _WORKER["device"]
+
+        jobs, plans = [], []
+        for arow in arows:
+            vid = arow["video_id"]
+            row = {"video_id": vid, "aligned_duration": arow.get("duration"), "aligned_unit": unit.index}
+            sample = samples.get(vid)
+            src = self._source(members, vid)
+            if sample is None:
+                row.update(status="no_subtitles", error=f"no aligned subtitles (aligned status {arow.get('status')})")
+            elif src is None:
+                where = f"crawl-{unit.index:06d}.tar" if self.crawl_source else str(self.videos)
+                row.update(status="no_video", error=f"no video file for {vid} in {where}")
+            else:
+                if self.crawl_source:
+                    jobs.append(VideoJob(vid, tar=src))
+                    row["source"] = f"crawl-{unit.index:06d}.tar:{vid}{src[3]}"
+                else:
+                    jobs.append(VideoJob(vid, path=str(src)))
+                    row["source"] = src.name
+                plans.append((row, sample))
+                continue
+            writer.add_row(row)
+            video_done(row["status"])
+
+        for (row, sample), result in zip(plans, extract_videos(
+                jobs, backbones, device=device, batch_size=self.batch_size, decode_workers=self.decode_workers,
+                chunk_seconds=self.chunk_seconds)):
+            info = result.info
+            row.update(status=result.status, error=result.error, device=device,
+                       seconds_decode=round(result.seconds_decode, 4), seconds_model=round(result.seconds_model, 4))
+            if info is not None:
+                row.update(duration=info.duration, fps=round(info.fps, 4), width=info.width, height=info.height,
+                           rotation=info.rotation, decoder=info.decoder)
+            if result.status == "ok":
+                n = {len(a) for a in result.features.values()}
+                assert len(n) == 1 and n == {info.windows}, f"{row['video_id']}: feature rows {n} vs {info.windows}"
+                row.update(feature_rows=info.windows, length_mismatch=round(info.windows - info.duration, 4),
+                           # Width of the rows once concatenated (r21d 512 + s3d 1024), like the importer's column.
+                           feature_dim=sum(b.spec.output_dim for b in backbones.values()),
+                           backbones=",".join(backbones))
+                writer.write_sample(row["video_id"], self._members(row, sample, info, result, backbones))
+                writer.count("feature_rows", info.windows)
+                writer.count("video_seconds", info.duration)
+            writer.add_row(row)
+            video_done(row["status"])
+
+    def _members(self, row, sample, info, result, backbones) -> dict:
+        meta = {"video_id": row["video_id"], "duration": info.duration, "fps": info.fps, "width": info.width,
+                "height": info.height, "rotation": info.rotation, "decoder": info.decoder,
+                "decoder_note": info.fallback_reason, "source": row.get("source"),
+                "features": {name: {**b.spec.to_json(), **b.weights, "rows": int(len(result.features[name]))}
+                             for name, b in backbones.items()}}
+        if "meta.json" in sample:
+            try:
+                extra = load_json(sample["meta.json"])
+            except ValueError:
+                extra = {}
+            for key in ("title", "categories", "category_1", "category_2", "task_id", "channel", "language"):
+                if isinstance(extra, dict) and key in extra:
+                    meta[key] = extra[key]
+        members = {"meta.json": meta, "subs.json": sample["subs.json"]}
+        for name, b in backbones.items():
+            members[b.spec.member] = npy_bytes(result.features[name].astype(np.float16))
+        return members
+
+
+# ---------------------------------------------------------------- CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mmp-extract-features",
+        description="Decode each aligned video and write R(2+1)D-34 (IG65M clip8, 30 fps, 8 frames from the start "
+        "of every second, 112x112) and S3D-G (MIL-NCE, 16 fps, contiguous 16-frame chunks, 224x224, pooled "
+        "mixed_5c) features at one row per second into training shards (mmp-*.tar).",
+        epilog="Re-running the same command resumes: finished units are skipped. Feature rows = ceil(duration) "
+        "for every backbone. Example: mmp-extract-features --aligned DATA/aligned --videos DATA/videos --out "
+        "DATA/mmp --gpus 8 --weights r21d=r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth s3d=s3d_howto100m.pth")
+    p.add_argument("--aligned", required=True, type=as_path, help="mmp-align / mmp-import output (aligned-*.tar)")
+    p.add_argument("--videos", required=True, type=Path,
+                   help="a directory of VIDEO_ID.mp4/.webm/... files, or an mmp-crawl output made with "
+                   "--download-video (detected by its crawl-*.stats.json files)")
+    p.add_argument("--out", required=True, type=as_path, help="where mmp-*.{tar,parquet,stats.json} go")
+    p.add_argument("--gpus", type=int, default=0,
+                   help="0: run on the CPU (with --workers processes); N: one worker process per GPU, cuda:0..N-1")
+    p.add_argument("--weights", nargs="+", default=[], metavar="NAME=PATH",
+                   help="checkpoint per backbone: r21d=r2plus1d_34_clip8_ig65m_*.pth s3d=s3d_howto100m.pth")
+    p.add_argument("--random-weights", action="store_true",
+                   help="random weights for backbones without --weights (smoke runs only: features are meaningless)")
+    p.add_argument("--backbones", default=",".join(DEFAULT_BACKBONES),
+                   help=f"comma-separated, from {', '.join(sorted(SPECS))} (default r21d,s3d)")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per model call, across videos (default 32)")
+    p.add_argument("--decode-workers", type=int, default=2, help="decoding threads per worker (default 2)")
+    p.add_argument("--chunk-seconds", type=int, default=DEFAULT_CHUNK_SECONDS,
+                   help="seconds of windows decoded at a time; bounds memory (default 4)")
+    add_executor_args(p)
+    return p
+
+
+def parse_weights(items: list, backbones: list) -> dict:
+    weights = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise UserError(f"--weights takes NAME=PATH (e.g. s3d=s3d_howto100m.pth), got {item!r}")
+        if name not in backbones:
+            raise UserError(f"--weights {name}=... names a backbone not in --backbones {','.join(backbones)}")
+        if not Path(path).is_file():
+            raise UserError(f"--weights {name}={path}: no such file")
+        weights[name] = str(Path(path))
+    return weights
+
+
+def check_weights(weights: dict) -> None:
+    """Load each --weights file once on the CPU, so a wrong file is one clear error before any unit runs."""
+    from features.weights import WeightsError, load_backbone
+
+    for name, path in weights.items():
+        try:
+            model, sha = load_backbone(name, path, "cpu")
+        except WeightsError as exc:
+            raise UserError(str(exc)) from None
+        _PRELOADED[(name, path)] = (model, sha)
+
+
+def stage_from_args(args) -> ExtractStage:
+    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    unknown = [b for b in backbones if b not in SPECS]
+    if not backbones or unknown:
+        raise UserError(f"--backbones must name some of {', '.join(sorted(SPECS))} (got {args.backbones!r})")
+    members = [get_spec(b).member for b in backbones]
+    if len(set(members)) != len(members) or len(set(backbones)) != len(backbones):
+        raise UserError(f"--backbones {args.backbones}: two backbones would write the same member; choose one of each")
+    weights = parse_weights(args.weights, backbones)
+    missing = [b for b in backbones if b not in weights]
+    if missing and not args.random_weights:
+        raise UserError(f"no weights for {', '.join(missing)}: pass --weights "
+                        + " ".join(f"{b}=PATH" for b in missing) + " (or --random-weights for a smoke run)")
+    if not args.aligned.is_dir():
+        raise UserError(f"--aligned {args.aligned} is not a directory; point it at DATA/aligned")
+    if not args.videos.is_dir():
+        raise UserError(f"--videos {args.videos} is not a directory of video files or a crawl output")
+    if args.gpus < 0 or args.batch_size < 1 or args.decode_workers < 1 or args.chunk_seconds < 1:
+        raise UserError("--gpus must be >= 0 and --batch-size, --decode-workers, --chunk-seconds >= 1")
+    if args.gpus > 0 and args.executor == "ray":
+        args.workers = args.gpus  # the GPUs are on the cluster's nodes, not necessarily here
+    elif args.gpus > 0:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--gpus {args.gpus} but no CUDA device is available; use --gpus 0 for the CPU")
+        args.workers = args.gpus
+    check_weights(weights)  # last: it reads whole checkpoints
+    if missing:
+        print(f"WARNING: RANDOM WEIGHTS for {', '.join(missing)}: the features written are meaningless; "
+              "use them only for smoke runs", file=sys.stderr)
+    return ExtractStage(args.aligned, args.videos, args.out, backbones, weights, args.random_weights,
+                        gpus=args.gpus, workers=args.workers, batch_size=args.batch_size,
+                        decode_workers=args.decode_workers, chunk_seconds=args.chunk_seconds)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        stage = stage_from_args(args)
+        if args.gpus > 0 or args.workers > 1 or args.executor != "local":
+            _PRELOADED.clear()  # workers load their own copies; this process needs none
+        args.out.mkdir(parents=True, exist_ok=True)
+        check_config(args.out, stage)
+        summary = run_stage(stage, args.out, **executor_options(args))
+    except UserError as exc:
+        print(f"mmp-extract-features: error: {exc}", file=sys.stderr)
+        return 2
+    print_summary("mmp-extract-features", args.out, summary)
+    return 1 if summary.units_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""Decoding into per-second windows (features.decode): timestamps, fallback, rotation, bad input.
+
+Videos are written here with PyAV (H.264, which decord reads), a few frames each. Frames
+encode their index as grey level, so a test can tell exactly which source frame a window
+shows. No model runs in this file.
+"""
+import fractions
+import math
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+torch = pytest.importorskip("torch")
+pytest.importorskip("decord")
+
+from features.decode import (DecodeError, DecodedVideo, decode_all, decode_size, frame_plan,  # noqa: E402
+                             normalise, prepare_frames)
+from features.spec import R21D, S3D, num_windows, window_frame_times  # noqa: E402
+
+from .conftest import real_fixtures  # noqa: E402
+
+SPECS = [R21D, S3D]
+STEP = 8  # grey levels between consecutive frames: H.264 noise stays far below it
+
+
+def grey(i: int) -> int:
+    return 15 + STEP * (i % 30)
+
+
+def make_video(path, times, size=(64, 48), *, pix="yuv420p", rotation=None, image=None, audio=False):
+    """Write frames at presentation times `times` (s); frame i is grey(i) unless `image(i)` draws it."""
+    w, h = size
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = w, h, pix
+        stream.time_base = fractions.Fraction(1, 1000)
+        # Matroska keeps millisecond pts as given, irregular ones too (tests write .mkv).
+        stream.codec_context.time_base = stream.time_base
+        stream.options = {"qp": "4", "preset": "ultrafast", "bf": "0"}
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for i, t in enumerate(times):
+            array = image(i) if image is not None else np.full((h, w, 3), grey(i), np.uint8)
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts, frame.time_base = int(round(t * 1000)), stream.time_base
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def make_audio_only(path, seconds=1.0):
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        samples = int(16000 * seconds)
+        for start in range(0, samples, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def cfr(seconds, fps=10, start=0.0):
+    return [start + i / fps for i in range(int(round(seconds * fps)))]
+
+
+def vfr(seconds, seed=0):
+    rng = np.random.default_rng(seed)
+    times, t = [], 0.0
+    while t < seconds - 1e-9:
+        times.append(round(t, 3))
+        t += float(rng.choice([0.04, 0.07, 0.13, 0.21]))
+    return times
+
+
+def shown(times, t):
+    """Index of the frame on screen at t (relative to the first frame): the last with pts <= t."""
+    rel = np.asarray(times) - times[0]
+    return max(0, int(np.searchsorted(rel, t + 1e-4, side="right")) - 1)
+
+
+def window_grey(windows):
+    """Mean grey of every frame of every window: [N, T]."""
+    return windows.float().mean(dim=(1, 3, 4)).numpy()
+
+
+# ---------------------------------------------------------------- pure planning
+
+def test_frame_plan_uses_timestamps_not_counts():
+    times = np.array([0.0, 0.1, 0.5, 0.55, 1.2, 1.9])
+    plan = frame_plan(times, 2.0, [S3D])["s3d"]
+    assert plan.shape == (2, 16)
+    for k in range(2):
+        for j, t in enumerate(window_frame_times(2.0, S3D)[k]):
+            assert plan[k, j] == shown(times, t)
+
+
+def test_decode_size_keeps_aspect_and_never_upscales():
+    assert decode_size(3840, 2160, SPECS) == (400, 224)
+    assert decode_size(2160, 3840, SPECS) == (224, 400)
+    assert decode_size(176, 144, SPECS) == (176, 144)
+
+
+def test_prepare_and_normalise_follow_the_spec():
+    frames = np.full((2, 61, 97, 3), 128, np.uint8)
+    for spec in SPECS:
+        x = prepare_frames(frames, spec)
+        assert x.shape == (2, 3, *spec.crop) and x.dtype == torch.uint8
+    r = normalise(prepare_frames(frames, R21D).permute(1, 0, 2, 3).unsqueeze(0), R21D)
+    assert r.shape == (1, 3, 2, 112, 112)
+    assert torch.allclose(r[0, 0, 0, 0, 0], torch.tensor((128 / 255 - R21D.mean[0]) / R21D.std[0]), atol=1e-4)
+    s = normalise(prepare_frames(frames, S3D).permute(1, 0, 2, 3).unsqueeze(0), S3D)
+    assert 0.0 <= float(s.min()) and float(s.max()) <= 1.0
+
+
+# ---------------------------------------------------------------- timestamps
+
+@pytest.mark.parametrize("kind", ["cfr", "vfr", "late_start"])
+@pytest.mark.parametrize("use_decord", [True, False])
+def test_windows_show_the_frame_on_screen_at_each_grid_time(tmp_path, kind, use_decord):
+    times = {"cfr": cfr(2.5), "vfr": vfr(2.6), "late_start": cfr(2.3, start=0.7)}[kind]
+    path = make_video(tmp_path / f"{kind}.mkv", times)
+    info, windows = decode_all(str(path), SPECS, chunk_seconds=1, use_decord=use_decord)
+    assert info.decoder == ("decord" if use_decord else "pyav")
+    n = num_windows(info.duration)
+    assert n == math.ceil(times[-1] - times[0] + 0.05)
+    for spec in SPECS:
+        assert windows[spec.name].shape == (n, 3, spec.frames, *spec.crop)
+        got = window_grey(windows[spec.name])
+        for k, wanted in enumerate(window_frame_times(info.duration, spec)):
+            expect = [grey(shown(times, t)) for t in wanted]
+            assert np.abs(got[k] - expect).max() < STEP / 2, (spec.name, k, got[k], expect)
+
+
+def test_decord_and_pyav_agree(tmp_path):
+    path = make_video(tmp_path / "v.mkv", vfr(2.0, seed=3), size=(80, 64))
+    a_info, a = decode_all(str(path), SPECS, use_decord=True)
+    b_info, b = decode_all(str(path), SPECS, use_decord=False)
+    assert (a_info.decoder, b_info.decoder) == ("decord", "pyav")
+    assert a_info.windows == b_info.windows
+    for name in a:
+        assert (a[name].float() - b[name].float()).abs().mean() < 2.0
+
+
+def test_short_video_gives_one_padded_window(tmp_path):
+    times = cfr(0.4)
+    info, windows = decode_all(str(make_video(tmp_path / "short.mkv", times)), SPECS)
+    assert info.windows == 1 and info.duration < 1
+    for spec in SPECS:
+        got = window_grey(windows[spec.name])[0]
+        # Grid times past the end repeat the last one inside: S3D's 16 frames span the
+        # whole second, so its tail shows the last frame; R21D's 8 frames end at 0.233 s.
+        last_inside = max(t for t in window_frame_times(info.duration, spec)[0])
+        assert abs(got[-1] - grey(shown(times, last_inside))) < STEP / 2
+        assert windows[spec.name].shape[0] == 1
+    assert abs(window_grey(windows["s3d"])[0][-1] - grey(len(times) - 1)) < STEP / 2
+
+
+def test_chunks_are_bounded_and_in_order(tmp_path):
+    path = make_video(tmp_path / "long.mkv", cfr(7.0, fps=5))
+    video = DecodedVideo(str(path), SPECS, chunk_seconds=2)
+    chunks = list(video.chunks())
+    assert [c.first for c in chunks] == [0, 2, 4, 6]
+    assert max(len(c) for c in chunks) == 2
+    assert video.info.windows == 7
+
+
+# ---------------------------------------------------------------- sizes and rotation
+
+def test_odd_size_and_4k(tmp_path):
+    odd = make_video(tmp_path / "odd.mkv", cfr(1.0), size=(97, 61), pix="yuv444p")
+    info, windows = decode_all(str(odd), SPECS)
+    assert (info.width, info.height, info.windows) == (97, 61, 1)
+    big = make_video(tmp_path / "4k.mkv", cfr(1.0), size=(3840, 2160))
+    info, windows = decode_all(str(big), SPECS)
+    assert (info.width, info.height, info.decoder) == (3840, 2160, "decord")
+    assert windows["s3d"].shape == (1, 3, 16, 224, 224) and windows["r21d"].shape == (1, 3, 8, 112, 112)
+
+
+def _corner_image(h, w):
+    def draw(i):
+        a = np.zeros((h, w, 3), np.uint8)
+        a[: h // 2, : w // 2] = 250  # bright top-left quadrant in coded orientation
+        return a
+    return draw
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_rotation_metadata_gives_upright_frames(tmp_path, rotation):
+    path = make_video(tmp_path / "rot.mkv", cfr(1.0), size=(96, 64), rotation=rotation, image=_corner_image(64, 96))
+    info, windows = decode_all(str(path), SPECS)
+    assert info.rotation == rotation % 360 and info.decoder == "pyav"
+    assert (info.width, info.height) == ((64, 96) if rotation % 180 else (96, 64))
+    frame = windows["s3d"][0, :, 0].float().mean(0)  # [224, 224], upright
+    quads = {"tl": frame[:100, :100].mean(), "tr": frame[:100, -100:].mean(),
+             "bl": frame[-100:, :100].mean(), "br": frame[-100:, -100:].mean()}
+    # Counter-clockwise turn by the display rotation: top-left goes to bottom-left (90),
+    # top-right (-90), bottom-right (180).
+    bright = {90: "bl", -90: "tr", 180: "br"}[rotation]
+    assert max(quads, key=quads.get) == bright, quads
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_bad_inputs_are_classified(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    audio = make_audio_only(tmp_path / "audio.m4a")
+    good = make_video(tmp_path / "good.mkv", cfr(2.0)).read_bytes()
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00\x01not a video at all" * 100)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(good[: len(good) // 3])
+    expected = {empty: "empty_file", audio: "no_video_stream", garbage: "decode_error"}
+    for path, status in expected.items():
+        with pytest.raises(DecodeError) as err:
+            decode_all(str(path), SPECS)
+        assert err.value.status == status, (path.name, err.value.message)
+        assert err.value.message
+    # A truncated MP4 (moov atom at the end is gone): classified, never a crash.
+    with pytest.raises(DecodeError) as err:
+        decode_all(str(cut), SPECS)
+    assert err.value.status in ("decode_error", "no_frames")
+
+
+# ---------------------------------------------------------------- real files
+
+def test_real_videos_decode_or_fail_cleanly():
+    root = real_fixtures() / "video"
+    results = {}
+    for path in sorted(root.iterdir()):
+        if path.suffix == ".md":
+            continue
+        try:
+            info, windows = decode_all(str(path), SPECS)
+        except DecodeError as exc:
+            results[path.name] = exc.status
+            continue
+        results[path.name] = info.decoder
+        assert windows["r21d"].shape[0] == windows["s3d"].shape[0] == num_windows(info.duration) >= 1
+    assert results["decord_corrupted.mp4"] == "decode_error"
+    assert results["moviepy_no_duration.webm"] == "pyav"  # no container duration: PyAV fallback
+    assert results["decord_video_90.mov"] == "pyav"  # rotated
+    assert results["v_ZNVhz7ctTq0.mp4"] == "decord"
+    assert results["mmaction2_test.avi"] == "pyav"  # decord's AVI timestamps are garbage
+
+
+def test_real_rotated_fixture_is_portrait_and_no_duration_webm_has_length():
+    root = real_fixtures() / "video"
+    info, windows = decode_all(str(root / "decord_video_90.mov"), SPECS)
+    assert (info.width, info.height, info.rotation) == (320, 568, 270)
+    info, _ = decode_all(str(root / "moviepy_no_duration.webm"), SPECS)
+    assert info.decoder == "pyav" and 4.5 < info.duration < 5.5 and info.windows == 5
