@@ -29,8 +29,15 @@ demo: install
 test: install system-deps
 	$(PY) -m pytest -q
 
+# Benchmarks are run by hand and print ratios measured in one run; see each file's docstring.
 bench: install
 	$(PY) bench/crawl.py
+	$(PY) bench/align.py
+	$(PY) bench/import.py --sizes 0.5,2
+	$(PY) bench/extract.py
+	$(PY) bench/train.py --threads 1
+	$(PY) bench/stats.py
+	$(PY) bench/zero_shot_synthetic.py
 
 clean:
 	rm -rf $(VENV) data *.egg-info .pytest_cache

@@ -1,4 +1,7 @@
-"""``mmp-demo``: run every stage that exists on the shipped sample, end to end, offline.
+"""``mmp-demo``: run every stage on the shipped sample, end to end, offline.
+
+crawl -> align -> import -> extract features (random weights, said loudly) -> prepare a
+downstream set -> pre-train a few steps -> fine-tune -> evaluate -> statistics report.
 
 A local server on 127.0.0.1 stands in for YouTube and serves the sample
 (``pipeline/sample.py``); the crawl reads saved info JSON whose URLs point at it.
@@ -6,6 +9,7 @@ A local server on 127.0.0.1 stands in for YouTube and serves the sample
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -20,6 +24,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("data/demo"), help="where the demo dataset goes (default data/demo)")
     p.add_argument("--fresh", action="store_true", help="delete OUT first (otherwise the run resumes)")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--backbones", default="r21d,s3d",
+                   help="feature backbones to extract (default both; r21d alone is about 3x faster on a CPU)")
+    p.add_argument("--steps", type=int, default=20, help="pre-training steps (fine-tuning runs half as many)")
+    p.add_argument("--skip-model", action="store_true", help="stop after the subtitle stages (no torch needed)")
     args = p.parse_args(argv)
     out = args.out.resolve()
     if args.fresh and out.exists():
@@ -64,10 +72,141 @@ def main(argv=None) -> int:
         print(f"[demo] mmp-import failed with exit code {rc}", file=sys.stderr)
         return rc or 1
     stages.append("imported/aligned")
+
+    if not args.skip_model:
+        rc = _features_and_model(out, args, stages)
+        if rc != 0:
+            return rc
+
+    from .stats import main as stats_main
+
+    if stats_main(["--data", str(out), "--out", str(out / "reports"), "--no-progress"]) != 0:
+        print("[demo] mmp-stats failed", file=sys.stderr)
+        return 1
     print(f"[demo] done in {time.time() - started:.1f}s. Outputs:")
     for stage in stages:
-        print(f"  {out / stage}/   ({stage.split('/')[-1]}-NNNNNN.tar / .parquet / .stats.json, config.json, logs/)")
+        prefix = "mmp" if stage == "msrvtt" else stage.split("/")[-1]
+        print(f"  {out / stage}/   ({prefix}-NNNNNN.tar / .parquet / .stats.json, config.json, logs/)")
+    for extra in ("pretrain", "finetune", "eval.json"):
+        if (out / "runs" / extra).exists():
+            print(f"  {out / 'runs' / extra}")
+    print(f"[demo] report: {out / 'reports' / 'report.html'}  (open it in a browser; also report.md, stats.json)")
     return 0
+
+
+def _features_and_model(out: Path, args, stages: list) -> int:
+    """Extract features (random weights), pre-train a few steps, fine-tune, evaluate."""
+    from features.extract import main as extract_main
+
+    print("[demo] " + "!" * 78)
+    print("[demo] mmp-extract-features with RANDOM WEIGHTS (no checkpoints can be downloaded here):")
+    print("[demo] the features, and every number the model below reports, are meaningless.")
+    print("[demo] Real runs: --weights r21d=r2plus1d_34_clip8_ig65m_*.pth s3d=s3d_howto100m.pth")
+    print("[demo] " + "!" * 78)
+    rc = extract_main(["--aligned", str(out / "aligned"), "--videos", str(out / "crawl"), "--out", str(out / "mmp"),
+                       "--gpus", "0", "--random-weights", "--backbones", args.backbones,
+                       "--workers", str(args.workers), "--decode-workers", "1"])
+    if rc != 0:
+        print(f"[demo] mmp-extract-features failed with exit code {rc}", file=sys.stderr)
+        return rc
+    from shards.verify import main as verify
+
+    if verify([str(out / "mmp")]) != 0:
+        return 1
+    stages.append("mmp")
+
+    # A downstream set in MSR-VTT's own file format, made from the same videos, so the
+    # fine-tuning and retrieval path runs as it does on the real sets.
+    msrvtt = _msrvtt_from_demo(out / "mmp", out / "sample" / "msrvtt", args.backbones.split(","))
+    from model.prepare import main as prepare_main
+
+    rc = prepare_main(["msrvtt", str(msrvtt / "MSRVTT_data.json"), "--split", "all",
+                       "--translations", str(msrvtt / "translations.json"), "--out", str(out / "msrvtt"),
+                       "--features", *[f"{b}={msrvtt / b}" for b in args.backbones.split(",")],
+                       "--workers", "1", "--no-progress"])
+    if rc != 0:
+        print(f"[demo] mmp-prepare failed with exit code {rc}", file=sys.stderr)
+        return rc
+    stages.append("msrvtt")
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from model.tiny import build_text_model
+
+    print("[demo] text encoder: a TINY RANDOM BERT with a tokenizer trained on the sample's text "
+          "(real runs: --text-model xlm-roberta-large or bert-base-multilingual-cased)")
+    texts = [line for lang in _sample_texts().values() for line in lang]
+    text_model = build_text_model(out / "runs" / "tiny-text-model", texts, vocab_size=1200)
+    common = ["--text-model", str(text_model), "--text-output-layer", "2", "--text-freeze-below", "1",
+              "--video-features", args.backbones, "--d-model", "128", "--dropout", "0.1",
+              "--device", "cpu", "--threads", "1", "--workers", "0", "--no-progress", "--resume"]
+    from model.train import main as train_main
+
+    rc = train_main(["--task", "pretrain", "--shards", str(out / "mmp"), "--out", str(out / "runs" / "pretrain"),
+                     "--steps", str(args.steps), "--batch-size", "4", "--ckpt-every", str(args.steps), *common])
+    if rc != 0:
+        print(f"[demo] mmp-train (pre-training) failed with exit code {rc}", file=sys.stderr)
+        return rc
+    rc = train_main(["--task", "finetune", "--init", str(out / "runs" / "pretrain"), "--langs", "en",
+                     "--split", "train", "--shards", str(out / "msrvtt"), "--out", str(out / "runs" / "finetune"),
+                     "--steps", str(max(1, args.steps // 2)), "--batch-size", "4",
+                     "--ckpt-every", str(max(1, args.steps // 2)), *common])
+    if rc != 0:
+        print(f"[demo] mmp-train (fine-tuning) failed with exit code {rc}", file=sys.stderr)
+        return rc
+    from model.evaluate import main as eval_main
+
+    rc = eval_main(["--shards", str(out / "msrvtt"), "--ckpt", str(out / "runs" / "finetune"), "--split", "test",
+                    "--out", str(out / "runs" / "eval.json"), "--device", "cpu", "--threads", "1"])
+    if rc != 0:
+        print(f"[demo] mmp-eval failed with exit code {rc}", file=sys.stderr)
+    return rc
+
+
+def _sample_texts() -> dict:
+    from .sample import load_texts
+
+    by_lang: dict = {}
+    for topic in load_texts().values():
+        for lang, lines in topic.items():
+            if isinstance(lines, list):
+                by_lang.setdefault(lang, []).extend(lines)
+    return by_lang
+
+
+def _msrvtt_from_demo(mmp: Path, dest: Path, backbones: list) -> Path:
+    """MSR-VTT-format annotations (``MSRVTT_data.json`` + 9-language translations) and
+    per-video feature files for the demo's videos: their subtitles become the captions."""
+    import json
+
+    import numpy as np
+
+    from shards.reader import iter_stage_samples, load_json, load_npy
+
+    for b in backbones:
+        (dest / b).mkdir(parents=True, exist_ok=True)
+    videos, sentences, translations = [], [], {}
+    for _, sample in iter_stage_samples(mmp, "mmp"):
+        vid = sample["__key__"]
+        subs = load_json(sample["subs.json"])
+        tracks = subs.get("tracks", {})
+        if "en" not in tracks or not tracks["en"].get("cues"):
+            continue
+        for b in backbones:
+            np.save(dest / b / f"{vid}.npy", load_npy(sample[f"{b}.npy"]).astype(np.float32), allow_pickle=False)
+        split = "test" if len(videos) % 2 else "train"  # every other video is held out for mmp-eval
+        videos.append({"video_id": vid, "split": split, "category": 0, "start time": 0.0,
+                       "end time": float(subs.get("duration") or 0.0)})
+        for lang, track in tracks.items():
+            caps = [" ".join(c[2] for c in track.get("cues", [])[i:i + 2]) for i in (0, 2)]
+            caps = [c for c in caps if c]
+            if lang == "en":
+                sentences += [{"video_id": vid, "caption": c, "sen_id": len(sentences) + i} for i, c in enumerate(caps)]
+            elif caps:
+                translations.setdefault(lang, {})[vid] = caps
+    (dest / "MSRVTT_data.json").write_text(json.dumps({"videos": videos, "sentences": sentences}))
+    (dest / "translations.json").write_text(json.dumps(translations, ensure_ascii=False))
+    return dest
 
 
 def _optional(module: str):

@@ -153,12 +153,25 @@ def find_stage_dirs(data: Path, max_depth: int = 3) -> list[StageDir]:
     for root, dirs, files in os.walk(data):
         depth = len(Path(root).relative_to(data).parts)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS and depth < max_depth)
+        if _is_downstream_set(Path(root), files):
+            continue  # mmp-prepare's MSR-VTT / VATEX / Multi30K shards are not part of the dataset
         for prefix, sd in sorted(scan_dir(Path(root), files).items(), key=lambda kv: STAGES.index(kv[0])):
             rel = Path(root).relative_to(data)
             sd.label = str(rel) if str(rel) != "." else (data.name or str(data))
             out.append(sd)
     order = {s: i for i, s in enumerate(STAGES)}
     return sorted(out, key=lambda sd: (order[sd.stage], sd.label))
+
+
+def _is_downstream_set(path: Path, names: list) -> bool:
+    """A directory written by mmp-prepare: its config.json names the downstream dataset."""
+    if "config.json" not in names:
+        return False
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("config"), dict) and "dataset" in config["config"]
 
 
 # ---------------------------------------------------------------- reading

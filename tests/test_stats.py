@@ -241,6 +241,15 @@ def test_one_stage_directory_and_the_tokenizer_note(synthetic, tmp_path):
     assert "xlmr" in md and "never opens the tars" in md
 
 
+def test_downstream_sets_are_not_counted_as_the_dataset(synthetic, tmp_path):
+    """mmp-prepare's shards (MSR-VTT etc.) share the mmp prefix but are not Multi-HowTo100M."""
+    downstream = synthetic / "msrvtt"
+    shutil.copytree(synthetic / "mmp", downstream)
+    (downstream / "config.json").write_text(json.dumps({"stage": "mmp", "config": {"dataset": "msrvtt"}}))
+    _, doc = run_stats(synthetic, tmp_path)
+    assert [m["path"] for m in doc["mmp"]] == ["mmp"]
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_partial_dataset_while_a_stage_runs(synthetic, tmp_path):
