@@ -11,6 +11,7 @@ the files' sizes and key orders.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -214,8 +215,9 @@ def partition_language(lang: str, files: list[Path], directory: Path, partitions
 
     Partitions are scratch files read once by the join, so they are Arrow IPC files (no
     encoding or compression to pay for). Each partition gets its own writer; rows are
-    buffered per partition and written a record batch at a time, and every buffer is flushed whenever ``max_buffered_cues`` cues
-    are held, so memory does not grow with the file.
+    buffered per partition and written a record batch at a time, and every buffer is
+    flushed whenever ``max_buffered_cues`` cues are held, so memory does not grow with
+    the file.
     Finished when ``directory/{lang}.done.json`` exists (written last).
     """
     out = Path(directory) / lang
@@ -228,8 +230,6 @@ def partition_language(lang: str, files: list[Path], directory: Path, partitions
     buffers: dict[int, tuple[list, list, list, list, list]] = {}
     held: dict[int, int] = {}  # cues buffered per partition
     report = LanguageReport(lang, [str(f) for f in files])
-    sampled = 0
-    buffered = 0
 
     def flush(p: int) -> None:
         columns = buffers.pop(p, None)
@@ -242,6 +242,36 @@ def partition_language(lang: str, files: list[Path], directory: Path, partitions
         arrays = [pa.array(col, type=f.type) for col, f in zip(columns, PART_SCHEMA)]
         writers[p].write_table(pa.Table.from_arrays(arrays, schema=PART_SCHEMA))
 
+    # The buffers hold up to max_buffered_cues cues as Python objects. With the cyclic GC
+    # on, every few thousand allocations would rescan them all; nothing here makes
+    # reference cycles, so it is off for the pass (and back on whatever happens).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _stream_files(files, report, buffers, held, flush, partitions, rows_per_group, max_buffered_cues, progress)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    for p in list(buffers):
+        flush(p)
+    for p, writer in writers.items():
+        writer.close()
+        sinks[p].close()
+        os.replace(out / f".part-{p:05d}.arrow.tmp", out / f"part-{p:05d}.arrow")
+    if report.stopword_votes:
+        best = max(report.stopword_votes, key=report.stopword_votes.get)
+        own = report.stopword_votes.get(lang, 0)
+        if lang in _STOPWORDS and best != lang and report.stopword_votes[best] > 3 * max(1, own):
+            report.script_doubt = (f"the {lang} captions read like {best} (common {best} words "
+                                   f"{report.stopword_votes[best]} times, {lang} words {own} times)")
+            log.warning("%s", report.script_doubt)
+    atomic_write_json(Path(directory) / f"{lang}.done.json", report.__dict__)
+    return report
+
+
+def _stream_files(files, report, buffers, held, flush, partitions, rows_per_group, max_buffered_cues, progress):
+    sampled = 0
+    buffered = 0
     for path in files:
         stream = StreamReport()
         for video_id, value in iter_release(path, stream):
@@ -275,21 +305,6 @@ def partition_language(lang: str, files: list[Path], directory: Path, partitions
         if stream.truncated:
             report.truncated.append(stream.error)
             log.warning("%s", stream.error)
-    for p in list(buffers):
-        flush(p)
-    for p, writer in writers.items():
-        writer.close()
-        sinks[p].close()
-        os.replace(out / f".part-{p:05d}.arrow.tmp", out / f"part-{p:05d}.arrow")
-    if report.stopword_votes:
-        best = max(report.stopword_votes, key=report.stopword_votes.get)
-        own = report.stopword_votes.get(lang, 0)
-        if lang in _STOPWORDS and best != lang and report.stopword_votes[best] > 3 * max(1, own):
-            report.script_doubt = (f"the {lang} captions read like {best} (common {best} words "
-                                   f"{report.stopword_votes[best]} times, {lang} words {own} times)")
-            log.warning("%s", report.script_doubt)
-    atomic_write_json(Path(directory) / f"{lang}.done.json", report.__dict__)
-    return report
 
 
 def read_partition(directory: Path, lang: str, partition: int) -> dict:
