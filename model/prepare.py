@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from pipeline.import_features import npy_bytes
 from pipeline.stage import (Stage, Unit, UserError, add_executor_args, executor_options, print_summary, run_stage,
                             video_done)
 from shards.layout import MMP
@@ -431,14 +432,6 @@ def load_feature(source: FeatureSource, item: Item) -> tuple[np.ndarray, dict] |
         array = check_array(open_array(path), path.name, 2, source.dim)
         file_entry = {"file": path.name, "sha256": sha256_file(path)}
     return array, dict(file_entry, rows=int(array.shape[0]), dim=int(array.shape[-1]))
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------- the stage
