@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from shards.layout import ALIGNED
+from shards.storage import as_path, local_copy, staging_dir, staging_name
 from shards.writer import UnitWriter
 
 from . import release
@@ -124,7 +125,7 @@ def _caption_files(args_captions: list[Path], langs: list, layout: str) -> dict:
             if layout == "howto100m":
                 found.setdefault("en", []).append(path)
                 continue
-            stem = path.stem
+            stem = Path(path.name).stem
             lang = stem.split("_")[-1] if stem.startswith("how2_") else None
             if lang in langs:
                 found.setdefault(lang, []).append(path)
@@ -135,8 +136,13 @@ def _caption_files(args_captions: list[Path], langs: list, layout: str) -> dict:
 
 def run_import(files_by_lang: dict, out: Path, langs: list, partitions: int, meta: dict, source: str,
                args) -> int:
-    aligned = Path(out) / "aligned"
-    parts = aligned / ".import"
+    aligned = as_path(out) / "aligned"
+    if args.scratch is not None:
+        parts = Path(args.scratch)
+    elif isinstance(aligned, Path):
+        parts = aligned / ".import"
+    else:  # an object store: the partitions are scratch files on this machine
+        parts = staging_dir() / f"import-{staging_name(aligned)}"
     parts.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
 
@@ -190,13 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
                                 "into the toolkit's stage outputs (DATA/aligned/, DATA/mmp/).")
     sub = p.add_subparsers(dest="source", required=True)
     m = sub.add_parser("multi-ht100m", help="the nine how2_{lang}.json caption files -> DATA/aligned/")
-    m.add_argument("--captions", nargs="+", type=Path, required=True, help="how2_{lang}.json files or their directory")
+    m.add_argument("--captions", nargs="+", type=as_path, required=True,
+                   help="how2_{lang}.json files or their directory (paths or fsspec URLs)")
     m.add_argument("--langs", default=",".join(release.RELEASE_LANGS))
     h = sub.add_parser("howto100m", help="HowTo100M's caption.json or raw_caption.json (English) -> DATA/aligned/")
-    h.add_argument("--captions", nargs=1, type=Path, required=True, help="caption.json or raw_caption.json")
-    h.add_argument("--videos", type=Path, help="HowTo100M_v1.csv: categories and task ids go into the samples")
+    h.add_argument("--captions", nargs=1, type=as_path, required=True, help="caption.json or raw_caption.json")
+    h.add_argument("--videos", type=as_path, help="HowTo100M_v1.csv: categories and task ids go into the samples")
     for q in (m, h):
-        q.add_argument("--out", type=Path, required=True, help="dataset root; writes OUT/aligned/")
+        q.add_argument("--out", type=as_path, required=True, help="dataset root (a path or fsspec URL); writes OUT/aligned/")
+        q.add_argument("--scratch", type=Path,
+                       help="where the first pass's hash partitions go (default OUT/aligned/.import, or a local "
+                            "temporary directory when OUT is a URL; on a multi-node Ray run give a shared path)")
         q.add_argument("--partitions", default="auto",
                        help="hash partitions = work units of the join; memory holds one partition of every "
                             "language. 'auto' (default): one per ~64 MB of caption files, at most 4096")
@@ -233,7 +243,7 @@ def main(argv=None) -> int:
         partitions = _partitions(args.partitions, {"en": [path]})
         meta = {}
         if args.videos is not None:
-            meta = {e.video_id: e.meta for e in read_video_list(args.videos) if e.valid}
+            meta = {e.video_id: e.meta for e in read_video_list(local_copy(args.videos)) if e.valid}
         stopwords = "raw_caption" not in path.name
         source = "howto100m-caption" if stopwords else "howto100m-raw_caption"
         log.info("%s: stop words %s", path.name, "removed" if stopwords else "kept")

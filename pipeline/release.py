@@ -24,6 +24,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from shards.storage import as_path, open_file
 from shards.writer import atomic_write_json
 
 log = logging.getLogger("mmp.release")
@@ -104,7 +105,7 @@ def auto_partitions(files: list, target_bytes: int = PARTITION_BYTES) -> int:
     captions needs (a few hundred MB of Python objects) whatever the release's size:
     a 2 GB import gets 30 units, the full release (tens of GB) a few hundred to a thousand.
     """
-    total = sum(Path(f).stat().st_size for f in files if Path(f).is_file())
+    total = sum(as_path(f).stat().st_size for f in files if as_path(f).is_file())
     return max(1, min(MAX_PARTITIONS, math.ceil(total / target_bytes)))
 
 
@@ -129,10 +130,10 @@ def iter_release(path: Path, report: StreamReport) -> Iterator[tuple[str, object
     """
     import ijson
 
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise ReleaseError(f"caption file {path} does not exist")
-    with open(path, "rb") as raw:
+    with open_file(path, "rb") as raw:
         f = _NanAsNull(raw)
         try:
             for video_id, value in ijson.kvitems(f, "", use_float=True):

@@ -207,3 +207,29 @@ def test_ray_workers_publish_to_s3(sample, tmp_path, prefix):
     assert comparable_rows(out) == comparable_rows(ref) and tar_members(out) == tar_members(ref)
     pids = {json.loads(u.stats.read_text())["pid"] for u in completed_units(out, "aligned")}
     assert pids and os.getpid() not in pids
+
+
+def test_import_reads_captions_from_s3_and_publishes_there(tmp_path, prefix, monkeypatch):
+    """mmp-import: caption files on the object store in, aligned shards out, partitions on local scratch."""
+    from pipeline import importer
+
+    from .test_import import write_release
+
+    monkeypatch.setenv("MMP_STAGING_DIR", str(tmp_path / "staging"))
+    local = write_release(tmp_path / "release")
+    remote = RemotePath(f"{prefix}/release")
+    for path in sorted(local.glob("*.json")):
+        (remote / path.name).upload(path)
+    out = f"{prefix}/data"
+    argv = ["multi-ht100m", "--captions", str(remote), "--out", out, "--partitions", "2", "--workers", "1",
+            "--no-progress"]
+    assert importer.main(argv) == 0
+    assert verify_dir(as_path(f"{out}/aligned")).ok
+    remote_rows = sorted((r["video_id"], r["status"], r["n_langs"])
+                         for u in completed_units(as_path(f"{out}/aligned"), "aligned") for r in read_rows(u.parquet))
+    assert importer.main(["multi-ht100m", "--captions", str(local), "--out", str(tmp_path / "local"),
+                          "--partitions", "2", "--workers", "1", "--no-progress"]) == 0
+    local_rows = sorted((r["video_id"], r["status"], r["n_langs"])
+                        for u in completed_units(tmp_path / "local" / "aligned", "aligned") for r in read_rows(u.parquet))
+    assert remote_rows == local_rows and remote_rows
+    assert not any(RemotePath(f"{out}/aligned").glob(".import*"))  # scratch stayed local
