@@ -26,6 +26,13 @@ full size in our memory). When decord cannot open the file, reports unusable tim
 again with PyAV, sequentially, keeping only the needed frames (resized by swscale as
 they are converted). Both use the same frame plan, so they give the same windows.
 
+Cost: decoding every frame is the floor (the codec needs them all); beyond it, each
+needed frame is converted and scaled once, shared by the backbones, each backbone
+resizes only its own frames once, and windows are gathered with one copy per frame,
+channels last. Windows stay uint8 up to the model: float conversion (which also moves
+channels to the front), scale and mean/std are one vectorised pass per batch on the
+model's device (`Normaliser`), where on a GPU they cost the decode threads nothing.
+
 Rotation: phone videos carry a display matrix. PyAV reports it per frame
 (`frame.rotation`, degrees counter-clockwise, as FFmpeg's autorotate reads it) and gives
 frames in coded orientation, which we turn by that many quarter turns, so the model sees
@@ -89,7 +96,10 @@ class VideoInfo:
 
 @dataclass
 class Chunk:
-    """Windows [first, first + n) of one video, per backbone uint8 [n, 3, T, H, W] (the model's layout)."""
+    """Windows [first, first + n) of one video, per backbone uint8 [n, 3, T, H, W].
+
+    The model's shape, stored channels last ([n, T, H, W, 3] memory; see _windows_from).
+    """
 
     first: int
     windows: dict = field(default_factory=dict)
@@ -135,30 +145,53 @@ def chunk_ranges(n_windows: int, chunk_seconds: int) -> list[tuple[int, int]]:
     return [(a, min(a + step, n_windows)) for a in range(0, n_windows, step)]
 
 
+def _quarter_turns(rotation: int) -> int:
+    return (int(round(rotation / 90.0)) % 4) if rotation else 0
+
+
+def _resized(h: int, w: int, spec: BackboneSpec) -> tuple[int, int]:
+    """(height, width) with the short side at spec.short_side, never below the crop."""
+    scale = spec.short_side / min(h, w)
+    return max(spec.crop[0], int(round(h * scale))), max(spec.crop[1], int(round(w * scale)))
+
+
+def _resize_crop(frames, spec: BackboneSpec):
+    """uint8 [N, H, W, 3] tensor (upright) -> uint8 [N, crop_h, crop_w, 3], channels last.
+
+    Resized so the short side is spec.short_side (bilinear, antialiased when shrinking;
+    torch's uint8 channels-last path), then centre-cropped. Without a resize the crop is
+    a view of `frames`.
+    """
+    import torch.nn.functional as F
+
+    h, w = frames.shape[1:3]
+    nh, nw = _resized(h, w, spec)
+    x = frames
+    if (nh, nw) != (h, w):
+        import torch
+
+        # permute gives a channels-last NCHW view of NHWC memory; the output is channels
+        # last too, so permuting back is a view again.
+        x = F.interpolate(frames.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last), size=(nh, nw),
+                          mode="bilinear", align_corners=False, antialias=nh < h or nw < w).permute(0, 2, 3, 1)
+    top, left = (nh - spec.crop[0]) // 2, (nw - spec.crop[1]) // 2
+    return x[:, top:top + spec.crop[0], left:left + spec.crop[1]]
+
+
 def prepare_frames(frames, spec: BackboneSpec, rotation: int = 0):
     """uint8 [N, H, W, 3] (coded orientation) -> uint8 [N, 3, crop_h, crop_w] for `spec`.
 
     Turned upright, resized so the short side is spec.short_side (bilinear, antialiased
-    when shrinking), centre-cropped. Everything stays uint8 (torch's uint8 bilinear path
-    on channels-last tensors); scaling and mean/std come later (`normalise`), on the
-    model's device.
+    when shrinking), centre-cropped. Everything stays uint8; scaling and mean/std come
+    later (`normalise`), on the model's device. The result is a channels-last view.
     """
     import torch
-    import torch.nn.functional as F
 
     x = torch.as_tensor(frames)
-    k = (int(round(rotation / 90.0)) % 4) if rotation else 0
+    k = _quarter_turns(rotation)
     if k:
         x = torch.rot90(x, k, dims=(1, 2))
-    x = x.permute(0, 3, 1, 2)  # a channels-last view: no copy
-    h, w = x.shape[-2:]
-    scale = spec.short_side / min(h, w)
-    nh, nw = max(spec.crop[0], int(round(h * scale))), max(spec.crop[1], int(round(w * scale)))
-    if (nh, nw) != (h, w):
-        x = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(nh, nw), mode="bilinear",
-                          align_corners=False, antialias=nh < h or nw < w)
-    top, left = (nh - spec.crop[0]) // 2, (nw - spec.crop[1]) // 2
-    return x[:, :, top:top + spec.crop[0], left:left + spec.crop[1]]
+    return _resize_crop(x, spec).permute(0, 3, 1, 2)
 
 
 def normalise(windows, spec: BackboneSpec, dtype=None, out=None):
@@ -169,10 +202,12 @@ def normalise(windows, spec: BackboneSpec, dtype=None, out=None):
     """
     import torch
 
+    # The float copy also moves channels in front (windows come channels last, see
+    # _windows_from): the model gets a contiguous [B, 3, T, H, W] tensor either way.
     if out is not None:
         x = out.copy_(windows)
     else:
-        x = windows.to(dtype or torch.float32)
+        x = windows.to(dtype or torch.float32, memory_format=torch.contiguous_format)
     if spec.mean is None:
         return x.mul_(spec.scale)
     mul = torch.tensor([spec.scale / s for s in spec.std], dtype=x.dtype, device=x.device).view(1, 3, 1, 1, 1)
@@ -181,45 +216,92 @@ def normalise(windows, spec: BackboneSpec, dtype=None, out=None):
 
 
 class Normaliser:
-    """normalise() into a reused float buffer per batch shape.
+    """normalise() into a reused float buffer.
 
     On the CPU a fresh 100 MB float tensor per batch costs more in page faults (the
     allocator hands big blocks back to the OS) than the arithmetic; reusing one buffer
-    made this step ~10x faster. The result is overwritten by the next call, so use it
-    before calling again. On CUDA the caching allocator already reuses memory.
+    made this step ~10x faster. A smaller batch (a flush at the end of the videos) uses
+    the front of the buffer instead of replacing it, so alternating batch sizes do not
+    reallocate. The result is overwritten by the next call, so use it before calling
+    again. On CUDA the caching allocator already reuses memory.
     """
 
     def __init__(self, spec: BackboneSpec):
-        self.spec, self._buffers = spec, {}
+        self.spec, self._buffer = spec, None
 
     def __call__(self, windows):
         import torch
 
         if windows.device.type != "cpu":
             return normalise(windows, self.spec)
-        key = tuple(windows.shape)
-        if key not in self._buffers:
-            self._buffers = {key: torch.empty(key, dtype=torch.float32)}  # one live shape at a time
-        return normalise(windows, self.spec, out=self._buffers[key])
+        n, rest = windows.shape[0], tuple(windows.shape[1:])
+        buf = self._buffer
+        if buf is None or tuple(buf.shape[1:]) != rest or buf.shape[0] < n:
+            self._buffer = buf = None  # freed before the new one is allocated
+            buf = self._buffer = torch.empty((n, *rest), dtype=torch.float32)
+        return normalise(windows, self.spec, out=buf[:n])
+
+
+def stack_windows(windows, out=None):
+    """Windows (uint8 [3, T, H, W] each, channels last as chunks hold them) -> [B, 3, T, H, W].
+
+    Stacked in their memory order, a memcpy per window; torch.stack on the [3, T, H, W]
+    views would transpose every byte into channels-first order, the slowest copy here.
+    `out`, a uint8 [B', T, H, W, 3] tensor from an earlier call, is filled (its first B
+    rows) when it fits (a fresh batch-sized tensor costs page faults on every batch); the
+    result then shares its memory, so use it before the next call.
+    """
+    import torch
+
+    parts = [w.permute(1, 2, 3, 0) for w in windows]
+    if out is not None and tuple(out.shape[1:]) == tuple(parts[0].shape) and out.shape[0] >= len(parts):
+        x = torch.stack(parts, out=out[:len(parts)])
+    else:
+        x = torch.stack(parts)
+    return x.permute(0, 4, 1, 2, 3)
+
+
+def _crop_only(h: int, w: int, spec: BackboneSpec) -> tuple[int, int] | None:
+    """(top, left) when frames of h x w need no resize for `spec`, only a centre crop; else None."""
+    return ((h - spec.crop[0]) // 2, (w - spec.crop[1]) // 2) if _resized(h, w, spec) == (h, w) else None
 
 
 def _windows_from(decoded: dict, plan: dict, lo: int, hi: int, specs, rotation: int) -> Chunk:
-    """Gather one chunk's windows from decoded frames {index: HxWx3 uint8}, per backbone."""
+    """Gather one chunk's windows from decoded frames {index: HxWx3 uint8}, per backbone.
+
+    Frames are shared by the backbones (decoded once, at the largest size any needs). A
+    backbone whose frames are already at its size (S3D at the decode size) copies each
+    window frame's crop straight from the decoded frame: one copy per frame. Otherwise
+    the frames it uses are resized once each, however many windows repeat them, then
+    gathered. Windows are written channels last ([n * T, H, W, 3] memory, a row copy per
+    frame) and returned as an [n, 3, T, H, W] view: moving channels to the front is left
+    to the float conversion on the model side (`normalise`), which writes every value
+    anyway, so the uint8 bytes are never transposed on their own.
+    """
     import torch
 
     chunk = Chunk(first=lo)
+    k = _quarter_turns(rotation)
+    h, w = next(iter(decoded.values())).shape[:2]
     for spec in specs:
-        idx = plan[spec.name][lo:hi]
-        unique = np.unique(idx)
-        slot = {int(i): k for k, i in enumerate(unique)}
-        prepared = prepare_frames(np.stack([decoded[int(i)] for i in unique]), spec, rotation)  # [U, 3, H, W]
-        # Written straight into the model's [n, 3, T, H, W] layout: one copy per frame,
-        # where a gather then a permute would move every byte twice.
-        out = torch.empty((len(idx), 3, spec.frames, *spec.crop), dtype=torch.uint8)
-        for j, row in enumerate(idx.tolist()):
-            for t, i in enumerate(row):
-                out[j, :, t].copy_(prepared[slot[i]])
-        chunk.windows[spec.name] = out
+        idx = plan[spec.name][lo:hi]  # [n, T] frame indices
+        n, t = idx.shape
+        at = None if k else _crop_only(h, w, spec)
+        if at is not None:
+            (top, left), (ch, cw) = at, spec.crop
+            out = np.empty((n * t, ch, cw, 3), np.uint8)
+            for j, i in enumerate(idx.ravel().tolist()):
+                out[j] = decoded[i][top:top + ch, left:left + cw]
+            out = torch.from_numpy(out)
+        else:
+            used, pos = np.unique(idx, return_inverse=True)
+            frames = torch.from_numpy(np.stack([decoded[i] for i in used.tolist()]))  # [U, H, W, 3]
+            if k:
+                frames = torch.rot90(frames, k, dims=(1, 2)).contiguous()
+            prepared = _resize_crop(frames, spec)  # [U, crop_h, crop_w, 3]
+            # index_select: a row copy per frame (advanced indexing is ~20x slower on a crop view).
+            out = torch.index_select(prepared, 0, torch.from_numpy(pos.reshape(-1)))
+        chunk.windows[spec.name] = out.view(n, t, *spec.crop, 3).permute(0, 4, 1, 2, 3)
     return chunk
 
 
@@ -326,12 +408,16 @@ def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list) -> Iter
     # Read forward only: skip_frames decodes without colour conversion or resize, next()
     # converts the frames a window needs. (get_batch is slower here even for the frames
     # we need, and plain decoding converts every frame.)
+    # Frames land in one buffer per chunk: an array per frame costs more in page faults
+    # than the copy itself (see _FrameCopier).
     pos, previous = 0, {}
+    copier = _FrameCopier()
     for lo, hi in chunk_ranges(info.windows, chunk_seconds):
         needed = np.unique(np.concatenate([plan[s.name][lo:hi].ravel() for s in specs]))
         decoded = {}
+        buffer = None
         try:
-            for i in needed.tolist():
+            for slot, i in enumerate(needed.tolist()):
                 if i in previous:  # shared with the previous chunk (padding, centred clips)
                     decoded[i] = previous[i]
                     continue
@@ -341,12 +427,44 @@ def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list) -> Iter
                 elif i > pos:
                     vr.skip_frames(i - pos)
                     pos = i
-                decoded[i] = vr.next().asnumpy()
+                frame = vr.next()
+                if buffer is None:
+                    buffer = np.empty((len(needed), *frame.shape), np.uint8)
+                decoded[i] = copier(frame, buffer[slot])
                 pos += 1
         except (decord.DECORDError, StopIteration) as exc:
             raise _DecordFailed(f"decord failed at second {lo}: {_decord_message(exc)}") from None
         previous = decoded
         yield _windows_from(decoded, plan, lo, hi, specs, rotation)
+
+
+class _FrameCopier:
+    """Copies a decord frame into a given uint8 array (a row of the chunk's buffer).
+
+    `NDArray.asnumpy()` allocates a fresh array per frame (200 kB at 298x224), and the
+    page faults on it made the copies ~8% of the decord loop on a 2-minute 480x360
+    video; into one buffer per chunk, which the allocator reuses, ~1-3%. decord has no
+    public copy-into, so this calls the C function asnumpy itself uses; when that is
+    missing (another decord version) or the frame does not match the row, asnumpy is used.
+    """
+
+    def __init__(self):
+        try:
+            import ctypes
+
+            from decord._ffi.base import _LIB, check_call
+
+            self._copy, self._check, self._ctypes = _LIB.DECORDArrayCopyToBytes, check_call, ctypes
+        except (ImportError, AttributeError):
+            self._copy = None
+
+    def __call__(self, frame, row: np.ndarray) -> np.ndarray:
+        if self._copy is None or tuple(frame.shape) != row.shape or frame.dtype != "uint8" \
+                or not row.flags["C_CONTIGUOUS"]:
+            return frame.asnumpy()
+        ct = self._ctypes
+        self._check(self._copy(frame.handle, row.ctypes.data_as(ct.c_void_p), ct.c_size_t(row.nbytes)))
+        return row
 
 
 # ---------------------------------------------------------------- PyAV (fallback)

@@ -11,7 +11,7 @@ re-sampled to 30 fps, 8 consecutive frames from the start of every second, 112x1
 of a 128 short side, IG65M mean/std; S3D, 16 fps, the contiguous 16-frame chunk of each
 second, 224x224, RGB in [0, 1] (the released HowTo100M recipe).
 
-Throughput: ``--decode-workers`` threads decode videos ahead of the model into a bounded
+Throughput (features.batching): ``--decode-workers`` threads decode videos ahead of the model into a bounded
 queue (decord and PyAV release the GIL while decoding; the queue holds a few chunks of a
 few seconds each, so memory does not depend on video length). Windows from different
 videos are batched together to ``--batch-size`` per backbone and put back in order per
@@ -37,15 +37,10 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import socket
 import sys
 import tarfile
 import tempfile
-import threading
-import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +54,9 @@ from shards.reader import ShardError, iter_samples, load_json, read_rows
 from shards.storage import as_path
 from shards.writer import UnitWriter
 
-from features.decode import DEFAULT_CHUNK_SECONDS, VIDEO_EXTENSIONS, DecodedVideo, DecodeError, Normaliser
+# The batched core lives in features.batching; its names stay importable from here.
+from features.batching import Backbone, BatchRunner, VideoJob, VideoResult, extract_videos  # noqa: F401
+from features.decode import DEFAULT_CHUNK_SECONDS, VIDEO_EXTENSIONS
 from features.spec import SPECS, get_spec
 
 log = logging.getLogger("mmp.extract")
@@ -74,273 +71,6 @@ SCHEMA = pa.schema([
 ])
 DEFAULT_BACKBONES = ("r21d", "s3d")
 RANDOM_SEED = 0
-
-
-# ---------------------------------------------------------------- the batched extraction core
-
-@dataclass
-class Backbone:
-    """A model with the spec its windows follow and what meta.json says about its weights."""
-
-    spec: object
-    model: object
-    weights: dict = field(default_factory=dict)
-
-
-@dataclass
-class VideoJob:
-    key: str
-    path: str | None = None  # a file to decode
-    tar: tuple | None = None  # (tar path, data offset, size, suffix): a crawl member copied to a temporary file
-
-
-@dataclass
-class VideoResult:
-    key: str
-    status: str = "ok"
-    error: str | None = None
-    info: object = None
-    features: dict = field(default_factory=dict)  # name -> float16 [N, D]
-    seconds_decode: float = 0.0
-    seconds_model: float = 0.0
-
-
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.cuda.OutOfMemoryError)
-
-
-class BatchRunner:
-    """Runs one backbone on batches of uint8 windows; halves the batch on CUDA out-of-memory."""
-
-    def __init__(self, backbone: Backbone, device, batch_size: int):
-        import torch
-
-        self.backbone, self.device, self.batch_size = backbone, torch.device(device), max(1, int(batch_size))
-        self.halvings = 0
-        self.normalise = Normaliser(backbone.spec)
-
-    def _forward(self, windows):
-        import torch
-
-        x = self.normalise(windows.to(self.device, non_blocking=True))
-        with torch.inference_mode():
-            if self.device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    y = self.backbone.model.features(x)
-            else:
-                y = self.backbone.model.features(x)
-        return y.float().cpu().numpy().astype(np.float16)
-
-    def run(self, windows, owners: list) -> tuple[np.ndarray | None, set]:
-        """windows uint8 [B, T, 3, H, W] -> (float16 [B, D] with rows of failed owners zero, failed owners)."""
-        out = np.zeros((len(windows), self.backbone.spec.output_dim), dtype=np.float16)
-        failed: set = set()
-        start = 0
-        while start < len(windows):
-            size = min(self.batch_size, len(windows) - start)
-            try:
-                out[start:start + size] = self._forward(windows[start:start + size])
-            except Exception as exc:
-                if not _is_oom(exc):
-                    raise
-                _free_cuda()
-                if size > 1:
-                    self.batch_size = max(1, size // 2)
-                    self.halvings += 1
-                    log.warning("%s: CUDA out of memory at batch %d; retrying at %d",
-                                self.backbone.spec.name, size, self.batch_size)
-                    continue
-                failed.add(owners[start])
-                log.warning("%s: CUDA out of memory on a single window of %s", self.backbone.spec.name, owners[start])
-            start += size
-        return out, failed
-
-
-def _free_cuda() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _decode_worker(jobs: list, next_job, out: "queue.Queue", specs, chunk_seconds: int, stop: threading.Event,
-                   use_decord: bool) -> None:
-    """Thread body: take the next job, decode it into chunks, put them on the queue."""
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    try:
-        while not stop.is_set():
-            i = next_job()
-            if i is None:
-                break
-            job = jobs[i]
-            started = time.perf_counter()
-            tmp = video = None
-            try:
-                path = job.path
-                if job.tar is not None:
-                    tmp = _copy_member(job.tar)
-                    path = tmp
-                video = DecodedVideo(path, specs, chunk_seconds, use_decord)
-                elapsed = 0.0
-                t0 = time.perf_counter()
-                for chunk in video.chunks():
-                    elapsed += time.perf_counter() - t0
-                    if not put(("chunk", i, chunk, None)):
-                        return
-                    t0 = time.perf_counter()
-                elapsed += time.perf_counter() - t0
-                item = ("done", i, video.info, elapsed)
-            except DecodeError as exc:
-                item = ("failed", i, (exc.status, exc.message, video.info if video is not None else None),
-                        time.perf_counter() - started)
-            finally:
-                if tmp is not None:
-                    os.unlink(tmp)
-            if not put(item):
-                return
-    except BaseException:  # a bug: the consumer re-raises it with this traceback
-        put(("bug", None, traceback.format_exc(), None))
-    finally:
-        put(("worker_done", None, None, None))
-
-
-def _copy_member(ref: tuple) -> str:
-    """A crawl tar member copied to a temporary file (decoders want a path), in 1 MiB blocks."""
-    tar_path, offset, size, suffix = ref
-    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="mmp-video-")
-    with os.fdopen(fd, "wb") as dst, open(tar_path, "rb") as src:
-        src.seek(offset)
-        left = size
-        while left > 0:
-            block = src.read(min(left, 1 << 20))
-            if not block:
-                break
-            dst.write(block)
-            left -= len(block)
-    return tmp
-
-
-def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int = 32, decode_workers: int = 2,
-                   chunk_seconds: int = DEFAULT_CHUNK_SECONDS, use_decord: bool = True, runners: dict | None = None):
-    """Yield a VideoResult per job, in job order; decoding runs ahead in `decode_workers` threads.
-
-    `backbones`: name -> Backbone. Windows of different videos share batches; each
-    backbone's batch runs as soon as it is full, the rest when decoding is over.
-    """
-    specs = [b.spec for b in backbones.values()]
-    runners = runners or {name: BatchRunner(b, device, batch_size) for name, b in backbones.items()}
-    workers = max(1, int(decode_workers))
-    q: queue.Queue = queue.Queue(maxsize=2 * workers + 2)
-    stop = threading.Event()
-    lock = threading.Lock()
-    counter = iter(range(len(jobs)))
-
-    def next_job():
-        with lock:
-            return next(counter, None)
-
-    threads = [threading.Thread(target=_decode_worker, args=(jobs, next_job, q, specs, chunk_seconds, stop, use_decord),
-                                daemon=True, name=f"decode-{k}") for k in range(workers)]
-    for t in threads:
-        t.start()
-
-    results = {i: VideoResult(jobs[i].key) for i in range(len(jobs))}
-    rows: dict[int, dict] = {i: {name: {} for name in backbones} for i in range(len(jobs))}  # window -> row
-    expected: dict[int, int] = {}  # video -> windows, once decoding finished
-    generation = {i: 0 for i in range(len(jobs))}
-    pending = {name: [] for name in backbones}  # [(video, generation, window, uint8 [T,3,H,W])]
-    failed: set = set()
-
-    def run_batch(name: str, items: list) -> None:
-        import torch
-
-        items = [it for it in items if it[0] not in failed and it[1] == generation[it[0]]]
-        if not items:
-            return
-        windows = torch.stack([it[3] for it in items])
-        owners = [it[0] for it in items]
-        t0 = time.perf_counter()
-        out, oom = runners[name].run(windows, owners)
-        share = (time.perf_counter() - t0) / len(items)
-        for (v, _, k, _), row in zip(items, out):
-            results[v].seconds_model += share
-            if v not in oom:
-                rows[v][name][k] = row
-        for v in oom:
-            failed.add(v)
-            results[v].status, results[v].error = "oom", f"{name}: CUDA out of memory even for one window"
-
-    def flush(force: bool) -> None:
-        for name, items in pending.items():
-            while len(items) >= runners[name].batch_size or (force and items):
-                take = items[:runners[name].batch_size]
-                del items[:len(take)]
-                run_batch(name, take)
-
-    def complete(v: int) -> bool:
-        if v in failed:
-            return True
-        if v not in expected:
-            return False
-        return all(len(rows[v][name]) == expected[v] for name in backbones)
-
-    next_out = 0
-    alive = workers
-    try:
-        while alive or next_out < len(jobs):
-            if alive:
-                kind, v, payload, extra = q.get()
-            else:
-                flush(force=True)
-                kind = None
-            if kind == "worker_done":
-                alive -= 1
-            elif kind == "bug":
-                raise RuntimeError(f"a decode thread raised:\n{payload}")
-            elif kind == "chunk":
-                if payload is None:  # decoding restarted with another decoder
-                    generation[v] += 1
-                    rows[v] = {name: {} for name in backbones}
-                elif v not in failed:
-                    for name in backbones:
-                        for j, window in enumerate(payload.windows[name]):
-                            pending[name].append((v, generation[v], payload.first + j, window))
-                    flush(force=False)
-            elif kind == "done":
-                results[v].info, results[v].seconds_decode = payload, extra
-                expected[v] = payload.windows
-            elif kind == "failed":
-                status, message, info = payload
-                results[v].status, results[v].error, results[v].info = status, message, info
-                results[v].seconds_decode = extra
-                failed.add(v)
-            if not alive:
-                flush(force=True)
-            while next_out < len(jobs) and complete(next_out):
-                r = results[next_out]
-                if next_out not in failed:
-                    r.features = {name: np.stack([rows[next_out][name][k] for k in range(expected[next_out])])
-                                  for name in backbones}
-                rows.pop(next_out, None)
-                yield r
-                next_out += 1
-            if not alive and next_out < len(jobs) and not complete(next_out):
-                raise RuntimeError(f"video {jobs[next_out].key} never completed (decode thread lost)")
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=5)
 
 
 # ---------------------------------------------------------------- one worker's device and models

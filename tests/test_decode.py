@@ -14,8 +14,8 @@ av = pytest.importorskip("av")
 torch = pytest.importorskip("torch")
 pytest.importorskip("decord")
 
-from features.decode import (DecodeError, DecodedVideo, decode_all, decode_size, frame_plan,  # noqa: E402
-                             normalise, prepare_frames)
+from features.decode import (DecodeError, DecodedVideo, Normaliser, decode_all, decode_size,  # noqa: E402
+                             frame_plan, normalise, prepare_frames, stack_windows)
 from features.spec import R21D, S3D, num_windows, window_frame_times  # noqa: E402
 
 from .conftest import real_fixtures  # noqa: E402
@@ -116,6 +116,41 @@ def test_prepare_and_normalise_follow_the_spec():
     assert torch.allclose(r[0, 0, 0, 0, 0], torch.tensor((128 / 255 - R21D.mean[0]) / R21D.std[0]), atol=1e-4)
     s = normalise(prepare_frames(frames, S3D).permute(1, 0, 2, 3).unsqueeze(0), S3D)
     assert 0.0 <= float(s.min()) and float(s.max()) <= 1.0
+
+
+def _texture(h, w):
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return lambda i: np.roll(base, 5 * i, axis=1)
+
+
+def test_windows_are_each_frame_resized_once_then_gathered(tmp_path):
+    """Chunk windows == decoding every frame at decode_size, prepare_frames, gather by plan: exactly."""
+    import decord
+
+    path = make_video(tmp_path / "tex.mkv", cfr(2.5, fps=30), size=(400, 300), image=_texture(300, 400))
+    info, windows = decode_all(str(path), SPECS, chunk_seconds=1)
+    assert info.decoder == "decord"
+    dw, dh = decode_size(400, 300, SPECS)
+    vr = decord.VideoReader(str(path), width=dw, height=dh, num_threads=1)
+    frames = np.stack([vr.next().asnumpy() for _ in range(len(vr))])
+    stamps = np.asarray(vr.get_frame_timestamp(np.arange(len(vr))))[:, 0]
+    plan = frame_plan(stamps - stamps[0], info.duration, SPECS)
+    for spec in SPECS:
+        prepared = prepare_frames(frames, spec)  # [F, 3, h, w]
+        expect = prepared[torch.from_numpy(plan[spec.name])].permute(0, 2, 1, 3, 4)  # [N, 3, T, h, w]
+        assert torch.equal(windows[spec.name], expect), spec.name
+        # The model side: stacking keeps values, normalising gives a contiguous float batch.
+        batch = stack_windows(list(windows[spec.name]))
+        assert torch.equal(batch, windows[spec.name])
+        reused = stack_windows(list(windows[spec.name]), out=batch.permute(0, 2, 3, 4, 1))
+        assert torch.equal(reused, expect) and reused.data_ptr() == batch.data_ptr()
+        normaliser = Normaliser(spec)
+        x = normaliser(reused)
+        assert x.is_contiguous() and torch.equal(x, normalise(expect.contiguous(), spec))
+        # A smaller batch (the end-of-run flush) uses the front of the same buffer.
+        small = normaliser(stack_windows(list(windows[spec.name][1:])))
+        assert small.data_ptr() == x.data_ptr() and torch.equal(small, normalise(expect[1:].contiguous(), spec))
 
 
 # ---------------------------------------------------------------- timestamps
