@@ -12,11 +12,11 @@ position (epoch, raw samples read in that epoch) and its counters, so a checkpoi
 can record where each worker was and ``--resume`` skips what was already read
 without decoding it.
 
-A clip uses little of a sample, so only that little is decoded: the ``.npy`` headers,
-then the clip's rows straight from the tar bytes (``FeatureRows``); the one or two
-subtitle tracks drawn, not all nine (``SubtitleTracks``); and the words that can reach
-``max_text_len`` tokens, tokenised a batch at a time (``ClipTokenizer``).
-``bench/train.py`` measures the loader against reading the same tars with tarfile alone.
+A clip uses little of a sample, so only that little is decoded (``model.clips``: the
+clip's feature rows, the subtitle tracks drawn) and tokenised (``model.tokens``: the
+words that can reach ``max_text_len`` tokens, a batch at a time); this module holds
+the stages and their order. ``bench/train.py`` measures the loader against reading the
+same tars with tarfile alone.
 
 Nothing is unpickled: members are decoded by name (``.json`` as JSON, ``.npy`` with
 ``allow_pickle=False``) and pickle-format members are refused.
@@ -24,12 +24,9 @@ Nothing is unpickled: members are decoded by name (``.json`` as JSON, ``.npy`` w
 from __future__ import annotations
 
 import glob
-import io
-import json
 import logging
 import os
 import random
-import re
 import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,11 +35,15 @@ import numpy as np
 
 from shards.layout import FORBIDDEN_SUFFIXES
 
+# what a sample is decoded into, and its tokenisation, live in their own modules; their
+# names stay importable from here, where the trainer, evaluation and tests look for them
+from .clips import (FEATURE_MEMBERS, LANGS, MIN_CLIP_SECONDS, ClipConfig, FeatureRows,  # noqa: F401
+                    NpyRows, SubtitleTracks, _caption_clip, _pretrain_clip, caption_clip, load_json,
+                    load_npy, pretrain_clip, video_features)
+from .tokens import ClipTokenizer, tokenize  # noqa: F401
+
 log = logging.getLogger("mmp.data")
 
-LANGS = ("en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi")
-FEATURE_MEMBERS = ("r21d", "s3d", "regions")
-MIN_CLIP_SECONDS = 4
 # tarfile's stream mode slices its read buffer on every member read, so each read copies up
 # to the buffer size: 1 MB made reading 5x slower than 64 kB, which is near the optimum
 TAR_BUFSIZE = 1 << 16
@@ -239,215 +240,6 @@ def shuffle(src, bufsize: int, rng: random.Random):
     yield from buf
 
 
-# ---------------------------------------------------------------------------- decoding
-
-
-def load_npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def load_json(data: bytes):
-    return json.loads(data.decode("utf-8"))
-
-
-_NPY_HEADER = re.compile(r"\{'descr': '([<>|=][a-z]\d+)', 'fortran_order': (True|False), "
-                         r"'shape': \((\d+), (\d+)\), \}\s*$")
-
-
-class NpyRows:
-    """A 2-d ``.npy`` member read from its header alone: rows are taken straight from the
-    bytes (``np.frombuffer``), so a clip costs its own rows, not the whole video's.
-
-    Headers that are not the plain C-order numeric layout ``np.save`` writes go through
-    ``np.load(allow_pickle=False)``, as does any object dtype (which it refuses).
-    """
-
-    def __init__(self, data: bytes):
-        self.data, self.array = data, None
-        m = None
-        if data[:6] == b"\x93NUMPY" and len(data) >= 10:
-            major = data[6]
-            size, start = ((int.from_bytes(data[8:10], "little"), 10) if major == 1 else
-                           (int.from_bytes(data[8:12], "little"), 12))
-            m = _NPY_HEADER.match(data[start:start + size].decode("latin1"))
-            self.offset = start + size
-        if m is None or m.group(2) == "True":
-            self.array = load_npy(data)
-            self.shape, self.dtype = self.array.shape, self.array.dtype
-            return
-        self.dtype = np.dtype(m.group(1))
-        self.shape = (int(m.group(3)), int(m.group(4)))
-        if len(data) - self.offset < self.shape[0] * self.shape[1] * self.dtype.itemsize:
-            raise ValueError(f"npy data holds {len(data) - self.offset} bytes, fewer than shape {self.shape} needs")
-
-    def rows(self, start: int, end: int) -> np.ndarray:
-        """Rows ``[start, end)`` as a read-only view on the member's bytes."""
-        if self.array is not None:
-            return self.array[start:end]
-        width = self.shape[1]
-        return np.frombuffer(self.data, self.dtype, count=(end - start) * width,
-                             offset=self.offset + start * width * self.dtype.itemsize).reshape(end - start, width)
-
-
-class FeatureRows:
-    """The chosen feature members of a sample, concatenated along the feature axis on demand.
-
-    Behaves like the ``[T, F]`` array for what clip sampling needs (``shape``, ``len``,
-    slicing rows): only the sliced rows are copied out of the tar bytes, in the stored
-    precision (the model widens them). Backbones may differ by a row at the end (rounding
-    of the duration): the shorter wins. Raises KeyError naming a missing member and
-    ValueError for a malformed array.
-    """
-
-    def __init__(self, sample: dict, members: tuple[str, ...]):
-        self.members = []
-        for name in members:
-            member = f"{name}.npy"
-            if member not in sample:
-                raise KeyError(name)
-            a = NpyRows(sample[member])
-            if len(a.shape) != 2 or a.shape[0] == 0 or a.dtype.kind != "f":
-                raise ValueError(f"{member} has shape {a.shape} and dtype {a.dtype}; expected float [T, D]")
-            self.members.append(a)
-        self.shape = (min(a.shape[0] for a in self.members), sum(a.shape[1] for a in self.members))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        start, end, step = rows.indices(self.shape[0])
-        if step != 1:
-            raise IndexError("feature rows are sliced contiguously")
-        end = max(start, end)
-        parts = [a.rows(start, end) for a in self.members]
-        # one copy of the clip's rows: writable, contiguous, never a view on the tar bytes
-        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0].copy()
-
-
-def video_features(sample: dict, members: tuple[str, ...]) -> np.ndarray:
-    """The chosen feature members concatenated along the feature axis, ``[T, F]``, in the
-    stored precision. Raises KeyError naming a missing member and ValueError for a malformed array."""
-    return FeatureRows(sample, members)[:]
-
-
-_WS = re.compile(r"[ \t\n\r]*")
-_SCAN = json.JSONDecoder().scan_once
-
-
-def _skip_flat_object(s: str, i: int) -> int:
-    """The index just past the object at ``s[i]`` if it holds no object (a subtitle track:
-    strings, numbers and arrays of cues), found with str.find and counts alone; -1 when
-    that cannot be decided so cheaply (a nested object, a brace or an escaped backslash
-    in a string), and the caller falls back to a full scan."""
-    j = i
-    while True:
-        j = s.find("}", j + 1)
-        if j < 0 or s.find("{", i + 1, j) >= 0:
-            return -1
-        quotes = s.count('"', i, j)
-        if quotes and s.find("\\", i, j) >= 0:  # the writer's UTF-8 JSON rarely escapes anything
-            escaped = s.count('\\"', i, j)
-            if escaped and s.count("\\\\", i, j):
-                return -1  # is \\" an escaped quote or an escaped backslash? let the scanner say
-            quotes -= escaped
-        if quotes % 2 == 0:  # an even number of string delimiters before it: "}" is outside strings
-            return j + 1
-
-
-def _skip_value(s: str, i: int) -> int:
-    """The index just past the JSON value starting at ``s[i]``."""
-    if s[i] == "{":
-        end = _skip_flat_object(s, i)
-        if end > 0:
-            return end
-    try:  # anything else is decoded and dropped: json's C scanner beats a regular expression here
-        return _SCAN(s, i)[1]
-    except StopIteration:
-        raise ValueError(f"malformed JSON at character {i}") from None
-
-
-def _object_spans(s: str, i: int, walk: str | None = None) -> tuple[dict, int]:
-    """``({key: (value_start, value_end, members)}, end)`` for the JSON object at ``s[i]``, values
-    undecoded. ``members`` is None, or for the key ``walk`` (when its value is an object) that
-    object's own spans, found in the same pass."""
-    if s[i:i + 1] != "{":
-        raise ValueError(f"expected a JSON object at character {i}")
-    spans = {}
-    i = _WS.match(s, i + 1).end()
-    if s[i:i + 1] == "}":
-        return spans, i + 1
-    while True:
-        if s[i:i + 1] != '"':
-            raise ValueError(f"expected a key at character {i}")
-        key, i = json.decoder.scanstring(s, i + 1)
-        i = _WS.match(s, i).end()
-        if s[i:i + 1] != ":":
-            raise ValueError(f"expected ':' at character {i}")
-        start = _WS.match(s, i + 1).end()
-        if key == walk and s[start:start + 1] == "{":
-            members, end = _object_spans(s, start)
-        else:
-            members, end = None, _skip_value(s, start)
-        spans[key] = (start, end, members)
-        i = _WS.match(s, end).end()
-        if s[i:i + 1] == "}":
-            return spans, i + 1
-        if s[i:i + 1] != ",":
-            raise ValueError(f"expected ',' or '}}' at character {i}")
-        i = _WS.match(s, i + 1).end()
-
-
-class SubtitleTracks:
-    """The tracks of a ``subs.json``, each decoded only when a clip asks for its cues.
-
-    A clip needs one or two of up to nine languages, so the others are located (a track
-    holds no nested object, so its end is found with ``str.find`` and quote counts) but
-    never turned into Python objects. The rest (``segments``, the video id) is scanned
-    with json's own scanner. A track that is decoded is checked as strictly as
-    ``json.loads`` would; a malformed track that is never drawn is never noticed (the
-    whole-file parse counted such a sample as corrupt). Built from bytes, or from an
-    already parsed dict (``from_dict``).
-    """
-
-    def __init__(self, data: bytes | None = None):
-        self._text, self._spans, self._cues = "", {}, {}
-        if data is None:
-            return
-        s = self._text = data.decode("utf-8")
-        top, end = _object_spans(s, _WS.match(s).end(), walk="tracks")
-        if _WS.match(s, end).end() != len(s):
-            raise ValueError(f"extra data after the subs.json object at character {end}")
-        if "tracks" not in top:
-            return
-        a, b, members = top["tracks"]
-        if members is None:
-            if json.loads(s[a:b]):  # null or an empty list mean no tracks, as a missing key does
-                raise ValueError("subs.json 'tracks' is not an object")
-            return
-        self._spans = {lang: (x, y) for lang, (x, y, _) in members.items()}
-
-    @classmethod
-    def from_dict(cls, subs: dict) -> "SubtitleTracks":
-        self = cls()
-        tracks = subs.get("tracks") or {}
-        self._spans = dict.fromkeys(tracks)
-        self._cues = {lang: (t.get("cues") or []) for lang, t in tracks.items()}
-        return self
-
-    def langs(self) -> list[str]:
-        return sorted(self._spans)
-
-    def cues(self, lang: str) -> list:
-        """``[[start_s, end_s, text], ...]`` of one language (empty when it has none)."""
-        if lang not in self._cues:
-            a, b = self._spans[lang]
-            track = json.loads(self._text[a:b])
-            if not isinstance(track, dict):
-                raise ValueError(f"subs.json track {lang!r} is not an object")
-            self._cues[lang] = track.get("cues") or []
-        return self._cues[lang]
-
-
 def feature_dim(urls: list[str], members: tuple[str, ...], limit: int = 64) -> int:
     """The video input dimension, read from the first samples that carry the chosen members."""
     state = StreamState()
@@ -463,102 +255,7 @@ def feature_dim(urls: list[str], members: tuple[str, ...], limit: int = 64) -> i
                     f"{','.join(members)}; pick members the shards hold (r21d, s3d, regions)")
 
 
-# ---------------------------------------------------------------------------- clips
-
-
-@dataclass
-class ClipConfig:
-    task: str = "pretrain"  # pretrain: subtitles; finetune/eval: captions.json
-    langs: tuple[str, ...] = LANGS
-    members: tuple[str, ...] = ("r21d", "s3d")
-    max_text_len: int = 192
-    max_video_len: int = 128
-    split: str = "train"  # which captions.json split a finetune or eval stream keeps
-    mask_prob: float = 0.05  # intra-modal noise: share of text tokens / video rows masked
-
-
-def _window_rows(video, max_len: int, rng: random.Random):
-    if video.shape[0] <= max_len:
-        return video[:]
-    start = rng.randrange(video.shape[0] - max_len + 1)
-    return video[start:start + max_len]
-
-
-def _pick_track(langs: list[str], tracks: SubtitleTracks, rng: random.Random):
-    """A random language among ``langs`` whose track has cues, and its cues. Languages found
-    empty are dropped from ``langs`` and the draw repeated: uniform over the tracks with cues,
-    and only the drawn tracks are decoded."""
-    while langs:
-        lang = rng.choice(langs)
-        cues = tracks.cues(lang)
-        if cues:
-            return lang, cues
-        langs.remove(lang)
-    return None, None
-
-
-def _pretrain_clip(subs, video, cfg: ClipConfig, rng: random.Random):
-    tracks = subs if isinstance(subs, SubtitleTracks) else SubtitleTracks.from_dict(subs)
-    langs = [l for l in tracks.langs() if l in cfg.langs]
-    lang, cues = _pick_track(langs, tracks, rng)
-    if lang is None:
-        return None
-    n = video.shape[0]
-    longest = max(1, min(n, cfg.max_video_len))
-    length = rng.randint(min(MIN_CLIP_SECONDS, longest), longest)
-    start = rng.randint(0, n - length)
-    end = start + length
-    inside = [c for c in cues if c[1] > start and c[0] < end]
-    if not inside:
-        # No subtitle in the window: move the window onto the subtitle closest in time.
-        centre = (start + end) / 2
-        nearest = min(cues, key=lambda c: abs((c[0] + c[1]) / 2 - centre))
-        start = int(max(0, min(n - length, (nearest[0] + nearest[1]) / 2 - length / 2)))
-        end = start + length
-        inside = [c for c in cues if c[1] > start and c[0] < end] or [nearest]
-    text = " ".join(c[2] for c in inside)
-    pair = None
-    other, other_cues = _pick_track([l for l in langs if l != lang], tracks, rng)
-    if other is not None:
-        parallel = [c for c in other_cues if c[1] > start and c[0] < end]
-        if parallel:
-            pair = " ".join(c[2] for c in parallel)
-    return lang, text, pair, other if pair is not None else None, video[start:end]
-
-
-def pretrain_clip(subs, video, cfg: ClipConfig, rng: random.Random):
-    """A random clip of a video, its subtitles in a random language, and (when another
-    language covers the same seconds) the parallel subtitles for the cross-lingual loss.
-
-    ``subs`` is the parsed ``subs.json`` or a ``SubtitleTracks`` (which decodes only the
-    drawn tracks); ``video`` the ``[T, F]`` array or a ``FeatureRows`` (which copies only
-    the clip's rows). Returns ``(lang, text, pair_text_or_None, rows)`` or None when no
-    chosen language has cues.
-    """
-    clip = _pretrain_clip(subs, video, cfg, rng)
-    return None if clip is None else (clip[0], clip[1], clip[2], clip[4])
-
-
-def _caption_clip(captions: dict, video, cfg: ClipConfig, rng: random.Random):
-    by_lang = {l: c for l, c in (captions.get("captions") or {}).items() if l in cfg.langs and c}
-    if not by_lang:
-        return None
-    lang = rng.choice(sorted(by_lang))
-    text = rng.choice(by_lang[lang])
-    pair = pair_lang = None
-    parallel = [p for p in captions.get("parallel") or [] if len([l for l in p if l in cfg.langs]) >= 2]
-    if parallel:
-        entry = rng.choice(parallel)
-        a, b = rng.sample(sorted(l for l in entry if l in cfg.langs), 2)
-        text, pair, lang, pair_lang = entry[a], entry[b], a, b
-    return lang, text, pair, pair_lang, _window_rows(video, cfg.max_video_len, rng)
-
-
-def caption_clip(captions: dict, video, cfg: ClipConfig, rng: random.Random):
-    """A caption in a random language of ``--langs`` and, when the set has them, a parallel
-    caption in another language. Returns ``(lang, text, pair_or_None, rows)`` or None."""
-    clip = _caption_clip(captions, video, cfg, rng)
-    return None if clip is None else (clip[0], clip[1], clip[2], clip[4])
+# ---------------------------------------------------------------------------- clip sampling
 
 
 def sample_clips(src, cfg: ClipConfig, state: StreamState, seed: int):
@@ -600,136 +297,7 @@ def sample_clips(src, cfg: ClipConfig, state: StreamState, seed: int):
                "rng": rng}
 
 
-# ---------------------------------------------------------------------------- tokens and batches
-
-
-class ClipTokenizer:
-    """Token ids for a list of texts, truncated to ``max_len``, in one call to the tokenizer.
-
-    A clip's subtitles run to hundreds of words, or thousands of characters without a
-    space in Chinese, while only ``max_len`` tokens are kept. So each text is cut first:
-    to ``max_len`` words (every word is at least one token), then at the first space past
-    the characters its language needs on average for ``max_len`` tokens (counted from
-    texts that were not truncated), with a margin. A text whose cut gives fewer than
-    ``max_len`` tokens is encoded again uncut, so the ids are always those of the whole
-    text. That holds for tokenizers whose tokens never span a space (WordPiece,
-    SentencePiece, byte-level BPE); the first call checks it against the tokenizer's own
-    call on the whole texts and stops cutting when they differ.
-
-    With a fast tokenizer the Rust tokenizer is called directly (a copy, so the caller's
-    tokenizer keeps its settings), without offsets and Python-side dicts.
-    """
-
-    MARGIN = 1.25
-
-    def __init__(self, tokenizer, max_len: int):
-        self.tokenizer, self.max_len = tokenizer, max_len
-        self.chars_seen: Counter = Counter()
-        self.tokens_seen: Counter = Counter()
-        self.checked = False
-        self.cutting = True
-        self.backend, self.specials = None, 0
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is None or getattr(tokenizer, "truncation_side", "right") != "right":
-            # a slow tokenizer, or one keeping the end of a text: its own call, on the word-capped
-            # texts (cutting keeps the start)
-            self.cutting = False
-        else:
-            from tokenizers import Tokenizer
-
-            self.backend = Tokenizer.from_str(backend.to_str())
-            self.backend.no_padding()
-            self.backend.enable_truncation(max_len)
-            self.specials = self.backend.num_special_tokens_to_add(False)
-            self._encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
-
-    def plain(self, texts: list[str]) -> list[list[int]]:
-        """The reference: the tokenizer's own call."""
-        return self.tokenizer(texts, truncation=True, max_length=self.max_len)["input_ids"] if texts else []
-
-    def _call(self, texts: list[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        if self.backend is None:
-            return self.plain(texts)
-        return [e.ids for e in self._encode(texts)]
-
-    def _cut(self, text: str, lang) -> str:
-        chars, tokens = self.chars_seen[lang], self.tokens_seen[lang]
-        # until a language is known, one character per token: Chinese fills max_len from the
-        # first cut, and a spaced language comes back short once, and counted
-        per_token = chars / tokens if tokens >= 2 * self.max_len else 1.0
-        budget = int(self.max_len * self.MARGIN * per_token) + 16
-        end = text.find(" ", budget) if len(text) > budget else -1
-        return text[:end] if end > 0 else text
-
-    def _count(self, ids: list[list[int]], texts: list[str], langs: list) -> None:
-        for x, t, lang in zip(ids, texts, langs):
-            if len(x) < self.max_len:  # a truncated text only bounds its characters per token
-                self.chars_seen[lang] += len(t)
-                self.tokens_seen[lang] += max(0, len(x) - self.specials)
-
-    def __call__(self, texts: list[str], langs: list) -> list[list[int]]:
-        full = []
-        for t in texts:
-            words = t.split()
-            full.append(" ".join(words[:self.max_len]) if len(words) > self.max_len else t)
-        if not self.cutting:
-            return self._call(full)
-        cut = [self._cut(t, lang) for t, lang in zip(full, langs)]
-        ids = self._call(cut)
-        self._count(ids, cut, langs)
-        short = [i for i, x in enumerate(ids) if len(x) < self.max_len and len(cut[i]) < len(full[i])]
-        again = self._call([full[i] for i in short])
-        self._count(again, [full[i] for i in short], [langs[i] for i in short])
-        for i, x in zip(short, again):
-            ids[i] = x
-        if not self.checked:
-            self.checked = True
-            if ids != self.plain(full):
-                log.warning("this tokenizer's ids of cut texts differ from those of whole texts: "
-                            "encoding whole texts with the tokenizer's own call from now on")
-                self.cutting, self.backend = False, None
-                return self.plain(full)
-        return ids
-
-
-def tokenize(src, tokenizer, cfg: ClipConfig, chunk: int = 1):
-    """Token ids (truncated to max_text_len) and the intra-modal noise masks, per sample.
-
-    ``chunk`` samples (the batch size in the stream) are tokenised in one call; they are
-    yielded one by one, so the stage order and the data positions stay those of a per-sample stage.
-    """
-    special = set(tokenizer.all_special_ids)
-    mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
-    encode = ClipTokenizer(tokenizer, cfg.max_text_len)
-
-    def flush(buf):
-        texts, langs = [], []
-        for s in buf:
-            texts.append(s["text"])
-            langs.append(s["lang"])
-            if s["pair"]:
-                texts.append(s["pair"])
-                langs.append(s.get("pair_lang"))
-        encoded = iter(encode(texts, langs))
-        for s in buf:
-            ids = next(encoded)
-            s["pair_ids"] = next(encoded) if s["pair"] else None
-            rng = s.pop("rng")
-            noisy = [mask_id if (t not in special and rng.random() < cfg.mask_prob) else t for t in ids]
-            frame_noise = np.array([rng.random() < cfg.mask_prob for _ in range(len(s["video"]))], dtype=bool)
-            s["ids"], s["noisy_ids"], s["frame_noise"] = ids, noisy, frame_noise
-        return buf
-
-    buf = []
-    for s in src:
-        buf.append(s)
-        if len(buf) >= chunk:
-            yield from flush(buf)
-            buf = []
-    if buf:
-        yield from flush(buf)
+# ---------------------------------------------------------------------------- batches
 
 
 def _pad(seqs: list[list[int]], pad_id: int):

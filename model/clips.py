@@ -1,0 +1,331 @@
+"""What a sample is decoded into for training: feature rows, subtitle tracks, clips.
+
+A clip uses little of a sample, so only that little is decoded: the ``.npy`` headers,
+then the clip's rows straight from the tar bytes (``NpyRows``, ``FeatureRows``); the one
+or two subtitle tracks drawn, not all nine (``SubtitleTracks``). ``pretrain_clip`` and
+``caption_clip`` cut one clip from a video and its text; ``model.data.sample_clips`` is
+the pipeline stage that calls them.
+
+Nothing is unpickled: ``.json`` is read as JSON and ``.npy`` with ``allow_pickle=False``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import random
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+LANGS = ("en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi")
+FEATURE_MEMBERS = ("r21d", "s3d", "regions")
+MIN_CLIP_SECONDS = 4
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def load_json(data: bytes):
+    return json.loads(data.decode("utf-8"))
+
+
+_NPY_HEADER = re.compile(r"\{'descr': '([<>|=][a-z]\d+)', 'fortran_order': (True|False), "
+                         r"'shape': \((\d+), (\d+)\), \}\s*$")
+
+
+class NpyRows:
+    """A 2-d ``.npy`` member read from its header alone: rows are taken straight from the
+    bytes (``np.frombuffer``), so a clip costs its own rows, not the whole video's.
+
+    Headers that are not the plain C-order numeric layout ``np.save`` writes go through
+    ``np.load(allow_pickle=False)``, as does any object dtype (which it refuses).
+    """
+
+    def __init__(self, data: bytes):
+        self.data, self.array = data, None
+        m = None
+        if data[:6] == b"\x93NUMPY" and len(data) >= 10:
+            major = data[6]
+            size, start = ((int.from_bytes(data[8:10], "little"), 10) if major == 1 else
+                           (int.from_bytes(data[8:12], "little"), 12))
+            m = _NPY_HEADER.match(data[start:start + size].decode("latin1"))
+            self.offset = start + size
+        if m is None or m.group(2) == "True":
+            self.array = load_npy(data)
+            self.shape, self.dtype = self.array.shape, self.array.dtype
+            return
+        self.dtype = np.dtype(m.group(1))
+        self.shape = (int(m.group(3)), int(m.group(4)))
+        if len(data) - self.offset < self.shape[0] * self.shape[1] * self.dtype.itemsize:
+            raise ValueError(f"npy data holds {len(data) - self.offset} bytes, fewer than shape {self.shape} needs")
+
+    def rows(self, start: int, end: int) -> np.ndarray:
+        """Rows ``[start, end)`` as a read-only view on the member's bytes."""
+        if self.array is not None:
+            return self.array[start:end]
+        width = self.shape[1]
+        return np.frombuffer(self.data, self.dtype, count=(end - start) * width,
+                             offset=self.offset + start * width * self.dtype.itemsize).reshape(end - start, width)
+
+
+class FeatureRows:
+    """The chosen feature members of a sample, concatenated along the feature axis on demand.
+
+    Behaves like the ``[T, F]`` array for what clip sampling needs (``shape``, ``len``,
+    slicing rows): only the sliced rows are copied out of the tar bytes, in the stored
+    precision (the model widens them). Backbones may differ by a row at the end (rounding
+    of the duration): the shorter wins. Raises KeyError naming a missing member and
+    ValueError for a malformed array.
+    """
+
+    def __init__(self, sample: dict, members: tuple[str, ...]):
+        self.members = []
+        for name in members:
+            member = f"{name}.npy"
+            if member not in sample:
+                raise KeyError(name)
+            a = NpyRows(sample[member])
+            if len(a.shape) != 2 or a.shape[0] == 0 or a.dtype.kind != "f":
+                raise ValueError(f"{member} has shape {a.shape} and dtype {a.dtype}; expected float [T, D]")
+            self.members.append(a)
+        self.shape = (min(a.shape[0] for a in self.members), sum(a.shape[1] for a in self.members))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, end, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise IndexError("feature rows are sliced contiguously")
+        end = max(start, end)
+        parts = [a.rows(start, end) for a in self.members]
+        # one copy of the clip's rows: writable, contiguous, never a view on the tar bytes
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0].copy()
+
+
+def video_features(sample: dict, members: tuple[str, ...]) -> np.ndarray:
+    """The chosen feature members concatenated along the feature axis, ``[T, F]``, in the
+    stored precision. Raises KeyError naming a missing member and ValueError for a malformed array."""
+    return FeatureRows(sample, members)[:]
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_SCAN = json.JSONDecoder().scan_once
+
+
+def _skip_flat_object(s: str, i: int) -> int:
+    """The index just past the object at ``s[i]`` if it holds no object (a subtitle track:
+    strings, numbers and arrays of cues), found with str.find and counts alone; -1 when
+    that cannot be decided so cheaply (a nested object, a brace or an escaped backslash
+    in a string), and the caller falls back to a full scan."""
+    j = i
+    while True:
+        j = s.find("}", j + 1)
+        if j < 0 or s.find("{", i + 1, j) >= 0:
+            return -1
+        quotes = s.count('"', i, j)
+        if quotes and s.find("\\", i, j) >= 0:  # the writer's UTF-8 JSON rarely escapes anything
+            escaped = s.count('\\"', i, j)
+            if escaped and s.count("\\\\", i, j):
+                return -1  # is \\" an escaped quote or an escaped backslash? let the scanner say
+            quotes -= escaped
+        if quotes % 2 == 0:  # an even number of string delimiters before it: "}" is outside strings
+            return j + 1
+
+
+def _skip_value(s: str, i: int) -> int:
+    """The index just past the JSON value starting at ``s[i]``."""
+    if s[i] == "{":
+        end = _skip_flat_object(s, i)
+        if end > 0:
+            return end
+    try:  # anything else is decoded and dropped: json's C scanner beats a regular expression here
+        return _SCAN(s, i)[1]
+    except StopIteration:
+        raise ValueError(f"malformed JSON at character {i}") from None
+
+
+def _object_spans(s: str, i: int, walk: str | None = None) -> tuple[dict, int]:
+    """``({key: (value_start, value_end, members)}, end)`` for the JSON object at ``s[i]``, values
+    undecoded. ``members`` is None, or for the key ``walk`` (when its value is an object) that
+    object's own spans, found in the same pass."""
+    if s[i:i + 1] != "{":
+        raise ValueError(f"expected a JSON object at character {i}")
+    spans = {}
+    i = _WS.match(s, i + 1).end()
+    if s[i:i + 1] == "}":
+        return spans, i + 1
+    while True:
+        if s[i:i + 1] != '"':
+            raise ValueError(f"expected a key at character {i}")
+        key, i = json.decoder.scanstring(s, i + 1)
+        i = _WS.match(s, i).end()
+        if s[i:i + 1] != ":":
+            raise ValueError(f"expected ':' at character {i}")
+        start = _WS.match(s, i + 1).end()
+        if key == walk and s[start:start + 1] == "{":
+            members, end = _object_spans(s, start)
+        else:
+            members, end = None, _skip_value(s, start)
+        spans[key] = (start, end, members)
+        i = _WS.match(s, end).end()
+        if s[i:i + 1] == "}":
+            return spans, i + 1
+        if s[i:i + 1] != ",":
+            raise ValueError(f"expected ',' or '}}' at character {i}")
+        i = _WS.match(s, i + 1).end()
+
+
+class SubtitleTracks:
+    """The tracks of a ``subs.json``, each decoded only when a clip asks for its cues.
+
+    A clip needs one or two of up to nine languages, so the others are located (a track
+    holds no nested object, so its end is found with ``str.find`` and quote counts) but
+    never turned into Python objects. The rest (``segments``, the video id) is scanned
+    with json's own scanner. A track that is decoded is checked as strictly as
+    ``json.loads`` would; a malformed track that is never drawn is never noticed (the
+    whole-file parse counted such a sample as corrupt). Built from bytes, or from an
+    already parsed dict (``from_dict``).
+    """
+
+    def __init__(self, data: bytes | None = None):
+        self._text, self._spans, self._cues = "", {}, {}
+        if data is None:
+            return
+        s = self._text = data.decode("utf-8")
+        top, end = _object_spans(s, _WS.match(s).end(), walk="tracks")
+        if _WS.match(s, end).end() != len(s):
+            raise ValueError(f"extra data after the subs.json object at character {end}")
+        if "tracks" not in top:
+            return
+        a, b, members = top["tracks"]
+        if members is None:
+            if json.loads(s[a:b]):  # null or an empty list mean no tracks, as a missing key does
+                raise ValueError("subs.json 'tracks' is not an object")
+            return
+        self._spans = {lang: (x, y) for lang, (x, y, _) in members.items()}
+
+    @classmethod
+    def from_dict(cls, subs: dict) -> "SubtitleTracks":
+        self = cls()
+        tracks = subs.get("tracks") or {}
+        self._spans = dict.fromkeys(tracks)
+        self._cues = {lang: (t.get("cues") or []) for lang, t in tracks.items()}
+        return self
+
+    def langs(self) -> list[str]:
+        return sorted(self._spans)
+
+    def cues(self, lang: str) -> list:
+        """``[[start_s, end_s, text], ...]`` of one language (empty when it has none)."""
+        if lang not in self._cues:
+            a, b = self._spans[lang]
+            track = json.loads(self._text[a:b])
+            if not isinstance(track, dict):
+                raise ValueError(f"subs.json track {lang!r} is not an object")
+            self._cues[lang] = track.get("cues") or []
+        return self._cues[lang]
+
+
+# ---------------------------------------------------------------------------- clips
+
+
+@dataclass
+class ClipConfig:
+    task: str = "pretrain"  # pretrain: subtitles; finetune/eval: captions.json
+    langs: tuple[str, ...] = LANGS
+    members: tuple[str, ...] = ("r21d", "s3d")
+    max_text_len: int = 192
+    max_video_len: int = 128
+    split: str = "train"  # which captions.json split a finetune or eval stream keeps
+    mask_prob: float = 0.05  # intra-modal noise: share of text tokens / video rows masked
+
+
+def _window_rows(video, max_len: int, rng: random.Random):
+    if video.shape[0] <= max_len:
+        return video[:]
+    start = rng.randrange(video.shape[0] - max_len + 1)
+    return video[start:start + max_len]
+
+
+def _pick_track(langs: list[str], tracks: SubtitleTracks, rng: random.Random):
+    """A random language among ``langs`` whose track has cues, and its cues. Languages found
+    empty are dropped from ``langs`` and the draw repeated: uniform over the tracks with cues,
+    and only the drawn tracks are decoded."""
+    while langs:
+        lang = rng.choice(langs)
+        cues = tracks.cues(lang)
+        if cues:
+            return lang, cues
+        langs.remove(lang)
+    return None, None
+
+
+def _pretrain_clip(subs, video, cfg: ClipConfig, rng: random.Random):
+    tracks = subs if isinstance(subs, SubtitleTracks) else SubtitleTracks.from_dict(subs)
+    langs = [l for l in tracks.langs() if l in cfg.langs]
+    lang, cues = _pick_track(langs, tracks, rng)
+    if lang is None:
+        return None
+    n = video.shape[0]
+    longest = max(1, min(n, cfg.max_video_len))
+    length = rng.randint(min(MIN_CLIP_SECONDS, longest), longest)
+    start = rng.randint(0, n - length)
+    end = start + length
+    inside = [c for c in cues if c[1] > start and c[0] < end]
+    if not inside:
+        # No subtitle in the window: move the window onto the subtitle closest in time.
+        centre = (start + end) / 2
+        nearest = min(cues, key=lambda c: abs((c[0] + c[1]) / 2 - centre))
+        start = int(max(0, min(n - length, (nearest[0] + nearest[1]) / 2 - length / 2)))
+        end = start + length
+        inside = [c for c in cues if c[1] > start and c[0] < end] or [nearest]
+    text = " ".join(c[2] for c in inside)
+    pair = None
+    other, other_cues = _pick_track([l for l in langs if l != lang], tracks, rng)
+    if other is not None:
+        parallel = [c for c in other_cues if c[1] > start and c[0] < end]
+        if parallel:
+            pair = " ".join(c[2] for c in parallel)
+    return lang, text, pair, other if pair is not None else None, video[start:end]
+
+
+def pretrain_clip(subs, video, cfg: ClipConfig, rng: random.Random):
+    """A random clip of a video, its subtitles in a random language, and (when another
+    language covers the same seconds) the parallel subtitles for the cross-lingual loss.
+
+    ``subs`` is the parsed ``subs.json`` or a ``SubtitleTracks`` (which decodes only the
+    drawn tracks); ``video`` the ``[T, F]`` array or a ``FeatureRows`` (which copies only
+    the clip's rows). Returns ``(lang, text, pair_text_or_None, rows)`` or None when no
+    chosen language has cues.
+    """
+    clip = _pretrain_clip(subs, video, cfg, rng)
+    return None if clip is None else (clip[0], clip[1], clip[2], clip[4])
+
+
+def _caption_clip(captions: dict, video, cfg: ClipConfig, rng: random.Random):
+    by_lang = {l: c for l, c in (captions.get("captions") or {}).items() if l in cfg.langs and c}
+    if not by_lang:
+        return None
+    lang = rng.choice(sorted(by_lang))
+    text = rng.choice(by_lang[lang])
+    pair = pair_lang = None
+    parallel = [p for p in captions.get("parallel") or [] if len([l for l in p if l in cfg.langs]) >= 2]
+    if parallel:
+        entry = rng.choice(parallel)
+        a, b = rng.sample(sorted(l for l in entry if l in cfg.langs), 2)
+        text, pair, lang, pair_lang = entry[a], entry[b], a, b
+    return lang, text, pair, pair_lang, _window_rows(video, cfg.max_video_len, rng)
+
+
+def caption_clip(captions: dict, video, cfg: ClipConfig, rng: random.Random):
+    """A caption in a random language of ``--langs`` and, when the set has them, a parallel
+    caption in another language. Returns ``(lang, text, pair_or_None, rows)`` or None."""
+    clip = _caption_clip(captions, video, cfg, rng)
+    return None if clip is None else (clip[0], clip[1], clip[2], clip[4])
+
