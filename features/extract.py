@@ -50,7 +50,7 @@ from pipeline.import_features import npy_bytes
 from pipeline.stage import (Stage, Unit, UserError, add_executor_args, check_config, executor_options,
                             print_summary, run_stage, video_done)
 from shards.layout import MMP, UnitFiles, completed_units, is_valid_video_id
-from shards.reader import ShardError, iter_samples, load_json, read_rows
+from shards.reader import load_json, read_unit
 from shards.storage import as_path
 from shards.writer import UnitWriter
 
@@ -237,12 +237,9 @@ class ExtractStage(Stage):
 
     def process(self, unit: Unit, writer: UnitWriter) -> None:
         files = UnitFiles(self.aligned, "aligned", unit.index)
-        arows = read_rows(files.parquet)
-        try:
-            samples = {s.pop("__key__"): s for s in iter_samples(files.tar)}
-        except ShardError as exc:
-            samples = {}
-            log.error("%s", exc)
+        arows, samples, tar_error = read_unit(files)
+        if tar_error is not None:
+            log.error("%s", tar_error)
             writer.count("aligned_tar_unreadable")
         # A crawl unit holds the videos of the aligned unit with the same index.
         members = _crawl_members(UnitFiles(self.videos, "crawl", unit.index).tar) if self.crawl_source else None

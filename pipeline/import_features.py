@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from shards.layout import MMP, UnitFiles, completed_units
 from shards.storage import as_path
-from shards.reader import ShardError, iter_samples, read_rows
+from shards.reader import read_unit
 from shards.writer import UnitWriter, sha256_file
 
 from .stage import Stage, Unit, UserError, video_done
@@ -93,12 +93,9 @@ class S3DFeatureImport(Stage):
 
     def process(self, unit: Unit, writer: UnitWriter) -> None:
         files = UnitFiles(self.aligned, "aligned", unit.index)
-        rows = read_rows(files.parquet)
-        try:
-            samples = {s.pop("__key__"): s for s in iter_samples(files.tar)}
-        except ShardError as exc:
-            samples = {}
-            log.error("%s", exc)
+        rows, samples, tar_error = read_unit(files)
+        if tar_error is not None:
+            log.error("%s", tar_error)
         spec = s3d_spec()
         for arow in rows:
             vid = arow["video_id"]

@@ -81,6 +81,20 @@ def load_npy(data: bytes):
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
+def read_unit(files: UnitFiles) -> tuple[list[dict], dict, str | None]:
+    """A completed unit as (parquet rows, ``{key: sample}``, the tar's error or None).
+
+    The rows are the unit's ledger; an unreadable tar leaves the samples empty and says
+    why, so a later stage records each video's failure instead of losing the unit.
+    """
+    rows = read_rows(files.parquet)
+    try:
+        samples = {s.pop("__key__"): s for s in iter_samples(files.tar)}
+    except ShardError as exc:
+        return rows, {}, str(exc)
+    return rows, samples, None
+
+
 def iter_stage_samples(directory, prefix: str) -> Iterator[tuple[UnitFiles, dict]]:
     """Every sample of every completed unit of a stage."""
     for unit in completed_units(directory, prefix):
