@@ -34,55 +34,57 @@ def main(argv=None) -> int:
         shutil.rmtree(out)
     sample = out / "sample"
     started = time.time()
-    with SampleServer(sample / "files") as server:
-        (sample / "files").mkdir(parents=True, exist_ok=True)
-        built = build_sample(sample, server.base_url)
-        print(f"[demo] sample: {built['videos']} videos with subtitles ({built['video_files']} video files) "
-              f"served at {server.base_url}")
-        from . import crawl
+    from . import crawl
 
-        rc = crawl.main(["--videos", built["list"], "--out", str(out), "--info-json", built["info_json"],
-                         "--download-video", "--workers", str(args.workers), "--unit-size", "4",
-                         "--budget-dir", str(out / ".budget"), "--retries", "1", "--backoff-base", "0.2"])
-        if rc != 0:
-            print(f"[demo] mmp-crawl failed with exit code {rc}", file=sys.stderr)
-            return rc
+    try:
+        with SampleServer(sample / "files") as server:
+            (sample / "files").mkdir(parents=True, exist_ok=True)
+            built = build_sample(sample, server.base_url)
+            print(f"[demo] sample: {built['videos']} videos with subtitles ({built['video_files']} video files) "
+                  f"served at {server.base_url}")
+            _step("mmp-crawl", crawl.main,
+                  ["--videos", built["list"], "--out", str(out), "--info-json", built["info_json"],
+                   "--download-video", "--workers", str(args.workers), "--unit-size", "4",
+                   "--budget-dir", str(out / ".budget"), "--retries", "1", "--backoff-base", "0.2"], out / "crawl")
+        return _after_crawl(out, args, sample, started)  # offline from here on
+    except _StepFailed as exc:
+        print(f"[demo] {exc}", file=sys.stderr)
+        return exc.code
+
+
+class _StepFailed(Exception):
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def _step(name: str, main, argv: list, verify_dir: Path | None = None) -> None:
+    """Run one stage's CLI; a non-zero exit or shards mmp-verify rejects end the demo."""
     from shards.verify import main as verify
 
-    if verify([str(out / "crawl")]) != 0:
-        return 1
-    stages = ["crawl"]
-    align_main = _optional("pipeline.align_stage")
-    if align_main is not None:
-        rc = align_main(["--crawl", str(out / "crawl"), "--out", str(out / "aligned"), "--workers", str(args.workers)])
-        if rc != 0:
-            print(f"[demo] mmp-align failed with exit code {rc}", file=sys.stderr)
-            return rc
-        if verify([str(out / "aligned")]) != 0:
-            return 1
-        stages.append("aligned")
-    # The published files are a first-class source too: a tiny release in the Multi-HT100M layout.
+    rc = main(argv)
+    if rc != 0:
+        raise _StepFailed(f"{name} failed with exit code {rc}", rc)
+    if verify_dir is not None and verify([str(verify_dir)]) != 0:
+        raise _StepFailed(f"{name} wrote shards that mmp-verify rejects: {verify_dir}", 1)
+
+
+def _after_crawl(out: Path, args, sample: Path, started: float) -> int:
+    from .align_stage import main as align_main
     from .importer import main as import_main
     from .sample import write_release_sample
-
-    release = write_release_sample(sample / "release")
-    rc = import_main(["multi-ht100m", "--captions", str(release), "--out", str(out / "imported"),
-                      "--partitions", "2", "--workers", "1"])
-    if rc != 0 or verify([str(out / "imported" / "aligned")]) != 0:
-        print(f"[demo] mmp-import failed with exit code {rc}", file=sys.stderr)
-        return rc or 1
-    stages.append("imported/aligned")
-
-    if not args.skip_model:
-        rc = _features_and_model(out, args, stages)
-        if rc != 0:
-            return rc
-
     from .stats import main as stats_main
 
-    if stats_main(["--data", str(out), "--out", str(out / "reports"), "--no-progress"]) != 0:
-        print("[demo] mmp-stats failed", file=sys.stderr)
-        return 1
+    _step("mmp-align", align_main, ["--crawl", str(out / "crawl"), "--out", str(out / "aligned"),
+                                    "--workers", str(args.workers)], out / "aligned")
+    # The published files are a first-class source too: a tiny release in the Multi-HT100M layout.
+    release = write_release_sample(sample / "release")
+    _step("mmp-import", import_main, ["multi-ht100m", "--captions", str(release), "--out", str(out / "imported"),
+                                      "--partitions", "2", "--workers", "1"], out / "imported" / "aligned")
+    stages = ["crawl", "aligned", "imported/aligned"]
+    if not args.skip_model:
+        _features_and_model(out, args, stages)
+    _step("mmp-stats", stats_main, ["--data", str(out), "--out", str(out / "reports"), "--no-progress"])
     print(f"[demo] done in {time.time() - started:.1f}s. Outputs:")
     for stage in stages:
         prefix = "mmp" if stage == "msrvtt" else stage.split("/")[-1]
@@ -94,7 +96,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _features_and_model(out: Path, args, stages: list) -> int:
+def _features_and_model(out: Path, args, stages: list) -> None:
     """Extract features (random weights), pre-train a few steps, fine-tune, evaluate."""
     from features.extract import main as extract_main
 
@@ -103,16 +105,10 @@ def _features_and_model(out: Path, args, stages: list) -> int:
     print("[demo] the features, and every number the model below reports, are meaningless.")
     print("[demo] Real runs: --weights r21d=r2plus1d_34_clip8_ig65m_*.pth s3d=s3d_howto100m.pth")
     print("[demo] " + "!" * 78)
-    rc = extract_main(["--aligned", str(out / "aligned"), "--videos", str(out / "crawl"), "--out", str(out / "mmp"),
-                       "--gpus", "0", "--random-weights", "--backbones", args.backbones,
-                       "--workers", str(args.workers), "--decode-workers", "1"])
-    if rc != 0:
-        print(f"[demo] mmp-extract-features failed with exit code {rc}", file=sys.stderr)
-        return rc
-    from shards.verify import main as verify
-
-    if verify([str(out / "mmp")]) != 0:
-        return 1
+    _step("mmp-extract-features", extract_main,
+          ["--aligned", str(out / "aligned"), "--videos", str(out / "crawl"), "--out", str(out / "mmp"),
+           "--gpus", "0", "--random-weights", "--backbones", args.backbones,
+           "--workers", str(args.workers), "--decode-workers", "1"], out / "mmp")
     stages.append("mmp")
 
     # A downstream set in MSR-VTT's own file format, made from the same videos, so the
@@ -120,13 +116,11 @@ def _features_and_model(out: Path, args, stages: list) -> int:
     msrvtt = _msrvtt_from_demo(out / "mmp", out / "sample" / "msrvtt", args.backbones.split(","))
     from model.prepare import main as prepare_main
 
-    rc = prepare_main(["msrvtt", str(msrvtt / "MSRVTT_data.json"), "--split", "all",
-                       "--translations", str(msrvtt / "translations.json"), "--out", str(out / "msrvtt"),
-                       "--features", *[f"{b}={msrvtt / b}" for b in args.backbones.split(",")],
-                       "--workers", "1", "--no-progress"])
-    if rc != 0:
-        print(f"[demo] mmp-prepare failed with exit code {rc}", file=sys.stderr)
-        return rc
+    _step("mmp-prepare", prepare_main,
+          ["msrvtt", str(msrvtt / "MSRVTT_data.json"), "--split", "all",
+           "--translations", str(msrvtt / "translations.json"), "--out", str(out / "msrvtt"),
+           "--features", *[f"{b}={msrvtt / b}" for b in args.backbones.split(",")],
+           "--workers", "1", "--no-progress"], out / "msrvtt")
     stages.append("msrvtt")
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -142,25 +136,19 @@ def _features_and_model(out: Path, args, stages: list) -> int:
               "--device", "cpu", "--threads", "1", "--workers", "0", "--no-progress", "--resume"]
     from model.train import main as train_main
 
-    rc = train_main(["--task", "pretrain", "--shards", str(out / "mmp"), "--out", str(out / "runs" / "pretrain"),
-                     "--steps", str(args.steps), "--batch-size", "4", "--ckpt-every", str(args.steps), *common])
-    if rc != 0:
-        print(f"[demo] mmp-train (pre-training) failed with exit code {rc}", file=sys.stderr)
-        return rc
-    rc = train_main(["--task", "finetune", "--init", str(out / "runs" / "pretrain"), "--langs", "en",
-                     "--split", "train", "--shards", str(out / "msrvtt"), "--out", str(out / "runs" / "finetune"),
-                     "--steps", str(max(1, args.steps // 2)), "--batch-size", "4",
-                     "--ckpt-every", str(max(1, args.steps // 2)), *common])
-    if rc != 0:
-        print(f"[demo] mmp-train (fine-tuning) failed with exit code {rc}", file=sys.stderr)
-        return rc
+    _step("mmp-train (pre-training)", train_main,
+          ["--task", "pretrain", "--shards", str(out / "mmp"), "--out", str(out / "runs" / "pretrain"),
+           "--steps", str(args.steps), "--batch-size", "4", "--ckpt-every", str(args.steps), *common])
+    finetune_steps = str(max(1, args.steps // 2))
+    _step("mmp-train (fine-tuning)", train_main,
+          ["--task", "finetune", "--init", str(out / "runs" / "pretrain"), "--langs", "en", "--split", "train",
+           "--shards", str(out / "msrvtt"), "--out", str(out / "runs" / "finetune"),
+           "--steps", finetune_steps, "--batch-size", "4", "--ckpt-every", finetune_steps, *common])
     from model.evaluate import main as eval_main
 
-    rc = eval_main(["--shards", str(out / "msrvtt"), "--ckpt", str(out / "runs" / "finetune"), "--split", "test",
-                    "--out", str(out / "runs" / "eval.json"), "--device", "cpu", "--threads", "1"])
-    if rc != 0:
-        print(f"[demo] mmp-eval failed with exit code {rc}", file=sys.stderr)
-    return rc
+    _step("mmp-eval", eval_main, ["--shards", str(out / "msrvtt"), "--ckpt", str(out / "runs" / "finetune"),
+                                  "--split", "test", "--out", str(out / "runs" / "eval.json"),
+                                  "--device", "cpu", "--threads", "1"])
 
 
 def _sample_texts() -> dict:
@@ -207,17 +195,6 @@ def _msrvtt_from_demo(mmp: Path, dest: Path, backbones: list) -> Path:
     (dest / "MSRVTT_data.json").write_text(json.dumps({"videos": videos, "sentences": sentences}))
     (dest / "translations.json").write_text(json.dumps(translations, ensure_ascii=False))
     return dest
-
-
-def _optional(module: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module).main
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return None
-        raise
 
 
 if __name__ == "__main__":

@@ -25,3 +25,14 @@ def test_demo_end_to_end(tmp_path, capsys):
 
     assert demo.main(["--out", str(out), "--workers", "1", "--backbones", "r21d", "--steps", "4"]) == 0  # resumes
     assert "already complete" in capsys.readouterr().out
+
+
+def test_demo_stops_at_a_failing_stage_and_says_which(tmp_path, capsys, monkeypatch):
+    from pipeline import align_stage
+
+    monkeypatch.setattr(align_stage, "main", lambda argv: 3)
+    assert demo.main(["--out", str(tmp_path / "demo"), "--fresh", "--workers", "1", "--skip-model"]) == 3
+    captured = capsys.readouterr()
+    assert "[demo] mmp-align failed with exit code 3" in captured.err
+    assert "[demo] done" not in captured.out
+    assert not (tmp_path / "demo" / "reports").exists()
