@@ -8,7 +8,7 @@ Generates ``crawl/``, ``aligned/`` and ``mmp/`` in the stages' real parquet sche
 (``pipeline.crawl.schema_for``, ``pipeline.align_stage.schema_for``,
 ``pipeline.import_features.SCHEMA``), each unit with its ``stats.json`` (three crawl
 runs, the later ones resumes, so the runs table has something to show) and an empty
-placeholder tar (mmp-stats never opens tars). Distributions are modelled on the
+tar (mmp-stats never opens tars). Distributions are modelled on the
 paper: most videos with 7 to 9 languages, English ASR, the other languages mostly
 YouTube translations. Then runs ``mmp-stats`` in a fresh process and prints its wall
 time and peak RSS (from rusage) against the targets: under 2 minutes, under 4 GiB.
@@ -80,10 +80,14 @@ def stats_doc(prefix: str, index: int, rows: int, samples: int, statuses, starte
             "started": started, "finished": started + seconds, "seconds": seconds, "host": "bench", "pid": 1}
 
 
+EMPTY_TAR = bytes(10240)  # what tarfile writes for an archive with no members
+
+
 def write_unit(directory: Path, prefix: str, index: int, table: pa.Table, doc_args: dict) -> None:
     stem = f"{prefix}-{index:06d}"
     pq.write_table(table, directory / f"{stem}.parquet")
-    (directory / f"{stem}.tar").write_bytes(b"")  # placeholder: mmp-stats never opens tars
+    # An empty (end-of-archive only) tar: mmp-stats never opens tars, only checks they exist.
+    (directory / f"{stem}.tar").write_bytes(EMPTY_TAR)
     doc = stats_doc(prefix, index, table.num_rows, parquet=directory / f"{stem}.parquet", **doc_args)
     (directory / f"{stem}.stats.json").write_text(json.dumps(doc))
 
