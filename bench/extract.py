@@ -152,7 +152,7 @@ def normalise_seconds(chunks: list, specs, batch: int, state: dict) -> float:
     `state` keeps the Normaliser and stack buffer per backbone across files, as one
     extraction run keeps them across videos.
     """
-    from features.decode import Normaliser, stack_windows
+    from features.frames import Normaliser, stack_windows
 
     total = 0.0
     for spec in specs:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from features.decode import DEFAULT_CHUNK_SECONDS, DecodedVideo, DecodeError, Normaliser, stack_windows
+from features.decode import DEFAULT_CHUNK_SECONDS, DecodedVideo, DecodeError
+from features.frames import Normaliser, stack_windows
 
 log = logging.getLogger("mmp.extract")
 

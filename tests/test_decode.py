@@ -14,8 +14,9 @@ av = pytest.importorskip("av")
 torch = pytest.importorskip("torch")
 pytest.importorskip("decord")
 
-from features.decode import (DecodeError, DecodedVideo, Normaliser, decode_all, decode_size,  # noqa: E402
-                             frame_plan, normalise, prepare_frames, stack_windows)
+from features.decode import DecodeError, DecodedVideo, decode_all  # noqa: E402
+from features.frames import (Normaliser, decode_size, frame_plan, normalise, prepare_frames,  # noqa: E402
+                             stack_windows)
 from features.spec import R21D, S3D, num_windows, window_frame_times  # noqa: E402
 
 from .conftest import real_fixtures  # noqa: E402

@@ -118,7 +118,7 @@ def test_both_backbones_every_bad_input(tmp_path, capsys):
     # Rows of one video do not depend on the batch they shared with other videos.
     info, windows = decode_all(str(src / "vidCFR00001.mkv"), [R21D])
     from features.weights import random_backbone
-    from features.decode import normalise
+    from features.frames import normalise
 
     alone = random_backbone("r21d").features(normalise(windows["r21d"], R21D)).numpy()
     assert np.allclose(load_npy(samples["vidCFR00001"]["r21d.npy"]).astype(np.float32), alone, atol=2e-2)
