@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="mmp-demo", description="Run the pipeline end to end on the shipped sample, offline.")
     p.add_argument("--out", type=Path, default=Path("data/demo"), help="where the demo dataset goes (default data/demo)")
     p.add_argument("--fresh", action="store_true", help="delete OUT first (otherwise the run resumes)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="worker processes per stage (default 2)")
     p.add_argument("--backbones", default="r21d,s3d",
                    help="feature backbones to extract (default both; r21d alone is about 3x faster on a CPU)")
     p.add_argument("--steps", type=int, default=20, help="pre-training steps (fine-tuning runs half as many)")
