@@ -11,9 +11,15 @@ COPY pipeline ./pipeline
 COPY features ./features
 COPY shards ./shards
 COPY model ./model
-# torch comes from the base image; everything else from setup.cfg's extras.
-RUN pip install --no-cache-dir -e '.[all]'
+# torch comes from the base image; everything else from setup.cfg's extras, including the deno
+# binary yt-dlp runs for YouTube's JS challenges (the PyPI package `deno`) and the bgutil
+# PO-token plugin (its provider server runs elsewhere: point the crawl at it with
+# --extractor-args youtubepot-bgutilhttp:base_url=http://HOST:4416).
+RUN pip install --no-cache-dir -e '.[all]' \
+ && deno --version \
+ && python -c "from pipeline.ytdlp_env import find_js_runtime as f; r = f(); assert r and r.accepted, r"
 
-ENV PYTHONUNBUFFERED=1
+# deno checks for its own updates over the network unless told not to.
+ENV PYTHONUNBUFFERED=1 DENO_NO_UPDATE_CHECK=1
 WORKDIR /data
 CMD ["mmp-crawl", "--help"]

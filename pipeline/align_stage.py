@@ -277,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the crawl's output directory (crawl-*.tar/parquet), a path or an fsspec URL (s3://b/crawl)")
     p.add_argument("--out", required=True,
                    help="where aligned-*.{tar,parquet,stats.json} go, a path or an fsspec URL (s3://b/aligned)")
-    p.add_argument("--langs", nargs="+", default=[",".join(DEFAULT_LANGS)],
-                   help="languages to keep, comma- or space-separated (default: the 9 of Multi-HowTo100M)")
+    p.add_argument("--langs", nargs="+", default=None,
+                   help="languages to keep, comma- or space-separated (default: the languages the crawl was run "
+                   "with, from its config.json; else the 9 of Multi-HowTo100M)")
     p.add_argument("--keep-annotations", action="store_true", help="keep [Music]-style annotations and >> markers")
     p.add_argument("--max-track-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20,
                    help="tracks larger than this are recorded as too_large, not parsed (default 32)")
@@ -286,11 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def crawl_langs(crawl) -> list[str] | None:
+    """The languages the crawl in ``crawl`` was run with (its config.json), if it says."""
+    try:
+        langs = json.loads((as_path(crawl) / "config.json").read_text())["config"]["langs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    ok = isinstance(langs, list) and langs and all(isinstance(l, str) for l in langs)
+    return list(langs) if ok else None
+
+
 def config_from_args(args) -> AlignConfig:
-    langs = [l.strip() for arg in args.langs for l in arg.split(",") if l.strip()]
+    if args.langs is None:
+        langs = crawl_langs(args.crawl) or list(DEFAULT_LANGS)
+    else:
+        langs = [l.strip() for arg in args.langs for l in arg.split(",") if l.strip()]
     bad = [l for l in langs if not l.replace("-", "").isalnum() or len(l) > 12]
     if not langs or bad:
-        raise UserError(f"--langs must be language codes like en,de,zh (got {' '.join(args.langs)!r})")
+        raise UserError(f"--langs must be language codes like en,de,zh (got {' '.join(langs)!r})")
     if not as_path(args.crawl).is_dir():
         raise UserError(f"--crawl {args.crawl} is not a directory; point it at mmp-crawl's output (DATA/crawl)")
     if not completed_units(args.crawl, "crawl"):

@@ -14,6 +14,7 @@ import atexit
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -34,6 +35,7 @@ from .politeness import RayRequestBudget, RequestBudget, default_budget_dir
 from .sources import InfoJsonSource, YtdlpSource, download_video
 from .stage import (Stage, Unit, UserError, add_executor_args, executor_options, print_summary, run_stage,
                     video_done)
+from .langs import parse_langs
 from .tracks import NONE, select_tracks
 from .videolist import VideoEntry, dedupe, read_video_list
 
@@ -44,6 +46,14 @@ DEFAULT_VIDEO_FORMAT = "best[ext=mp4][height<=360]/best[height<=360]/worst[ext=m
 INFO_KEYS = ("id", "title", "duration", "channel", "channel_id", "upload_date", "language",
              "categories", "availability", "webpage_url")
 META_COLUMNS = ("category_1", "category_2", "rank", "task_id")
+# Politeness a fresh address survives: YouTube refuses the machine-translated tracks first
+# (yt-dlp issues #13831, #13770, #17536, where users report 429s from bursts of a few
+# subtitle requests a second and recommend pauses; yt-dlp's own "-t sleep" preset waits
+# 5 s per subtitle). Well under one request a second per egress address, shared by every
+# worker, with a pause before each subtitle file; the adaptive budget slows down further.
+DEFAULT_RATE = 0.5
+DEFAULT_SLEEP_SUBTITLES = 1.0
+_POT_VALUE = re.compile(r"(po_token=|\+)[^;,\s]+")  # PO tokens in --extractor-args are credentials
 
 
 @dataclass
@@ -51,11 +61,16 @@ class CrawlConfig:
     videos: str
     out: str
     langs: list = field(default_factory=lambda: list(DEFAULT_LANGS))
+    lang_variants: dict = field(default_factory=dict)  # e.g. {"zh": "zh-Hant"}: the YouTube key tried first
     info_json: str | None = None
     download_video: bool = False
     video_format: str = DEFAULT_VIDEO_FORMAT
-    max_requests_per_second: float | None = None
-    sleep_subtitles: float = 0.0
+    max_requests_per_second: float | None = DEFAULT_RATE
+    adaptive_rate: bool = True          # halve on 429 / bot checks, creep back after a quiet period
+    rate_quiet_seconds: float = 60.0
+    sleep_subtitles: float = DEFAULT_SLEEP_SUBTITLES
+    js_runtime: str | None = None       # NAME[:PATH]; default: the deno installed with the project
+    extractor_args: list = field(default_factory=list)  # yt-dlp's --extractor-args, in its syntax
     cookies: str | None = None
     proxies: list = field(default_factory=list)
     socket_timeout: float = 20.0
@@ -75,6 +90,7 @@ class CrawlConfig:
         """For config.json: cookie path kept, cookie contents never read here; proxy passwords hidden."""
         d = asdict(self)
         d["proxies"] = [errors.redact(p) for p in self.proxies]
+        d["extractor_args"] = [_POT_VALUE.sub(r"\1***", a) for a in self.extractor_args]
         return d
 
 
@@ -85,27 +101,47 @@ def schema_for(langs) -> pa.Schema:
         ("title", pa.string()), ("duration", pa.float64()), ("channel", pa.string()),
         ("language", pa.string()), ("upload_date", pa.string()),
         ("category_1", pa.string()), ("category_2", pa.string()), ("rank", pa.string()), ("task_id", pa.string()),
-        ("n_tracks", pa.int32()), ("video_ext", pa.string()), ("video_bytes", pa.int64()), ("video_error", pa.string()),
+        ("n_tracks", pa.int32()), ("video_ext", pa.string()), ("video_bytes", pa.int64()),
+        ("video_status", pa.string()), ("video_error", pa.string()), ("ytdlp_warnings", pa.string()),
     ]
     for lang in langs:
         fields += [(f"{lang}_kind", pa.string()), (f"{lang}_source", pa.string()),
-                   (f"{lang}_bytes", pa.int64()), (f"{lang}_error", pa.string())]
+                   (f"{lang}_bytes", pa.int64()), (f"{lang}_error", pa.string()), (f"{lang}_status", pa.string())]
     return pa.schema(fields)
+
+
+def needs_retry(row: dict, langs) -> bool:
+    """Whether ``--retry-failed`` asks YouTube again for (part of) this video."""
+    if row.get("status") in errors.TRANSIENT or row.get("video_status") in errors.TRANSIENT:
+        return True
+    return any(row.get(f"{l}_status") in errors.TRANSIENT for l in langs)
 
 
 # ---------------------------------------------------------------- per-video work
 
-def looks_like_vtt(body: bytes) -> str | None:
-    """None if ``body`` is a WebVTT file, else why not."""
-    if not body.strip():
-        return "empty file"
-    head = body.lstrip(b"\xef\xbb\xbf").lstrip()[:256]
+def vtt_problem(body: bytes, needs_po_token: bool = False):
+    """None if ``body`` is a WebVTT file, else a FetchError saying why not.
+
+    YouTube answers a request it will not serve with a 200: an empty body when a PO token
+    is missing (or the client is throttled), an HTML page for a consent or bot check.
+    Those are transient (retried with backoff, seen by the breaker); a body that is some
+    other file is final.
+    """
+    head = body.lstrip(b"\xef\xbb\xbf").lstrip()[:512]
+    if not head:
+        if needs_po_token:
+            return FetchError(errors.PO_TOKEN_REQUIRED, "an empty 200 response for a track that needs a PO token "
+                              "(see mmp-crawl --check and the README on PO-token providers)")
+        return FetchError(errors.BAD_RESPONSE, "an empty 200 response where WebVTT was expected "
+                          "(YouTube sends this when a PO token is missing or requests are throttled)")
     if head.startswith(b"WEBVTT"):
         return None
     lowered = head.lower()
     if lowered.startswith((b"<!doctype html", b"<html")) or b"<html" in lowered:
-        return "an HTML page where WebVTT was expected"
-    return "not a WebVTT file (no WEBVTT header)"
+        status = errors.BOT_CHECK if errors.classify_message(head.decode("utf-8", "replace")) == errors.BOT_CHECK \
+            else errors.BAD_RESPONSE
+        return FetchError(status, "an HTML page where WebVTT was expected")
+    return FetchError(errors.ERROR, "not a WebVTT file (no WEBVTT header)")
 
 
 def trim_info(info: dict, entry: VideoEntry) -> dict:
@@ -172,8 +208,45 @@ class CrawlContext:
         return download_video(info, self.cfg, self.budget, self.scratch, self.cookie_copy)
 
 
-def crawl_video(entry: VideoEntry, ctx: CrawlContext) -> tuple[dict, dict | None]:
-    """Crawl one video: (parquet row, sample members or None). Failures are values; bugs raise."""
+@dataclass
+class Held:
+    """What an earlier version of a unit holds for one video (``--retry-failed``): its row,
+    info.json and members. Tracks with a final outcome there are kept as they are; only
+    the languages that failed transiently are asked again."""
+
+    row: dict
+    info: dict | None = None
+    members: dict = field(default_factory=dict)
+
+    def final_langs(self, langs) -> list[str]:
+        return [l for l in langs if self.row.get(f"{l}_status") not in (None, *errors.TRANSIENT)]
+
+    def has_work(self) -> bool:
+        return any(k.endswith(".vtt") for k in self.members)
+
+
+TRACK_COLUMNS = ("kind", "source", "bytes", "error", "status")
+
+
+def _carry_track(lang: str, held: Held, row: dict, tracks: dict, members: dict) -> None:
+    for name in TRACK_COLUMNS:
+        row[f"{lang}_{name}"] = held.row.get(f"{lang}_{name}")
+    old = (held.info or {}).get("tracks") or {}
+    tracks[lang] = dict(old.get(lang) or {"kind": row[f"{lang}_kind"], "source_lang": row[f"{lang}_source"]})
+    tracks[lang]["status"] = row[f"{lang}_status"]
+    if f"{lang}.vtt" in held.members:
+        members[f"{lang}.vtt"] = held.members[f"{lang}.vtt"]
+
+
+def crawl_video(entry: VideoEntry, ctx: CrawlContext, held: Held | None = None) -> tuple[dict, dict | None]:
+    """Crawl one video: (parquet row, sample members or None). Failures are values; bugs raise.
+
+    Every language ends with a ``{lang}_status``: ``ok``, ``none``, ``no_url``, or why it
+    failed; a transient one (``rate_limited``, ``po_token_required``...) is asked again by
+    ``--retry-failed`` while the tracks already fetched are kept. After a refusal (429, bot
+    check, a 200 that is not the file) the video's remaining tracks are not requested:
+    they are marked with the same transient status, for the next run.
+    """
     cfg = ctx.cfg
     started = time.time()
     row = {"video_id": entry.video_id if entry.valid else None, "input": entry.raw, "attempts": 1,
@@ -192,27 +265,56 @@ def crawl_video(entry: VideoEntry, ctx: CrawlContext) -> tuple[dict, dict | None
     try:
         info = ctx.info_source.get(entry.video_id)
     except FetchError as exc:
+        if held is not None and held.has_work():  # keep what the earlier run fetched
+            kept = dict(held.row, error=f"retry failed ({exc.status}: {exc.message}); earlier tracks kept")
+            return kept, dict(held.members)
         return finish(exc.status, exc.message)
+    warnings = ctx.info_source.take_warnings()
+    row["ytdlp_warnings"] = ",".join(sorted({errors.warning_kind(w) for w in warnings})) or None
+    pot_dropped, pot_langs = False, set()  # pot_langs None: every language may have been dropped
+    for w in warnings:
+        dropped, named = errors.pot_missing_languages(w)
+        if dropped:
+            pot_dropped = True
+            pot_langs = None if named is None or pot_langs is None else pot_langs | named
     row.update(title=info.get("title"), channel=info.get("channel") or info.get("uploader"),
                language=info.get("language"), upload_date=info.get("upload_date"))
     duration = info.get("duration")
     row["duration"] = float(duration) if isinstance(duration, (int, float)) else None
 
-    choices = select_tracks(info, cfg.langs)
+    choices = select_tracks(info, cfg.langs, cfg.lang_variants)
+    carried = set(held.final_langs(cfg.langs)) if held is not None else set()
     members: dict = {}
     tracks: dict = {}
     by_url: dict = {}
-    offered = 0
+    refused: tuple | None = None  # (lang, status) of the refusal that stops this video's requests
+
+    def outcome(lang, status, error=None):
+        row[f"{lang}_status"] = status
+        tracks[lang]["status"] = status
+        if error:
+            row[f"{lang}_error"] = tracks[lang]["error"] = error
+
     for lang, choice in choices.items():
-        record = choice.record()
+        if lang in carried:
+            _carry_track(lang, held, row, tracks, members)
+            continue
+        tracks[lang] = choice.record()
         row[f"{lang}_kind"] = choice.kind
         row[f"{lang}_source"] = choice.source_lang
-        tracks[lang] = record
         if choice.kind == NONE:
+            if pot_dropped and (pot_langs is None or lang in pot_langs):
+                outcome(lang, errors.PO_TOKEN_REQUIRED, "yt-dlp dropped this video's subtitles: a PO token was "
+                        "not provided (see mmp-crawl --check and the README on PO-token providers)")
+            else:
+                outcome(lang, errors.TRACK_NONE)
             continue
-        offered += 1
         if not choice.url:
-            record["error"] = row[f"{lang}_error"] = "no WebVTT format offered for this track"
+            outcome(lang, errors.TRACK_NO_URL, "no fetchable WebVTT (or timedtext) format offered for this track")
+            continue
+        if refused is not None:
+            outcome(lang, refused[1], f"not requested: the {refused[0]} track was refused ({refused[1]}) just "
+                    "before; --retry-failed fetches it")
             continue
         if choice.url in by_url:  # the same file serves two languages: fetch it once
             body = by_url[choice.url]
@@ -220,49 +322,56 @@ def crawl_video(entry: VideoEntry, ctx: CrawlContext) -> tuple[dict, dict | None
             if cfg.sleep_subtitles > 0:
                 time.sleep(cfg.sleep_subtitles)
             try:
-                body = ctx.fetcher.get(choice.url)
+                body = ctx.fetcher.get(choice.url, check=lambda b, c=choice: vtt_problem(b, c.po_token))
             except FetchError as exc:
-                if exc.transient:
-                    return finish(exc.status, f"{lang} track: {exc.message}")
-                record["error"] = row[f"{lang}_error"] = exc.message
+                outcome(lang, exc.status, exc.message)
+                if exc.status in errors.REFUSALS:
+                    refused = (lang, exc.status)
                 continue
             by_url[choice.url] = body
-        problem = looks_like_vtt(body)
-        if problem:
-            record["error"] = row[f"{lang}_error"] = problem
-            continue
         try:
             body.decode("utf-8")
         except UnicodeDecodeError as exc:
             bad = sum(1 for _ in body.decode("utf-8", "replace") if _ == "\ufffd")
             body = body.decode("utf-8", "replace").encode("utf-8")
-            record["warning"] = f"invalid UTF-8 ({bad} characters replaced, first at byte {exc.start})"
+            tracks[lang]["warning"] = f"invalid UTF-8 ({bad} characters replaced, first at byte {exc.start})"
         members[f"{lang}.vtt"] = body
         row[f"{lang}_bytes"] = len(body)
+        outcome(lang, errors.TRACK_OK)
 
-    if cfg.download_video:
+    if held is not None and held.row.get("video_ext") and held.row["video_ext"] in held.members:
+        ext = held.row["video_ext"]
+        members[ext] = held.members[ext]
+        row["video_ext"], row["video_bytes"], row["video_status"] = ext, held.row.get("video_bytes"), errors.TRACK_OK
+    elif cfg.download_video:
         try:
             ext, data = ctx.download_video(info)
             members[ext] = data
-            row["video_ext"], row["video_bytes"] = ext, len(data)
+            row["video_ext"], row["video_bytes"], row["video_status"] = ext, len(data), errors.TRACK_OK
         except FetchError as exc:
-            if exc.transient:
-                return finish(exc.status, f"video: {exc.message}")
-            row["video_error"] = exc.message
+            row["video_status"], row["video_error"] = exc.status, exc.message
 
     fetched = sum(1 for m in members if m.endswith(".vtt"))
     row["n_tracks"] = fetched
     trimmed = trim_info(info, entry)
     trimmed["tracks"] = tracks
     members["info.json"] = trimmed
-    if fetched == len(cfg.langs):
+    failed = {l: row[f"{l}_status"] for l in cfg.langs if row.get(f"{l}_status") != errors.TRACK_OK}
+    transient = {l: st for l, st in failed.items() if st in errors.TRANSIENT}
+    video_transient = row.get("video_status") in errors.TRANSIENT
+    if not failed and not video_transient:
         return finish(errors.OK, None, members)
-    missing = [l for l in cfg.langs if f"{l}.vtt" not in members]
-    if fetched:
-        return finish(errors.PARTIAL, "missing: " + ", ".join(missing), members)
-    if offered:
+    missing = "missing: " + ", ".join(f"{l} ({st})" for l, st in failed.items())
+    if video_transient:
+        missing = "; ".join(x for x in (failed and missing, f"video: {row.get('video_error')}") if x)
+    if fetched or (video_transient and not transient):
+        return finish(errors.PARTIAL, missing, members)
+    if transient:  # nothing fetched yet: the whole video is retried later
+        first = next(iter(transient))
+        return finish(transient[first], f"{first} track: {row.get(f'{first}_error')}")
+    if any(st != errors.TRACK_NONE for st in failed.values()):
         return finish(errors.ERROR, "every offered track failed: " + "; ".join(
-            f"{l}: {tracks[l].get('error')}" for l in missing if tracks[l].get("error")))
+            f"{l}: {row.get(f'{l}_error')}" for l, st in failed.items() if st != errors.TRACK_NONE), members)
     return finish(errors.NO_SUBTITLES, "YouTube offers no subtitles in the requested languages", members)
 
 
@@ -270,6 +379,19 @@ def crawl_video(entry: VideoEntry, ctx: CrawlContext) -> tuple[dict, dict | None
 
 def retry_marker(files: UnitFiles) -> Path:
     return files.directory / f".{files.stem}.retry.json"
+
+
+def held_from(row: dict, sample: dict | None) -> Held:
+    """An earlier row and sample as a ``Held`` (the sample's info.json parsed)."""
+    sample = {k: v for k, v in (sample or {}).items() if not k.startswith("__")}
+    info = None
+    if "info.json" in sample:
+        raw = sample.pop("info.json")
+        try:
+            info = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
+        except ValueError:
+            info = None
+    return Held(row, info if isinstance(info, dict) else None, sample)
 
 
 def load_previous(files: UnitFiles) -> tuple[dict, dict]:
@@ -347,17 +469,24 @@ class CrawlStage(Stage):
         for entry in unit.items:
             key = entry.video_id if entry.valid else None
             prev = prev_rows.get(key) if key else None
-            if prev is not None and prev.get("status") not in errors.TRANSIENT:
+            if prev is not None and not needs_retry(prev, self.cfg.langs):
                 row, members = prev, prev_samples.get(key)
                 writer.count("carried_over")
             else:
-                row, members = crawl_video(entry, ctx)
+                held = held_from(prev, prev_samples.get(key)) if prev is not None else None
+                row, members = crawl_video(entry, ctx, held)
                 if prev is not None:
                     row["attempts"] = int(prev.get("attempts") or 1) + 1
                     writer.count("retried")
             if members is not None:
                 writer.write_sample(entry.video_id, members)
                 writer.count("tracks", sum(1 for m in members if m.endswith(".vtt")))
+            for lang in self.cfg.langs:
+                if row.get(f"{lang}_status"):
+                    writer.count(f"track_status/{row[f'{lang}_status']}")
+            for kind in (row.get("ytdlp_warnings") or "").split(","):
+                if kind:
+                    writer.count(f"ytdlp_warnings/{kind}")
             writer.add_row(row)
             video_done(row["status"])
             log.info("%s %s %s", row["video_id"], row["status"], row.get("error") or "")
@@ -369,21 +498,23 @@ class CrawlStage(Stage):
         retry_marker(files).unlink(missing_ok=True)
 
 
-def mark_transient_units(out) -> int:
-    """For --retry-failed: reopen every complete unit that holds transient failures.
+def mark_transient_units(out, langs) -> int:
+    """For --retry-failed: reopen every complete unit that holds transient failures
+    (of whole videos, or of single tracks of ``partial`` ones).
 
     The unit's stats go to a retry marker (with the checksums of its files) and the
-    stats file is removed, so the unit is redone; its final rows are carried over.
+    stats file is removed, so the unit is redone; its final rows are carried over, and
+    a partial video keeps the tracks it has.
     A kill in between is safe: the unit is simply incomplete and is redone.
     """
     reopened = 0
     for files in completed_units(out, "crawl"):
         try:
-            statuses = {r.get("status") for r in read_rows(files.parquet)}
+            retry = any(needs_retry(r, langs) for r in read_rows(files.parquet))
         except Exception as exc:  # pyarrow raises several kinds for a damaged file
             log.warning("%s: parquet unreadable (%s); redoing the unit", files.stem, exc)
-            statuses = set(errors.TRANSIENT)
-        if statuses & errors.TRANSIENT:
+            retry = True
+        if retry:
             atomic_write_json(retry_marker(files), json.loads(files.stats.read_text()))
             files.stats.unlink()
             reopened += 1
@@ -395,24 +526,40 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mmp-crawl",
         description="Fetch YouTube subtitles in several languages (one manual, ASR or machine-translated "
         "track per language, as WebVTT) for a list of videos, into resumable WebDataset shards DATA/crawl/.",
-        epilog="Re-running the same command resumes: finished units are skipped. --retry-failed re-crawls "
-        "only rate_limited, bot_check, network and server_error videos of earlier runs.",
+        epilog="Re-running the same command resumes: finished units are skipped. --retry-failed asks again "
+        "for what failed transiently in earlier runs (rate_limited, bot_check, network, server_error, "
+        "bad_response, po_token_required), whole videos or single tracks, keeping every track already fetched. "
+        "Run `mmp-crawl --check` first on a new machine.",
     )
-    p.add_argument("--videos", required=True,
+    p.add_argument("--check", action="store_true",
+                   help="only check, offline, whether this machine is ready to crawl (yt-dlp, JS runtime, EJS "
+                   "scripts, PO-token plugins, and --cookies, --proxy and the request budget when given); "
+                   "one line each, exit 0 when ready")
+    p.add_argument("--videos",
                    help="CSV/TSV (e.g. HowTo100M_v1.csv), Parquet, or a text file of ids or YouTube URLs "
                    "(a path or an fsspec URL such as s3://bucket/videos.csv)")
-    p.add_argument("--out", required=True,
+    p.add_argument("--out",
                    help="dataset root, a path or an fsspec URL (s3://bucket/data); the crawl goes to OUT/crawl/")
-    p.add_argument("--langs", default=",".join(DEFAULT_LANGS), help="comma-separated languages (default: the 9 of Multi-HowTo100M)")
+    p.add_argument("--langs", default=",".join(DEFAULT_LANGS),
+                   help="comma-separated language codes as YouTube spells them (default: the 9 of "
+                   "Multi-HowTo100M). A variant (zh-Hant, pt-BR) is stored as its language (zh, pt), that "
+                   "variant tried first and recorded")
     p.add_argument("--info-json", type=Path, help="read saved info JSON (DIR/ID.info.json) instead of asking YouTube")
     p.add_argument("--download-video", action="store_true", help="also fetch the video into the sample")
     p.add_argument("--video-format", default=DEFAULT_VIDEO_FORMAT, help="yt-dlp format selector for --download-video")
     p.add_argument("--unit-size", type=int, default=1000, help="videos per work unit (default 1000)")
     p.add_argument("--retry-failed", action="store_true", help="re-crawl the transient failures of earlier runs")
     pol = p.add_argument_group("politeness and robustness")
-    pol.add_argument("--max-requests-per-second", type=float, default=None,
-                     help="request budget shared by every crawl process on this machine (default: none)")
-    pol.add_argument("--sleep-subtitles", type=float, default=0.0, help="seconds to sleep before each subtitle fetch")
+    pol.add_argument("--max-requests-per-second", type=float, default=DEFAULT_RATE,
+                     help=f"request budget of one egress address, shared by every crawl process on this machine "
+                     f"(default {DEFAULT_RATE}; 0: no limit). It is the ceiling: on a 429 or a bot check the rate "
+                     "is halved, and creeps back up after a quiet period")
+    pol.add_argument("--no-adaptive-rate", dest="adaptive_rate", action="store_false",
+                     help="keep the request rate fixed at --max-requests-per-second, whatever YouTube answers")
+    pol.add_argument("--rate-quiet-seconds", type=float, default=60.0,
+                     help="seconds without a refusal before the adaptive rate creeps back up (default 60)")
+    pol.add_argument("--sleep-subtitles", type=float, default=DEFAULT_SLEEP_SUBTITLES,
+                     help=f"seconds to pause before each subtitle file (default {DEFAULT_SLEEP_SUBTITLES})")
     pol.add_argument("--cookies", type=Path, help="Netscape cookies file (its contents are never logged or copied to outputs)")
     pol.add_argument("--proxy", action="append", default=[],
                      help="proxy URL; repeat or comma-separate several to rotate between them")
@@ -431,15 +578,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="429s or bot checks in a row that pause the whole crawl")
     pol.add_argument("--breaker-pause", type=float, default=60.0, help="first pause in seconds; doubles each time")
     pol.add_argument("--breaker-max-pauses", type=int, default=6, help="pauses in a row before the crawl halts")
+    yt = p.add_argument_group("yt-dlp")
+    yt.add_argument("--js-runtime", metavar="NAME[:PATH]",
+                    help="the JavaScript runtime yt-dlp solves YouTube's challenges with: deno, node, bun or "
+                    "quickjs, optionally with its path (default: the deno installed with this project, else "
+                    "one on PATH)")
+    yt.add_argument("--allow-no-js-runtime", action="store_true",
+                    help="crawl YouTube even without a usable JavaScript runtime (yt-dlp then falls back to one "
+                    "client and subtitles may be missing)")
+    yt.add_argument("--extractor-args", action="append", default=[], metavar="KEY:ARGS",
+                    help="passed to yt-dlp as its own --extractor-args, e.g. "
+                    "'youtube:player_client=default,mweb' (repeatable)")
     add_executor_args(p)
     return p
 
 
 def config_from_args(args) -> CrawlConfig:
-    langs = [l.strip() for l in args.langs.split(",") if l.strip()]
-    bad = [l for l in langs if not l.replace("-", "").isalnum() or len(l) > 12]
-    if not langs or bad:
-        raise UserError(f"--langs must be comma-separated language codes like en,de,zh (got {args.langs!r})")
+    if not args.videos or not args.out:
+        raise UserError("--videos and --out are required (or run `mmp-crawl --check` alone)")
+    langs, variants = parse_langs(args.langs)
+    if args.max_requests_per_second is not None and args.max_requests_per_second < 0:
+        raise UserError("--max-requests-per-second must be 0 (no limit) or more")
+    if args.sleep_subtitles < 0 or args.rate_quiet_seconds <= 0:
+        raise UserError("--sleep-subtitles must be 0 or more and --rate-quiet-seconds positive")
     proxies = [p.strip() for arg in args.proxy for p in arg.split(",") if p.strip()]
     egress = [e.strip() for arg in args.egress for e in arg.split(",") if e.strip()]
     bad_egress = [e for e in egress if not e.replace("_", "").replace("-", "").isalnum()]
@@ -460,11 +621,13 @@ def config_from_args(args) -> CrawlConfig:
     if args.unit_size < 1:
         raise UserError("--unit-size must be at least 1")
     return CrawlConfig(
-        videos=str(videos), out=str(args.out), langs=langs, egress=egress,
+        videos=str(videos), out=str(args.out), langs=langs, lang_variants=variants, egress=egress,
         budget_backend="ray" if args.executor == "ray" else "file",
         info_json=str(args.info_json) if args.info_json else None,
         download_video=args.download_video, video_format=args.video_format,
-        max_requests_per_second=args.max_requests_per_second, sleep_subtitles=args.sleep_subtitles,
+        max_requests_per_second=args.max_requests_per_second or None, sleep_subtitles=args.sleep_subtitles,
+        adaptive_rate=args.adaptive_rate, rate_quiet_seconds=args.rate_quiet_seconds,
+        js_runtime=args.js_runtime, extractor_args=list(args.extractor_args),
         cookies=str(args.cookies) if args.cookies else None, proxies=proxies,
         socket_timeout=args.socket_timeout, retries=args.retries, backoff_base=args.backoff_base,
         backoff_max=args.backoff_max, unit_size=args.unit_size,
@@ -499,14 +662,65 @@ def reset_budgets(cfg: CrawlConfig, args) -> None:
                                  max_trips=cfg.breaker_max_pauses).reset_halt()
 
 
+def budget_line(rate, adaptive: bool, quiet: float, sleep_subtitles: float, budget_dir) -> str:
+    if not rate:
+        return f"no request limit; {sleep_subtitles:g} s before each subtitle file"
+    how = f"adaptive: halved on refusals, back up after {quiet:g} s quiet" if adaptive else "fixed"
+    return (f"{rate:g} requests/s per egress address ({how}), {sleep_subtitles:g} s before each subtitle file, "
+            f"shared through {budget_dir or default_budget_dir()}")
+
+
+def check_main(args) -> int:
+    """``mmp-crawl --check``: is this machine ready to crawl? Offline, one line a check."""
+    from .ytdlp_env import checks_exit_code, format_checks, run_checks
+
+    proxies = [p.strip() for arg in args.proxy for p in arg.split(",") if p.strip()]
+    checks = run_checks(js_runtime_spec=args.js_runtime, cookies=str(args.cookies) if args.cookies else None,
+                        proxies=proxies, extractor_args=list(args.extractor_args),
+                        budget_line=budget_line(args.max_requests_per_second, args.adaptive_rate,
+                                                args.rate_quiet_seconds, args.sleep_subtitles, args.budget_dir))
+    print(format_checks(checks))
+    return checks_exit_code(checks)
+
+
+def preflight(cfg: CrawlConfig, allow_no_js_runtime: bool) -> None:
+    """The checks a crawl runs before any worker starts; a problem the user must fix is a UserError."""
+    from .ytdlp_env import CookieFileError, find_js_runtime, inspect_cookies, parse_extractor_args
+
+    if cfg.cookies:
+        try:
+            inspect_cookies(cfg.cookies)
+        except CookieFileError as exc:
+            raise UserError(str(exc)) from None
+    try:
+        parse_extractor_args(list(cfg.extractor_args))
+        runtime = find_js_runtime(cfg.js_runtime)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if cfg.info_json:  # nothing is asked of YouTube's player: no challenge to solve
+        return
+    if runtime is None or not runtime.accepted:
+        why = runtime.reason if runtime is not None else "none was found"
+        if not allow_no_js_runtime:
+            raise UserError(f"yt-dlp has no usable JavaScript runtime ({why}), so YouTube would serve it one client "
+                            f"and subtitles may be missing: install the project's dependencies (they bring deno), or "
+                            f"name one with --js-runtime NAME:PATH (see `mmp-crawl --check`); "
+                            f"--allow-no-js-runtime crawls anyway")
+        log.warning("crawling without a usable JavaScript runtime (%s): yt-dlp falls back to one client and "
+                    "subtitles may be missing", why)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.check:
+        return check_main(args)
     try:
         cfg = config_from_args(args)
+        preflight(cfg, args.allow_no_js_runtime)
         stage = CrawlStage(cfg)
         stage.out.mkdir(parents=True, exist_ok=True)
         if args.retry_failed:
-            reopened = mark_transient_units(stage.out)
+            reopened = mark_transient_units(stage.out, cfg.langs)
             print(f"mmp-crawl: {reopened} units hold transient failures and will be retried")
         reset_budgets(cfg, args)
         summary = run_stage(stage, stage.out, **executor_options(args))

@@ -18,13 +18,29 @@ NETWORK = "network"
 SERVER_ERROR = "server_error"
 INVALID_ID = "invalid_id"
 ERROR = "error"
+# YouTube answered 200 with something that is not the file (an empty body, an HTML page):
+# what it sends to a client it has quietly throttled, so it is retried like a 429.
+BAD_RESPONSE = "bad_response"
+# The track needs a PO token that this crawl could not provide (yt-dlp dropped it, or the
+# URL is marked ``exp=xpe`` and YouTube sent an empty body): a provider plugin, cookies or a
+# later run can fix it.
+PO_TOKEN_REQUIRED = "po_token_required"
 
 STATUSES = (OK, PARTIAL, NO_SUBTITLES, UNAVAILABLE, RATE_LIMITED, BOT_CHECK, NETWORK,
-            SERVER_ERROR, INVALID_ID, ERROR)
-# Worth trying again later (--retry-failed); everything else is final.
-TRANSIENT = frozenset({RATE_LIMITED, BOT_CHECK, NETWORK, SERVER_ERROR})
-# Statuses for which a sample (info.json and whatever tracks were found) is written.
+            SERVER_ERROR, BAD_RESPONSE, PO_TOKEN_REQUIRED, INVALID_ID, ERROR)
+# Worth trying again later (--retry-failed); everything else is final. They apply to a
+# whole video and to single tracks (``{lang}_status``) alike.
+TRANSIENT = frozenset({RATE_LIMITED, BOT_CHECK, NETWORK, SERVER_ERROR, BAD_RESPONSE, PO_TOKEN_REQUIRED})
+# Refusals the request budget slows down for and the circuit breaker counts.
+REFUSALS = frozenset({RATE_LIMITED, BOT_CHECK, BAD_RESPONSE})
+# Statuses that always come with a sample (info.json and whatever tracks were found); an
+# `error` video has one when its info dict was read (its track choices are kept).
 WITH_SAMPLE = frozenset({OK, PARTIAL, NO_SUBTITLES})
+
+# Per-track outcomes in the crawl's ``{lang}_status`` column besides the statuses above.
+TRACK_OK = "ok"          # fetched, in the sample as <lang>.vtt
+TRACK_NONE = "none"      # YouTube offers no track in this language
+TRACK_NO_URL = "no_url"  # a track was chosen but none of its formats is a fetchable file
 
 _BOT = re.compile(r"not a bot|confirm you.re not a robot|unusual traffic|captcha|/sorry/", re.I)
 _RATE = re.compile(r"\b429\b|too many requests|rate.?limit|try again later", re.I)
@@ -44,7 +60,7 @@ _NETWORK = re.compile(
 _SERVER = re.compile(r"\b50[0-4]\b|internal server error|bad gateway|service unavailable", re.I)
 _INVALID = re.compile(r"incomplete youtube id|not a valid url|unsupported url", re.I)
 
-_SECRET_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<cred>[^/@\s:]+(:[^/@\s]*)?)@", re.I)
+_SECRET_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<cred>[^/@\s:]+(:[^\s]*)?)@", re.I)  # a password may hold "/" or "@"
 
 
 def redact(text: str) -> str:
@@ -118,3 +134,48 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
     if isinstance(cause, (socket.timeout, TimeoutError, ConnectionError)):
         return NETWORK, message
     return classify_message(f"{outer} {inner}", http_status_of(cause)), message
+
+
+# ---------------------------------------------------------------- yt-dlp's warnings
+
+_WARNING_KINDS = (
+    ("po_token", re.compile(r"po.?token", re.I)),
+    ("js_runtime", re.compile(r"javascript runtime|challenge solving failed|signature solving failed|"
+                              r"\bejs\b|challenge solver", re.I)),
+    ("formats_missing", re.compile(r"formats may be missing|missing formats|only images are available", re.I)),
+    ("sabr", re.compile(r"\bsabr\b", re.I)),
+    ("age_restricted", re.compile(r"age.restricted|age.verification", re.I)),
+    ("rate_limited", re.compile(r"\b429\b|rate.?limit|too many requests", re.I)),
+    ("bot_check", _BOT),
+    ("cookies", re.compile(r"cookie", re.I)),
+    ("client", re.compile(r"client", re.I)),
+)
+_VIDEO_PREFIX = re.compile(r"^\[[\w:]+\] ?[A-Za-z0-9_-]{11}: ")
+
+
+def warning_kind(message: str) -> str:
+    """The kind of a yt-dlp warning, for counting (``po_token``, ``js_runtime``... or ``other``)."""
+    for kind, pattern in _WARNING_KINDS:
+        if pattern.search(message or ""):
+            return kind
+    return "other"
+
+
+def warning_text(message: str, video_id: str | None = None) -> str:
+    """A warning without the video it was about, so one problem seen on many videos reads once."""
+    text = _VIDEO_PREFIX.sub("", redact(message or "").strip())
+    if video_id:
+        text = text.replace(video_id, "<id>")
+    return text
+
+
+def pot_missing_languages(message: str) -> tuple[bool, set | None]:
+    """For yt-dlp's "missing subtitles ... a PO token was not provided" warning: (whether it is
+    one, the languages it affects, None for all). It names the manual-subtitle languages,
+    and automatic captions only by their number, which then affects every language."""
+    if not re.search(r"missing subtitles languages because a PO token|subtitles require a PO Token", message or "", re.I):
+        return False, set()
+    m = re.search(r"Subtitles for these languages are missing: ([^.]*)\.", message)
+    if m is None or re.search(r"Automatic captions for \d+ languages are missing", message):
+        return True, None
+    return True, {l.strip() for l in m.group(1).split(",") if l.strip()}

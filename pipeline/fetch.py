@@ -107,12 +107,17 @@ class Fetcher:
                 raise FetchError(errors.BOT_CHECK, f"redirected to a bot check page ({_short(final_url)})")
             return body
 
-    def get(self, url: str) -> bytes:
+    def get(self, url: str, check=None) -> bytes:
+        """The body of ``url``. ``check(body)`` may return a FetchError for a 200 that is not
+        the file (an empty body, an HTML page): a transient one is retried like a 429."""
         last: FetchError | None = None
         for attempt in range(self.policy.retries + 1):
             retry_after = None
             try:
                 body = self._once(url)
+                problem = check(body) if check is not None else None
+                if problem is not None:
+                    raise problem
                 self.budget.record("ok")
                 return body
             except FetchError as exc:
@@ -131,7 +136,7 @@ class Fetcher:
                 cause = getattr(exc, "reason", exc)
                 last = FetchError(errors.NETWORK, f"{type(cause).__name__}: {errors.redact(str(cause)) or 'no detail'} "
                                                   f"from {_short(url)}")
-            if last.status in (errors.RATE_LIMITED, errors.BOT_CHECK):
+            if last.status in errors.REFUSALS:
                 self.budget.record(last.status)
             if not last.transient or attempt == self.policy.retries:
                 break

@@ -136,9 +136,22 @@ def crawl_section(c: dict) -> list[Section]:
     blocks.append(Note(f"Retries: {n(c['retried_videos'])} videos needed more than one attempt "
                        f"(attempts: {', '.join(f'{k}: {n(v)}' for k, v in att.items()) or '–'}); now "
                        f"{', '.join(f'{k} {n(v)}' for k, v in c['retried_statuses'].items()) or '–'}. "
-                       f"{n(c['transient'])} videos still hold a transient failure (rate_limited, bot_check, network, "
-                       f"server_error): mmp-crawl --retry-failed re-crawls them. Requests made: {n(uc.get('requests'))}; "
-                       f"subtitle tracks fetched: {n(uc.get('tracks'))}{downloads}."))
+                       f"{n(c['transient'])} videos and {n(c.get('transient_tracks', 0))} tracks still hold a transient "
+                       f"failure (rate_limited, bot_check, network, server_error, bad_response, po_token_required): "
+                       f"mmp-crawl --retry-failed asks for them again, keeping the tracks already fetched. Requests "
+                       f"made: {n(uc.get('requests'))}; subtitle tracks fetched: {n(uc.get('tracks'))}{downloads}; "
+                       f"request-rate changes of the adaptive budget: {n(uc.get('rate_decreases', 0))} down, "
+                       f"{n(uc.get('rate_increases', 0))} up."))
+    if c.get("track_statuses"):
+        ts = c["track_statuses"]
+        blocks.append(Table(["track outcome", "tracks", "share"],
+                            [[k, n(v), pct(v, sum(ts.values()))] for k, v in ts.items()], numeric={1, 2},
+                            caption="What became of each requested language of each video (ok: fetched; none: "
+                            "YouTube offers nothing; no_url: no fetchable format; the rest are failures)."))
+    if c.get("ytdlp_warnings"):
+        blocks.append(Table(["yt-dlp warning", "videos"], [[k, n(v)] for k, v in c["ytdlp_warnings"].items()],
+                            numeric={1}, caption="Videos whose metadata extraction drew a yt-dlp warning, by kind "
+                            "(po_token, js_runtime: see mmp-crawl --check). The texts are in the crawl's logs."))
     kinds = c["kinds"]
     all_kinds = sorted({k for v in kinds.values() for k in v})
     blocks.append(Table(["language"] + all_kinds, [[lang_label(l)] + [n(kinds[l].get(k, 0)) for k in all_kinds]

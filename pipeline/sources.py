@@ -17,6 +17,7 @@ from pathlib import Path
 from . import errors
 from .fetch import FetchError, RetryPolicy
 from .politeness import RequestBudget
+from .stage import report_warning
 
 log = logging.getLogger("mmp.crawl")
 
@@ -38,7 +39,7 @@ def with_retries(call, policy: RetryPolicy, budget: RequestBudget):
             last = exc
         except Exception as exc:  # yt-dlp wraps everything in DownloadError
             last = FetchError(*errors.classify_exception(exc))
-        if last.status in (errors.RATE_LIMITED, errors.BOT_CHECK):
+        if last.status in errors.REFUSALS:
             budget.record(last.status)
         if not last.transient or attempt == policy.retries:
             break
@@ -51,6 +52,9 @@ class InfoJsonSource:
 
     def __init__(self, directory: str):
         self.directory = Path(directory)
+
+    def take_warnings(self) -> list[str]:
+        return []
 
     def get(self, video_id: str) -> dict:
         path = self.directory / f"{video_id}.info.json"
@@ -66,6 +70,12 @@ class InfoJsonSource:
 
 
 class _YtdlpLogger:
+    """yt-dlp's messages: warnings and errors are kept for the video being crawled (counted by
+    kind in its row and the unit's stats) and each distinct one is shown once on the console."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+
     def debug(self, msg):
         pass
 
@@ -73,10 +83,17 @@ class _YtdlpLogger:
         pass
 
     def warning(self, msg):
-        log.info("yt-dlp: %s", errors.redact(msg))
+        msg = errors.redact(str(msg))
+        self.seen.append(msg)
+        log.info("yt-dlp: %s", msg)
+        report_warning(f"yt-dlp: {errors.warning_text(msg)}")
 
     def error(self, msg):
-        log.info("yt-dlp: %s", errors.redact(msg))
+        log.info("yt-dlp: %s", errors.redact(str(msg)))
+
+    def take(self) -> list[str]:
+        seen, self.seen = self.seen, []
+        return seen
 
 
 def _policy(cfg) -> RetryPolicy:
@@ -90,11 +107,16 @@ class YtdlpSource:
         import yt_dlp
 
         self.budget, self.policy = budget, _policy(cfg)
+        self.logger = _YtdlpLogger()
         self._ydls = []
         for proxy in cfg.proxies or [None]:
-            params = {"quiet": True, "no_warnings": True, "skip_download": True, "noplaylist": True,
-                      "socket_timeout": cfg.socket_timeout, "extractor_retries": 0, "logger": _YtdlpLogger(),
-                      "retries": 0, "noprogress": True}
+            # writesubtitles/writeautomaticsub: without them yt-dlp leaves out the translations
+            # of manual tracks ("fr-de") and hides its PO-token warnings; nothing is written,
+            # since the info is only extracted.
+            params = {"quiet": True, "no_warnings": False, "skip_download": True, "noplaylist": True,
+                      "socket_timeout": cfg.socket_timeout, "extractor_retries": 0, "logger": self.logger,
+                      "retries": 0, "noprogress": True, "writesubtitles": True, "writeautomaticsub": True,
+                      **ytdlp_params_for(cfg)}
             if proxy:
                 params["proxy"] = proxy
             if cookie_copy:
@@ -110,7 +132,20 @@ class YtdlpSource:
             info = ydl.extract_info(f"https://www.youtube.com/watch?v={video_id}", download=False, process=False)
             return ydl.sanitize_info(info)
 
+        self.logger.take()
         return with_retries(call, self.policy, self.budget)
+
+    def take_warnings(self) -> list[str]:
+        """yt-dlp's warnings since the last ``get`` began."""
+        return self.logger.take()
+
+
+def ytdlp_params_for(cfg) -> dict:
+    """What yt-dlp needs from the crawl's configuration: the JS runtime and ``--extractor-args``."""
+    from .ytdlp_env import find_js_runtime, parse_extractor_args, ytdlp_params
+
+    runtime = find_js_runtime(cfg.js_runtime)
+    return ytdlp_params(runtime, parse_extractor_args(list(cfg.extractor_args)))
 
 
 def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie_copy: str | None) -> tuple[str, bytes]:
@@ -121,7 +156,7 @@ def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie
     params = {"quiet": True, "no_warnings": True, "noprogress": True, "format": cfg.video_format,
               "outtmpl": str(target / "video.%(ext)s"), "socket_timeout": cfg.socket_timeout,
               "retries": 0, "fragment_retries": 0, "logger": _YtdlpLogger(), "noplaylist": True,
-              "writesubtitles": False, "writeautomaticsub": False, "cachedir": False}
+              "writesubtitles": False, "writeautomaticsub": False, "cachedir": False, **ytdlp_params_for(cfg)}
     if cfg.proxies:
         params["proxy"] = cfg.proxies[0]
     if cookie_copy:

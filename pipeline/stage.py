@@ -100,6 +100,17 @@ def video_done(status: str) -> None:
     report_event(status)
 
 
+_WARNED: set = set()  # what this worker process has already sent
+
+
+def report_warning(text: str) -> None:
+    """A warning worth a user's eye (e.g. one of yt-dlp's), shown once per run on the console
+    by the process that shows progress, however many workers and videos meet it."""
+    if text not in _WARNED:
+        _WARNED.add(text)
+        report_event(("warning", text))
+
+
 def log_dir_for(out) -> Path:
     """``out/logs`` for a local ``out``; for a URL, a local directory named after it
     (``$MMP_LOG_DIR``, default ``/tmp/mmp-logs``): log files are appended line by line,
@@ -239,7 +250,15 @@ def run_stage(stage: Stage, out, *, executor: str = "local", workers: int = 1,
         bar = tqdm(total=total_items, unit="video", desc=f"{stage.name} 0/{len(pending)} units",
                    dynamic_ncols=True, file=sys.stderr, disable=None)
 
+    shown: set = set()
+
     def on_event(status):
+        if isinstance(status, tuple) and status[0] == "warning":
+            if status[1] not in shown:
+                shown.add(status[1])
+                (bar.write if bar is not None and not bar.disable else _stderr_line)(f"WARNING: {status[1]}")
+                log.info("warning shown: %s", status[1])
+            return
         tally["ok" if stage.progress_ok(status) else "failed"] += 1
         if bar is not None:
             bar.update(1)
@@ -267,6 +286,10 @@ def run_stage(stage: Stage, out, *, executor: str = "local", workers: int = 1,
     summary = RunSummary(len(mine), skipped, done, len(failures), counts, time.time() - start, failures)
     log.info("%s finished: %s", stage.name, summary.as_dict())
     return summary
+
+
+def _stderr_line(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 def _outcomes(ex, runner, pending, on_event):

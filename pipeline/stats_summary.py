@@ -220,11 +220,20 @@ def summarize_crawl(table: pa.Table, langs: list, sd: StageDir) -> dict:
            "duration": summary(duration[ok]), "duration_minutes_hist": histogram(duration[ok] / 60, VIDEO_MINUTES_BINS),
            "hours_with_subtitles": float(np.nansum(duration[ok]) / 3600)}
     counts_total: dict = {}
+    warnings: dict = {}
+    track_statuses: dict = {}
     for u in sd.units.values():
         for k, v in ((u.stats or {}).get("counts") or {}).items():
-            if k in ("retried", "carried_over", "requests", "tracks"):
+            if k in ("retried", "carried_over", "requests", "tracks", "rate_decreases", "rate_increases"):
                 counts_total[k] = counts_total.get(k, 0) + v
+            elif k.startswith("ytdlp_warnings/"):
+                warnings[k.split("/", 1)[1]] = warnings.get(k.split("/", 1)[1], 0) + v
+            elif k.startswith("track_status/"):
+                track_statuses[k.split("/", 1)[1]] = track_statuses.get(k.split("/", 1)[1], 0) + v
     out["unit_counts"] = counts_total
+    out["ytdlp_warnings"] = dict(sorted(warnings.items(), key=lambda kv: -kv[1]))
+    out["track_statuses"] = dict(sorted(track_statuses.items(), key=lambda kv: -kv[1]))
+    out["transient_tracks"] = sum(v for k, v in track_statuses.items() if k in errors.TRANSIENT)
     cat = table.column("category_1")
     cats_all = counts_of(cat)
     out["categories"] = {"all": cats_all, "with_subtitles": counts_of(cat.filter(pa.array(ok))) if n else {},

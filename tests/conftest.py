@@ -27,7 +27,8 @@ class Sample:
     def crawl_args(self, out: Path, *extra: str) -> list[str]:
         return ["--videos", str(self.videos), "--out", str(out), "--info-json", str(self.info),
                 "--budget-dir", str(self.root / "budget"), "--retries", "2", "--backoff-base", "0.05",
-                "--backoff-max", "1.5", "--socket-timeout", "1", "--workers", "1", "--no-progress", *extra]
+                "--backoff-max", "1.5", "--socket-timeout", "1", "--workers", "1", "--no-progress",
+                "--max-requests-per-second", "0", "--sleep-subtitles", "0", *extra]
 
 
 @pytest.fixture

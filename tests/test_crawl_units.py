@@ -1,5 +1,4 @@
-"""The crawl's pure parts: reading video lists, choosing tracks, classifying errors, the budget."""
-import json
+"""The crawl's pure parts: reading video lists, classifying errors, the budget (track choice: test_tracks)."""
 import multiprocessing as mp
 import time
 
@@ -7,13 +6,10 @@ import pytest
 
 from pipeline import errors
 from pipeline.politeness import CrawlHalted, RequestBudget
-from pipeline.tracks import asr_language, select_tracks
 from pipeline.videolist import dedupe, parse_video_ref, read_video_list
 from pipeline.stage import UserError
 
 from .conftest import real_fixtures
-
-LANGS = ["en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi"]
 
 
 def test_howto100m_csv_is_read_as_is(tmp_path):
@@ -65,37 +61,6 @@ def test_real_howto100m_excerpt():
     assert all(e.valid for e in urls) and urls[0].video_id == "NFsc2pCdBAI"
     holdout = read_video_list(fixtures / "meta" / "htm_holdout_vid.txt")
     assert holdout[0].video_id == "---0tKA3iYI" and all(e.valid for e in holdout)
-
-
-def test_tracks_on_real_info_json():
-    fixtures = real_fixtures() / "infojson"
-    pinch = json.loads((fixtures / "pinchflat_example.info.json").read_text())
-    t = select_tracks(pinch, LANGS)
-    assert (t["en"].kind, t["en"].key) == ("asr", "en-orig")
-    assert (t["de"].kind, t["de"].key) == ("manual", "de")
-    assert (t["fr"].kind, t["fr"].key, t["fr"].source_lang) == ("translated", "fr-de", "de")
-    assert t["zh"].key == "zh-Hans-de"
-    assert all(c.ext == "vtt" and "m3u8" not in c.url for c in t.values())
-    tube = json.loads((fixtures / "tubesync_JjQDik3yNhA_2023-06-29.json").read_text())
-    t = select_tracks(tube, LANGS)
-    assert asr_language(tube) == "en"
-    assert (t["en"].kind, t["de"].kind, t["de"].source_lang) == ("asr", "translated", "en")
-    assert "fmt=vtt" in t["de"].url and "tlang=de" in t["de"].url
-    chat = json.loads((fixtures / "tubesync_gogEJyoSB9s_low_formats.json").read_text())
-    t = select_tracks(chat, LANGS)
-    assert t["en"].kind == "asr" and all(c.kind != "manual" for c in t.values())  # live_chat is not a subtitle
-    for name in ("merlot_WAaKRUoY6Io.info.json", "tubesync_metadata_minimal_formats.json"):
-        info = json.loads((fixtures / name).read_text())
-        assert all(c.kind == "none" for c in select_tracks(info, LANGS).values())
-
-
-def test_legacy_dict_without_orig_reads_asr_language_from_url():
-    url = "https://www.youtube.com/api/timedtext?v=x&kind=asr&lang=es&fmt=json3"
-    info = {"automatic_captions": {"es": [{"ext": "json3", "url": url}],
-                                   "en": [{"ext": "json3", "url": url + "&tlang=en"}]}}
-    t = select_tracks(info, ["es", "en"])
-    assert (t["es"].kind, t["en"].kind, t["en"].source_lang) == ("asr", "translated", "es")
-    assert t["es"].url.endswith("fmt=vtt")  # rewritten from json3
 
 
 def test_classification_keeps_the_real_cause():

@@ -43,7 +43,8 @@ def pipeline_data(tmp_path_factory):
         built = build_sample(sample, server.base_url, videos=False)
         assert crawl.main(["--videos", built["list"], "--out", str(root / "data"), "--info-json", built["info_json"],
                            "--unit-size", "4", "--workers", "1", "--no-progress", "--budget-dir", str(root / "budget"),
-                           "--retries", "1", "--backoff-base", "0.05"]) == 0
+                           "--retries", "1", "--backoff-base", "0.05", "--max-requests-per-second", "0",
+                           "--sleep-subtitles", "0"]) == 0
     data = root / "data"
     assert align_stage.main(["--crawl", str(data / "crawl"), "--out", str(data / "aligned"), "--workers", "1",
                              "--no-progress"]) == 0
