@@ -54,6 +54,24 @@ def pipeline_data(tmp_path_factory):
     return data
 
 
+LANGS_9 = ("en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi")
+
+
+def test_ytdlp_warnings_are_counted_in_the_report(synthetic, tmp_path):
+    """The crawl's counts of yt-dlp warnings by kind (unit stats) reach the report."""
+    data = synthetic
+    stats_path = sorted((data / "crawl").glob("*.stats.json"))[0]
+    st = json.loads(stats_path.read_text())
+    st["counts"].update({"ytdlp_warnings/po_token": 7, "ytdlp_warnings/js_runtime": 3, "track_status/po_token_required": 5})
+    stats_path.write_text(json.dumps(st))
+    out, doc = run_stats(data, tmp_path)
+    (crawl,) = doc["crawl"]
+    assert crawl["ytdlp_warnings"] == {"po_token": 7, "js_runtime": 3}
+    assert crawl["transient_tracks"] >= 5
+    md = (out / "report.md").read_text()
+    assert "| po_token | 7 |" in md and "| js_runtime | 3 |" in md
+
+
 def crawl_row(vid, status, t, cat="Food and Entertaining", attempts=1, kinds=("asr", "translated", "translated")):
     row = {"video_id": vid, "status": status, "error": None if status == "ok" else f"why {status}",
            "attempts": attempts, "crawled_at": t, "duration": 120.0 if status in ("ok", "partial") else None,
@@ -156,6 +174,8 @@ def test_figures_match_the_rows_of_the_real_stages(pipeline_data, tmp_path, caps
         assert crawl["statuses"][status] == sum(r["status"] == status for r in crawl_rows)
     cats = [r["category_1"] for r in crawl_rows if r["category_1"]]
     assert crawl["categories"]["all"] and sum(crawl["categories"]["all"].values()) == len(cats)
+    per_track = [r[f"{l}_status"] for r in crawl_rows for l in LANGS_9 if r.get(f"{l}_status")]
+    assert crawl["track_statuses"] == {s: per_track.count(s) for s in set(per_track)}
 
     by_path = {a["path"]: a for a in doc["aligned"]}
     assert set(by_path) == {"aligned", "imported/aligned"}
@@ -173,6 +193,7 @@ def test_figures_match_the_rows_of_the_real_stages(pipeline_data, tmp_path, caps
     assert set(by_path["imported/aligned"]["per_lang"]["en"]["by_kind"]) == {"released"}
 
     md = (out / "report.md").read_text()
+    assert "| track outcome |" in md and f"| none | {crawl['track_statuses']['none']} |" in md
     assert "Table 8" in md and "| en (English) |" in md and "1,238,911" in md
     assert "whitespace-separated words" in md  # the report names the token rule
     assert "report.html" in capsys.readouterr().out
