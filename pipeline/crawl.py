@@ -132,11 +132,13 @@ def make_budget(cfg: CrawlConfig, egress: str | None = None):
     if cfg.budget_backend == "ray":
         return RayRequestBudget(f"{cfg.budget_name}:{egress_label(cfg, egress)}", cfg.max_requests_per_second,
                                 breaker_threshold=cfg.breaker_threshold, pause_seconds=cfg.breaker_pause,
-                                max_trips=cfg.breaker_max_pauses)
+                                max_trips=cfg.breaker_max_pauses, adaptive=cfg.adaptive_rate,
+                                quiet_seconds=cfg.rate_quiet_seconds)
     budget_dir = Path(cfg.budget_dir) if cfg.budget_dir else default_budget_dir()
     return RequestBudget(budget_dir / f"{cfg.budget_name}.budget", cfg.max_requests_per_second,
                          breaker_threshold=cfg.breaker_threshold, pause_seconds=cfg.breaker_pause,
-                         max_trips=cfg.breaker_max_pauses)
+                         max_trips=cfg.breaker_max_pauses, adaptive=cfg.adaptive_rate,
+                         quiet_seconds=cfg.rate_quiet_seconds)
 
 
 class CrawlContext:
@@ -268,7 +270,9 @@ class CrawlStage(Stage):
             log.info("%s %s %s", row["video_id"], row["status"], row.get("error") or "")
         writer.count("videos", len(unit.items))
         writer.count("requests", ctx.budget.requests)
-        ctx.budget.requests = 0
+        writer.count("rate_decreases", ctx.budget.decreases)
+        writer.count("rate_increases", ctx.budget.increases)
+        ctx.budget.requests = ctx.budget.decreases = ctx.budget.increases = 0
 
     def after_publish(self, files: UnitFiles) -> None:
         retry_marker(files).unlink(missing_ok=True)

@@ -14,6 +14,19 @@ made permanent with ``sticky=True``:
 - ``"garbage"``: a 200 with invalid UTF-8 bytes; ``"empty"``: a 200 with no body
 - ``"sorry"``: redirect to a bot-check page
 - ``"ok"``: serve the file normally
+
+Two behaviours hold for every path at once, as YouTube's do:
+
+- ``server.rate_limit(per_second, window=1.0)``: a hidden threshold. A request that
+  finds ``per_second * window`` requests already in the last ``window`` seconds gets a
+  429 (logged with fault ``"ratelimit"``); queued faults wait for a request that gets
+  through. Refused requests count toward the window, because YouTube counts what an
+  address sends: a client that keeps hammering through 429s stays refused, one that
+  slows down below the threshold gets through again.
+- ``server.require_po_token(True)``: a subtitle URL marked ``exp=xpe`` (YouTube's mark
+  for a track that needs a PO token) without a non-empty ``pot=`` gets a 200 with an
+  empty body, which is what YouTube sends when the token is missing (logged with fault
+  ``"po_token"``); with ``pot=`` the file is served.
 """
 from __future__ import annotations
 
@@ -25,7 +38,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 CONTENT_TYPES = {".vtt": "text/vtt; charset=utf-8", ".json": "application/json", ".mp4": "video/mp4",
                  ".webm": "video/webm", ".html": "text/html"}
@@ -54,8 +67,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         owner: SampleServer = self.server.owner
-        path = unquote(urlparse(self.path).path)
-        fault = owner._next_fault(path)
+        url = urlparse(self.path)
+        path = unquote(url.path)
+        fault = owner._next_fault(path, parse_qs(url.query))
         entry = owner._log(self.command, self.path, path, fault)
         try:
             entry["status"] = self._respond(owner, path, fault)
@@ -74,6 +88,9 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return 0
+        if fault == "ratelimit":
+            self._send(429, b"<html><body>Error 429 (Too Many Requests)</body></html>", "text/html")
+            return 429
         if fault and fault.split(":", 1)[0].isdigit():
             code = int(fault.split(":", 1)[0])
             headers = {}
@@ -98,7 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"<!DOCTYPE html><html><head><title>Error</title></head><body>Sorry</body></html>", "text/html")
         elif fault == "garbage":
             self._send(200, b"WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nbad \xff\xfe bytes \xc3\x28 here\n", ctype)
-        elif fault == "empty":
+        elif fault in ("empty", "po_token"):
             self._send(200, b"", ctype)
         elif fault == "truncate":
             self._send(200, body[: len(body) // 2], ctype, length=len(body))
@@ -129,6 +146,10 @@ class SampleServer:
         self.requests: list[dict] = []
         self._log_file = open(log_file, "a") if log_file else None
         self._thread: threading.Thread | None = None
+        self._limit: float | None = None  # requests allowed per window
+        self._window = 1.0
+        self._recent: collections.deque = collections.deque()  # arrival times within the window
+        self._po_token = False
 
     def fault(self, path: str, *faults: str, sticky: bool = False) -> None:
         with self._lock:
@@ -142,14 +163,42 @@ class SampleServer:
             self._faults.clear()
             self._sticky.clear()
 
-    def _next_fault(self, path: str) -> str | None:
+    def rate_limit(self, per_second: float | None, window: float = 1.0) -> None:
+        """Refuse (429) any request beyond ``per_second * window`` in a sliding ``window``; None: off.
+        Setting it starts a fresh window."""
         with self._lock:
+            self._limit = per_second * window if per_second else None
+            self._window = window
+            self._recent.clear()
+
+    def require_po_token(self, required: bool = True) -> None:
+        """Answer ``exp=xpe`` subtitle URLs that lack ``pot=`` with an empty 200, as YouTube does."""
+        with self._lock:
+            self._po_token = required
+
+    def _over_limit(self, now: float) -> bool:
+        if self._limit is None:
+            return False
+        while self._recent and self._recent[0] <= now - self._window:
+            self._recent.popleft()
+        over = len(self._recent) + 1 > self._limit
+        self._recent.append(now)
+        return over
+
+    def _next_fault(self, path: str, query: dict | None = None) -> str | None:
+        with self._lock:
+            if self._over_limit(time.time()):
+                return "ratelimit"
             if path in self._sticky:
                 return self._sticky[path]
             queue = self._faults.get(path)
             if queue:
                 fault = queue.popleft()
-                return None if fault == "ok" else fault
+                if fault != "ok":
+                    return fault
+            query = query or {}
+            if self._po_token and "xpe" in ",".join(query.get("exp", [])).split(",") and "pot" not in query:
+                return "po_token"
         return None
 
     def _log(self, method, raw_path, path, fault) -> dict:
@@ -192,8 +241,13 @@ def main(argv=None) -> int:
     p.add_argument("--root", type=Path, required=True)
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--log", type=Path, help="append one JSON line per request here")
+    p.add_argument("--rate-limit", type=float, help="refuse (429) requests beyond this many per second")
+    p.add_argument("--require-po-token", action="store_true",
+                   help="answer exp=xpe subtitle URLs without pot= with an empty body")
     args = p.parse_args(argv)
     server = SampleServer(args.root, args.port, args.log)
+    server.rate_limit(args.rate_limit)
+    server.require_po_token(args.require_po_token)
     print(f"serving {server.root} at {server.base_url}", flush=True)
     try:
         server._httpd.serve_forever()
