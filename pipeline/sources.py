@@ -7,6 +7,7 @@ breaker about rate limits and bot checks.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import shutil
@@ -142,10 +143,15 @@ class YtdlpSource:
 
 def ytdlp_params_for(cfg) -> dict:
     """What yt-dlp needs from the crawl's configuration: the JS runtime and ``--extractor-args``."""
+    return dict(_ytdlp_params(cfg.js_runtime, tuple(cfg.extractor_args)))
+
+
+@functools.lru_cache(maxsize=8)
+def _ytdlp_params(js_runtime: str | None, extractor_args: tuple) -> dict:
+    # Resolved once per process: finding the runtime runs it for its version.
     from .ytdlp_env import find_js_runtime, parse_extractor_args, ytdlp_params
 
-    runtime = find_js_runtime(cfg.js_runtime)
-    return ytdlp_params(runtime, parse_extractor_args(list(cfg.extractor_args)))
+    return ytdlp_params(find_js_runtime(js_runtime), parse_extractor_args(list(extractor_args)))
 
 
 def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie_copy: str | None) -> tuple[str, bytes]:

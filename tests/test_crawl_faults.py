@@ -107,10 +107,11 @@ def test_all_tracks_failing_is_an_error_without_sample(sample, tmp_path):
     assert verify_dir(tmp_path / "d" / "crawl").ok
 
 
-def test_circuit_breaker_halts_instead_of_burning_the_list(sample, tmp_path, capsys):
+@pytest.mark.parametrize("fault", ["429", "empty"])  # an empty 200 is a refusal too
+def test_circuit_breaker_halts_instead_of_burning_the_list(sample, tmp_path, capsys, fault):
     for vid in ("smplPancak1", "smplBikeFx2", "smplMixed03", "-smplDash05", "smplPancak6"):
         for key in ("en-orig", "en", "de"):
-            sample.server.fault(f"/subs/{vid}/{key}.vtt", "429", sticky=True)
+            sample.server.fault(f"/subs/{vid}/{key}.vtt", fault, sticky=True)
     rc = crawl.main(sample.crawl_args(tmp_path / "d", "--langs", "en,de", "--retries", "1", "--unit-size", "100",
                                       "--breaker-threshold", "2", "--breaker-pause", "0.2",
                                       "--breaker-max-pauses", "1"))

@@ -117,16 +117,6 @@ def test_empty_200_and_html_are_transient_retried_and_seen_by_the_breaker(sample
     assert rows[VID]["status"] == "ok" and rows["smplBikeFx2"]["status"] == "ok"
 
 
-def test_empty_200s_trip_the_circuit_breaker(sample, tmp_path, capsys):
-    for vid in ("smplPancak1", "smplBikeFx2", "smplMixed03", "-smplDash05", "smplPancak6"):
-        for key in ("en-orig", "en", "de"):
-            sample.server.fault(f"/subs/{vid}/{key}.vtt", "empty", sticky=True)
-    rc = crawl.main(sample.crawl_args(tmp_path / "d", "--langs", "en,de", "--retries", "1", "--unit-size", "100",
-                                      "--breaker-threshold", "2", "--breaker-pause", "0.2",
-                                      "--breaker-max-pauses", "1"))
-    assert rc == 3 and "circuit breaker" in capsys.readouterr().err
-
-
 def _pot_info(sample, vid, pot: bool):
     """Rewrite a sample info dict so its tracks are marked as needing a PO token (exp=xpe)."""
     p = sample.info / f"{vid}.info.json"
