@@ -349,16 +349,38 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    finished = False
     try:
-        return train(args)
+        code = train(args)
+        finished = True
+        return code
     except (ConfigError, DataError, TextModelError, CheckpointError) as exc:
         print(f"mmp-train: error: {exc}", file=sys.stderr)
         return 2
     finally:
-        import torch.distributed as dist
+        shutdown_distributed(finished)
 
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+
+def shutdown_distributed(finished: bool) -> None:
+    """Tear the process group down on every rank together, while the interpreter is whole.
+
+    A rank that finished waits for the others before it closes its Gloo/NCCL connections, so no
+    rank loses its peer while it still writes the summary or the last checkpoint; a group left to
+    interpreter shutdown can abort the process ("terminate called without an active exception")
+    and turn a finished run into a failed one under torchrun. After an error there is no barrier:
+    the other ranks may never reach it.
+    """
+    import gc
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
+    gc.collect()
 
 
 if __name__ == "__main__":
