@@ -11,6 +11,7 @@ retries, down to one window; a window that still does not fit fails its video (`
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -77,12 +78,9 @@ class BatchRunner:
         import torch
 
         x = self.normalise(windows.to(self.device, non_blocking=True))
-        with torch.inference_mode():
-            if self.device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    y = self.backbone.model.features(x)
-            else:
-                y = self.backbone.model.features(x)
+        spec = self.backbone.spec
+        with torch.inference_mode(), precision(spec.precision, self.device.type):
+            y = self.backbone.model.embed(x) if spec.output == "embedding" else self.backbone.model.features(x)
         return y.float().cpu().numpy().astype(np.float16)
 
     def run(self, windows, owners: list) -> tuple[np.ndarray | None, set]:
@@ -108,6 +106,31 @@ class BatchRunner:
                 log.warning("%s: CUDA out of memory on a single window of %s", self.backbone.spec.name, owners[start])
             start += size
         return out, failed
+
+
+@contextlib.contextmanager
+def precision(name: str, device_type: str):
+    """The arithmetic a recipe asks for: "fp32" (TF32 off, which cuDNN convolutions otherwise
+    use by default), "tf32" (TF32 matmuls and convolutions; CUDA only, fp32 elsewhere) or
+    "bf16" (autocast on the model's device, the CPU too). Flags are restored afterwards."""
+    import torch
+
+    if name == "bf16":
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            yield
+        return
+    if device_type != "cuda":
+        yield
+        return
+    tf32 = name == "tf32"
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=torch.backends.cudnn.benchmark,
+                                        deterministic=torch.backends.cudnn.deterministic, allow_tf32=tf32):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _free_cuda() -> None:
@@ -209,7 +232,7 @@ def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int
 
     results = {i: VideoResult(jobs[i].key) for i in range(len(jobs))}
     rows: dict[int, dict] = {i: {name: {} for name in backbones} for i in range(len(jobs))}  # window -> row
-    expected: dict[int, int] = {}  # video -> windows, once decoding finished
+    expected: dict[int, dict] = {}  # video -> {backbone: rows}, once decoding finished
     generation = {i: 0 for i in range(len(jobs))}
     pending = {name: [] for name in backbones}  # [(video, generation, window, uint8 [3, T, H, W] view)]
     failed: set = set()
@@ -249,7 +272,7 @@ def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int
             return True
         if v not in expected:
             return False
-        return all(len(rows[v][name]) == expected[v] for name in backbones)
+        return all(len(rows[v][name]) == expected[v][name] for name in backbones)
 
     next_out = 0
     alive = workers
@@ -275,7 +298,7 @@ def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int
                     flush(force=False)
             elif kind == "done":
                 results[v].info, results[v].seconds_decode = payload, extra
-                expected[v] = payload.windows
+                expected[v] = payload.rows
             elif kind == "failed":
                 status, message, info = payload
                 results[v].status, results[v].error, results[v].info = status, message, info
@@ -286,7 +309,7 @@ def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int
             while next_out < len(jobs) and complete(next_out):
                 r = results[next_out]
                 if next_out not in failed:
-                    r.features = {name: np.stack([rows[next_out][name][k] for k in range(expected[next_out])])
+                    r.features = {name: np.stack([rows[next_out][name][k] for k in range(expected[next_out][name])])
                                   for name in backbones}
                 rows.pop(next_out, None)
                 yield r

@@ -47,13 +47,13 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from features.frames import Chunk, chunk_ranges, decode_size, frame_plan, windows_from
-from features.spec import BackboneSpec, num_windows
+from features.spec import BackboneSpec
 
 log = logging.getLogger("mmp.decode")
 
@@ -63,7 +63,7 @@ DEFAULT_CHUNK_SECONDS = 4
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "mov", "avi", "flv", "3gp", "m4v", "ts", "mpg", "mpeg", "ogv", "wmv",
                     "m4a", "mka")  # audio-only downloads too: they get a recorded no_video_stream
 
-DECODE_STATUSES = ("no_video", "empty_file", "no_video_stream", "no_frames", "decode_error")
+DECODE_STATUSES = ("no_video", "empty_file", "no_video_stream", "no_frames", "too_short", "decode_error")
 
 
 class DecodeError(Exception):
@@ -85,10 +85,34 @@ class VideoInfo:
     frames: int  # frames in the video track
     first_pts: float  # seconds; window times are relative to it
     fallback_reason: str | None = None
+    plans: dict = field(default_factory=dict, repr=False)  # backbone -> RowPlan
 
     @property
-    def windows(self) -> int:
-        return num_windows(self.duration)
+    def rows(self) -> dict:
+        """Backbone -> feature rows its recipe gives for this video."""
+        return {name: p.rows for name, p in self.plans.items()}
+
+    def row_times(self, name: str) -> dict:
+        """How backbone `name`'s rows map to time, for meta.json."""
+        p = self.plans[name]
+        return {"rows": p.rows, "row_start_s": round(p.start, 6), "row_seconds": p.seconds,
+                "frames_sampled": p.frames_out}
+
+
+def _plan_rows(info: VideoInfo, times_abs: np.ndarray, end_abs: float, specs) -> int:
+    """Plan every recipe's rows into `info`; the most rows any recipe gives. A video too short
+    for some recipe is a DecodeError."""
+    if info.duration <= 0:
+        raise DecodeError("no_frames", "the video track has zero duration")
+    info.plans = frame_plan(times_abs, end_abs, specs)
+    for spec in specs:
+        p = info.plans[spec.name]
+        if p.rows == 0 and spec.tail == "zero_pad":
+            raise DecodeError("too_short", f"{info.duration:.3f} s of video gives {p.frames_out} frames at "
+                              f"{spec.fps:g} fps, under the {spec.frames} of one {spec.key} row")
+        if p.rows == 0:
+            raise DecodeError("no_frames", "the video track has zero duration")
+    return max(info.rows.values())
 
 
 # ---------------------------------------------------------------- probing (PyAV)
@@ -119,6 +143,12 @@ def check_file(path: str) -> None:
 
 def probe_rotation(path: str) -> tuple[int, int, int, float]:
     """(rotation, coded width, coded height, average fps) from PyAV; rotation from the first frame."""
+    rotation, width, height, rate, _ = probe_video(path)
+    return rotation, width, height, rate
+
+
+def probe_video(path: str) -> tuple[int, int, int, float, float]:
+    """probe_rotation's facts and the stream's start time in seconds (0 when it has none)."""
     import av
 
     with _open_av(path) as container:
@@ -130,7 +160,8 @@ def probe_rotation(path: str) -> tuple[int, int, int, float]:
             raise DecodeError("decode_error", f"first frame does not decode: {exc}"[:300]) from None
         if frame is None:
             raise DecodeError("no_frames", "the video stream holds no decodable frame")
-        return _rotation_of(frame), frame.width, frame.height, rate
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+        return _rotation_of(frame), frame.width, frame.height, rate, start
 
 
 def _rotation_of(frame) -> int:
@@ -159,7 +190,7 @@ class _DecordFailed(Exception):
 def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list) -> Iterator[Chunk]:
     import decord
 
-    rotation, width, height, _ = probe_rotation(path)
+    rotation, width, height, _, stream_start = probe_video(path)
     if rotation:
         # decord 0.6 turns such frames itself but then squeezes them into the requested
         # width x height; PyAV gives coded frames and the angle, which we apply ourselves.
@@ -179,18 +210,19 @@ def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list) -> Iter
     if not np.isfinite(stamps).all() or starts.min() < -1.0 or np.any(np.diff(starts) < 0) \
             or stamps[-1, 1] < starts[-1] or starts[-1] > 1e7:
         raise _DecordFailed("decord's frame timestamps are unusable")
+    # decord counts from the stream's start time; the fps filter's rounding needs the pts themselves.
+    starts = starts + stream_start
     first = float(starts[0])
     times = starts - first
-    end = float(stamps[-1, 1]) - first
+    end = float(stamps[-1, 1]) + stream_start - first
     if end <= times[-1]:
         end = times[-1] + (1.0 / fps if fps > 0 else 0.0)
     width_d, height_d = _display(width, height, rotation)
     info = VideoInfo(duration=round(end, 6), fps=fps, width=width_d, height=height_d, rotation=rotation,
                      decoder="decord", frames=n, first_pts=first)
     info_out.append(info)
-    if info.windows == 0:
-        raise DecodeError("no_frames", "the video track has zero duration")
-    plan = frame_plan(times, info.duration, specs)
+    n_rows = _plan_rows(info, starts, first + end, specs)
+    plan = info.plans
     # Read forward only: skip_frames decodes without colour conversion or resize, next()
     # converts the frames a window needs. (get_batch is slower here even for the frames
     # we need, and plain decoding converts every frame.)
@@ -198,13 +230,13 @@ def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list) -> Iter
     # than the copy itself (see _FrameCopier).
     pos, previous = 0, {}
     copier = _FrameCopier()
-    for lo, hi in chunk_ranges(info.windows, chunk_seconds):
-        needed = np.unique(np.concatenate([plan[s.name][lo:hi].ravel() for s in specs]))
+    for lo, hi in chunk_ranges(n_rows, chunk_seconds):
+        needed = np.unique(np.concatenate([plan[s.name].needed(lo, hi) for s in specs]))
         decoded = {}
         buffer = None
         try:
             for slot, i in enumerate(needed.tolist()):
-                if i in previous:  # shared with the previous chunk (padding, centred clips)
+                if i in previous:  # shared with the previous chunk (padding, repeated frames)
                     decoded[i] = previous[i]
                     continue
                 if i < pos:
@@ -221,7 +253,7 @@ def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list) -> Iter
         except (decord.DECORDError, StopIteration) as exc:
             raise _DecordFailed(f"decord failed at second {lo}: {_decord_message(exc)}") from None
         previous = decoded
-        yield windows_from(decoded, plan, lo, hi, specs, rotation)
+        yield windows_from(decoded, plan, lo, hi, specs)
 
 
 class _FrameCopier:
@@ -280,26 +312,24 @@ def _pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: s
         deltas = np.diff(pts_sorted) * tb
         last_dur = float(np.median(deltas)) if len(deltas) else (1.0 / rate if rate > 0 else 0.04)
     first = float(pts_sorted[0] * tb)
-    times = pts_sorted * tb - first
-    duration = round(float(times[-1] + last_dur), 6)
-    index_of = {int(p): i for i, p in enumerate(pts_sorted)}
+    times_abs = pts_sorted * tb
+    duration = round(float(times_abs[-1] - first + last_dur), 6)
 
     rotation, width, height, _ = probe_rotation(path)
-    dw, dh = decode_size(width, height, specs)
     width_d, height_d = _display(width, height, rotation)
-    info = VideoInfo(duration=duration, fps=rate or (len(times) / duration if duration else 0.0), width=width_d,
-                     height=height_d, rotation=rotation, decoder="pyav", frames=len(times), first_pts=first,
+    dw, dh = decode_size(width_d, height_d, specs)
+    info = VideoInfo(duration=duration, fps=rate or (len(times_abs) / duration if duration else 0.0), width=width_d,
+                     height=height_d, rotation=rotation, decoder="pyav", frames=len(times_abs), first_pts=first,
                      fallback_reason=reason)
     info_out.append(info)
-    if info.windows == 0:
-        raise DecodeError("no_frames", "the video track has zero duration")
-    plan = frame_plan(times, duration, specs)
-    ranges = chunk_ranges(info.windows, chunk_seconds)
+    n_rows = _plan_rows(info, times_abs, float(times_abs[-1] + last_dur), specs)
+    plan = info.plans
+    ranges = chunk_ranges(n_rows, chunk_seconds)
     # For each needed frame, the last chunk that needs it: frames are kept until then.
     last_user: dict[int, int] = {}
     chunk_max = []
     for c, (lo, hi) in enumerate(ranges):
-        needed = np.unique(np.concatenate([plan[s.name][lo:hi].ravel() for s in specs]))
+        needed = np.unique(np.concatenate([plan[s.name].needed(lo, hi) for s in specs]))
         for i in needed:
             last_user[int(i)] = c
         chunk_max.append(int(needed.max()))
@@ -309,16 +339,17 @@ def _pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: s
     with _open_av(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        scaler = _Scaler(stream, rotation, dw, dh)
         try:
             for n, frame in enumerate(container.decode(stream)):
-                if frame.pts is not None and int(frame.pts) in index_of:
-                    i = index_of[int(frame.pts)]
-                else:  # no pts on the decoded frame: decoding order is presentation order
-                    i = min(n, len(times) - 1)
+                # The decoder gives frames in presentation order: the n-th is the n-th pts.
+                # (Its pts labels cannot be trusted: in AVI they are the packets' own and
+                # arrive reordered, 1, 2, 4, 3, ...)
+                i = min(n, len(times_abs) - 1)
                 if i in last_user and i not in kept:
-                    kept[i] = frame.to_ndarray(width=dw, height=dh, format="rgb24")
+                    kept[i] = scaler(frame)
                 while c < len(ranges) and i >= chunk_max[c]:
-                    yield _emit(kept, plan, ranges[c], specs, rotation)
+                    yield _emit(kept, plan, ranges[c], specs)
                     newest = max(kept) if kept else None
                     kept = {k: v for k, v in kept.items() if last_user[k] > c or k == newest}
                     c += 1
@@ -328,15 +359,47 @@ def _pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: s
     if c < len(ranges) and not kept:
         raise DecodeError("no_frames", "no frame of the video stream decoded")
     while c < len(ranges):  # frames lost at the end: their windows repeat the last kept frame
-        yield _emit(kept, plan, ranges[c], specs, rotation)
+        yield _emit(kept, plan, ranges[c], specs)
         c += 1
 
 
-def _emit(kept: dict, plan: dict, rng: tuple[int, int], specs, rotation: int) -> Chunk:
+# FFmpeg filters that turn a frame upright, by our rotation (degrees counter-clockwise).
+_UPRIGHT = {90: (("transpose", "cclock"),), 180: (("hflip", ""), ("vflip", "")), 270: (("transpose", "clock"),)}
+
+
+class _Scaler:
+    """Decoded PyAV frames -> upright rgb24 arrays at the decode size, through FFmpeg's own filters.
+
+    ``[transpose | hflip,vflip] -> scale=W:H:flags=bilinear -> format=rgb24``: the chain the
+    released S3D features were made with (and what decord's resize gives), so both decoders
+    hand the recipes the same bytes. PyAV's ``to_ndarray(width=, height=)`` goes through
+    another swscale setup and differs by about 0.2/255 on average. Frames are filtered one
+    at a time (scale keeps no state between frames), only those some row needs.
+    """
+
+    def __init__(self, stream, rotation: int, width: int, height: int):
+        import av
+
+        self.graph = graph = av.filter.Graph()
+        chain = [graph.add_buffer(template=stream)]
+        for name, arg in _UPRIGHT.get(rotation, ()):
+            chain.append(graph.add(name, arg) if arg else graph.add(name))
+        chain += [graph.add("scale", f"{width}:{height}:flags=bilinear"), graph.add("format", "rgb24"),
+                  graph.add("buffersink")]
+        for a, b in zip(chain, chain[1:]):
+            a.link_to(b)
+        graph.configure()
+
+    def __call__(self, frame) -> np.ndarray:
+        self.graph.push(frame)
+        return self.graph.pull().to_ndarray()
+
+
+def _emit(kept: dict, plan: dict, rng: tuple[int, int], specs) -> Chunk:
     lo, hi = rng
     if not kept:
         raise DecodeError("decode_error", f"no frame for seconds {lo}-{hi} decoded")
-    needed = np.unique(np.concatenate([plan[s.name][lo:hi].ravel() for s in specs]))
+    needed = np.unique(np.concatenate([plan[s.name].needed(lo, hi) for s in specs]))
     have = np.asarray(sorted(kept))
     decoded = {}
     for i in needed:
@@ -346,7 +409,7 @@ def _emit(kept: dict, plan: dict, rng: tuple[int, int], specs, rotation: int) ->
         else:  # a frame that did not decode: the nearest earlier one (else later) stands in
             j = np.searchsorted(have, i) - 1
             decoded[i] = kept[int(have[max(j, 0)])]
-    return windows_from(decoded, plan, lo, hi, specs, rotation)
+    return windows_from(decoded, plan, lo, hi, specs)
 
 
 # ---------------------------------------------------------------- entry point

@@ -3,20 +3,20 @@
 One ``mmp`` unit per completed aligned unit, same index; one parquet row per aligned row.
 A video with aligned subtitles and a decodable file becomes a sample: ``r21d.npy``
 (float16 [N, 512]), ``s3d.npy`` (float16 [N, 1024], pooled mixed_5c, the released HowTo100M
-layout), ``subs.json`` (copied from aligned) and ``meta.json`` (source facts and, per
-backbone, the full preprocessing spec, weights file and sha256, rows). N = ceil(duration)
-for both backbones. Windows (features.spec holds them as data; features.decode follows
-them, with timestamps, rotation and the PyAV fallback): R(2+1)D-34 IG65M clip8, the video
-re-sampled to 30 fps, 8 consecutive frames from the start of every second, 112x112 crop
-of a 128 short side, IG65M mean/std; S3D, 16 fps, the contiguous 16-frame chunk of each
-second, 224x224, RGB in [0, 1] (the released HowTo100M recipe).
+layout; [N, 512] with ``--s3d-output embedding``), ``subs.json`` (copied from aligned) and
+``meta.json`` (source facts and, per backbone, the whole recipe, weights file and sha256,
+and how its rows map to time: ``rows``, ``row_start_s``, ``row_seconds``). Each backbone
+follows a recipe (``--recipe``; features.spec holds them as data, features.decode follows
+them): ``r21d=paper`` gives ceil(duration) rows, ``s3d=released`` reproduces the released
+features' FFmpeg chain and gives ceil(frames at 16 fps / 16) rows, so the two can differ
+by one row at the end; ``feature_rows`` in the parquet is the smaller, the rows both have.
 
 Throughput (features.batching): ``--decode-workers`` threads decode videos ahead of the model into a bounded
 queue (decord and PyAV release the GIL while decoding; the queue holds a few chunks of a
 few seconds each, so memory does not depend on video length). Windows from different
 videos are batched together to ``--batch-size`` per backbone and put back in order per
-video. On a GPU the models run under bf16 autocast; on the CPU in fp32. A CUDA
-out-of-memory halves that backbone's batch and retries, down to one window; a window
+video. The models run at the recipe's precision (``--precision``: fp32 by default,
+TF32 off; bf16 autocast on request). A CUDA out-of-memory halves that backbone's batch and retries, down to one window; a window
 that still does not fit fails its video with status ``oom``.
 
 Devices: ``--gpus 0`` runs on the CPU with ``--workers`` processes. ``--gpus N`` runs N
@@ -27,7 +27,8 @@ CUDA_VISIBLE_DEVICES), it uses ``cuda:0``.
 
 Video statuses: ok; no_subtitles (the aligned row has no sample: skipped, recorded);
 no_video (no file for the id in SRC); empty_file; no_video_stream (e.g. audio only);
-no_frames; decode_error (corrupt or unreadable, with the reason); oom.
+no_frames; too_short (under the 16 frames of one s3d=released row); decode_error (corrupt
+or unreadable, with the reason); oom.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ from shards.writer import UnitWriter
 # The batched core lives in features.batching; its names stay importable from here.
 from features.batching import Backbone, BatchRunner, VideoJob, VideoResult, extract_videos  # noqa: F401
 from features.decode import DEFAULT_CHUNK_SECONDS, VIDEO_EXTENSIONS
-from features.spec import SPECS, get_spec
+from features.spec import DEFAULT_RECIPES, OUTPUTS, PRECISIONS, RECIPES, SPECS, get_spec
 
 log = logging.getLogger("mmp.extract")
 
@@ -123,13 +124,12 @@ def pick_device(out: Path, gpus: int, workers: int) -> str:
     return device
 
 
-def load_backbones(names: list, weights: dict, random_weights: bool, device: str) -> dict:
-    """name -> Backbone on `device`, from --weights files or seeded random init."""
+def load_backbones(specs: dict, weights: dict, random_weights: bool, device: str) -> dict:
+    """name -> Backbone on `device` following its recipe (`specs`), from --weights files or seeded random init."""
     from features.weights import load_backbone, random_backbone
 
     out = {}
-    for name in names:
-        spec = get_spec(name)
+    for name, spec in specs.items():
         if name in weights:
             if (name, weights[name]) in _PRELOADED:
                 model, sha = _PRELOADED.pop((name, weights[name]))
@@ -183,9 +183,11 @@ class ExtractStage(Stage):
 
     def __init__(self, aligned: Path, videos: Path, out: Path, backbones: list, weights: dict, random_weights: bool,
                  gpus: int = 0, workers: int = 1, batch_size: int = 32, decode_workers: int = 2,
-                 chunk_seconds: int = DEFAULT_CHUNK_SECONDS):
+                 chunk_seconds: int = DEFAULT_CHUNK_SECONDS, specs: dict | None = None):
         self.aligned, self.videos, self.out = as_path(aligned), Path(videos), as_path(out)
         self.backbones, self.weights, self.random_weights = list(backbones), dict(weights), random_weights
+        # The recipe each backbone follows (default: features.spec.DEFAULT_RECIPES).
+        self.specs = {n: (specs or {}).get(n) or get_spec(n) for n in self.backbones}
         self.gpus, self.workers, self.batch_size, self.decode_workers = gpus, workers, batch_size, decode_workers
         self.chunk_seconds = chunk_seconds
         self.crawl_source = bool(list(self.videos.glob("crawl-*.stats.json")))
@@ -210,21 +212,22 @@ class ExtractStage(Stage):
                 "backbones": self.backbones, "weights": {k: str(v) for k, v in self.weights.items()},
                 "random_weights": self.random_weights, "gpus": self.gpus, "batch_size": self.batch_size,
                 "decode_workers": self.decode_workers, "chunk_seconds": self.chunk_seconds,
-                "specs": {n: get_spec(n).to_json() for n in self.backbones}}
+                "specs": {n: spec.to_json() for n, spec in self.specs.items()}}
 
     def fingerprint(self) -> dict:
         return {"aligned": str(self.aligned.resolve()), "backbones": self.backbones,
                 "weights": {k: str(Path(v).resolve()) for k, v in self.weights.items()},
-                "random_weights": self.random_weights}
+                "random_weights": self.random_weights,
+                "recipes": {n: [spec.key, spec.precision, spec.output] for n, spec in self.specs.items()}}
 
     def setup_worker(self) -> None:
         pick_device(self.out, self.gpus, self.workers)
 
     def _models(self) -> dict:
         device = pick_device(self.out, self.gpus, self.workers)
-        key = (tuple(self.backbones), tuple(sorted(self.weights.items())), self.random_weights, device)
+        key = (tuple(self.specs.values()), tuple(sorted(self.weights.items())), self.random_weights, device)
         if _WORKER.get("models_key") != key:
-            _WORKER["models"] = load_backbones(self.backbones, self.weights, self.random_weights, device)
+            _WORKER["models"] = load_backbones(self.specs, self.weights, self.random_weights, device)
             _WORKER["models_key"] = key
         return _WORKER["models"]
 
@@ -279,14 +282,17 @@ class ExtractStage(Stage):
                 row.update(duration=info.duration, fps=round(info.fps, 4), width=info.width, height=info.height,
                            rotation=info.rotation, decoder=info.decoder)
             if result.status == "ok":
-                n = {len(a) for a in result.features.values()}
-                assert len(n) == 1 and n == {info.windows}, f"{row['video_id']}: feature rows {n} vs {info.windows}"
-                row.update(feature_rows=info.windows, length_mismatch=round(info.windows - info.duration, 4),
+                got = {name: len(a) for name, a in result.features.items()}
+                assert got == info.rows, f"{row['video_id']}: feature rows {got} vs planned {info.rows}"
+                # Rows every backbone has (recipes may differ by one at the end: the released S3D
+                # recipe drops a tail under half a 1/16 s frame, the paper's R(2+1)D keeps it).
+                rows = min(got.values())
+                row.update(feature_rows=rows, length_mismatch=round(rows - info.duration, 4),
                            # Width of the rows once concatenated (r21d 512 + s3d 1024), like the importer's column.
                            feature_dim=sum(b.spec.output_dim for b in backbones.values()),
                            backbones=",".join(backbones))
                 writer.write_sample(row["video_id"], self._members(row, sample, info, result, backbones))
-                writer.count("feature_rows", info.windows)
+                writer.count("feature_rows", rows)
                 writer.count("video_seconds", info.duration)
             writer.add_row(row)
             video_done(row["status"])
@@ -295,7 +301,7 @@ class ExtractStage(Stage):
         meta = {"video_id": row["video_id"], "duration": info.duration, "fps": info.fps, "width": info.width,
                 "height": info.height, "rotation": info.rotation, "decoder": info.decoder,
                 "decoder_note": info.fallback_reason, "source": row.get("source"),
-                "features": {name: {**b.spec.to_json(), **b.weights, "rows": int(len(result.features[name]))}
+                "features": {name: {**b.spec.to_json(), **b.weights, **info.row_times(name)}
                              for name, b in backbones.items()}}
         if "meta.json" in sample:
             try:
@@ -316,12 +322,16 @@ class ExtractStage(Stage):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mmp-extract-features",
-        description="Decode each aligned video and write R(2+1)D-34 (IG65M clip8, 30 fps, 8 frames from the start "
-        "of every second, 112x112) and S3D-G (MIL-NCE, 16 fps, contiguous 16-frame chunks, 224x224, pooled "
-        "mixed_5c) features at one row per second into training shards (mmp-*.tar).",
-        epilog="Re-running the same command resumes: finished units are skipped. Feature rows = ceil(duration) "
-        "for every backbone. Example: mmp-extract-features --aligned DATA/aligned --videos DATA/videos --out "
-        "DATA/mmp --gpus 8 --weights r21d=r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth s3d=s3d_howto100m.pth")
+        description="Decode each aligned video and write one feature row per second per backbone into training "
+        "shards (mmp-*.tar), each backbone following a named recipe (features/spec.py): r21d=paper (R(2+1)D-34 "
+        "IG65M clip8, 30 fps, 8 frames from the start of every second, 112x112) and s3d=released (S3D-G MIL-NCE, "
+        "the released HowTo100M features' own FFmpeg chain: fps=16, short side 224 truncated, bilinear, centre "
+        "crop 224, 16-frame chunks, pooled mixed_5c, fp32).",
+        epilog="Re-running the same command resumes: finished units are skipped. Rows: r21d=paper gives "
+        "ceil(duration); s3d=released gives ceil(frames at 16 fps / 16), the last chunk padded with black frames, "
+        "and a video under 16 frames is 'too_short'. meta.json records each recipe whole and how its rows map "
+        "to seconds. Example: mmp-extract-features --aligned DATA/aligned --videos DATA/videos --out DATA/mmp "
+        "--gpus 8 --weights r21d=r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth s3d=s3d_howto100m.pth")
     p.add_argument("--aligned", required=True, type=as_path, help="mmp-align / mmp-import output (aligned-*.tar)")
     p.add_argument("--videos", required=True, type=Path,
                    help="a directory of VIDEO_ID.mp4/.webm/... files, or an mmp-crawl output made with "
@@ -335,6 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random weights for backbones without --weights (smoke runs only: features are meaningless)")
     p.add_argument("--backbones", default=",".join(DEFAULT_BACKBONES),
                    help=f"comma-separated, from {', '.join(sorted(SPECS))} (default r21d,s3d)")
+    p.add_argument("--recipe", nargs="+", default=[], metavar="NAME=RECIPE",
+                   help="recipe per backbone: " + "; ".join(f"{n}: {', '.join(RECIPES[n])} (default {DEFAULT_RECIPES[n]})"
+                                                           for n in sorted(RECIPES)))
+    p.add_argument("--precision", nargs="+", default=[], metavar="[NAME=]P",
+                   help="model arithmetic, fp32 | tf32 | bf16, for every backbone or per backbone (s3d=fp32 "
+                   "r21d=bf16); default: the recipe's own (fp32 for both; bf16 is faster on GPUs and moves rows, "
+                   "see bench/extract.py). tf32 differs from fp32 only on CUDA")
+    p.add_argument("--s3d-output", choices=OUTPUTS["s3d"], default="mixed_5c",
+                   help="mixed_5c: the 1024-d pooled mixed_5c (the released features' format, default); embedding: "
+                   "MIL-NCE's 512-d video embedding, the checkpoint's fc over it (the paper's 512-d S3D vector)")
     p.add_argument("--batch-size", type=int, default=32, help="windows per model call, across videos (default 32)")
     p.add_argument("--decode-workers", type=int, default=2, help="decoding threads per worker (default 2)")
     p.add_argument("--chunk-seconds", type=int, default=DEFAULT_CHUNK_SECONDS,
@@ -369,14 +389,43 @@ def check_weights(weights: dict) -> None:
         _PRELOADED[(name, path)] = (model, sha)
 
 
+def parse_recipes(recipes: list, precisions: list, s3d_output: str, backbones: list) -> dict:
+    """backbone -> BackboneSpec from --recipe NAME=RECIPE, --precision [NAME=]P and --s3d-output."""
+    chosen = {}
+    for item in recipes:
+        name, sep, recipe = item.partition("=")
+        if not sep or not recipe:
+            raise UserError(f"--recipe takes NAME=RECIPE (e.g. s3d=released), got {item!r}")
+        if name not in backbones:
+            raise UserError(f"--recipe {item} names a backbone not in --backbones {','.join(backbones)}")
+        try:
+            chosen[name] = get_spec(name, recipe)
+        except ValueError as exc:
+            raise UserError(f"--recipe {item}: {exc}") from None
+    precision: dict = {}
+    for item in precisions:
+        name, sep, value = item.rpartition("=")
+        targets = [name] if sep else list(backbones)
+        if sep and name not in backbones:
+            raise UserError(f"--precision {item} names a backbone not in --backbones {','.join(backbones)}")
+        if value not in PRECISIONS:
+            raise UserError(f"--precision {item}: choose one of {', '.join(PRECISIONS)}")
+        precision.update({t: value for t in targets})
+    specs = {}
+    for name in backbones:
+        spec = chosen.get(name) or get_spec(name)
+        specs[name] = spec.with_options(precision=precision.get(name), output=s3d_output if name == "s3d" else None)
+    return specs
+
+
 def stage_from_args(args) -> ExtractStage:
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
     unknown = [b for b in backbones if b not in SPECS]
     if not backbones or unknown:
         raise UserError(f"--backbones must name some of {', '.join(sorted(SPECS))} (got {args.backbones!r})")
-    members = [get_spec(b).member for b in backbones]
-    if len(set(members)) != len(members) or len(set(backbones)) != len(backbones):
-        raise UserError(f"--backbones {args.backbones}: two backbones would write the same member; choose one of each")
+    if len(set(backbones)) != len(backbones):
+        raise UserError(f"--backbones {args.backbones}: a backbone is named twice")
+    specs = parse_recipes(args.recipe, args.precision, args.s3d_output, backbones)
     weights = parse_weights(args.weights, backbones)
     missing = [b for b in backbones if b not in weights]
     if missing and not args.random_weights:
@@ -402,7 +451,7 @@ def stage_from_args(args) -> ExtractStage:
               "use them only for smoke runs", file=sys.stderr)
     return ExtractStage(args.aligned, args.videos, args.out, backbones, weights, args.random_weights,
                         gpus=args.gpus, workers=args.workers, batch_size=args.batch_size,
-                        decode_workers=args.decode_workers, chunk_seconds=args.chunk_seconds)
+                        decode_workers=args.decode_workers, chunk_seconds=args.chunk_seconds, specs=specs)
 
 
 def main(argv=None) -> int:

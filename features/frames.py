@@ -8,13 +8,12 @@ the batched uint8 -> float normalisation the model side runs (``Normaliser``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from features.spec import BackboneSpec, window_frame_times
+from features.spec import BackboneSpec, crop_offsets, fps_filter_rows, fps_filter_ticks, resized_size, window_frame_times
 
 # A frame whose pts is within this of a wanted time counts as shown at it (float noise
 # in time bases like 1001/30000).
@@ -32,37 +31,85 @@ class Chunk:
     windows: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(next(iter(self.windows.values()))) if self.windows else 0
+        return max((len(w) for w in self.windows.values()), default=0)
 
 
-def frame_plan(times: np.ndarray, duration: float, specs: Sequence[BackboneSpec]) -> dict[str, np.ndarray]:
-    """Per backbone, [N, frames] indices into `times` (sorted, relative to the first frame).
+@dataclass
+class RowPlan:
+    """One recipe's rows for one video: which decoded frame fills each place, and row times.
 
-    For each wanted time the frame shown is the last with time <= t (the first frame for
-    times before it).
+    ``index`` is [rows, frames] into the video's frames in presentation order, -1 where
+    the recipe pads with a black frame. Row t covers ``[start + t * seconds, ... + seconds)``
+    seconds from the first frame.
+    """
+
+    index: np.ndarray
+    start: float
+    seconds: float
+    frames_out: int  # frames the recipe's sampling gives before padding (fps filter output)
+
+    @property
+    def rows(self) -> int:
+        return int(self.index.shape[0])
+
+    def needed(self, lo: int, hi: int) -> np.ndarray:
+        i = self.index[lo:hi].ravel()
+        return i[i >= 0]
+
+
+def _ticks(times: np.ndarray, fps: float) -> np.ndarray:
+    """fps_tick for an array of times (half away from zero, as FFmpeg rescales)."""
+    x = times * fps
+    return np.where(x >= 0, np.floor(x + 0.5 + 1e-9), -np.floor(-x + 0.5 + 1e-9)).astype(np.int64)
+
+
+def frame_plan(times: np.ndarray, end: float, specs: Sequence[BackboneSpec]) -> dict[str, RowPlan]:
+    """Per recipe, the RowPlan for a video whose frames show at `times` (sorted, absolute
+    pts in seconds) and whose last frame ends at `end`.
+
+    "grid": for each wanted time (from the first frame) the frame shown is the last with
+    time <= t. "fps_filter": FFmpeg's fps filter on the absolute pts (features.spec), cut
+    into chunks of spec.frames, the last chunk padded with black frames.
     """
     times = np.asarray(times, dtype=np.float64)
+    first = float(times[0])
     plan = {}
     for spec in specs:
-        wanted = np.asarray(window_frame_times(duration, spec), dtype=np.float64).reshape(-1, spec.frames)
-        idx = np.searchsorted(times, wanted + TIME_EPS_S, side="right") - 1
-        plan[spec.name] = np.clip(idx, 0, len(times) - 1)
+        if spec.frame_choice == "grid":
+            duration = end - first
+            wanted = np.asarray(window_frame_times(duration, spec), dtype=np.float64).reshape(-1, spec.frames)
+            idx = np.searchsorted(times - first, wanted + TIME_EPS_S, side="right") - 1
+            plan[spec.name] = RowPlan(np.clip(idx, 0, len(times) - 1), 0.0, 1.0, idx.size)
+            continue
+        n0, count = fps_filter_ticks(first, end, spec.fps)
+        rows = fps_filter_rows(count, spec)
+        ticks = n0 + np.arange(rows * spec.frames, dtype=np.int64)
+        idx = np.searchsorted(_ticks(times, spec.fps), ticks, side="right") - 1
+        idx = np.clip(idx, 0, len(times) - 1)
+        idx[count:] = -1  # the public extractor's zero padding of the last chunk
+        plan[spec.name] = RowPlan(idx.reshape(rows, spec.frames), n0 / spec.fps - first,
+                                  spec.frames / spec.fps, count)
     return plan
 
 
 def decode_size(width: int, height: int, specs: Sequence[BackboneSpec]) -> tuple[int, int]:
-    """(width, height) to decode at: short side the largest any backbone needs, never upscaled.
+    """(width, height) to decode (upright) frames at, the same for every recipe of a run.
 
-    Aspect is kept, so per-backbone resize and centre crop see the same picture as from
-    the full-size frame; sizes are even because some scalers prefer it.
+    A recipe scaled by swscale decodes at its own resize (the released S3D recipe: 480x360
+    -> 298x224, 176x144 -> 273x224, up or down); a recipe scaled by torch starts from frames
+    at its `source_short_side` with the long side truncated the same way. Both at 224 give
+    one decode size, so a backbone's rows never depend on which other backbones run.
     """
-    need = max(s.short_side for s in specs)
-    short = min(width, height)
-    if short <= need:
-        return width, height
-    if width <= height:
-        return need, 2 * math.ceil(height * need / width / 2)
-    return 2 * math.ceil(width * need / height / 2), need
+    sizes = set()
+    for spec in specs:
+        if spec.scaler == "swscale_bilinear":
+            sizes.add(resized_size(width, height, spec))
+        else:
+            short = spec.source_short_side
+            sizes.add((int(width * short / height), short) if width >= height else (short, int(height * short / width)))
+    if len(sizes) > 1:
+        raise ValueError(f"recipes {', '.join(s.key for s in specs)} want different decode sizes: {sorted(sizes)}")
+    return sizes.pop()
 
 
 def chunk_ranges(n_windows: int, chunk_seconds: int) -> list[tuple[int, int]]:
@@ -75,9 +122,9 @@ def _quarter_turns(rotation: int) -> int:
 
 
 def _resized(h: int, w: int, spec: BackboneSpec) -> tuple[int, int]:
-    """(height, width) with the short side at spec.short_side, never below the crop."""
-    scale = spec.short_side / min(h, w)
-    return max(spec.crop[0], int(round(h * scale))), max(spec.crop[1], int(round(w * scale)))
+    """(height, width) after the recipe's resize (features.spec.resized_size)."""
+    rw, rh = resized_size(w, h, spec)
+    return rh, rw
 
 
 def _resize_crop(frames, spec: BackboneSpec):
@@ -99,7 +146,7 @@ def _resize_crop(frames, spec: BackboneSpec):
         # last too, so permuting back is a view again.
         x = F.interpolate(frames.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last), size=(nh, nw),
                           mode="bilinear", align_corners=False, antialias=nh < h or nw < w).permute(0, 2, 3, 1)
-    top, left = (nh - spec.crop[0]) // 2, (nw - spec.crop[1]) // 2
+    top, left = crop_offsets(nw, nh, spec)
     return x[:, top:top + spec.crop[0], left:left + spec.crop[1]]
 
 
@@ -188,20 +235,21 @@ def stack_windows(windows, out=None):
 
 def _crop_only(h: int, w: int, spec: BackboneSpec) -> tuple[int, int] | None:
     """(top, left) when frames of h x w need no resize for `spec`, only a centre crop; else None."""
-    return ((h - spec.crop[0]) // 2, (w - spec.crop[1]) // 2) if _resized(h, w, spec) == (h, w) else None
+    return crop_offsets(w, h, spec) if _resized(h, w, spec) == (h, w) else None
 
 
-def windows_from(decoded: dict, plan: dict, lo: int, hi: int, specs, rotation: int) -> Chunk:
-    """Gather one chunk's windows from decoded frames {index: HxWx3 uint8}, per backbone.
+def windows_from(decoded: dict, plan: dict, lo: int, hi: int, specs, rotation: int = 0) -> Chunk:
+    """Gather rows [lo, hi) of each recipe from decoded frames {index: HxWx3 uint8}.
 
-    Frames are shared by the backbones (decoded once, at the largest size any needs). A
-    backbone whose frames are already at its size (S3D at the decode size) copies each
-    window frame's crop straight from the decoded frame: one copy per frame. Otherwise
-    the frames it uses are resized once each, however many windows repeat them, then
-    gathered. Windows are written channels last ([n * T, H, W, 3] memory, a row copy per
-    frame) and returned as an [n, 3, T, H, W] view: moving channels to the front is left
-    to the float conversion on the model side (`normalise`), which writes every value
-    anyway, so the uint8 bytes are never transposed on their own.
+    Frames are shared by the backbones (decoded once; see decode_size). A recipe whose
+    frames are already at its size (S3D at its own decode size) copies each frame's crop
+    straight from the decoded frame: one copy per frame. Otherwise the frames it uses are
+    resized once each, however many rows repeat them, then gathered. Places the plan pads
+    (-1) are black. A recipe with fewer rows than `hi` gives what it has. Rows are written
+    channels last ([n * T, H, W, 3] memory, a row copy per frame) and returned as an
+    [n, 3, T, H, W] view: moving channels to the front is left to the float conversion on
+    the model side (`normalise`), which writes every value anyway, so the uint8 bytes are
+    never transposed on their own.
     """
     import torch
 
@@ -209,22 +257,34 @@ def windows_from(decoded: dict, plan: dict, lo: int, hi: int, specs, rotation: i
     k = _quarter_turns(rotation)
     h, w = next(iter(decoded.values())).shape[:2]
     for spec in specs:
-        idx = plan[spec.name][lo:hi]  # [n, T] frame indices
+        idx = plan[spec.name].index[lo:hi]  # [n, T] frame indices, -1 black
         n, t = idx.shape
         at = None if k else _crop_only(h, w, spec)
+        if spec.scaler == "swscale_bilinear" and at is None:
+            raise ValueError(f"{spec.key}: frames were decoded at {w}x{h}, not at the recipe's own size")
         if at is not None:
             (top, left), (ch, cw) = at, spec.crop
             out = np.empty((n * t, ch, cw, 3), np.uint8)
             for j, i in enumerate(idx.ravel().tolist()):
-                out[j] = decoded[i][top:top + ch, left:left + cw]
+                if i < 0:
+                    out[j] = 0
+                else:
+                    out[j] = decoded[i][top:top + ch, left:left + cw]
             out = torch.from_numpy(out)
+        elif n == 0:
+            out = torch.empty((0, *spec.crop, 3), dtype=torch.uint8)
         else:
-            used, pos = np.unique(idx, return_inverse=True)
+            flat = idx.reshape(-1)
+            used, pos = np.unique(flat[flat >= 0], return_inverse=True)
             frames = torch.from_numpy(np.stack([decoded[i] for i in used.tolist()]))  # [U, H, W, 3]
             if k:
                 frames = torch.rot90(frames, k, dims=(1, 2)).contiguous()
             prepared = _resize_crop(frames, spec)  # [U, crop_h, crop_w, 3]
+            where = np.full(flat.shape, len(used), dtype=np.int64)  # the black frame after the used ones
+            where[flat >= 0] = pos
+            if (flat < 0).any():
+                prepared = torch.cat([prepared, torch.zeros((1, *prepared.shape[1:]), dtype=torch.uint8)])
             # index_select: a row copy per frame (advanced indexing is ~20x slower on a crop view).
-            out = torch.index_select(prepared, 0, torch.from_numpy(pos.reshape(-1)))
+            out = torch.index_select(prepared, 0, torch.from_numpy(where))
         chunk.windows[spec.name] = out.view(n, t, *spec.crop, 3).permute(0, 4, 1, 2, 3)
     return chunk

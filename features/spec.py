@@ -1,10 +1,43 @@
-"""Per-backbone preprocessing as data, and where each one-second window samples its frames.
+"""Feature recipes as data: what frames each backbone sees, at what size and precision, and
+how its rows map to seconds.
 
-Everything that decides what numbers a backbone sees (frame rate, frames per window,
-where a window sits in its second, resize, crop, normalisation) lives here, once, as a
-frozen dataclass per backbone. The decoder and the extraction stage read it, and
-`meta.json` records it through `to_json()`, so a shard says exactly how its features
-were made. This module is pure Python: no torch, no decoder.
+A recipe is everything that decides the numbers a backbone writes: frame choice, frames per
+row, resize arithmetic and scaler, crop, normalisation, the tail rule, precision and which
+activation is stored. Each is one frozen ``BackboneSpec`` here, named ``BACKBONE=RECIPE``
+(``--recipe s3d=released``), and ``meta.json`` records it whole through ``to_json()``, so
+a shard says exactly how its features were made. The decoder and the extraction stage
+only follow these fields. This module is pure Python: no numpy, no torch, no decoder.
+
+Recipes:
+
+- ``r21d=paper`` (default): the paper's R(2+1)D window. Re-sampled to 30 fps on a grid
+  from the first frame, the 8 consecutive grid frames from the start of every second for
+  the IG65M clip8 model; frames decoded at short side 224 (as S3D's), then resized by
+  torch to short side 128, centre crop 112, IG65M mean/std. Rows:
+  ceil(duration) (a trailing partial second gets a row; its times past the end repeat
+  the last frame). Row t covers [t, t + 1) s from the first frame.
+- ``s3d=released`` (default): the recipe of the released HowTo100M S3D features (16 fps,
+  contiguous 16-frame chunks, 224x224, one pooled mixed_5c per second). It is the public
+  extraction code's FFmpeg chain ``fps=16, scale=W:H, crop=224:224:X:Y``, reproduced:
+
+  * frame choice, FFmpeg's ``fps`` filter with its default rounding: every input pts is
+    rounded to the nearest 1/16 s tick (half away from zero), output tick n shows the
+    last frame whose rounded tick is <= n, i.e. the last frame with pts < (n + 1/2) / 16.
+    Ticks run from n0 = round(16 * first pts) to round(16 * end) - 1, end being the last
+    frame's pts plus its duration. Times are the stream's own pts (no start offset).
+  * geometry, the extractor's arithmetic: short side 224, the long side truncated,
+    ``int(w * 224 / h)`` (480x360 -> 298x224; smaller sources are scaled up), scaled by
+    FFmpeg's swscale with ``flags=bilinear`` (a filter graph's ``scale`` default), crop at
+    ``int((W - 224) / 2)``, ``int((H - 224) / 2)``. A rotated source is turned upright
+    first (as the ffmpeg command line's autorotate does) and measured upright.
+  * tail: the frames are cut into chunks of 16; the public extractor zero-pads the last
+    chunk with black frames to a full 16, so rows = ceil(frames / 16). The features'
+    README states the whole-second case: 1m20s -> 80 rows. A video with fewer than 16
+    frames (under ~1 s) gets no row and the status ``too_short``.
+  * fp32 (the release has no reduced precision); RGB in [0, 1], no mean/std.
+
+  Row t covers ticks [n0 + 16t, n0 + 16t + 16), i.e. [t, t + 1) s from n0 / 16 (within
+  1/32 s of the first frame); ``meta.json`` records that start.
 """
 
 from __future__ import annotations
@@ -15,47 +48,85 @@ from dataclasses import asdict, dataclass
 # A container duration like 3.0000001 s is float noise, not a fourth second of video.
 # A window must cover more than this much video to count.
 _DURATION_EPS_S = 1e-3
+# Float seconds that fall this close below a half tick are taken as the half tick itself
+# (decoders give pts * time_base as a float; FFmpeg rounds the exact rational).
+_TICK_EPS = 1e-9
+
+FRAME_CHOICES = ("grid", "fps_filter")
+SIZE_RULES = ("round", "truncate")
+SCALERS = ("torch_bilinear_antialias", "swscale_bilinear")
+TAILS = ("repeat_last", "zero_pad")
+PRECISIONS = ("fp32", "tf32", "bf16")
+OUTPUTS = {"r21d": ("layer4",), "s3d": ("mixed_5c", "embedding")}
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """How one backbone turns one second of video into one feature row."""
+    """One recipe: how one backbone turns video into feature rows."""
 
-    # Registry key and `--weights NAME=PATH` name.
+    # Backbone (registry key, `--weights NAME=PATH` name) and the recipe's name.
     name: str
+    recipe: str
     # Human-readable architecture and pre-training, recorded in meta.json.
     architecture: str
-    # Frames are sampled on this grid (the video is re-sampled to it, not decoded at its own rate).
+    # Frames are chosen on this grid (the video is re-sampled to it, not decoded at its own rate).
     fps: float
-    # Frames the model sees per window (one window per second of video).
+    # Frames the model sees per row.
     frames: int
-    # "start": frames k, k + 1/fps, ... from the start of second k (clip fits in a second);
-    # "centre": the clip is centred on k + 0.5 (clip longer than a second, e.g. 32 frames at 30 fps).
-    placement: str
+    # "grid": row k takes `frames` grid times from second k, the frame shown at time t being
+    #   the last with pts <= t (times from the first frame);
+    # "fps_filter": FFmpeg's fps filter (see the module docstring), rows are consecutive
+    #   chunks of `frames` output frames.
+    frame_choice: str
     # Resize so the short side is this many pixels, keeping aspect ratio, then centre crop.
     short_side: int
-    # (height, width) of the centre crop fed to the model.
+    # "round": long side rounded to the nearest pixel; "truncate": int(long * short_side / short).
+    size_rule: str
+    # Who resizes: swscale's bilinear while decoding (the decode size is this recipe's own), or
+    # torch's bilinear (antialiased when shrinking) from frames decoded at `source_short_side`
+    # (long side truncated, swscale bilinear): the same frames whichever other recipes run.
+    scaler: str
+    # (height, width) of the centre crop fed to the model; offsets are int((size - crop) / 2).
     crop: tuple[int, int]
     # Pixels are divided by this first (uint8 -> [0, 1]).
     scale: float
     # Per-channel RGB mean/std applied after scaling; None means the model takes [0, 1] as is.
     mean: tuple[float, float, float] | None
     std: tuple[float, float, float] | None
-    # Width of the stored feature row.
-    output_dim: int
-    # Which activation is stored, for readers of meta.json.
+    # "repeat_last": times past the end show the last frame; "zero_pad": missing frames of
+    # the last chunk are black (zeros), a video under one chunk is `too_short`.
+    tail: str
+    # Model arithmetic: "fp32" (TF32 off), "tf32" (TF32 matmuls and convolutions on CUDA),
+    # "bf16" (autocast). TF32 exists only on CUDA; on the CPU it is fp32.
+    precision: str
+    # Which activation is stored ("layer4", "mixed_5c" or "embedding"), its width, and how.
     output: str
+    output_dim: int
+    pooling: str
     # WebDataset member name of the [T, output_dim] float16 array.
     member: str
+    # How rows map to time, for readers: row t covers [start + t * row_seconds, ... + row_seconds).
+    row_seconds: float = 1.0
+    # For the torch scaler: the short side of the decoded frames it starts from.
+    source_short_side: int = 224
 
     def __post_init__(self) -> None:
-        if self.placement not in ("start", "centre"):
-            raise ValueError(f"placement must be 'start' or 'centre', not {self.placement!r}")
-        if self.placement == "start" and self.frames / self.fps > 1.0 + 1e-9:
-            # Start-aligned clips longer than a second would overlap the next window.
-            raise ValueError(f"{self.name}: {self.frames} frames at {self.fps} fps exceed one second; use 'centre'")
+        for field, allowed in (("frame_choice", FRAME_CHOICES), ("size_rule", SIZE_RULES), ("scaler", SCALERS),
+                               ("tail", TAILS), ("precision", PRECISIONS)):
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"{self.name}={self.recipe}: {field} must be one of {', '.join(allowed)}, "
+                                 f"not {getattr(self, field)!r}")
+        if self.output not in OUTPUTS.get(self.name, ()):
+            raise ValueError(f"{self.name}={self.recipe}: output {self.output!r} is not one of "
+                             f"{', '.join(OUTPUTS.get(self.name, ()))}")
+        if self.frame_choice == "grid" and self.frames / self.fps > 1.0 + 1e-9:
+            raise ValueError(f"{self.name}: {self.frames} frames at {self.fps} fps exceed the one-second row")
         if (self.mean is None) != (self.std is None):
             raise ValueError(f"{self.name}: give both mean and std or neither")
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}={self.recipe}"
 
     @property
     def clip_seconds(self) -> float:
@@ -73,85 +144,121 @@ class BackboneSpec:
     @classmethod
     def from_json(cls, data: dict) -> "BackboneSpec":
         """Inverse of to_json, so a reader can rebuild the spec a shard was made with."""
-        fields = dict(data)
+        names = set(cls.__dataclass_fields__)
+        fields = {k: v for k, v in data.items() if k in names}
         fields["crop"] = tuple(fields["crop"])
         for key in ("mean", "std"):
             if fields[key] is not None:
                 fields[key] = tuple(fields[key])
         return cls(**fields)
 
+    def with_options(self, precision: str | None = None, output: str | None = None) -> "BackboneSpec":
+        """This recipe with another precision or stored activation (``--precision``, ``--s3d-output``)."""
+        from dataclasses import replace
 
-# The paper's R(2+1)D recipe: re-sample to 30 fps, 8 consecutive frames from the start of
-# every second, for the IG65M clip8 model; 112x112 centre crop of a 128 short side and the
-# IG65M (Kinetics) mean/std, as the IG65M PyTorch port's extraction tool does.
+        spec = self
+        if precision is not None:
+            spec = replace(spec, precision=precision)
+        if output is not None and output != spec.output:
+            if output == "embedding":
+                spec = replace(spec, output="embedding", output_dim=512,
+                               pooling="fc (512x1024) over mixed_5c averaged over T,H,W: MIL-NCE's video_embedding")
+            else:
+                spec = replace(spec, output=output, output_dim=1024, pooling="mean over T,H,W")
+        return spec
+
+
 R21D = BackboneSpec(
     name="r21d",
+    recipe="paper",
     architecture="R(2+1)D-34, IG65M pre-trained (Caffe2 port), clip8",
     fps=30.0,
     frames=8,
-    placement="start",
+    frame_choice="grid",
     short_side=128,
+    size_rule="round",
+    scaler="torch_bilinear_antialias",
     crop=(112, 112),
     scale=1.0 / 255.0,
     mean=(0.43216, 0.394666, 0.37645),
     std=(0.22803, 0.22145, 0.216989),
+    tail="repeat_last",
+    precision="fp32",
+    output="layer4",
     output_dim=512,
-    output="layer4, mean over T,H,W",
+    pooling="mean over T,H,W",
     member="r21d.npy",
 )
 
-# The 32-frame IG65M model: 32 frames at 30 fps span 1.07 s, so the clip is centred on
-# its second. Not the default; kept so `--r21d-clip 32` style runs are one line.
-R21D_CLIP32 = BackboneSpec(
-    name="r21d_clip32",
-    architecture="R(2+1)D-34, IG65M pre-trained (Caffe2 port), clip32",
-    fps=30.0,
-    frames=32,
-    placement="centre",
-    short_side=128,
-    crop=(112, 112),
-    scale=1.0 / 255.0,
-    mean=R21D.mean,
-    std=R21D.std,
-    output_dim=512,
-    output="layer4, mean over T,H,W",
-    member="r21d.npy",
-)
-
-# The released HowTo100M S3D features: 16 fps, contiguous 16-frame chunks (one chunk is
-# exactly one second), 224x224, RGB in [0, 1] with no mean/std (MIL-NCE's input).
 S3D = BackboneSpec(
     name="s3d",
+    recipe="released",
     architecture="S3D-G, MIL-NCE HowTo100M (s3d_howto100m.pth)",
     fps=16.0,
     frames=16,
-    placement="start",
+    frame_choice="fps_filter",
     short_side=224,
+    size_rule="truncate",
+    scaler="swscale_bilinear",
     crop=(224, 224),
     scale=1.0 / 255.0,
     mean=None,
     std=None,
+    tail="zero_pad",
+    precision="fp32",
+    output="mixed_5c",
     output_dim=1024,
-    output="mixed_5c, mean over T,H,W",
+    pooling="mean over T,H,W",
     member="s3d.npy",
 )
 
-SPECS: dict[str, BackboneSpec] = {s.name: s for s in (R21D, R21D_CLIP32, S3D)}
+RECIPES: dict[str, dict[str, BackboneSpec]] = {"r21d": {"paper": R21D}, "s3d": {"released": S3D}}
+DEFAULT_RECIPES = {"r21d": "paper", "s3d": "released"}
+# Backbones by name, each with its default recipe.
+SPECS: dict[str, BackboneSpec] = {name: RECIPES[name][DEFAULT_RECIPES[name]] for name in RECIPES}
 
 
-def get_spec(name: str) -> BackboneSpec:
+def get_spec(name: str, recipe: str | None = None) -> BackboneSpec:
     try:
-        return SPECS[name]
+        recipes = RECIPES[name]
     except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(SPECS))}") from None
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(RECIPES))}") from None
+    recipe = recipe or DEFAULT_RECIPES[name]
+    try:
+        return recipes[recipe]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name}={recipe}; {name} has {', '.join(sorted(recipes))}") from None
 
+
+# ---------------------------------------------------------------- geometry
+
+def resized_size(width: int, height: int, spec: BackboneSpec) -> tuple[int, int]:
+    """(width, height) after the recipe's resize of a width x height (upright) frame."""
+    short = min(width, height)
+    if spec.size_rule == "truncate":
+        # The extractor's int(): 480x360 -> 298x224, 176x144 -> 273x224.
+        if width >= height:
+            w, h = int(width * spec.short_side / height), spec.short_side
+        else:
+            w, h = spec.short_side, int(height * spec.short_side / width)
+    else:
+        scale = spec.short_side / short
+        w, h = int(round(width * scale)), int(round(height * scale))
+    return max(spec.crop[1], w), max(spec.crop[0], h)
+
+
+def crop_offsets(width: int, height: int, spec: BackboneSpec) -> tuple[int, int]:
+    """(top, left) of the centre crop in a width x height frame: int((size - crop) / 2)."""
+    return (height - spec.crop[0]) // 2, (width - spec.crop[1]) // 2
+
+
+# ---------------------------------------------------------------- rows and their frames
 
 def num_windows(duration_s: float) -> int:
-    """Feature rows for a video: ceil(duration), so a trailing partial second gets its row.
+    """Rows of a "grid" recipe: ceil(duration), so a trailing partial second gets its row.
 
-    Ceil (not floor) keeps every second that has subtitles covered, and is the same for
-    every backbone, so r21d.npy and s3d.npy always have the same length. Durations within
-    1 ms above a whole second count as that whole second (container rounding noise).
+    Durations within 1 ms above a whole second count as that whole second (container
+    rounding noise).
     """
     if not math.isfinite(duration_s) or duration_s < 0:
         raise ValueError(f"duration must be a finite number of seconds >= 0, got {duration_s!r}")
@@ -159,27 +266,38 @@ def num_windows(duration_s: float) -> int:
 
 
 def window_frame_times(duration_s: float, spec: BackboneSpec) -> list[list[float]]:
-    """Timestamps (s, from the video's first frame) of the frames each window feeds the model.
+    """For a "grid" recipe: timestamps (s, from the first frame) of the frames each row takes.
 
-    Window k covers [k, k+1). Its spec.frames timestamps sit on the spec.fps grid: from k
-    ("start" placement) or centred on k + 0.5 ("centre"). Timestamps past the end of the
-    video repeat the window's last timestamp inside the video (short tails are padded by
-    repeating the last frame); in a centred clip, timestamps before 0 repeat time 0. Every
-    window keeps exactly spec.frames entries, so windows batch without ragged shapes.
+    Row k covers [k, k+1); its spec.frames timestamps sit on the spec.fps grid from k.
+    Timestamps past the end of the video repeat the row's last timestamp inside the video.
+    Every row keeps exactly spec.frames entries, so rows batch without ragged shapes.
     The decoder shows, for a timestamp t, the last frame whose presentation time is <= t.
     """
     n = num_windows(duration_s)
     step = 1.0 / spec.fps
     windows: list[list[float]] = []
     for k in range(n):
-        if spec.placement == "start":
-            first = float(k)
-        else:
-            first = k + 0.5 - spec.clip_seconds / 2.0
-        times = [first + i * step for i in range(spec.frames)]
-        # The last grid time strictly inside the video; window k always has one because
-        # k < duration (num_windows never counts a window that starts at or past the end).
-        inside = [t for t in times if 0.0 <= t < duration_s]
+        times = [k + i * step for i in range(spec.frames)]
+        # k < duration (num_windows never counts a row that starts at or past the end).
+        inside = [t for t in times if t < duration_s]
         last_inside = inside[-1] if inside else float(k)
-        windows.append([0.0 if t < 0.0 else (t if t < duration_s else last_inside) for t in times])
+        windows.append([t if t < duration_s else last_inside for t in times])
     return windows
+
+
+def fps_tick(t: float, fps: float) -> int:
+    """FFmpeg's rescale of a time to the fps filter's 1/fps ticks, rounding half away from zero."""
+    x = t * fps
+    return int(math.floor(x + 0.5 + _TICK_EPS)) if x >= 0 else -int(math.floor(-x + 0.5 + _TICK_EPS))
+
+
+def fps_filter_ticks(start_s: float, end_s: float, fps: float) -> tuple[int, int]:
+    """(first tick, number of output frames) FFmpeg's fps filter gives for a stream whose
+    first frame is at `start_s` and whose last frame ends at `end_s` (absolute pts)."""
+    n0 = fps_tick(start_s, fps)
+    return n0, max(0, fps_tick(end_s, fps) - n0)
+
+
+def fps_filter_rows(frames_out: int, spec: BackboneSpec) -> int:
+    """Rows of an "fps_filter" recipe: ceil(frames / spec.frames), none under one chunk."""
+    return 0 if frames_out < spec.frames else -(-frames_out // spec.frames)

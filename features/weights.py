@@ -46,7 +46,7 @@ class WeightsError(ValueError):
 
 
 def _family(name: str) -> str:
-    # r21d and r21d_clip32 share one architecture; only the spec (frames) differs.
+    # Every r21d recipe runs the same architecture; the weights file says clip8 or clip32.
     get_spec(name)
     return "s3d" if name == "s3d" else "r21d"
 
@@ -152,7 +152,7 @@ def _match_keys(model: nn.Module, state: dict[str, torch.Tensor], name: str, pat
 
 
 def load_backbone(name: str, path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, str]:
-    """Build backbone `name` ("r21d", "r21d_clip32", "s3d") with the weights in `path`.
+    """Build backbone `name` ("r21d" or "s3d") with the weights in `path`.
 
     Returns (model in eval mode on `device`, without gradients; sha256 of the file).
     Raises WeightsError when the file is missing, unsafe, unreadable or does not fit.

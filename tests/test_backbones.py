@@ -14,7 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from features.spec import R21D, R21D_CLIP32, S3D, BackboneSpec, get_spec, num_windows, window_frame_times  # noqa: E402
+from features.spec import (R21D, S3D, BackboneSpec, crop_offsets, fps_filter_rows, fps_filter_ticks, fps_tick,  # noqa: E402
+                           get_spec, num_windows, resized_size, window_frame_times)
 from features.weights import WeightsError, load_backbone, random_backbone  # noqa: E402
 
 
@@ -75,12 +76,37 @@ def test_specs_hold_the_recipe_and_round_trip_json():
     assert R21D.mean == (0.43216, 0.394666, 0.37645) and R21D.std == (0.22803, 0.22145, 0.216989)
     assert (S3D.fps, S3D.frames, S3D.crop, S3D.mean, S3D.std, S3D.output_dim, S3D.member) == (
         16.0, 16, (224, 224), None, None, 1024, "s3d.npy")
-    for spec in (R21D, R21D_CLIP32, S3D):
+    assert (S3D.frame_choice, S3D.size_rule, S3D.scaler, S3D.tail, S3D.precision) == (
+        "fps_filter", "truncate", "swscale_bilinear", "zero_pad", "fp32")
+    embedding = S3D.with_options(output="embedding", precision="bf16")
+    for spec in (R21D, S3D, embedding):
         text = json.dumps(spec.to_json())
         assert BackboneSpec.from_json(json.loads(text)) == spec
-        assert get_spec(spec.name) is spec
+    assert (embedding.output_dim, embedding.precision, embedding.recipe) == (512, "bf16", "released")
+    assert get_spec("s3d") is S3D and get_spec("r21d", "paper") is R21D
     with pytest.raises(ValueError, match="unknown backbone"):
         get_spec("i3d")
+    with pytest.raises(ValueError, match="unknown recipe s3d=paper"):
+        get_spec("s3d", "paper")
+    with pytest.raises(ValueError, match="precision"):
+        S3D.with_options(precision="fp16")
+
+
+def test_released_s3d_geometry_is_the_extractors_arithmetic():
+    # int(w * 224 / h), scaled up when smaller; crop at int((W - 224) / 2)
+    assert resized_size(480, 360, S3D) == (298, 224) and crop_offsets(298, 224, S3D) == (0, 37)
+    assert resized_size(176, 144, S3D) == (273, 224) and resized_size(360, 640, S3D) == (224, 398)
+    assert resized_size(3840, 2160, S3D) == (398, 224) and crop_offsets(224, 398, S3D) == (87, 0)
+    assert resized_size(480, 360, R21D) == (171, 128)  # the paper recipe rounds
+
+
+def test_fps_filter_rounding_and_tail_rule():
+    # pts rounded half away from zero to 1/16 s ticks
+    assert [fps_tick(t, 16) for t in (0.0, 1 / 32 - 1e-6, 1 / 32, 0.999, -1 / 32)] == [0, 0, 1, 16, -1]
+    assert fps_filter_ticks(0.0, 4.004, 16) == (0, 64)  # 120 frames at 29.97 fps: 64 frames
+    assert fps_filter_ticks(0.04, 6.6, 16) == (1, 105)  # a late first frame starts at tick 1
+    assert fps_filter_rows(64, S3D) == 4 and fps_filter_rows(65, S3D) == 5  # ceil: the last chunk padded
+    assert fps_filter_rows(15, S3D) == 0  # under one chunk: too short
 
 
 def test_spec_module_imports_without_torch():
@@ -91,44 +117,28 @@ def test_spec_module_imports_without_torch():
 def test_windows_short_video_pads_tail_with_last_frame():
     (r21d,) = window_frame_times(0.4, R21D)
     assert r21d == pytest.approx([i / 30 for i in range(8)])  # 8 frames fit in 0.4 s
-    (s3d,) = window_frame_times(0.4, S3D)
-    assert s3d[:7] == pytest.approx([i / 16 for i in range(7)])
-    assert s3d[7:] == [6 / 16] * 9  # 0.4375 is past the end: repeat 0.375
+    (short,) = window_frame_times(0.2, R21D)
+    assert short[:6] == pytest.approx([i / 30 for i in range(6)]) and short[6:] == [short[5]] * 2
 
 
 def test_windows_whole_seconds_and_rounding_noise():
-    assert num_windows(0.0) == 0 and window_frame_times(0.0, S3D) == []
+    assert num_windows(0.0) == 0 and window_frame_times(0.0, R21D) == []
     assert num_windows(1.0) == 1 and num_windows(1.0004) == 1 and num_windows(1.01) == 2
-    (s3d,) = window_frame_times(1.0, S3D)
-    assert s3d == pytest.approx([i / 16 for i in range(16)])  # contiguous chunk, no padding
+    (r21d,) = window_frame_times(1.0, R21D)
+    assert r21d == pytest.approx([i / 30 for i in range(8)])
     with pytest.raises(ValueError):
         num_windows(-1.0)
     with pytest.raises(ValueError):
         num_windows(float("nan"))
 
 
-def test_windows_partial_last_second_same_count_for_every_backbone():
-    r21d, s3d = window_frame_times(2.5, R21D), window_frame_times(2.5, S3D)
-    assert len(r21d) == len(s3d) == 3
-    assert [w[0] for w in s3d] == [0.0, 1.0, 2.0]
-    assert s3d[2][:8] == pytest.approx([2 + i / 16 for i in range(8)])
-    assert s3d[2][8:] == [2 + 7 / 16] * 8
+def test_windows_partial_last_second():
+    r21d = window_frame_times(2.5, R21D)
+    assert len(r21d) == 3 and [w[0] for w in r21d] == [0.0, 1.0, 2.0]
     assert r21d[2] == pytest.approx([2 + i / 30 for i in range(8)])
-    for windows, spec in ((r21d, R21D), (s3d, S3D)):
-        for k, times in enumerate(windows):
-            assert len(times) == spec.frames and times == sorted(times)
-            assert k <= times[0] and times[-1] < min(k + 1, 2.5)
-
-
-def test_windows_clip_longer_than_a_second_is_centred():
-    windows = window_frame_times(2.5, R21D_CLIP32)
-    assert len(windows) == 3 and all(len(w) == 32 for w in windows)
-    first = 1.5 - 16 / 30
-    assert windows[1] == pytest.approx([first + i / 30 for i in range(32)])
-    assert sum(windows[1]) / 32 == pytest.approx(1.5 - 0.5 / 30)  # centred on the grid
-    assert windows[0][0] == 0.0 and min(windows[0]) == 0.0  # before the start: time 0
-    inside = [t for t in windows[2] if t < 2.5]
-    assert windows[2][-1] == inside[-1] < 2.5  # past the end: last frame inside
+    for k, times in enumerate(r21d):
+        assert len(times) == R21D.frames and times == sorted(times)
+        assert k <= times[0] and times[-1] < min(k + 1, 2.5)
 
 
 # --- architectures ----------------------------------------------------------------

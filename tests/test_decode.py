@@ -85,6 +85,21 @@ def shown(times, t):
     return max(0, int(np.searchsorted(rel, t + 1e-4, side="right")) - 1)
 
 
+def shown_16(times, n):
+    """Index of the frame FFmpeg's fps=16 filter puts at output tick n (absolute pts): the last
+    frame with pts < (n + 1/2) / 16."""
+    return max(0, int(np.searchsorted(np.asarray(times), (n + 0.5) / 16, side="left")) - 1)
+
+
+def expected_s3d(times, end):
+    """[rows, 16] frame indices of the released recipe (-1: black padding), from first principles."""
+    n0 = math.floor(times[0] * 16 + 0.5)
+    count = math.floor(end * 16 + 0.5) - n0
+    rows = -(-count // 16) if count >= 16 else 0
+    return np.array([[shown_16(times, n0 + 16 * k + j) if 16 * k + j < count else -1 for j in range(16)]
+                     for k in range(rows)]).reshape(rows, 16)
+
+
 def window_grey(windows):
     """Mean grey of every frame of every window: [N, T]."""
     return windows.float().mean(dim=(1, 3, 4)).numpy()
@@ -94,17 +109,27 @@ def window_grey(windows):
 
 def test_frame_plan_uses_timestamps_not_counts():
     times = np.array([0.0, 0.1, 0.5, 0.55, 1.2, 1.9])
-    plan = frame_plan(times, 2.0, [S3D])["s3d"]
-    assert plan.shape == (2, 16)
+    plan = frame_plan(times, 2.0, SPECS)
+    r21d, s3d = plan["r21d"], plan["s3d"]
+    assert r21d.index.shape == (2, 8) and (r21d.start, r21d.seconds) == (0.0, 1.0)
     for k in range(2):
-        for j, t in enumerate(window_frame_times(2.0, S3D)[k]):
-            assert plan[k, j] == shown(times, t)
+        for j, t in enumerate(window_frame_times(2.0, R21D)[k]):
+            assert r21d.index[k, j] == shown(times, t)
+    assert s3d.index.shape == (2, 16) and s3d.frames_out == 32 and (s3d.start, s3d.seconds) == (0.0, 1.0)
+    assert np.array_equal(s3d.index, expected_s3d(times, 2.0))
+    # 0.1 s rounds to tick 2 (1.6), 0.5 s to tick 8, 0.55 s to tick 9 (8.8): each shows from there
+    assert list(s3d.index[0, :10]) == [0, 0, 1, 1, 1, 1, 1, 1, 2, 3]
+    # late start and a partial last chunk: ticks from round(16 * 0.7) = 11, the tail padded black
+    late = frame_plan(times + 0.7, 2.75, [S3D])["s3d"]
+    assert late.frames_out == 44 - 11 and late.rows == 3 and (late.index[2, 1:] == -1).all()
+    assert late.start == pytest.approx(11 / 16 - 0.7)
 
 
-def test_decode_size_keeps_aspect_and_never_upscales():
-    assert decode_size(3840, 2160, SPECS) == (400, 224)
-    assert decode_size(2160, 3840, SPECS) == (224, 400)
-    assert decode_size(176, 144, SPECS) == (176, 144)
+def test_decode_size_is_the_released_arithmetic_for_every_recipe():
+    assert decode_size(3840, 2160, SPECS) == (398, 224) == decode_size(3840, 2160, [R21D])
+    assert decode_size(2160, 3840, SPECS) == (224, 398)
+    assert decode_size(176, 144, SPECS) == (273, 224)  # scaled up, as FFmpeg's scale does
+    assert decode_size(480, 360, [S3D]) == (298, 224)
 
 
 def test_prepare_and_normalise_follow_the_spec():
@@ -129,17 +154,17 @@ def test_windows_are_each_frame_resized_once_then_gathered(tmp_path):
     """Chunk windows == decoding every frame at decode_size, prepare_frames, gather by plan: exactly."""
     import decord
 
-    path = make_video(tmp_path / "tex.mkv", cfr(2.5, fps=30), size=(400, 300), image=_texture(300, 400))
+    path = make_video(tmp_path / "tex.mkv", cfr(3.0, fps=30), size=(400, 300), image=_texture(300, 400))
     info, windows = decode_all(str(path), SPECS, chunk_seconds=1)
-    assert info.decoder == "decord"
+    assert info.decoder == "decord" and info.rows == {"r21d": 3, "s3d": 3}
     dw, dh = decode_size(400, 300, SPECS)
     vr = decord.VideoReader(str(path), width=dw, height=dh, num_threads=1)
     frames = np.stack([vr.next().asnumpy() for _ in range(len(vr))])
-    stamps = np.asarray(vr.get_frame_timestamp(np.arange(len(vr))))[:, 0]
-    plan = frame_plan(stamps - stamps[0], info.duration, SPECS)
+    stamps = np.asarray(vr.get_frame_timestamp(np.arange(len(vr))))
+    plan = frame_plan(stamps[:, 0], stamps[-1, 1], SPECS)
     for spec in SPECS:
         prepared = prepare_frames(frames, spec)  # [F, 3, h, w]
-        expect = prepared[torch.from_numpy(plan[spec.name])].permute(0, 2, 1, 3, 4)  # [N, 3, T, h, w]
+        expect = prepared[torch.from_numpy(plan[spec.name].index)].permute(0, 2, 1, 3, 4)  # [N, 3, T, h, w]
         assert torch.equal(windows[spec.name], expect), spec.name
         # The model side: stacking keeps values, normalising gives a contiguous float batch.
         batch = stack_windows(list(windows[spec.name]))
@@ -164,37 +189,42 @@ def test_windows_show_the_frame_on_screen_at_each_grid_time(tmp_path, kind, use_
     info, windows = decode_all(str(path), SPECS, chunk_seconds=1, use_decord=use_decord)
     assert info.decoder == ("decord" if use_decord else "pyav")
     n = num_windows(info.duration)
-    assert n == math.ceil(times[-1] - times[0] + 0.05)
-    for spec in SPECS:
-        assert windows[spec.name].shape == (n, 3, spec.frames, *spec.crop)
-        got = window_grey(windows[spec.name])
-        for k, wanted in enumerate(window_frame_times(info.duration, spec)):
-            expect = [grey(shown(times, t)) for t in wanted]
-            assert np.abs(got[k] - expect).max() < STEP / 2, (spec.name, k, got[k], expect)
+    assert n == math.ceil(times[-1] - times[0] + 0.05) == info.rows["r21d"]
+    assert windows["r21d"].shape == (n, 3, 8, 112, 112)
+    got = window_grey(windows["r21d"])
+    for k, wanted in enumerate(window_frame_times(info.duration, R21D)):
+        expect = [grey(shown(times, t)) for t in wanted]
+        assert np.abs(got[k] - expect).max() < STEP / 2, ("r21d", k, got[k], expect)
+    # the end is the last frame's pts plus its duration, as decoded (test_s3d_released checks it against FFmpeg)
+    plan = expected_s3d(times, info.first_pts + info.duration)
+    assert windows["s3d"].shape == (len(plan), 3, 16, 224, 224) and info.rows["s3d"] == len(plan)
+    got = window_grey(windows["s3d"])
+    expect = np.where(plan >= 0, [[grey(i) for i in row] for row in plan], 0)
+    assert np.abs(got - expect).max() < STEP / 2, (got, expect)
 
 
-def test_decord_and_pyav_agree(tmp_path):
-    path = make_video(tmp_path / "v.mkv", vfr(2.0, seed=3), size=(80, 64))
+def test_decord_and_pyav_give_equal_frames(tmp_path):
+    path = make_video(tmp_path / "v.mkv", vfr(2.0, seed=3), size=(80, 64), image=_texture(64, 80))
     a_info, a = decode_all(str(path), SPECS, use_decord=True)
     b_info, b = decode_all(str(path), SPECS, use_decord=False)
     assert (a_info.decoder, b_info.decoder) == ("decord", "pyav")
-    assert a_info.windows == b_info.windows
-    for name in a:
-        assert (a[name].float() - b[name].float()).abs().mean() < 2.0
+    assert a_info.rows == b_info.rows
+    for name in a:  # one scaler (FFmpeg's bilinear swscale) and one frame plan: the same bytes
+        assert torch.equal(a[name], b[name]), name
 
 
-def test_short_video_gives_one_padded_window(tmp_path):
+def test_short_video_is_too_short_for_released_s3d_and_one_padded_r21d_row(tmp_path):
     times = cfr(0.4)
-    info, windows = decode_all(str(make_video(tmp_path / "short.mkv", times)), SPECS)
-    assert info.windows == 1 and info.duration < 1
-    for spec in SPECS:
-        got = window_grey(windows[spec.name])[0]
-        # Grid times past the end repeat the last one inside: S3D's 16 frames span the
-        # whole second, so its tail shows the last frame; R21D's 8 frames end at 0.233 s.
-        last_inside = max(t for t in window_frame_times(info.duration, spec)[0])
-        assert abs(got[-1] - grey(shown(times, last_inside))) < STEP / 2
-        assert windows[spec.name].shape[0] == 1
-    assert abs(window_grey(windows["s3d"])[0][-1] - grey(len(times) - 1)) < STEP / 2
+    path = make_video(tmp_path / "short.mkv", times)
+    with pytest.raises(DecodeError) as err:
+        decode_all(str(path), SPECS)
+    assert err.value.status == "too_short" and "16" in err.value.message
+    info, windows = decode_all(str(path), [R21D])
+    assert info.rows == {"r21d": 1} and info.duration < 1
+    got = window_grey(windows["r21d"])[0]
+    # Grid times past the end repeat the last one inside; R21D's 8 frames end at 0.233 s.
+    last_inside = max(t for t in window_frame_times(info.duration, R21D)[0])
+    assert abs(got[-1] - grey(shown(times, last_inside))) < STEP / 2
 
 
 def test_chunks_are_bounded_and_in_order(tmp_path):
@@ -203,16 +233,16 @@ def test_chunks_are_bounded_and_in_order(tmp_path):
     chunks = list(video.chunks())
     assert [c.first for c in chunks] == [0, 2, 4, 6]
     assert max(len(c) for c in chunks) == 2
-    assert video.info.windows == 7
+    assert video.info.rows == {"r21d": 7, "s3d": 7}
 
 
 # ---------------------------------------------------------------- sizes and rotation
 
 def test_odd_size_and_4k(tmp_path):
-    odd = make_video(tmp_path / "odd.mkv", cfr(1.0), size=(97, 61), pix="yuv444p")
+    odd = make_video(tmp_path / "odd.mkv", cfr(1.2), size=(97, 61), pix="yuv444p")
     info, windows = decode_all(str(odd), SPECS)
-    assert (info.width, info.height, info.windows) == (97, 61, 1)
-    big = make_video(tmp_path / "4k.mkv", cfr(1.0), size=(3840, 2160))
+    assert (info.width, info.height, info.rows) == (97, 61, {"r21d": 2, "s3d": 2})
+    big = make_video(tmp_path / "4k.mkv", cfr(1.0, fps=20), size=(3840, 2160))
     info, windows = decode_all(str(big), SPECS)
     assert (info.width, info.height, info.decoder) == (3840, 2160, "decord")
     assert windows["s3d"].shape == (1, 3, 16, 224, 224) and windows["r21d"].shape == (1, 3, 8, 112, 112)
@@ -228,7 +258,7 @@ def _corner_image(h, w):
 
 @pytest.mark.parametrize("rotation", [90, -90, 180])
 def test_rotation_metadata_gives_upright_frames(tmp_path, rotation):
-    path = make_video(tmp_path / "rot.mkv", cfr(1.0), size=(96, 64), rotation=rotation, image=_corner_image(64, 96))
+    path = make_video(tmp_path / "rot.mkv", cfr(1.2), size=(96, 64), rotation=rotation, image=_corner_image(64, 96))
     info, windows = decode_all(str(path), SPECS)
     assert info.rotation == rotation % 360 and info.decoder == "pyav"
     assert (info.width, info.height) == ((64, 96) if rotation % 180 else (96, 64))
@@ -278,17 +308,18 @@ def test_real_videos_decode_or_fail_cleanly():
             results[path.name] = exc.status
             continue
         results[path.name] = info.decoder
-        assert windows["r21d"].shape[0] == windows["s3d"].shape[0] == num_windows(info.duration) >= 1
+        assert windows["r21d"].shape[0] == num_windows(info.duration) == info.rows["r21d"] >= 1
+        assert windows["s3d"].shape[0] == info.rows["s3d"] == -(-info.plans["s3d"].frames_out // 16)
     assert results["decord_corrupted.mp4"] == "decode_error"
     assert results["moviepy_no_duration.webm"] == "pyav"  # no container duration: PyAV fallback
-    assert results["decord_video_90.mov"] == "pyav"  # rotated
+    assert results["decord_video_90.mov"] == "too_short"  # 0.1 s: 2 of the 16 frames of a released S3D row
     assert results["v_ZNVhz7ctTq0.mp4"] == "decord"
     assert results["mmaction2_test.avi"] == "pyav"  # decord's AVI timestamps are garbage
 
 
 def test_real_rotated_fixture_is_portrait_and_no_duration_webm_has_length():
     root = real_fixtures() / "video"
-    info, windows = decode_all(str(root / "decord_video_90.mov"), SPECS)
-    assert (info.width, info.height, info.rotation) == (320, 568, 270)
+    info, windows = decode_all(str(root / "decord_video_90.mov"), [R21D])
+    assert (info.width, info.height, info.rotation, info.decoder) == (320, 568, 270, "pyav")
     info, _ = decode_all(str(root / "moviepy_no_duration.webm"), SPECS)
-    assert info.decoder == "pyav" and 4.5 < info.duration < 5.5 and info.windows == 5
+    assert info.decoder == "pyav" and 4.5 < info.duration < 5.5 and info.rows == {"r21d": 5, "s3d": 5}
