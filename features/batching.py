@@ -292,9 +292,14 @@ def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int
                     generation[v] += 1
                     rows[v] = {name: {} for name in backbones}
                 elif v not in failed:
-                    for name in backbones:
-                        for j, window in enumerate(payload.windows[name]):
-                            pending[name].append((v, generation[v], payload.first + j, window))
+                    for name, windows in payload.windows.items():
+                        for j, window in enumerate(windows):
+                            items = pending[name]
+                            if items and items[0][3].shape != window.shape:
+                                # rows of another size (a recipe without a crop): the batch so far goes first
+                                run_batch(name, items[:])
+                                items.clear()
+                            items.append((v, generation[v], payload.first + j, window))
                     flush(force=False)
             elif kind == "done":
                 results[v].info, results[v].seconds_decode = payload, extra

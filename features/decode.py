@@ -1,30 +1,34 @@
-"""Decode a video once into per-second model windows for every backbone, in bounded memory.
+"""Decode a video once into every recipe's feature rows (model windows), in bounded memory.
 
-What the windows are (the data is in features.spec; this module only follows it):
-- R(2+1)D (`R21D`, the IG65M clip8 model): the video is re-sampled to 30 fps and window k
-  takes the 8 consecutive grid frames starting at second k (k, k + 1/30, ...).
-- S3D (`S3D`, the released HowTo100M recipe): re-sampled to 16 fps, window k is the
-  contiguous 16-frame chunk [k, k + 1), exactly one second, so one pooled mixed_5c per second.
-- Window count: N = ceil(duration) for every backbone (`spec.num_windows`), so r21d.npy and
-  s3d.npy always have the same length; a trailing partial second gets a row whose times
-  past the end repeat the last frame (a video under one second still gives one row).
+What the rows are is data in features.spec (one recipe per backbone); this module only
+follows it:
+- ``r21d=paper``: re-sampled to 30 fps on a grid from the first frame, row k takes the 8
+  consecutive grid frames from second k; ceil(duration) rows, times past the end repeat
+  the last frame.
+- ``s3d=released``: FFmpeg's ``fps=16`` filter as index arithmetic on the decoded pts
+  (tick n shows the last frame with pts < (n + 1/2) / 16), cut into 16-frame chunks;
+  ceil(frames / 16) rows, the last chunk padded black; under 16 frames: ``too_short``.
 
 Timestamps, not frame counts: every frame's presentation time is read (decord's
-`get_frame_timestamp`, or PyAV's packet pts), taken relative to the first frame's time, and
-for a wanted grid time t the frame shown is the last one with pts <= t. A variable frame
-rate or a stream that starts at pts 0.5 s therefore cannot shift features against
-subtitles. The duration is the video track's own extent: end of the last frame (its pts
-plus its duration) minus the first frame's pts; a container duration is not used, since
-it is often missing (WebM) or stretched by a longer audio track.
+`get_frame_timestamp` plus the stream's start time, or PyAV's packet pts), so a variable
+frame rate or a stream that starts at pts 0.5 s cannot shift features against subtitles.
+The duration is the video track's own extent: end of the last frame (its pts plus its
+duration) minus the first frame's pts; a container duration is not used, since it is often
+missing (WebM) or stretched by a longer audio track.
+
+Size: frames are decoded once at the size the recipes share (features.frames.decode_size:
+short side 224, long side truncated, FFmpeg's swscale bilinear, up or down), which is the
+released S3D recipe's own resize, so its crop is a copy; R(2+1)D resizes from there.
 
 Decoders: decord is tried first and converts only the frames some window needs (reading
 forward, skipping the others without colour conversion, a chunk of a few seconds at a
 time), resized at decode
-time so the short side is the largest any backbone needs (a 4K frame never exists at
-full size in our memory). When decord cannot open the file, reports unusable timestamps
-(it returns garbage for some AVI files) or fails part way, the whole video is decoded
-again with PyAV, sequentially, keeping only the needed frames (resized by swscale as
-they are converted). Both use the same frame plan, so they give the same windows.
+time (a 4K frame never exists at full size in our memory). When decord cannot open the
+file, reports unusable timestamps (it returns garbage for some AVI files) or fails part
+way, the whole video is decoded again with PyAV, sequentially, keeping only the needed
+frames, turned upright and resized by FFmpeg's own filters (``_Scaler``). Both use the
+same frame plan and the same scaler, so they give the same bytes (tests/test_s3d_released.py
+holds both to FFmpeg's chain).
 
 Cost: decoding every frame is the floor (the codec needs them all); beyond it, each
 needed frame is converted and scaled once, shared by the backbones, each backbone
@@ -35,12 +39,15 @@ model's device (`features.frames.Normaliser`), where on a GPU they cost the deco
 
 Rotation: phone videos carry a display matrix. PyAV reports it per frame
 (`frame.rotation`, degrees counter-clockwise, as FFmpeg's autorotate reads it) and gives
-frames in coded orientation, which we turn by that many quarter turns, so the model sees
-the upright picture. decord's handling differs by version (0.6 turns the frame but then
-squeezes it into the requested width x height), so rotated videos take the PyAV path.
+frames in coded orientation, which FFmpeg's transpose/flip filters turn upright before the
+resize (as the ffmpeg command line's autorotate does), so the model sees the upright
+picture; the recipes' geometry is measured on the upright size. decord's handling differs
+by version (0.6 turns the frame but then squeezes it into the requested width x height), so
+rotated videos take the PyAV path.
 
 Failures are values: `DecodeError(status, message)` with status `no_video` (file gone),
-`empty_file`, `no_video_stream`, `no_frames` or `decode_error`; a bug still raises anything else.
+`empty_file`, `no_video_stream`, `no_frames`, `too_short` or `decode_error`; a bug still raises
+anything else.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from features.frames import Chunk, chunk_ranges, decode_size, frame_plan, windows_from
+from features.frames import Chunk, chunk_ranges, decode_groups, decode_size, frame_plan, windows_from
 from features.spec import BackboneSpec
 
 log = logging.getLogger("mmp.decode")
@@ -107,9 +114,10 @@ def _plan_rows(info: VideoInfo, times_abs: np.ndarray, end_abs: float, specs) ->
     info.plans = frame_plan(times_abs, end_abs, specs)
     for spec in specs:
         p = info.plans[spec.name]
-        if p.rows == 0 and spec.tail == "zero_pad":
-            raise DecodeError("too_short", f"{info.duration:.3f} s of video gives {p.frames_out} frames at "
-                              f"{spec.fps:g} fps, under the {spec.frames} of one {spec.key} row")
+        if p.rows == 0 and spec.tail in ("zero_pad", "drop"):
+            rate = f"at {spec.fps:g} fps" if spec.fps else "of its own"
+            raise DecodeError("too_short", f"{info.duration:.3f} s of video gives {p.frames_out} frames {rate}, "
+                              f"under the {spec.frames} of one {spec.key} row")
         if p.rows == 0:
             raise DecodeError("no_frames", "the video track has zero duration")
     return max(info.rows.values())
@@ -417,8 +425,11 @@ def _emit(kept: dict, plan: dict, rng: tuple[int, int], specs) -> Chunk:
 class DecodedVideo:
     """One video's windows for `specs`: `.chunks()` yields Chunks; `.info` is set once known.
 
-    `restarted` is True when decord failed after yielding chunks and PyAV began again
-    from the first window: a consumer then drops what it received before (see `chunks`).
+    Recipes that read different frames (features.frames.decode_groups: the shared 224 decode,
+    the IG65M port's full-size frames) are decoded in one pass each, one after the other; a
+    chunk holds the rows of one pass's recipes. A None item means decord failed after
+    yielding chunks and PyAV begins again from the first row of every recipe: a consumer
+    then drops what it received before.
     """
 
     def __init__(self, path: str, specs: Sequence[BackboneSpec], chunk_seconds: int = DEFAULT_CHUNK_SECONDS,
@@ -426,34 +437,50 @@ class DecodedVideo:
         self.path, self.specs, self.chunk_seconds, self.use_decord = str(path), list(specs), chunk_seconds, use_decord
         self.info: VideoInfo | None = None
 
+    def _rows_per_chunk(self, group) -> int:
+        # Full-size frames (1080p: 6 MB each) are held one 32-frame row at a time.
+        return 1 if any(s.scaler == "torch_bilinear_float" for s in group) else self.chunk_seconds
+
+    def _merge(self, infos: list) -> None:
+        if infos:
+            info = infos[0]
+            for other in infos[1:]:
+                info.plans = {**info.plans, **other.plans}
+            self.info = info
+
+    def _passes(self, decoder, infos_done: list, reason=None) -> Iterator[Chunk]:
+        for group in decode_groups(self.specs):
+            infos: list = []
+            try:
+                if decoder == "decord":
+                    yield from _decord_chunks(self.path, group, self._rows_per_chunk(group), infos)
+                else:
+                    yield from _pyav_chunks(self.path, group, self._rows_per_chunk(group), infos, reason)
+            finally:
+                if infos:
+                    infos_done.append(infos[-1])
+                    self._merge(infos_done)
+
     def chunks(self) -> Iterator[Chunk | None]:
-        """Chunks in window order. A None item means: forget the chunks so far, decoding restarts."""
+        """Chunks in row order per pass. A None item means: forget the chunks so far, decoding restarts."""
         check_file(self.path)
         reason = None
         if self.use_decord:
-            infos: list = []
             yielded = False
             try:
-                for chunk in _decord_chunks(self.path, self.specs, self.chunk_seconds, infos):
+                for chunk in self._passes("decord", []):
                     yielded = True
                     yield chunk
-                self.info = infos[-1]
                 return
             except _DecordFailed as exc:
                 reason = str(exc)
                 log.info("%s: %s; decoding with PyAV", os.path.basename(self.path), reason)
+                self.info = None
                 if yielded:
                     yield None
         else:
             reason = "decord not used"
-        infos = []
-        try:
-            for chunk in _pyav_chunks(self.path, self.specs, self.chunk_seconds, infos, reason):
-                yield chunk
-        finally:
-            if infos:
-                self.info = infos[-1]
-        self.info = infos[-1]
+        yield from self._passes("pyav", [], reason)
 
 
 def decode_all(path: str, specs: Sequence[BackboneSpec], chunk_seconds: int = DEFAULT_CHUNK_SECONDS,
@@ -468,4 +495,4 @@ def decode_all(path: str, specs: Sequence[BackboneSpec], chunk_seconds: int = DE
             parts = []
         else:
             parts.append(chunk)
-    return video.info, {s.name: torch.cat([c.windows[s.name] for c in parts]) for s in specs}
+    return video.info, {s.name: torch.cat([c.windows[s.name] for c in parts if s.name in c.windows]) for s in specs}

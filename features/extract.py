@@ -66,7 +66,8 @@ SCHEMA = pa.schema([
     ("video_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
     ("duration", pa.float64()), ("aligned_duration", pa.float64()), ("fps", pa.float64()),
     ("width", pa.int32()), ("height", pa.int32()), ("rotation", pa.int32()), ("decoder", pa.string()),
-    ("feature_rows", pa.int32()), ("feature_dim", pa.int32()), ("backbones", pa.string()),
+    ("feature_rows", pa.int32()), ("feature_seconds", pa.float64()), ("feature_dim", pa.int32()),
+    ("backbones", pa.string()),
     ("length_mismatch", pa.float64()), ("seconds_decode", pa.float64()),
     ("seconds_model", pa.float64()), ("device", pa.string()), ("source", pa.string()), ("aligned_unit", pa.int32()),
 ])
@@ -286,8 +287,13 @@ class ExtractStage(Stage):
                 assert got == info.rows, f"{row['video_id']}: feature rows {got} vs planned {info.rows}"
                 # Rows every backbone has (recipes may differ by one at the end: the released S3D
                 # recipe drops a tail under half a 1/16 s frame, the paper's R(2+1)D keeps it).
-                rows = min(got.values())
-                row.update(feature_rows=rows, length_mismatch=round(rows - info.duration, 4),
+                # Seconds every backbone's rows cover (row_seconds: 1, or 32 / fps for r21d=ig65m),
+                # and the one-second rows the trainer's grid gets from them.
+                seconds = min(info.plans[n].rows * info.plans[n].seconds for n in got)
+                rows = min(got.values()) if all(abs(info.plans[n].seconds - 1.0) < 1e-9 for n in got) \
+                    else int(np.floor(seconds + 1e-6))
+                row.update(feature_rows=rows, feature_seconds=round(seconds, 4),
+                           length_mismatch=round(seconds - info.duration, 4),
                            # Width of the rows once concatenated (r21d 512 + s3d 1024), like the importer's column.
                            feature_dim=sum(b.spec.output_dim for b in backbones.values()),
                            backbones=",".join(backbones))

@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from features.spec import BackboneSpec, crop_offsets, fps_filter_rows, fps_filter_ticks, resized_size, window_frame_times
+from features.spec import (BackboneSpec, crop_offsets, fps_filter_rows, fps_filter_ticks, native_rows, resized_size,
+                           window_frame_times)
 
 # A frame whose pts is within this of a wanted time counts as shown at it (float noise
 # in time bases like 1001/30000).
@@ -75,6 +76,11 @@ def frame_plan(times: np.ndarray, end: float, specs: Sequence[BackboneSpec]) -> 
     first = float(times[0])
     plan = {}
     for spec in specs:
+        if spec.frame_choice == "native":
+            rows = native_rows(len(times), spec)
+            idx = np.arange(rows * spec.frames, dtype=np.int64).reshape(rows, spec.frames)
+            plan[spec.name] = RowPlan(idx, 0.0, (end - first) * spec.frames / len(times), len(times))
+            continue
         if spec.frame_choice == "grid":
             duration = end - first
             wanted = np.asarray(window_frame_times(duration, spec), dtype=np.float64).reshape(-1, spec.frames)
@@ -92,6 +98,14 @@ def frame_plan(times: np.ndarray, end: float, specs: Sequence[BackboneSpec]) -> 
     return plan
 
 
+def decode_groups(specs: Sequence[BackboneSpec]) -> list[list[BackboneSpec]]:
+    """The recipes of a run split by the frames they decode: those reading the source's own
+    full-size frames (``native``) apart from those sharing the 224 decode. One decoding pass each."""
+    native = [s for s in specs if s.scaler == "torch_bilinear_float"]
+    shared = [s for s in specs if s.scaler != "torch_bilinear_float"]
+    return [g for g in (shared, native) if g]
+
+
 def decode_size(width: int, height: int, specs: Sequence[BackboneSpec]) -> tuple[int, int]:
     """(width, height) to decode (upright) frames at, the same for every recipe of a run.
 
@@ -102,7 +116,9 @@ def decode_size(width: int, height: int, specs: Sequence[BackboneSpec]) -> tuple
     """
     sizes = set()
     for spec in specs:
-        if spec.scaler == "swscale_bilinear":
+        if spec.scaler == "torch_bilinear_float":
+            sizes.add((width, height))  # the whole source frame, resized later in float
+        elif spec.scaler == "swscale_bilinear":
             sizes.add(resized_size(width, height, spec))
         else:
             short = spec.source_short_side
@@ -259,6 +275,9 @@ def windows_from(decoded: dict, plan: dict, lo: int, hi: int, specs, rotation: i
     for spec in specs:
         idx = plan[spec.name].index[lo:hi]  # [n, T] frame indices, -1 black
         n, t = idx.shape
+        if spec.scaler == "torch_bilinear_float":
+            chunk.windows[spec.name] = _float_windows(decoded, idx, spec, k)
+            continue
         at = None if k else _crop_only(h, w, spec)
         if spec.scaler == "swscale_bilinear" and at is None:
             raise ValueError(f"{spec.key}: frames were decoded at {w}x{h}, not at the recipe's own size")
@@ -288,3 +307,26 @@ def windows_from(decoded: dict, plan: dict, lo: int, hi: int, specs, rotation: i
             out = torch.index_select(prepared, 0, torch.from_numpy(where))
         chunk.windows[spec.name] = out.view(n, t, *spec.crop, 3).permute(0, 4, 1, 2, 3)
     return chunk
+
+
+def _float_windows(decoded: dict, idx: np.ndarray, spec: BackboneSpec, quarter_turns: int = 0):
+    """The IG65M port's preprocessing: each source frame / 255 in float32, resized whole by
+    ``F.interpolate(scale_factor=short_side / short side, bilinear, align_corners=False)``
+    (no antialias, output floor(side * factor)), no crop. float32 [n, 3, T, h, w] (channels-last
+    memory, like the uint8 windows); mean/std follow on the model side (spec.scale is 1)."""
+    import torch
+    import torch.nn.functional as F
+
+    n, t = idx.shape
+    if n == 0:
+        return torch.empty((0, 3, t, 1, 1), dtype=torch.float32)
+    used, pos = np.unique(idx.reshape(-1), return_inverse=True)
+    frames = torch.from_numpy(np.stack([decoded[i] for i in used.tolist()]))  # [U, H, W, 3] uint8
+    if quarter_turns:
+        frames = torch.rot90(frames, quarter_turns, dims=(1, 2))
+    x = frames.permute(0, 3, 1, 2).float().div_(255.0)
+    factor = spec.short_side / min(x.shape[-2:])
+    x = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    x = x.permute(0, 2, 3, 1).contiguous()  # [U, h, w, 3]
+    out = torch.index_select(x, 0, torch.from_numpy(pos.reshape(-1)))
+    return out.view(n, t, *x.shape[1:]).permute(0, 4, 1, 2, 3)

@@ -38,6 +38,14 @@ Recipes:
 
   Row t covers ticks [n0 + 16t, n0 + 16t + 16), i.e. [t, t + 1) s from n0 / 16 (within
   1/32 s of the first frame); ``meta.json`` records that start.
+- ``r21d=ig65m``: the IG65M PyTorch port's own extraction tool, for features that must match
+  ones made with it: the clip32 model on back-to-back 32-frame clips of the source's own
+  frames (no re-sampling), rows = floor(frames / 32) (its loader drops a last partial clip);
+  each frame divided by 255 and resized as a whole, no crop, by ``F.interpolate(scale_factor=
+  128 / short side, bilinear)`` (480x360 -> 170x128), then IG65M mean/std. Row t covers
+  32 source frames: 32 / fps seconds (1.067 s at 30 fps), which ``meta.json`` records per
+  video; the trainer maps such rows onto seconds. It reads full-size frames, so it decodes
+  separately from the other recipes of a run.
 """
 
 from __future__ import annotations
@@ -52,10 +60,10 @@ _DURATION_EPS_S = 1e-3
 # (decoders give pts * time_base as a float; FFmpeg rounds the exact rational).
 _TICK_EPS = 1e-9
 
-FRAME_CHOICES = ("grid", "fps_filter")
-SIZE_RULES = ("round", "truncate")
-SCALERS = ("torch_bilinear_antialias", "swscale_bilinear")
-TAILS = ("repeat_last", "zero_pad")
+FRAME_CHOICES = ("grid", "fps_filter", "native")
+SIZE_RULES = ("round", "truncate", "scale_factor")
+SCALERS = ("torch_bilinear_antialias", "swscale_bilinear", "torch_bilinear_float")
+TAILS = ("repeat_last", "zero_pad", "drop")
 PRECISIONS = ("fp32", "tf32", "bf16")
 OUTPUTS = {"r21d": ("layer4",), "s3d": ("mixed_5c", "embedding")}
 
@@ -69,32 +77,38 @@ class BackboneSpec:
     recipe: str
     # Human-readable architecture and pre-training, recorded in meta.json.
     architecture: str
-    # Frames are chosen on this grid (the video is re-sampled to it, not decoded at its own rate).
+    # Frames are chosen on this grid (the video is re-sampled to it); 0 for "native".
     fps: float
     # Frames the model sees per row.
     frames: int
     # "grid": row k takes `frames` grid times from second k, the frame shown at time t being
     #   the last with pts <= t (times from the first frame);
     # "fps_filter": FFmpeg's fps filter (see the module docstring), rows are consecutive
-    #   chunks of `frames` output frames.
+    #   chunks of `frames` output frames;
+    # "native": the source's own frames, back-to-back chunks of `frames` in presentation order.
     frame_choice: str
     # Resize so the short side is this many pixels, keeping aspect ratio, then centre crop.
     short_side: int
-    # "round": long side rounded to the nearest pixel; "truncate": int(long * short_side / short).
+    # "round": long side rounded to the nearest pixel; "truncate": int(long * short_side / short);
+    # "scale_factor": both sides floor(side * short_side / short), as F.interpolate(scale_factor=) gives.
     size_rule: str
     # Who resizes: swscale's bilinear while decoding (the decode size is this recipe's own), or
     # torch's bilinear (antialiased when shrinking) from frames decoded at `source_short_side`
     # (long side truncated, swscale bilinear): the same frames whichever other recipes run.
     scaler: str
-    # (height, width) of the centre crop fed to the model; offsets are int((size - crop) / 2).
-    crop: tuple[int, int]
+    # "torch_bilinear_float": F.interpolate(scale_factor=, bilinear, no antialias) on the
+    # native frames divided by 255, in float32 (the IG65M port's Resize).
+    # (height, width) of the centre crop fed to the model, offsets int((size - crop) / 2); None:
+    # no crop, the whole resized frame (its size then depends on the video).
+    crop: tuple[int, int] | None
     # Pixels are divided by this first (uint8 -> [0, 1]).
     scale: float
     # Per-channel RGB mean/std applied after scaling; None means the model takes [0, 1] as is.
     mean: tuple[float, float, float] | None
     std: tuple[float, float, float] | None
     # "repeat_last": times past the end show the last frame; "zero_pad": missing frames of
-    # the last chunk are black (zeros), a video under one chunk is `too_short`.
+    # the last chunk are black (zeros); "drop": a last partial chunk is left out. Under one
+    # chunk, "zero_pad" and "drop" make the video `too_short`.
     tail: str
     # Model arithmetic: "fp32" (TF32 off), "tf32" (TF32 matmuls and convolutions on CUDA),
     # "bf16" (autocast). TF32 exists only on CUDA; on the CPU it is fp32.
@@ -119,6 +133,10 @@ class BackboneSpec:
         if self.output not in OUTPUTS.get(self.name, ()):
             raise ValueError(f"{self.name}={self.recipe}: output {self.output!r} is not one of "
                              f"{', '.join(OUTPUTS.get(self.name, ()))}")
+        if (self.frame_choice == "native") != (self.fps == 0):
+            raise ValueError(f"{self.name}={self.recipe}: fps 0 means the native frames, and only it")
+        if (self.crop is None) != (self.scaler == "torch_bilinear_float"):
+            raise ValueError(f"{self.name}={self.recipe}: only the float scaler runs on uncropped frames")
         if self.frame_choice == "grid" and self.frames / self.fps > 1.0 + 1e-9:
             raise ValueError(f"{self.name}: {self.frames} frames at {self.fps} fps exceed the one-second row")
         if (self.mean is None) != (self.std is None):
@@ -128,15 +146,10 @@ class BackboneSpec:
     def key(self) -> str:
         return f"{self.name}={self.recipe}"
 
-    @property
-    def clip_seconds(self) -> float:
-        """Time span of one clip on the sampling grid."""
-        return self.frames / self.fps
-
     def to_json(self) -> dict:
         """Plain JSON types (tuples become lists) for meta.json."""
         out = asdict(self)
-        out["crop"] = list(self.crop)
+        out["crop"] = None if self.crop is None else list(self.crop)
         out["mean"] = None if self.mean is None else list(self.mean)
         out["std"] = None if self.std is None else list(self.std)
         return out
@@ -146,7 +159,7 @@ class BackboneSpec:
         """Inverse of to_json, so a reader can rebuild the spec a shard was made with."""
         names = set(cls.__dataclass_fields__)
         fields = {k: v for k, v in data.items() if k in names}
-        fields["crop"] = tuple(fields["crop"])
+        fields["crop"] = None if fields["crop"] is None else tuple(fields["crop"])
         for key in ("mean", "std"):
             if fields[key] is not None:
                 fields[key] = tuple(fields[key])
@@ -212,7 +225,31 @@ S3D = BackboneSpec(
     member="s3d.npy",
 )
 
-RECIPES: dict[str, dict[str, BackboneSpec]] = {"r21d": {"paper": R21D}, "s3d": {"released": S3D}}
+R21D_IG65M = BackboneSpec(
+    name="r21d",
+    recipe="ig65m",
+    architecture="R(2+1)D-34, IG65M pre-trained (Caffe2 port), clip32",
+    fps=0.0,
+    frames=32,
+    frame_choice="native",
+    short_side=128,
+    size_rule="scale_factor",
+    scaler="torch_bilinear_float",
+    crop=None,
+    scale=1.0,  # the float scaler already divided by 255
+    mean=R21D.mean,
+    std=R21D.std,
+    tail="drop",
+    precision="fp32",
+    output="layer4",
+    output_dim=512,
+    pooling="mean over T,H,W",
+    member="r21d.npy",
+    row_seconds=0.0,  # 32 source frames: 32 / fps, per video (meta.json's row_seconds)
+)
+
+RECIPES: dict[str, dict[str, BackboneSpec]] = {"r21d": {"paper": R21D, "ig65m": R21D_IG65M},
+                                               "s3d": {"released": S3D}}
 DEFAULT_RECIPES = {"r21d": "paper", "s3d": "released"}
 # Backbones by name, each with its default recipe.
 SPECS: dict[str, BackboneSpec] = {name: RECIPES[name][DEFAULT_RECIPES[name]] for name in RECIPES}
@@ -235,6 +272,9 @@ def get_spec(name: str, recipe: str | None = None) -> BackboneSpec:
 def resized_size(width: int, height: int, spec: BackboneSpec) -> tuple[int, int]:
     """(width, height) after the recipe's resize of a width x height (upright) frame."""
     short = min(width, height)
+    if spec.size_rule == "scale_factor":
+        scale = spec.short_side / short
+        return int(math.floor(width * scale)), int(math.floor(height * scale))
     if spec.size_rule == "truncate":
         # The extractor's int(): 480x360 -> 298x224, 176x144 -> 273x224.
         if width >= height:
@@ -296,6 +336,11 @@ def fps_filter_ticks(start_s: float, end_s: float, fps: float) -> tuple[int, int
     first frame is at `start_s` and whose last frame ends at `end_s` (absolute pts)."""
     n0 = fps_tick(start_s, fps)
     return n0, max(0, fps_tick(end_s, fps) - n0)
+
+
+def native_rows(frames: int, spec: BackboneSpec) -> int:
+    """Rows of a "native" recipe: back-to-back chunks of spec.frames source frames, the rest dropped."""
+    return frames // spec.frames
 
 
 def fps_filter_rows(frames_out: int, spec: BackboneSpec) -> int:

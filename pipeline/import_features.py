@@ -1,7 +1,9 @@
 """``mmp-import s3d-features``: the released HowTo100M S3D features as training shards.
 
 The release is one ``{video_id}.npy`` per video, float, ``[seconds, 1024]``: S3D's pooled
-``mixed_5c`` at one vector per second (16 fps, contiguous 16-frame chunks, 224x224).
+``mixed_5c`` at one vector per second (16 fps, contiguous 16-frame chunks, 224x224): the
+``s3d=released`` recipe of ``mmp-extract-features``, which gives the same rows for the same
+video (ceil(frames at 16 fps / 16), the last chunk black-padded).
 Each aligned video with a feature file becomes an ``mmp/`` sample: ``s3d.npy`` (float16),
 ``subs.json`` and ``meta.json`` with the feature spec. Arrays are loaded with
 ``allow_pickle=False``: a pickle or object array is refused, never run.
@@ -27,7 +29,8 @@ log = logging.getLogger("mmp.import")
 
 S3D_DIM = 1024
 SCHEMA = pa.schema([("video_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
-                    ("duration", pa.float64()), ("feature_rows", pa.int32()), ("feature_dim", pa.int32()),
+                    ("duration", pa.float64()), ("feature_rows", pa.int32()), ("feature_seconds", pa.float64()),
+                    ("feature_dim", pa.int32()),
                     ("length_mismatch", pa.float64()), ("feature_file", pa.string()), ("aligned_unit", pa.int32())])
 
 
@@ -50,13 +53,20 @@ def load_feature_file(path: Path) -> np.ndarray:
     return array
 
 
+# The release's documented mapping: one row per second from the start (its README: 1m20s -> 80x1024).
+# Extraction with the s3d=released recipe records its own start (n0 / 16 from the first frame,
+# within 1/32 s of it) beside the same one-second rows.
+RELEASED_ROW_TIMES = {"row_start_s": 0.0, "row_seconds": 1.0}
+
+
 def s3d_spec() -> dict:
     try:
         from features.spec import S3D
 
         spec = S3D.to_json()
     except ImportError:  # features/ is optional for an import-only install
-        spec = {"name": "s3d", "fps": 16, "frames": 16, "crop": 224, "output": "mixed_5c", "output_dim": 1024}
+        spec = {"name": "s3d", "recipe": "released", "fps": 16, "frames": 16, "crop": [224, 224], "output": "mixed_5c",
+                "output_dim": 1024}
     spec["weights"] = "s3d_howto100m.pth (MIL-NCE, HowTo100M)"
     spec["source"] = "released HowTo100M S3D features"
     return spec
@@ -113,6 +123,7 @@ class S3DFeatureImport(Stage):
                     row.update(status="bad_features", error=str(exc))
                 else:
                     row.update(feature_rows=int(array.shape[0]), feature_dim=int(array.shape[1]),
+                               feature_seconds=float(array.shape[0]) * RELEASED_ROW_TIMES["row_seconds"],
                                feature_file=path.name, status="ok")
                     subs = json.loads(sample["subs.json"])
                     duration = arow.get("duration")
@@ -132,7 +143,7 @@ class S3DFeatureImport(Stage):
                     meta = {"video_id": vid, "duration": duration, "fps": None,
                             "features": {"s3d": dict(spec, file=path.name,
                                                      sha256=sha256_file(path) if self.hash_files else None,
-                                                     rows=int(array.shape[0]))}}
+                                                     rows=int(array.shape[0]), **RELEASED_ROW_TIMES)}}
                     writer.write_sample(vid, {"s3d.npy": npy_bytes(array.astype(np.float16)),
                                               "subs.json": subs, "meta.json": meta})
             writer.add_row(row)

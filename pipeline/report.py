@@ -165,7 +165,7 @@ def features_section(m: dict) -> Section:
     rows = [[s, n(v), pct(v, total), "; ".join(f"{r} ({n(k)})" for r, k in list(m["reasons"].get(s, {}).items())[:2])]
             for s, v in m["statuses"].items()]
     summary = [["videos with features", n(m["videos_with_features"]), pct(m["videos_with_features"], total)],
-               ["feature hours (one row per second)", num(m["feature_hours"]), ""],
+               ["feature hours (rows x each recipe's row_seconds)", num(m["feature_hours"]), ""],
                ["video hours of those videos", num(m["video_hours_with_features"]),
                 f"duration known for {n(m['duration_known'])}"],
                [f"length mismatch over {m['tolerance_seconds']:g} s", n(m["mismatch_over_tolerance"]),

@@ -39,7 +39,8 @@ COLUMNS = {
     "aligned": {"status": STR, "error": STR, "duration": FLOAT, "n_langs": INT, "timeline_kind": STR,
                 "{lang}_kind": STR, "{lang}_status": STR, "{lang}_cues": INT, "{lang}_tokens": INT,
                 "{lang}_chars": INT, "{lang}_seconds": FLOAT, "{lang}_coverage": FLOAT},
-    "mmp": {"status": STR, "error": STR, "duration": FLOAT, "feature_rows": INT, "feature_dim": INT,
+    "mmp": {"status": STR, "error": STR, "duration": FLOAT, "feature_rows": INT, "feature_seconds": FLOAT,
+            "feature_dim": INT,
             "length_mismatch": FLOAT, "aligned_duration": FLOAT, "decoder": STR, "device": STR,
             "seconds_decode": FLOAT, "seconds_model": FLOAT},
 }

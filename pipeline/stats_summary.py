@@ -307,6 +307,10 @@ def summarize_mmp(table: pa.Table, sd: StageDir) -> dict:
     n = table.num_rows
     status = table.column("status")
     rows = floats(table.column("feature_rows"))
+    # Seconds the rows cover, by each recipe's rows-to-seconds mapping (meta.json's row_seconds);
+    # parquet written before the column existed had one row per second.
+    seconds = floats(table.column("feature_seconds")) if "feature_seconds" in table.column_names else rows
+    seconds = np.where(np.isfinite(seconds), seconds, rows)
     duration = floats(table.column("duration"))
     mismatch = floats(table.column("length_mismatch"))
     has = rows > 0
@@ -320,7 +324,7 @@ def summarize_mmp(table: pa.Table, sd: StageDir) -> dict:
     return {"videos": n, "statuses": counts_of(status, "unknown"),
             "reasons": reasons_by_status(status, table.column("error")),
             "videos_with_features": int(has.sum()),
-            "feature_hours": float(np.nansum(rows[has]) / 3600),
+            "feature_hours": float(np.nansum(seconds[has]) / 3600),
             "video_hours_with_features": float(np.nansum(duration[has]) / 3600),
             "duration_known": int(np.isfinite(duration[has]).sum()),
             "feature_dims": value_counts(floats(table.column("feature_dim"))),

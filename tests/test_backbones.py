@@ -14,8 +14,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from features.spec import (R21D, S3D, BackboneSpec, crop_offsets, fps_filter_rows, fps_filter_ticks, fps_tick,  # noqa: E402
-                           get_spec, num_windows, resized_size, window_frame_times)
+from features.spec import (R21D, R21D_IG65M, S3D, BackboneSpec, crop_offsets, fps_filter_rows,  # noqa: E402
+                           fps_filter_ticks, fps_tick, get_spec, native_rows, num_windows, resized_size,
+                           window_frame_times)
 from features.weights import WeightsError, load_backbone, random_backbone  # noqa: E402
 
 
@@ -79,7 +80,7 @@ def test_specs_hold_the_recipe_and_round_trip_json():
     assert (S3D.frame_choice, S3D.size_rule, S3D.scaler, S3D.tail, S3D.precision) == (
         "fps_filter", "truncate", "swscale_bilinear", "zero_pad", "fp32")
     embedding = S3D.with_options(output="embedding", precision="bf16")
-    for spec in (R21D, S3D, embedding):
+    for spec in (R21D, S3D, embedding, R21D_IG65M):
         text = json.dumps(spec.to_json())
         assert BackboneSpec.from_json(json.loads(text)) == spec
     assert (embedding.output_dim, embedding.precision, embedding.recipe) == (512, "bf16", "released")
@@ -98,6 +99,16 @@ def test_released_s3d_geometry_is_the_extractors_arithmetic():
     assert resized_size(176, 144, S3D) == (273, 224) and resized_size(360, 640, S3D) == (224, 398)
     assert resized_size(3840, 2160, S3D) == (398, 224) and crop_offsets(224, 398, S3D) == (87, 0)
     assert resized_size(480, 360, R21D) == (171, 128)  # the paper recipe rounds
+
+
+def test_ig65m_port_recipe_is_its_tools_arithmetic():
+    spec = get_spec("r21d", "ig65m")
+    assert spec is R21D_IG65M and (spec.frames, spec.crop, spec.frame_choice, spec.tail) == (32, None, "native", "drop")
+    # F.interpolate(scale_factor=128 / 360): floor(480 * 0.3556) = 170, no crop
+    assert resized_size(480, 360, spec) == (170, 128) and resized_size(1920, 1080, spec) == (227, 128)
+    assert native_rows(420, spec) == 13 and native_rows(31, spec) == 0  # a last partial clip is dropped
+    with pytest.raises(ValueError, match="fps 0"):
+        BackboneSpec.from_json({**R21D_IG65M.to_json(), "fps": 30.0})
 
 
 def test_fps_filter_rounding_and_tail_rule():

@@ -17,7 +17,7 @@ pytest.importorskip("decord")
 from features.decode import DecodeError, DecodedVideo, decode_all  # noqa: E402
 from features.frames import (Normaliser, decode_size, frame_plan, normalise, prepare_frames,  # noqa: E402
                              stack_windows)
-from features.spec import R21D, S3D, num_windows, window_frame_times  # noqa: E402
+from features.spec import R21D, R21D_IG65M, S3D, num_windows, window_frame_times  # noqa: E402
 
 from .conftest import real_fixtures  # noqa: E402
 
@@ -323,3 +323,37 @@ def test_real_rotated_fixture_is_portrait_and_no_duration_webm_has_length():
     assert (info.width, info.height, info.rotation, info.decoder) == (320, 568, 270, "pyav")
     info, _ = decode_all(str(root / "moviepy_no_duration.webm"), SPECS)
     assert info.decoder == "pyav" and 4.5 < info.duration < 5.5 and info.rows == {"r21d": 5, "s3d": 5}
+
+
+# ---------------------------------------------------------------- the IG65M port's recipe
+
+@pytest.mark.parametrize("use_decord", [True, False])
+def test_ig65m_recipe_is_the_ports_transform_on_the_source_frames(tmp_path, use_decord):
+    """Back-to-back 32-frame clips of the source frames, / 255, F.interpolate(scale_factor) whole, no crop,
+    mean/std: written here as the port writes it, on the frames decord gives at native size."""
+    import decord
+    import torch.nn.functional as F
+
+    path = make_video(tmp_path / "v.mkv", cfr(2.3, fps=30), size=(120, 90), image=_texture(90, 120))
+    info, windows = decode_all(str(path), [R21D_IG65M, S3D], use_decord=use_decord)
+    assert info.rows == {"r21d": 2, "s3d": 3}  # 69 frames: 2 clips of 32, 5 dropped
+    times = info.row_times("r21d")
+    assert times["row_seconds"] == pytest.approx(32 / 30, rel=1e-3) and times["frames_sampled"] == 69
+    frames = decord.VideoReader(str(path)).get_batch(list(range(64))).asnumpy()
+    clips = torch.from_numpy(frames).float().div(255).view(2, 32, 90, 120, 3).permute(0, 4, 1, 2, 3)
+    mean, std = (torch.tensor(v).view(3, 1, 1, 1) for v in (R21D.mean, R21D.std))
+    expect = torch.stack([(F.interpolate(c, scale_factor=128 / 90, mode="bilinear", align_corners=False) - mean) / std
+                          for c in clips])
+    got = normalise(windows["r21d"].contiguous(), R21D_IG65M)
+    assert got.shape == expect.shape == (2, 3, 32, 128, 170)
+    assert (got - expect).abs().max() < 1e-5
+    # the S3D rows of the same run are those of S3D alone: the recipes decode separately
+    _, alone = decode_all(str(path), [S3D], use_decord=use_decord)
+    assert torch.equal(windows["s3d"], alone["s3d"])
+
+
+def test_ig65m_recipe_under_one_clip_is_too_short(tmp_path):
+    path = make_video(tmp_path / "v.mkv", cfr(1.0, fps=30))
+    with pytest.raises(DecodeError) as err:
+        decode_all(str(path), [R21D_IG65M])
+    assert err.value.status == "too_short" and "32" in err.value.message

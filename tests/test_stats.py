@@ -240,13 +240,16 @@ def test_rows_of_the_feature_extraction_stage(tmp_path):
          "seconds_model": 1800.0},
         {"video_id": "vidAAAAAAA2", "status": "ok", "duration": 30.0, "aligned_duration": 90.0, "feature_rows": 30,
          "length_mismatch": 0.0, "decoder": "pyav", "device": "cuda:0", "seconds_decode": 0.0, "seconds_model": 0.0},
-        {"video_id": "vidAAAAAAA3", "status": "decode_error", "error": "moov atom not found", "duration": None}])
+        {"video_id": "vidAAAAAAA3", "status": "decode_error", "error": "moov atom not found", "duration": None},
+        # rows of 32/30 s (a recipe whose rows are not seconds): the hours follow feature_seconds, not rows
+        {"video_id": "vidAAAAAAA4", "status": "ok", "duration": 32.0, "feature_rows": 30, "feature_seconds": 32.0,
+         "length_mismatch": 0.0, "decoder": "decord", "device": "cuda:0", "seconds_decode": 0.0, "seconds_model": 0.0}])
     out, doc = run_stats(data, tmp_path)
     assert doc["issues"] == [], doc["issues"]
     (m,) = doc["mmp"]
-    assert m["videos_with_features"] == 2 and m["feature_hours"] == pytest.approx(90 / 3600)
+    assert m["videos_with_features"] == 3 and m["feature_hours"] == pytest.approx((90 + 32) / 3600)
     assert m["listed_mismatch_over_tolerance"] == 1 and m["mismatch_over_tolerance"] == 0
-    assert m["decoders"] == {"decord": 1, "pyav": 1} and m["devices"] == {"cuda:0": 2}
+    assert m["decoders"] == {"decord": 2, "pyav": 1} and m["devices"] == {"cuda:0": 3}
     assert m["decode_hours"] + m["model_hours"] == pytest.approx(1.0)
     assert m["reasons"]["decode_error"] == {"moov atom not found": 1}
     assert "rows vs listed duration" in (out / "report.md").read_text()
