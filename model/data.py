@@ -38,8 +38,8 @@ from shards.layout import FORBIDDEN_SUFFIXES
 # what a sample is decoded into, and its tokenisation, live in their own modules; their
 # names stay importable from here, where the trainer, evaluation and tests look for them
 from .clips import (FEATURE_MEMBERS, LANGS, MIN_CLIP_SECONDS, ClipConfig, FeatureRows,  # noqa: F401
-                    NpyRows, SubtitleTracks, _caption_clip, _pretrain_clip, caption_clip, load_json,
-                    load_npy, pretrain_clip, video_features)
+                    NpyRows, RowTimes, RowTimesError, SubtitleTracks, _caption_clip, _pretrain_clip, caption_clip,
+                    load_json, load_npy, pretrain_clip, row_times, video_features)
 from .tokens import ClipTokenizer, tokenize  # noqa: F401
 
 log = logging.getLogger("mmp.data")
@@ -240,19 +240,42 @@ def shuffle(src, bufsize: int, rng: random.Random):
     yield from buf
 
 
-def feature_dim(urls: list[str], members: tuple[str, ...], limit: int = 64) -> int:
-    """The video input dimension, read from the first samples that carry the chosen members."""
+@dataclass
+class MemberLayout:
+    """One chosen member as the first usable sample holds it: its width and its meta.json entry."""
+
+    name: str
+    width: int
+    meta: dict  # meta.json features[name] (the recipe: output, output_dim, ...), {} when not recorded
+
+
+def feature_layout(urls: list[str], members: tuple[str, ...], limit: int = 64) -> list[MemberLayout]:
+    """The chosen members' widths, in order, read from the first samples that carry them all."""
     state = StreamState()
     seen = 0
     for sample in tar_samples(iter([(0, urls)]), state):
         seen += 1
         try:
-            return int(video_features(sample, members).shape[1])
+            rows = FeatureRows(sample, members)
+            rows[0:1]  # the rows decode
         except (KeyError, ValueError):
             if seen >= limit:
                 break
+            continue
+        try:
+            features = load_json(sample["meta.json"]).get("features") if "meta.json" in sample else None
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            features = None
+        features = features if isinstance(features, dict) else {}
+        return [MemberLayout(name, int(a.shape[1]), features[name] if isinstance(features.get(name), dict) else {})
+                for name, a in zip(members, rows.members)]
     raise DataError(f"no sample in the first {seen} of --shards carries all of --video-features "
                     f"{','.join(members)}; pick members the shards hold (r21d, s3d, regions)")
+
+
+def feature_dim(urls: list[str], members: tuple[str, ...], limit: int = 64) -> int:
+    """The video input dimension, read from the first samples that carry the chosen members."""
+    return sum(m.width for m in feature_layout(urls, members, limit))
 
 
 # ---------------------------------------------------------------------------- clip sampling
@@ -260,7 +283,8 @@ def feature_dim(urls: list[str], members: tuple[str, ...], limit: int = 64) -> i
 
 def sample_clips(src, cfg: ClipConfig, state: StreamState, seed: int):
     """Cut one training clip from each sample, decoding only what the clip uses (the feature
-    rows of its window, the subtitle tracks it draws); unusable samples are counted."""
+    rows of its window, the subtitle tracks it draws); unusable samples are counted, a
+    meta.json whose rows-to-time mapping is malformed as ``skipped/bad_row_times``."""
     for sample in src:
         key = sample["__key__"]
         state.tried += 1
@@ -283,6 +307,10 @@ def sample_clips(src, cfg: ClipConfig, state: StreamState, seed: int):
                 clip = _caption_clip(captions, video, cfg, rng)
         except KeyError as exc:
             state.count(f"skipped/missing_{exc.args[0]}")
+            continue
+        except RowTimesError as exc:
+            state.count("skipped/bad_row_times")
+            log.warning("skipping sample %s in %s: %s", key, sample.get("__url__"), exc)
             continue
         except (ValueError, UnicodeDecodeError, TypeError, IndexError, AttributeError) as exc:
             state.count("skipped/corrupt")

@@ -6,11 +6,20 @@ Transformer -> first token. Video: linear from the concatenated backbone feature
 a learned first token, 2-layer Transformer -> first token. No positional embeddings in the
 heads (the paper's choice; the text encoder has its own). For the visually-pivoted
 cross-lingual loss the text head attends over text || video tokens.
+
+The paper's S3D input is MIL-NCE's 512-d ``video_embedding``, the S3D checkpoint's ``fc``
+applied to pooled mixed_5c; released and extracted features store the 1024-d mixed_5c.
+With ``s3d_fc`` the model holds that fc as fixed buffers (never trained, saved with the
+weights) and applies it to the s3d columns of its input, so a checkpoint evaluated or
+fine-tuned later maps the same rows the same way without the file it came from.
 """
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -18,11 +27,20 @@ from torch import nn
 
 from .text import TextEncoder, load_text_encoder
 
+# S3D's embedding layer in s3d_howto100m.pth: fc.weight [512, 1024], fc.bias [512].
+S3D_FC_IN, S3D_FC_OUT = 1024, 512
+
+
+class S3DFcError(ValueError):
+    """An ``--s3d-fc`` file that does not hold S3D's embedding layer."""
+
 
 @dataclass
 class MMPConfig:
     text_model: str  # hub name or save_pretrained directory (tokenizer is read from it too)
-    video_dim: int  # concatenated feature width, read from the shards (1536 for r21d + s3d)
+    # width of the video projection's input: the concatenated feature width read from the
+    # shards (1536 for r21d + s3d), or with s3d_fc that width after the map (512 + 512)
+    video_dim: int
     video_features: list = field(default_factory=lambda: ["r21d", "s3d"])  # which members, in order
     d_model: int = 1024  # joint space and head width (paper: 1024)
     heads: int = 4  # attention heads in each pooling head
@@ -32,6 +50,16 @@ class MMPConfig:
     freeze_below: int = 9  # text encoder layers below this one get no gradient
     temperature: float = 0.1  # softmax temperature of every NCE term
     text_config: dict | None = None  # the transformers config, so a checkpoint rebuilds without weights
+    # The fixed S3D fc on the s3d columns: {"offset", "in_dim", "out_dim", "file", "sha256"}; its
+    # weights are the model's buffers s3d_fc_weight / s3d_fc_bias. None: rows go in as stored.
+    s3d_fc: dict | None = None
+
+    @property
+    def row_dim(self) -> int:
+        """Width of the feature rows the model takes from the shards (before the s3d fc)."""
+        if self.s3d_fc is None:
+            return self.video_dim
+        return self.video_dim - self.s3d_fc["out_dim"] + self.s3d_fc["in_dim"]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -68,13 +96,39 @@ class MMP(nn.Module):
         self.video_first = nn.Parameter(torch.randn(d) * 0.02)
         self.video_head = PoolingHead(d, config.heads, config.layers, config.dropout)
         self.drop = nn.Dropout(config.dropout)
+        if config.s3d_fc is not None:
+            fc = config.s3d_fc
+            # buffers, not parameters: in the state dict (so in every checkpoint), never in the optimiser
+            self.register_buffer("s3d_fc_weight", torch.zeros(fc["out_dim"], fc["in_dim"]))
+            self.register_buffer("s3d_fc_bias", torch.zeros(fc["out_dim"]))
+
+    def set_s3d_fc(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Fill the fixed S3D fc (from ``load_s3d_fc``) into a model built with ``s3d_fc``."""
+        if self.config.s3d_fc is None:
+            raise ValueError("this model was built without s3d_fc")
+        with torch.no_grad():
+            self.s3d_fc_weight.copy_(weight)
+            self.s3d_fc_bias.copy_(bias)
+
+    def video_input(self, video: torch.Tensor) -> torch.Tensor:
+        """Feature rows ``[..., row_dim]`` as the video projection takes them ``[..., video_dim]``:
+        widened from the stored float16 and, with ``s3d_fc``, the s3d columns mapped by S3D's fc
+        (in float32 whatever the autocast: it stands for the backbone, not for the model)."""
+        video = video.to(self.video_proj.weight.dtype)
+        fc = self.config.s3d_fc
+        if fc is None:
+            return video
+        a, b = fc["offset"], fc["offset"] + fc["in_dim"]
+        with torch.autocast(device_type=video.device.type, enabled=False):
+            s3d = F.linear(video[..., a:b].float(), self.s3d_fc_weight.float(), self.s3d_fc_bias.float())
+        return torch.cat([video[..., :a], s3d.to(video.dtype), video[..., b:]], -1)
 
     # -- token states in the joint width
     def text_tokens(self, ids, mask):
         return self.drop(self.text_proj(self.text(ids, mask)))
 
     def video_tokens(self, video, noise=None):
-        video = video.to(self.video_proj.weight.dtype)  # batches carry the stored float16
+        video = self.video_input(video)  # batches carry the stored float16 rows
         if noise is not None:
             video = video.masked_fill(noise.unsqueeze(-1), 0.0)  # masked frames carry no signal
         return self.drop(self.video_proj(video))
@@ -123,3 +177,45 @@ def build_model(config: MMPConfig) -> MMP:
     if config.text_config is None:
         config.text_config = json.loads(text.backbone.config.to_json_string(use_diff=False))
     return MMP(config, text)
+
+
+def load_s3d_fc(path) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """``(weight [512, 1024], bias [512], sha256)`` of S3D's embedding layer from a checkpoint
+    such as ``s3d_howto100m.pth`` (wrapped or not: ``features.weights.unwrap_state_dict``), read
+    with ``torch.load(weights_only=True)``. Raises S3DFcError naming what is wrong."""
+    from features.weights import WeightsError, file_sha256, unwrap_state_dict
+
+    path = Path(path)
+    want = f"fc.weight [{S3D_FC_OUT}, {S3D_FC_IN}] and fc.bias [{S3D_FC_OUT}]"
+    if not path.is_file():
+        raise S3DFcError(f"--s3d-fc {path} does not exist; pass the S3D checkpoint (s3d_howto100m.pth) whose {want} "
+                         "map pooled mixed_5c to the 512-d embedding")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found:  # a reference to Python code in the file: loading it would run that code
+            raise S3DFcError(f"--s3d-fc {path} holds pickled Python objects, not only tensors; refusing to load "
+                             f"it (torch.load weights_only=True refused {found.group(1)})") from None
+        detail = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        reason = detail[0] if detail and "WeightsUnpickler error:" in str(exc) else type(exc).__name__
+        raise S3DFcError(f"--s3d-fc {path} is not a readable PyTorch checkpoint ({reason})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise S3DFcError(f"--s3d-fc {path} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
+    try:
+        state = unwrap_state_dict(obj, source=f"--s3d-fc {path}")
+    except WeightsError as exc:
+        raise S3DFcError(str(exc)) from None
+    weight, bias = state.get("fc.weight"), state.get("fc.bias")
+    if weight is None or bias is None:
+        raise S3DFcError(f"--s3d-fc {path} has no {want} (S3D's embedding layer); it holds "
+                         f"{len(state)} tensors, e.g. {', '.join(sorted(state)[:4])}")
+    if tuple(weight.shape) != (S3D_FC_OUT, S3D_FC_IN) or tuple(bias.shape) != (S3D_FC_OUT,):
+        raise S3DFcError(f"--s3d-fc {path}: fc.weight is {list(weight.shape)} and fc.bias {list(bias.shape)}; "
+                         f"expected {want}")
+    if not (weight.is_floating_point() and bias.is_floating_point()):
+        raise S3DFcError(f"--s3d-fc {path}: fc.weight and fc.bias are {weight.dtype} and {bias.dtype}, not floats")
+    weight, bias = weight.float(), bias.float()
+    if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+        raise S3DFcError(f"--s3d-fc {path}: fc.weight or fc.bias holds NaN or infinite values")
+    return weight, bias, file_sha256(path)

@@ -8,6 +8,10 @@ gloo on CPU, nccl on GPU. ``--batch-size`` is the global batch; each rank takes 
 and the losses gather embeddings so the negatives span the global batch. Checkpoints
 (model, optimiser, step, configs, every worker's data position) are written atomically
 every ``--ckpt-every`` steps; ``--resume`` continues from the latest.
+
+``--s3d-fc s3d_howto100m.pth`` builds the paper's 512 + 512 video input from 1024-d S3D
+rows (released features or extracted mixed_5c): the checkpoint's ``fc`` maps them to
+MIL-NCE's embedding inside the model, fixed, and is saved with it (``model.mmp``).
 """
 from __future__ import annotations
 
@@ -64,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-features", default="r21d,s3d",
                    help="sample members concatenated as the video input (r21d, s3d, regions); samples lacking one "
                         "are skipped and counted")
+    p.add_argument("--s3d-fc", type=Path, metavar="PATH",
+                   help="S3D checkpoint (s3d_howto100m.pth) whose fc.weight [512, 1024] / fc.bias [512] map the s3d "
+                        "member's 1024-d mixed_5c rows to the 512-d S3D embedding before the model, fixed (not "
+                        "trained) and saved with the model; the paper's r21d 512 + s3d 512 input")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads per rank (0: torch's default)")
     g = p.add_argument_group("model (ignored with --init / --resume: the checkpoint's config wins)")
@@ -133,36 +141,102 @@ def parse_members(text: str) -> tuple[str, ...]:
     return members
 
 
-def check_video_dim(cfg, dim: int, members: tuple[str, ...], source: str) -> None:
-    if cfg.video_dim != dim:
+def check_video_dim(cfg, dim: int, members: tuple[str, ...], source: str, layout=None) -> None:
+    """The shards' row width ``dim`` (and, given ``layout``, where the s3d columns lie) fits ``cfg``."""
+    if cfg.row_dim != dim:
+        mapped = (f", whose s3d fc maps {cfg.s3d_fc['in_dim']}-d s3d rows to {cfg.s3d_fc['out_dim']}"
+                  if cfg.s3d_fc else "")
         raise ConfigError(
             f"the shards' video features ({'+'.join(members)}) are {dim}-dimensional but {source} expects "
-            f"{cfg.video_dim} ({'+'.join(cfg.video_features)}); use the same --video-features as that model")
+            f"{cfg.row_dim} ({'+'.join(cfg.video_features)}{mapped}); use the same --video-features as that model")
+    if cfg.s3d_fc and layout is not None:
+        offset = s3d_offset(layout)
+        if offset != cfg.s3d_fc["offset"]:
+            raise ConfigError(f"{source} maps its s3d fc over columns from {cfg.s3d_fc['offset']} "
+                              f"({'+'.join(cfg.video_features)}) but --video-features {'+'.join(members)} puts "
+                              f"the s3d rows at {offset}; use the same --video-features as that model")
 
 
-def resolve_model(args, members, dim):
+def s3d_offset(layout) -> int | None:
+    """The first column of the s3d rows in the concatenated input (None without s3d)."""
+    offset = 0
+    for m in layout:
+        if m.name == "s3d":
+            return offset
+        offset += m.width
+    return None
+
+
+def read_s3d_fc(args, members, layout):
+    """``(weight, bias, config entry)`` for ``--s3d-fc``, or None without it; ConfigError when the
+    file, the chosen members or the shards' s3d rows do not fit the map."""
+    from .mmp import S3D_FC_IN, S3D_FC_OUT, S3DFcError, load_s3d_fc
+
+    if args.s3d_fc is None:
+        return None
+    try:
+        weight, bias, sha256 = load_s3d_fc(args.s3d_fc)
+    except S3DFcError as exc:
+        raise ConfigError(str(exc)) from None
+    if "s3d" not in members:
+        raise ConfigError(f"--s3d-fc maps the s3d rows, but --video-features {','.join(members)} does not include s3d")
+    s3d = next(m for m in layout if m.name == "s3d")
+    if s3d.meta.get("output") == "embedding" or s3d.width == S3D_FC_OUT:
+        raise ConfigError(f"--s3d-fc: the shards' s3d rows are already {s3d.width}-d"
+                          f"{' (meta.json output: embedding)' if s3d.meta.get('output') == 'embedding' else ''}, "
+                          "the S3D embedding the fc gives; drop --s3d-fc, or use 1024-d mixed_5c s3d features")
+    if s3d.width != S3D_FC_IN:
+        raise ConfigError(f"--s3d-fc maps {S3D_FC_IN}-d s3d rows (pooled mixed_5c) but the shards' s3d rows "
+                          f"are {s3d.width}-d")
+    entry = {"offset": s3d_offset(layout), "in_dim": S3D_FC_IN, "out_dim": S3D_FC_OUT,
+             "file": str(args.s3d_fc), "sha256": sha256}
+    return weight, bias, entry
+
+
+def check_s3d_fc(cfg, ck, fc, source: str) -> None:
+    """``--s3d-fc`` with a checkpoint: the checkpoint must hold the same map (its own wins anyway)."""
+    import torch
+
+    if fc is None:
+        return
+    if cfg.s3d_fc is None:
+        raise ConfigError(f"--s3d-fc: {source} was trained without an s3d fc (its video input is "
+                          f"{cfg.video_dim}-d {'+'.join(cfg.video_features)}); drop --s3d-fc or start a new model")
+    weight, bias, _ = fc
+    if not (torch.equal(ck["model"]["s3d_fc_weight"].float(), weight)
+            and torch.equal(ck["model"]["s3d_fc_bias"].float(), bias)):
+        raise ConfigError(f"--s3d-fc {fc[2]['file']} differs from the s3d fc {source} was trained with "
+                          f"({cfg.s3d_fc.get('file')}); drop --s3d-fc to keep the checkpoint's")
+
+
+def resolve_model(args, members, layout, fc=None):
     """The model config, the checkpoint to start from (or None) and whether it is a resume."""
     from .checkpoint import list_checkpoints, load_checkpoint
     from .mmp import MMPConfig
 
+    dim = sum(m.width for m in layout)
     if args.resume and list_checkpoints(args.out):
         ck = load_checkpoint(args.out)
         cfg = MMPConfig.from_json(ck["model_config"])
-        check_video_dim(cfg, dim, members, f"the checkpoint {ck['path']}")
+        check_video_dim(cfg, dim, members, f"the checkpoint {ck['path']}", layout)
+        check_s3d_fc(cfg, ck, fc, f"the checkpoint {ck['path']}")
         return cfg, ck, True
     if args.init is not None:
         ck = load_checkpoint(args.init)
         cfg = MMPConfig.from_json(ck["model_config"])
-        check_video_dim(cfg, dim, members, f"the checkpoint {ck['path']}")
+        check_video_dim(cfg, dim, members, f"the checkpoint {ck['path']}", layout)
+        check_s3d_fc(cfg, ck, fc, f"the checkpoint {ck['path']}")
         if args.text_model:
             cfg.text_model = args.text_model  # the same encoder, found at a new place
         return cfg, ck, False
     if not args.text_model:
         raise ConfigError("--text-model is required without --init or a checkpoint to --resume")
-    cfg = MMPConfig(text_model=args.text_model, video_dim=dim, video_features=list(members), d_model=args.d_model,
-                    heads=args.heads, layers=args.head_layers, dropout=args.dropout,
+    s3d_fc = None if fc is None else fc[2]
+    video_dim = dim if s3d_fc is None else dim - s3d_fc["in_dim"] + s3d_fc["out_dim"]
+    cfg = MMPConfig(text_model=args.text_model, video_dim=video_dim, video_features=list(members),
+                    d_model=args.d_model, heads=args.heads, layers=args.head_layers, dropout=args.dropout,
                     output_layer=args.text_output_layer, freeze_below=args.text_freeze_below,
-                    temperature=args.temperature)
+                    temperature=args.temperature, s3d_fc=s3d_fc)
     return cfg, None, False
 
 
@@ -189,7 +263,7 @@ def train(args) -> int:
     from torch.nn.parallel import DistributedDataParallel
 
     from .checkpoint import save_checkpoint
-    from .data import ClipConfig, ClipStream, DataError, expand_shards, feature_dim
+    from .data import ClipConfig, ClipStream, DataError, expand_shards, feature_layout
     from .losses import mmp_loss
     from .mmp import build_model
     from .text import load_tokenizer
@@ -212,16 +286,19 @@ def train(args) -> int:
     urls = expand_shards(args.shards)
     if len(urls) < world:
         raise ConfigError(f"--shards names {len(urls)} shards for {world} ranks; every rank needs at least one")
-    dim = feature_dim(urls, members)
+    layout = feature_layout(urls, members)
+    fc = read_s3d_fc(args, members, layout)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    cfg, ck, resumed = resolve_model(args, members, dim)
+    cfg, ck, resumed = resolve_model(args, members, layout, fc)
     tokenizer = load_tokenizer(args.text_model or cfg.text_model)
     torch.manual_seed(args.seed)
     model = build_model(cfg)
     start_step, positions = 0, None
     if ck is not None:
-        model.load_state_dict(ck["model"])
+        model.load_state_dict(ck["model"])  # an s3d fc comes with the checkpoint's weights
+    elif fc is not None:
+        model.set_s3d_fc(fc[0], fc[1])
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=args.lr)
@@ -250,7 +327,8 @@ def train(args) -> int:
                                          pin_memory=device.type == "cuda")
 
     run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    run_config.update(world_size=world, global_batch=batch, workers_per_rank=workers, clip=asdict(clip), shards=len(urls))
+    run_config.update(world_size=world, global_batch=batch, workers_per_rank=workers, clip=asdict(clip),
+                      shards=len(urls), video_dim=cfg.video_dim, row_dim=cfg.row_dim, s3d_fc_map=cfg.s3d_fc)
     if rank == 0:
         (args.out / "run_config.json").write_text(json.dumps(run_config, indent=2, sort_keys=True) + "\n")
     jsonl, tb = open_logs(args.out, rank)

@@ -129,6 +129,14 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def train_error(argv, capsys) -> str:
+    """mmp-train's one-line error for `argv` (exit 2, no traceback)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mmp-train: error: "), err
+    return err[0]
+
+
 def _ddp_worker(rank, world, port, argv):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -215,7 +223,9 @@ def test_corrupt_samples_and_a_truncated_shard_are_counted_not_fatal(tmp_path, t
     no_s3d = pretrain_sample(11, s3d=False)
     pickled = pretrain_sample(12)
     pickled[1]["extra.pyd"] = b"\x80\x04K\x01."
-    write_tar(d / "mmp-000001.tar", [bad_npy, no_s3d, pickled, pretrain_sample(13)])
+    bad_times = pretrain_sample(14)
+    bad_times[1]["meta.json"] = {"features": {"s3d": {"row_start_s": 0.0, "row_seconds": 0}}}
+    write_tar(d / "mmp-000001.tar", [bad_npy, no_s3d, pickled, bad_times, pretrain_sample(13)])
     whole = write_tar(tmp_path / "whole.tar", [pretrain_sample(20 + i) for i in range(4)]).read_bytes()
     (d / "mmp-000002.tar").write_bytes(whole[: int(len(whole) * 0.6)])
     run = tmp_path / "run"
@@ -225,6 +235,7 @@ def test_corrupt_samples_and_a_truncated_shard_are_counted_not_fatal(tmp_path, t
     assert counts["skipped/corrupt"] >= 1
     assert counts["skipped/missing_s3d"] >= 1
     assert counts["skipped/pickle_member"] >= 1
+    assert counts["skipped/bad_row_times"] >= 1
     assert counts["error/shard"] >= 1
 
 
@@ -232,10 +243,7 @@ def test_clear_errors_for_bad_shards_text_model_and_feature_dims(tmp_path, text_
     base = ["--out", str(tmp_path / "r"), "--text-model", str(text_dir), "--steps", "1", "--batch-size", "2"] + TINY
 
     def error(argv):
-        assert main(argv) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("mmp-train: error: ")
-        return err[0]
+        return train_error(argv, capsys)
 
     assert "names no shards" in error(["--shards", ""] + base)
     assert "matches no file" in error(["--shards", str(tmp_path / "nothing-*.tar")] + base)
