@@ -396,3 +396,19 @@ def test_ig65m_recipe_rows_and_their_seconds_in_meta(tmp_path):
     # a bad recipe or precision is one clear error before any work
     assert run(aligned, src, tmp_path / "bad", "--random-weights", "--recipe", "r21d=released") == 2
     assert run(aligned, src, tmp_path / "bad2", "--random-weights", "--precision", "fp16") == 2
+
+
+def test_precision_sets_and_restores_the_arithmetic():
+    from features.batching import precision
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with precision("fp32", "cuda"):  # flags only: no GPU needed to set them
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    with precision("tf32", "cuda"):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    a = torch.randn(4, 4)
+    with precision("bf16", "cpu"):
+        assert (a @ a).dtype == torch.bfloat16
+    with precision("fp32", "cpu"):
+        assert (a @ a).dtype == torch.float32
