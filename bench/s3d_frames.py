@@ -1,94 +1,113 @@
-"""Which frames the released HowTo100M S3D features saw, and whether decord can give the same.
+"""The pipeline's own S3D frames (s3d=released) against FFmpeg's chain, per video and decoder.
 
     python bench/s3d_frames.py [VIDEO ...]   (default: $MMP_REAL_FIXTURES/video/*)
 
-The released features were made with FFmpeg's chain ``fps=16, scale=W:H:flags=bilinear,
-crop=224:224:X:Y, format=rgb24`` with W x H the source scaled so its short side is 224
-and the long side truncated (``int(w * 224 / h)``) and X, Y = ``int((W - 224) / 2)``,
-``int((H - 224) / 2)``. This runs that chain through PyAV's filter graph (FFmpeg's own
-filters) as the oracle, and beside it decord decoding at W x H with the fps filter's
-frame choice done as index arithmetic on decord's timestamps: output slot n (counted
-from n0 = round(16 * first pts)) shows the last frame whose time is before
-(n + 0.5) / 16 (the filter rounds each input pts to the nearest output tick). It prints,
-per video, how many of the oracle's frames are equal byte for byte, and the rows the
-released chunk rule gives (full 16-frame chunks; a remainder is dropped).
-Target: every frame equal.
+The released HowTo100M S3D features were made with FFmpeg's chain ``fps=16,
+scale=W:H:flags=bilinear, crop=224:224:X:Y, format=rgb24``, W x H the upright source
+scaled so its short side is 224 with the long side truncated (``int(w * 224 / h)``), X, Y
+= ``int((W - 224) / 2)``, ``int((H - 224) / 2)``. The oracle is that chain run through
+PyAV's filter graph (FFmpeg's own filters; tests/s3d_oracle.py, the one the tests use).
+Beside it, the frames the extraction stage itself hands S3D: ``features.decode.decode_all``
+with the s3d=released spec alone, once with decord first (``use_decord=True``: PyAV only
+where decord cannot) and once PyAV only (``use_decord=False``). Per video and decoder it
+prints the decoder that ran, the frames the recipe sampled (``plans["s3d"].frames_out``,
+before the black padding of the last chunk), how many of them equal the oracle's byte for
+byte, the mean |difference|, whether the padding is black, and the rows
+(ceil(frames / 16)). A video the pipeline refuses shows its status (too_short under 16
+frames, decode_error). Target: every frame equal, for both decoders.
 """
 from __future__ import annotations
 
 import glob
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-def truncated_size(w: int, h: int, short: int = 224) -> tuple[int, int]:
-    return (int(w * short / h), short) if w >= h else (short, int(h * short / w))
+from features.decode import DecodeError, decode_all  # noqa: E402
+from features.spec import S3D, crop_offsets, resized_size  # noqa: E402
+from tests.s3d_oracle import ffmpeg_s3d_frames  # noqa: E402
 
-
-def oracle_frames(path: str) -> tuple[np.ndarray, tuple]:
-    import av
-
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        W, H = truncated_size(stream.codec_context.width, stream.codec_context.height)
-        X, Y = (W - 224) // 2, (H - 224) // 2
-        graph = av.filter.Graph()
-        chain = [graph.add_buffer(template=stream), graph.add("fps", "16"),
-                 graph.add("scale", f"{W}:{H}:flags=bilinear"), graph.add("crop", f"224:224:{X}:{Y}"),
-                 graph.add("format", "rgb24"), graph.add("buffersink")]
-        for a, b in zip(chain, chain[1:]):
-            a.link_to(b)
-        graph.configure()
-        out = []
-
-        def drain():
-            while True:
-                try:
-                    out.append(graph.pull().to_ndarray())
-                except (av.error.BlockingIOError, av.error.EOFError):
-                    return
-
-        for frame in container.decode(stream):
-            graph.push(frame)
-            drain()
-        graph.push(None)
-        drain()
-    return np.stack(out) if out else np.zeros((0, 224, 224, 3), np.uint8), (W, H, X, Y)
+DECODERS = (("decord", True), ("pyav", False))
 
 
-def decord_frames(path: str, n_out: int, geometry: tuple) -> np.ndarray:
-    import decord
+def pipeline_frames(path: str, use_decord: bool):
+    """(VideoInfo, uint8 [rows * 16, 224, 224, 3]): S3D's windows from the pipeline, unrolled to frames."""
+    info, windows = decode_all(path, [S3D], use_decord=use_decord)
+    return info, windows["s3d"].permute(0, 2, 3, 4, 1).reshape(-1, *S3D.crop, 3).numpy()
 
-    W, H, X, Y = geometry
-    vr = decord.VideoReader(path, width=W, height=H)
-    ts = np.array([vr.get_frame_timestamp(i)[0] for i in range(len(vr))])
-    n0 = int(np.floor(ts[0] * 16 + 0.5))
-    slots = (np.arange(n0, n0 + n_out) + 0.5) / 16
-    idx = np.clip(np.searchsorted(ts, slots, side="left") - 1, 0, len(ts) - 1)
-    return vr.get_batch(idx.tolist()).asnumpy()[:, Y:Y + 224, X:X + 224]
+
+def compare(path: str, oracle: np.ndarray | None, use_decord: bool) -> dict:
+    """One decoder's frames against the oracle's: the numbers of one table cell."""
+    try:
+        info, frames = pipeline_frames(path, use_decord)
+    except DecodeError as exc:
+        return {"status": exc.status}
+    count = info.plans["s3d"].frames_out
+    cell = {"status": info.decoder, "frames": count, "rows": info.rows["s3d"], "info": info,
+            "black_tail": not frames[count:].any()}
+    if oracle is not None:
+        n = min(count, len(oracle))
+        cell["equal"] = sum(bool(np.array_equal(a, b)) for a, b in zip(frames[:n], oracle[:n]))
+        cell["diff"] = float(np.abs(frames[:n].astype(np.int16) - oracle[:n].astype(np.int16)).mean()) if n else 0.0
+        cell["count_ok"] = count == len(oracle)
+    return cell
 
 
 def main(argv) -> int:
+    import av
+
     paths = argv or sorted(p for p in glob.glob(os.path.join(os.environ.get("MMP_REAL_FIXTURES", ""), "video", "*"))
                            if not p.endswith((".md", ".txt", ".tsv")))
     if not paths:
         print("no videos: give paths or set MMP_REAL_FIXTURES", file=sys.stderr)
         return 2
-    print(f"{'video':40s} {'W x H':>9s} {'X':>4s} {'oracle':>7s} {'equal':>7s} {'mean |diff|':>11s} {'rows':>5s}")
+    print("S3D (s3d=released) frames from the pipeline (decode_all) vs FFmpeg's chain through PyAV's filter graph")
+    print("per decoder: which ran, frames sampled, equal byte for byte, mean |diff|, padding black, rows")
+    head = "".join(f" | {'use_decord=' + str(flag):>35}" for _, flag in DECODERS)
+    sub = f" | {'ran':>6} {'frms':>4} {'equal':>5} {'|diff|':>6} {'pad':>5} {'rows':>4}" * len(DECODERS)
+    print(f"{'video':36s} {'W x H':>9s} {'X':>4s} {'oracle':>6s}{head}")
+    print(f"{'':36s} {'':>9s} {'':>4s} {'':>6s}{sub}")
+    totals = {name: [0, 0] for name, _ in DECODERS}  # frames compared, equal
     for path in paths:
         name = os.path.basename(path)
         try:
-            oracle, geometry = oracle_frames(path)
-            ours = decord_frames(path, len(oracle), geometry)
-        except Exception as exc:  # a fixture either decoder refuses: say which and go on
-            print(f"{name:40s} failed: {type(exc).__name__}: {str(exc)[:80]}")
-            continue
-        equal = sum(bool((a == b).all()) for a, b in zip(ours, oracle))
-        diff = float(np.abs(ours.astype(np.int16) - oracle.astype(np.int16)).mean()) if len(oracle) else 0.0
-        W, H, X, _ = geometry
-        print(f"{name:40s} {W:4d}x{H:<4d} {X:4d} {len(oracle):7d} {equal:7d} {diff:11.3f} {len(oracle) // 16:5d}")
+            oracle = ffmpeg_s3d_frames(path)
+        except av.FFmpegError as exc:
+            oracle, note = None, f"oracle unreadable ({type(exc).__name__})"
+        else:
+            note = ""
+        cells = [compare(path, oracle, flag) for _, flag in DECODERS]
+        info = next((c["info"] for c in cells if "info" in c), None)
+        if info is not None:
+            W, H = resized_size(info.width, info.height, S3D)
+            geometry = f"{W:4d}x{H:<4d} {crop_offsets(W, H, S3D)[1]:4d}"
+        else:
+            geometry = f"{'-':>9s} {'-':>4s}"
+        line = f"{name[:36]:36s} {geometry} {len(oracle) if oracle is not None else '-':>6}"
+        for (dec, _), cell in zip(DECODERS, cells):
+            if "frames" not in cell:
+                line += f" | {cell['status']:>35}"
+                continue
+            if "equal" in cell:
+                totals[dec][0] += cell["frames"]
+                totals[dec][1] += cell["equal"]
+                same = f"{cell['equal']:4d}{'' if cell['count_ok'] else '!'}"
+                diff = f"{cell['diff']:6.3f}"
+            else:
+                same, diff = f"{'-':>4}", f"{'-':>6}"
+            black = "black" if cell["black_tail"] else "NOT black"
+            line += f" | {cell['status']:>6} {cell['frames']:4d} {same:>5} {diff} {black:>5} {cell['rows']:4d}"
+        print(line + (f"  {note}" if note else ""))
+    print("(! after the equal count: the pipeline sampled a different number of frames than FFmpeg output)")
+    for dec, flag in DECODERS:
+        compared, equal = totals[dec]
+        print(f"use_decord={flag}: {equal} of {compared} frames equal to FFmpeg's "
+              f"({100 * equal / compared if compared else 0:.1f}%; target 100%)")
     return 0
 
 
