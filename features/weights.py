@@ -185,6 +185,12 @@ def random_backbone(name: str, seed: int = 0, device: str | torch.device = "cpu"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _build(name)
+        if _family(name) == "s3d":
+            # With PyTorch's default init S3D's ~20 gated layers shrink the rows to ~1e-9, below
+            # float16 (s3d.npy would be all zeros and hide any row-order bug); He init keeps ~1e-3.
+            for module in model.modules():
+                if isinstance(module, nn.Conv3d):
+                    nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
     return _ready(model, device)
 
 

@@ -295,3 +295,11 @@ def test_missing_unreadable_and_unknown(tmp_path):
         load_backbone("s3d", _save({"epoch": torch.tensor(1), "notes": {}}, tmp_path / "empty.pth"))
     with pytest.raises(ValueError, match="unknown backbone"):
         load_backbone("c3d", junk)
+
+
+def test_random_s3d_rows_survive_float16():
+    """Smoke-run rows (random weights) must not vanish when stored as float16."""
+    model = random_backbone("s3d", seed=0)
+    with torch.no_grad():
+        rows = model.features(torch.rand(2, 3, 16, 64, 64))
+    assert (rows.half() != 0).float().mean() > 0.5
