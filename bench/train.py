@@ -154,7 +154,7 @@ def train_rate(text_dir: Path, steps: int, batch: int) -> float:
     from model.losses import mmp_loss
     from model.mmp import MMPConfig, build_model
 
-    cfg = MMPConfig(text_model=str(text_dir), video_dim=1536, d_model=1024, output_layer=2, freeze_below=1)
+    cfg = MMPConfig(text_model=str(text_dir), video_dim=1536, d_model=1024, output_layer=2, trainable_layers=2)
     torch.manual_seed(0)
     model = build_model(cfg)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -60,7 +60,7 @@ class BenchConfig:
     d_model: int = 64
     heads: int = 4
     head_layers: int = 2
-    text_hidden: int = 32  # the tiny BERT's width; 2 layers, all trained (--text-freeze-below 0)
+    text_hidden: int = 32  # the tiny BERT's width; 2 layers, all trained (--text-trainable-layers 2)
     vocab_size: int = 3000  # upper bound; the corpus' ~650 distinct words and pieces fit whole
     max_text_len: int = 64
     max_video_len: int = 16  # a synthetic video has 8..16 feature rows
@@ -104,7 +104,7 @@ def run_arm(arm: str, corpus: dict, text_model: Path, run: Path, cfg: BenchConfi
               "--max-text-len", str(cfg.max_text_len), "--max-video-len", str(cfg.max_video_len)]
     model = ["--text-model", str(text_model), "--d-model", str(cfg.d_model), "--heads", str(cfg.heads),
              "--head-layers", str(cfg.head_layers), "--dropout", "0", "--text-output-layer", "2",
-             "--text-freeze-below", "0", "--temperature", str(cfg.temperature)]
+             "--text-trainable-layers", "2", "--temperature", str(cfg.temperature)]
     record = {"seconds": {}}
     start = model
     if arm != "none":

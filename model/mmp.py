@@ -47,7 +47,7 @@ class MMPConfig:
     layers: int = 2  # Transformer layers in each pooling head
     dropout: float = 0.3  # in the heads and after the projections
     output_layer: int = 12  # text encoder layer whose states feed the head (1-based)
-    freeze_below: int = 9  # text encoder layers below this one get no gradient
+    trainable_layers: int = 3  # top text encoder layers (up to output_layer) that are trained; the paper: 3
     temperature: float = 0.1  # softmax temperature of every NCE term
     text_config: dict | None = None  # the transformers config, so a checkpoint rebuilds without weights
     # The fixed S3D fc on the s3d columns: {"offset", "in_dim", "out_dim", "file", "sha256"}; its
@@ -66,7 +66,11 @@ class MMPConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "MMPConfig":
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        if "freeze_below" in data:  # checkpoints written before the rename: layers >= freeze_below were trained
+            below = data.pop("freeze_below")
+            data["trainable_layers"] = data.get("output_layer", 12) - below + 1 if below > 0 else data.get("output_layer", 12)
+        return cls(**data)
 
 
 class PoolingHead(nn.Module):
@@ -173,7 +177,7 @@ class MMP(nn.Module):
 def build_model(config: MMPConfig) -> MMP:
     """A model from pretrained text weights (``config.text_config`` None) or, when a checkpoint
     will supply every weight, from the saved transformers config."""
-    text = load_text_encoder(config.text_model, config.output_layer, config.freeze_below, config=config.text_config)
+    text = load_text_encoder(config.text_model, config.output_layer, config.trainable_layers, config=config.text_config)
     if config.text_config is None:
         config.text_config = json.loads(text.backbone.config.to_json_string(use_diff=False))
     return MMP(config, text)

@@ -62,30 +62,36 @@ class TextEncoder(nn.Module):
     """Token states at ``output_layer`` (1-based) of a pretrained encoder.
 
     Layers above the output layer are dropped (they would cost compute and never get a
-    gradient, which DDP rejects); the embeddings and layers below ``freeze_below`` get no
-    gradient, as in the paper (output layer 12, layers below 9 frozen).
+    gradient, which DDP rejects). The top ``trainable_layers`` layers up to the output layer
+    are trained and everything below them is frozen: the paper trains the top 3 of XLM-R's 12
+    ("freeze below 9" in its wording: layers 10-12) and studies all 12 frozen (0). When every
+    layer up to the output layer is trainable, the embeddings are too (the whole encoder).
     """
 
-    def __init__(self, backbone, output_layer: int, freeze_below: int):
+    def __init__(self, backbone, output_layer: int, trainable_layers: int):
         super().__init__()
         layers = _layers(backbone)
         if not 1 <= output_layer <= len(layers):
             raise TextModelError(f"--text-output-layer {output_layer} is outside the model's 1..{len(layers)} layers")
-        if not 0 <= freeze_below <= output_layer:
-            raise TextModelError(f"--text-freeze-below {freeze_below} must be between 0 and the output layer {output_layer}")
+        if not 0 <= trainable_layers <= output_layer:
+            raise TextModelError(f"--text-trainable-layers {trainable_layers} must be between 0 (all frozen) and "
+                                 f"the output layer {output_layer} (all trained)")
         del layers[output_layer:]
         backbone.config.num_hidden_layers = output_layer
         if getattr(backbone, "pooler", None) is not None:
             backbone.pooler = None  # never used: the pooling head reads token states
+        whole = trainable_layers == output_layer
         for p in backbone.get_input_embeddings().parameters():
-            p.requires_grad_(freeze_below == 0)
+            p.requires_grad_(whole)
         emb = getattr(backbone, "embeddings", None)
         if emb is not None:
             for p in emb.parameters():
-                p.requires_grad_(freeze_below == 0)
+                p.requires_grad_(whole)
+        first_trained = output_layer - trainable_layers  # 0-based index of the lowest trained layer
         for i, layer in enumerate(layers):
             for p in layer.parameters():
-                p.requires_grad_(i + 1 >= freeze_below)
+                p.requires_grad_(i >= first_trained)
+        self.trainable_layers = trainable_layers
         self.backbone = backbone
         self.hidden_size = backbone.config.hidden_size
 
@@ -93,7 +99,8 @@ class TextEncoder(nn.Module):
         return self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
 
 
-def load_text_encoder(name: str, output_layer: int, freeze_below: int, *, config: dict | None = None) -> TextEncoder:
+def load_text_encoder(name: str, output_layer: int, trainable_layers: int, *,
+                      config: dict | None = None) -> TextEncoder:
     """From pretrained weights, or (``config`` given, when a checkpoint holds the weights)
     built from the saved transformers config without reading weights twice."""
     from transformers import AutoConfig, AutoModel
@@ -107,4 +114,4 @@ def load_text_encoder(name: str, output_layer: int, freeze_below: int, *, config
             backbone = AutoModel.from_pretrained(os.path.expanduser(name))
         except (OSError, ValueError) as exc:
             raise TextModelError(f"--text-model {name}: cannot load it ({str(exc).splitlines()[0]})") from exc
-    return TextEncoder(backbone, output_layer, freeze_below)
+    return TextEncoder(backbone, output_layer, trainable_layers)

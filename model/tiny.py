@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-LAYERS = 2  # use --text-output-layer 2 --text-freeze-below 1 with this model
+LAYERS = 2  # use --text-output-layer 2 --text-trainable-layers 2 with this model
 
 
 def build_text_model(directory: Path, texts: list[str] | None = None, hidden: int = 32, layers: int = LAYERS,

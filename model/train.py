@@ -80,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--head-layers", type=int, default=2, help="Transformer layers per pooling head")
     g.add_argument("--dropout", type=float, default=0.3)
     g.add_argument("--text-output-layer", type=int, default=12, help="text encoder layer feeding the head (1-based)")
-    g.add_argument("--text-freeze-below", type=int, default=9, help="text encoder layers below this are frozen")
+    g.add_argument("--text-trainable-layers", type=int, default=3,
+                   help="top text encoder layers, up to --text-output-layer, that are trained; the rest is frozen "
+                        "(default 3, the paper's: layers 10-12 of 12; 0 freezes the encoder; the output layer "
+                        "itself trains the embeddings too)")
+    g.add_argument("--text-freeze-below", type=int, help=argparse.SUPPRESS)  # renamed: refused with a pointer
     g.add_argument("--temperature", type=float, default=0.1, help="NCE softmax temperature")
     p.add_argument("--mask-prob", type=float, default=0.05, help="intra-modal noise: share of tokens/frames masked")
     p.add_argument("--shuffle-buffer", type=int, default=100,
@@ -235,7 +239,7 @@ def resolve_model(args, members, layout, fc=None):
     video_dim = dim if s3d_fc is None else dim - s3d_fc["in_dim"] + s3d_fc["out_dim"]
     cfg = MMPConfig(text_model=args.text_model, video_dim=video_dim, video_features=list(members),
                     d_model=args.d_model, heads=args.heads, layers=args.head_layers, dropout=args.dropout,
-                    output_layer=args.text_output_layer, freeze_below=args.text_freeze_below,
+                    output_layer=args.text_output_layer, trainable_layers=args.text_trainable_layers,
                     temperature=args.temperature, s3d_fc=s3d_fc)
     return cfg, None, False
 
@@ -268,6 +272,12 @@ def train(args) -> int:
     from .mmp import build_model
     from .text import load_tokenizer
 
+    if args.text_freeze_below is not None:
+        keep = max(0, args.text_output_layer - args.text_freeze_below + 1) if args.text_freeze_below else \
+            args.text_output_layer
+        raise ConfigError(f"--text-freeze-below is gone (it trained one layer more than the paper's 'freeze below 9'): "
+                          f"use --text-trainable-layers N, the top N layers trained (the paper: 3; "
+                          f"--text-freeze-below {args.text_freeze_below} was --text-trainable-layers {keep})")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rank, world, local_rank = ddp_env()
     if args.threads > 0:

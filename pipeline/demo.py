@@ -133,7 +133,7 @@ def _features_and_model(out: Path, args, stages: list) -> None:
           "(real runs: --text-model xlm-roberta-large or bert-base-multilingual-cased)")
     texts = [line for lang in _sample_texts().values() for line in lang]
     text_model = build_text_model(out / "runs" / "tiny-text-model", texts, vocab_size=1200)
-    common = ["--text-model", str(text_model), "--text-output-layer", "2", "--text-freeze-below", "1",
+    common = ["--text-model", str(text_model), "--text-output-layer", "2", "--text-trainable-layers", "2",
               "--video-features", args.backbones, "--d-model", "128", "--dropout", "0.1",
               "--device", "cpu", "--threads", "1", "--workers", "0", "--no-progress", "--resume"]
     from model.train import main as train_main

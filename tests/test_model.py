@@ -1,4 +1,6 @@
 """The model: text encoder loading, frozen layers, embeddings; checkpoints load without unpickling."""
+import json
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -17,19 +19,41 @@ def text_dir(tmp_path_factory):
 
 
 def _config(text_dir, **kw):
-    base = dict(text_model=str(text_dir), video_dim=24, d_model=16, output_layer=2, freeze_below=1, dropout=0.0)
+    base = dict(text_model=str(text_dir), video_dim=24, d_model=16, output_layer=2, trainable_layers=1, dropout=0.0)
     base.update(kw)
     return MMPConfig(**base)
 
 
-def test_text_encoder_freezes_below_and_cuts_above(text_dir):
-    enc = load_text_encoder(str(text_dir), output_layer=2, freeze_below=2)
+def _trained_layers(enc) -> list[int]:
+    return [i + 1 for i, layer in enumerate(enc.backbone.encoder.layer) if all(p.requires_grad for p in layer.parameters())]
+
+
+def test_text_trainable_layers_mean_what_the_paper_means(tmp_path_factory):
+    """12 layers, output 12: 3 trainable = layers 10-12 (the paper's 'freeze below 9'); 0 = all frozen."""
+    twelve = build_text_model(tmp_path_factory.mktemp("twelve"), hidden=16, layers=12)
+    paper = load_text_encoder(str(twelve), output_layer=12, trainable_layers=3)
+    assert _trained_layers(paper) == [10, 11, 12]
+    assert not any(p.requires_grad for p in paper.backbone.embeddings.parameters())
+    frozen = load_text_encoder(str(twelve), output_layer=12, trainable_layers=0)
+    assert _trained_layers(frozen) == [] and not any(p.requires_grad for p in frozen.parameters())
+    whole = load_text_encoder(str(twelve), output_layer=12, trainable_layers=12)
+    assert all(p.requires_grad for p in whole.parameters())
+    with pytest.raises(TextModelError, match="between 0 .all frozen. and the output layer 12"):
+        load_text_encoder(str(twelve), output_layer=12, trainable_layers=13)
+    # a checkpoint config written with the old field keeps what it trained: freeze_below 9 -> 4 layers
+    old = json.loads(MMPConfig(text_model="-", video_dim=4).to_json())
+    del old["trainable_layers"]
+    old["freeze_below"] = 9
+    assert MMPConfig.from_json(json.dumps(old)).trainable_layers == 4
+
+
+def test_text_encoder_cuts_above_the_output_layer(text_dir):
+    enc = load_text_encoder(str(text_dir), output_layer=2, trainable_layers=1)
     layers = enc.backbone.encoder.layer
     assert len(layers) == 2 and enc.backbone.pooler is None
     assert not any(p.requires_grad for p in enc.backbone.embeddings.parameters())
-    assert not any(p.requires_grad for p in layers[0].parameters())
-    assert all(p.requires_grad for p in layers[1].parameters())
-    cut = load_text_encoder(str(text_dir), output_layer=1, freeze_below=0)
+    assert _trained_layers(enc) == [2]
+    cut = load_text_encoder(str(text_dir), output_layer=1, trainable_layers=1)
     assert len(cut.backbone.encoder.layer) == 1
     assert all(p.requires_grad for p in cut.parameters())
 

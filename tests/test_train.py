@@ -19,7 +19,7 @@ from model.train import main  # noqa: E402
 from tests.textmodel import build_text_model, caption_sample, pretrain_sample, write_tar  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--d-model", "32", "--text-output-layer", "2", "--text-freeze-below", "1", "--workers", "0",
+TINY = ["--d-model", "32", "--text-output-layer", "2", "--text-trainable-layers", "2", "--workers", "0",
         "--no-progress", "--log-every", "1"]
 
 
@@ -455,3 +455,9 @@ def test_clip_tokenizer_keeps_a_left_truncating_tokenizers_own_ids(text_dir):
     assert not enc.cutting
     want = tok([" ".join(t.split()[:24]) for t in texts], truncation=True, max_length=24)["input_ids"]
     assert enc(texts, langs) == want
+
+
+def test_the_old_freeze_flag_is_refused_with_its_new_name(tmp_path, text_dir, pretrain_shards, capsys):
+    argv = ["--shards", str(pretrain_shards / "mmp-*.tar"), "--out", str(tmp_path / "r"), "--text-model",
+            str(text_dir), "--steps", "1", "--text-freeze-below", "9"]
+    assert "--text-trainable-layers 4" in train_error(argv, capsys)

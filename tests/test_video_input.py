@@ -16,7 +16,7 @@ from model.train import main  # noqa: E402
 from tests.test_train import train_error  # noqa: E402
 from tests.textmodel import _npy, build_text_model, caption_sample, pretrain_sample, write_tar  # noqa: E402
 
-TINY = ["--d-model", "32", "--text-output-layer", "2", "--text-freeze-below", "1", "--workers", "0",
+TINY = ["--d-model", "32", "--text-output-layer", "2", "--text-trainable-layers", "2", "--workers", "0",
         "--no-progress", "--log-every", "1"]
 CLIP32 = 32 / 30  # an IG65M clip32 recipe at 30 fps: one row per 32 frames
 

@@ -12,7 +12,7 @@ WORDS = {
     "zh": "切 洋葱 慢慢 锅 油 加热 搅拌 盐 水 煮 倒 碗".split(),
 }
 
-LAYERS = 2  # use --text-output-layer 2 --text-freeze-below 1 with this model
+LAYERS = 2  # use --text-output-layer 2 --text-trainable-layers 2 with this model
 
 
 def build_text_model(directory: Path, texts: list[str] | None = None, **kwargs) -> Path:
