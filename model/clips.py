@@ -429,24 +429,42 @@ def pretrain_clip(subs, video, cfg: ClipConfig, rng: random.Random):
     return None if clip is None else (clip[0], clip[1], clip[2], clip[4])
 
 
+def caption_units(captions: dict, langs) -> list[tuple]:
+    """What one caption draw picks from: each parallel entry with two or more of ``langs``
+    as one unit ``("pair", {lang: caption})``, and every other caption of ``langs`` as a unit
+    of its own ``("single", lang, caption)``. A caption that a usable entry holds is drawn
+    through that entry, never twice; one the entries do not hold (VATEX's first five per
+    language, whose two languages were written independently) is drawn alone, so a stream of
+    draws covers every caption."""
+    units, paired = [], set()
+    for entry in captions.get("parallel") or []:
+        entry = {l: c for l, c in entry.items() if l in langs and c}
+        if len(entry) >= 2:
+            units.append(("pair", entry))
+            paired.update(entry.items())
+    for lang, caps in sorted((captions.get("captions") or {}).items()):
+        if lang in langs:
+            units.extend(("single", lang, c) for c in caps if c and (lang, c) not in paired)
+    return units
+
+
 def _caption_clip(captions: dict, video, cfg: ClipConfig, rng: random.Random):
-    by_lang = {l: c for l, c in (captions.get("captions") or {}).items() if l in cfg.langs and c}
-    if not by_lang:
+    units = caption_units(captions, cfg.langs)
+    if not units:
         return None
-    lang = rng.choice(sorted(by_lang))
-    text = rng.choice(by_lang[lang])
-    pair = pair_lang = None
-    parallel = [p for p in captions.get("parallel") or [] if len([l for l in p if l in cfg.langs]) >= 2]
-    if parallel:
-        entry = rng.choice(parallel)
-        a, b = rng.sample(sorted(l for l in entry if l in cfg.langs), 2)
-        text, pair, lang, pair_lang = entry[a], entry[b], a, b
+    unit = rng.choice(units)
+    if unit[0] == "single":
+        lang, text, pair, pair_lang = unit[1], unit[2], None, None
+    else:
+        lang, pair_lang = rng.sample(sorted(unit[1]), 2)
+        text, pair = unit[1][lang], unit[1][pair_lang]
     return lang, text, pair, pair_lang, _window_rows(video, cfg.max_video_len, rng)
 
 
 def caption_clip(captions: dict, video, cfg: ClipConfig, rng: random.Random):
-    """A caption in a random language of ``--langs`` and, when the set has them, a parallel
-    caption in another language. Returns ``(lang, text, pair_or_None, rows)`` or None."""
+    """One draw, uniform over ``caption_units``: a parallel entry (a random two of its
+    languages in ``--langs``, as text and pair) or a caption without one (pair None).
+    Returns ``(lang, text, pair_or_None, rows)`` or None when no caption is in ``--langs``."""
     clip = _caption_clip(captions, video, cfg, rng)
     return None if clip is None else (clip[0], clip[1], clip[2], clip[4])
 

@@ -344,12 +344,15 @@ def _pad(seqs: list[list[int]], pad_id: int):
 
 def collate(samples: list[dict], pad_id: int) -> dict:
     """Pad text and video to the longest in the batch. Samples without a parallel text reuse
-    their own text as the pair and are marked invalid for the cross-lingual loss."""
+    their own text (and its masked copy) as the pair and are marked invalid: every term of
+    the parallel text leaves them out."""
     import torch
 
     ids, mask = _pad([s["ids"] for s in samples], pad_id)
     noisy, _ = _pad([s["noisy_ids"] for s in samples], pad_id)
     pair_ids, pair_mask = _pad([s["pair_ids"] or s["ids"] for s in samples], pad_id)
+    pair_noisy, _ = _pad([(s.get("pair_noisy_ids") or s["pair_ids"]) if s["pair_ids"] else s["noisy_ids"]
+                          for s in samples], pad_id)
     t = max(len(s["video"]) for s in samples)
     f = samples[0]["video"].shape[1]
     # float16 as stored: half the bytes through the worker queues; the model widens it
@@ -364,7 +367,7 @@ def collate(samples: list[dict], pad_id: int) -> dict:
         frame_noise[i, :n] = s["frame_noise"]
     return {
         "text_ids": ids, "text_mask": mask, "noisy_ids": noisy,
-        "pair_ids": pair_ids, "pair_mask": pair_mask,
+        "pair_ids": pair_ids, "pair_mask": pair_mask, "pair_noisy_ids": pair_noisy,
         "pair_valid": torch.tensor([s["pair_ids"] is not None for s in samples]),
         "video": torch.from_numpy(video), "video_mask": torch.from_numpy(video_mask),
         "frame_noise": torch.from_numpy(frame_noise),

@@ -157,7 +157,15 @@ class MMP(nn.Module):
         return F.normalize(self.text_head(tokens, valid), dim=-1)
 
     def forward(self, batch: dict, with_pairs: bool = True) -> dict:
-        """All embeddings the losses need, for one batch from ``model.data.collate``."""
+        """All embeddings the losses need, for one batch from ``model.data.collate``.
+
+        ``with_pairs`` adds the parallel text's embeddings (``pair_text`` and its masked copy
+        ``pair_text_noisy``) and the pivoted ones (``pivot_a``, ``pivot_b``). The trainer turns it
+        off when the run does not train ``xling`` or no sample has a parallel text: that branch
+        then costs nothing, and the parameters it uses are the text branch's, so every trained
+        parameter gets a gradient either way (DDP runs without ``find_unused_parameters``). A
+        batch without ``pair_noisy_ids`` (one built by hand) takes ``pair_ids`` for the masked copy.
+        """
         ids, mask = batch["text_ids"], batch["text_mask"]
         video, vmask = batch["video"], batch["video_mask"]
         vtok = self.video_tokens(video)
@@ -168,8 +176,11 @@ class MMP(nn.Module):
             "video_noisy": self.embed_video(video, vmask, batch["frame_noise"]),
         }
         if with_pairs:
+            pair_ids, pair_mask = batch["pair_ids"], batch["pair_mask"]
+            out["pair_text"] = self.embed_text(pair_ids, pair_mask)
+            out["pair_text_noisy"] = self.embed_text(batch.get("pair_noisy_ids", pair_ids), pair_mask)
             out["pivot_a"] = self.embed_pivoted(ids, mask, vtok, vmask)
-            out["pivot_b"] = self.embed_pivoted(batch["pair_ids"], batch["pair_mask"], vtok, vmask)
+            out["pivot_b"] = self.embed_pivoted(pair_ids, pair_mask, vtok, vmask)
             out["pair_valid"] = batch["pair_valid"]
         return out
 

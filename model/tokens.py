@@ -132,6 +132,9 @@ def tokenize(src, tokenizer, cfg: ClipConfig, chunk: int = 1):
             noisy = [mask_id if (t not in special and rng.random() < cfg.mask_prob) else t for t in ids]
             frame_noise = np.array([rng.random() < cfg.mask_prob for _ in range(len(s["video"]))], dtype=bool)
             s["ids"], s["noisy_ids"], s["frame_noise"] = ids, noisy, frame_noise
+            # the parallel text's own masked copy (its intra-modal term), drawn after the others
+            s["pair_noisy_ids"] = None if s["pair_ids"] is None else [
+                mask_id if (t not in special and rng.random() < cfg.mask_prob) else t for t in s["pair_ids"]]
         return buf
 
     buf = []

@@ -12,6 +12,10 @@ every ``--ckpt-every`` steps; ``--resume`` continues from the latest.
 ``--s3d-fc s3d_howto100m.pth`` builds the paper's 512 + 512 video input from 1024-d S3D
 rows (released features or extracted mixed_5c): the checkpoint's ``fc`` maps them to
 MIL-NCE's embedding inside the model, fixed, and is saved with it (``model.mmp``).
+
+``--losses`` picks the NCE terms (``model.losses``). The defaults are the paper's: pre-training
+on subtitles trains ``inter,intra``; fine-tuning ``inter,intra,xling``, which uses the parallel
+captions where a sample has them. Without ``xling`` the parallel text is not embedded at all.
 """
 from __future__ import annotations
 
@@ -30,6 +34,10 @@ log = logging.getLogger("mmp.train")
 TASK_DEFAULTS = {  # the paper's settings: (batch, max text tokens, max video rows)
     "pretrain": (64, 192, 128),
     "finetune": (128, 96, 36),
+}
+TASK_LOSSES = {  # the paper's objective per task (Eq. 1-6)
+    "pretrain": "inter,intra",
+    "finetune": "inter,intra,xling",
 }
 
 
@@ -86,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "itself trains the embeddings too)")
     g.add_argument("--text-freeze-below", type=int, help=argparse.SUPPRESS)  # renamed: refused with a pointer
     g.add_argument("--temperature", type=float, default=0.1, help="NCE softmax temperature")
+    p.add_argument("--losses",
+                   help="NCE terms trained, a comma list from inter (text-video), intra (each against its masked "
+                        "copy), xling (the parallel text: its own inter and intra terms and the visually-pivoted "
+                        "cross-lingual term); default inter,intra for pretrain, inter,intra,xling for finetune")
     p.add_argument("--mask-prob", type=float, default=0.05, help="intra-modal noise: share of tokens/frames masked")
     p.add_argument("--shuffle-buffer", type=int, default=100,
                    help="samples in each worker's shuffle buffer (about 1 MB each for a 5-minute video); shards "
@@ -143,6 +155,16 @@ def parse_members(text: str) -> tuple[str, ...]:
     if not members or bad:
         raise ConfigError(f"--video-features {text!r}: choose from {', '.join(FEATURE_MEMBERS)}")
     return members
+
+
+def parse_losses(text: str | None, task: str) -> tuple[str, ...]:
+    """``--losses`` as a tuple of terms, the task's default when not given."""
+    from .losses import parse_terms
+
+    try:
+        return parse_terms(TASK_LOSSES[task] if text is None else text)
+    except ValueError as exc:
+        raise ConfigError(f"--losses {exc}") from None
 
 
 def check_video_dim(cfg, dim: int, members: tuple[str, ...], source: str, layout=None) -> None:
@@ -293,6 +315,7 @@ def train(args) -> int:
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     members = parse_members(args.video_features)
+    losses = parse_losses(args.losses, args.task)
     urls = expand_shards(args.shards)
     if len(urls) < world:
         raise ConfigError(f"--shards names {len(urls)} shards for {world} ranks; every rank needs at least one")
@@ -338,7 +361,8 @@ def train(args) -> int:
 
     run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     run_config.update(world_size=world, global_batch=batch, workers_per_rank=workers, clip=asdict(clip),
-                      shards=len(urls), video_dim=cfg.video_dim, row_dim=cfg.row_dim, s3d_fc_map=cfg.s3d_fc)
+                      shards=len(urls), video_dim=cfg.video_dim, row_dim=cfg.row_dim, s3d_fc_map=cfg.s3d_fc,
+                      losses=list(losses))
     if rank == 0:
         (args.out / "run_config.json").write_text(json.dumps(run_config, indent=2, sort_keys=True) + "\n")
     jsonl, tb = open_logs(args.out, rank)
@@ -379,12 +403,15 @@ def train(args) -> int:
             worker_pos[b["position"]["worker"]] = (b["position"]["epoch"], b["position"]["raw"])
             worker_counts[b["position"]["worker"]] = b["counts"]
             tensors = to_device(b, device)
-            has_pairs = tensors["pair_valid"].any().to(torch.int32)
-            if world > 1:
-                dist.all_reduce(has_pairs, op=dist.ReduceOp.MAX)
+            with_pairs = False
+            if "xling" in losses:  # every rank takes the same branch: one with pairs makes all embed them
+                has_pairs = tensors["pair_valid"].any().to(torch.int32)
+                if world > 1:
+                    dist.all_reduce(has_pairs, op=dist.ReduceOp.MAX)
+                with_pairs = bool(has_pairs.item())
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = ddp(tensors, with_pairs=bool(has_pairs.item()))
-            terms = mmp_loss(out, cfg.temperature)
+                out = ddp(tensors, with_pairs=with_pairs)
+            terms = mmp_loss(out, cfg.temperature, losses)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, args.clip_grad)

@@ -97,23 +97,55 @@ def test_embeddings_are_normalised_and_padding_does_not_change_them(text_dir):
         assert not torch.allclose(pivot, both)  # the text head did attend to the video
 
 
+def _forward_batch(tok):
+    ids, mask = _batch(tok, ["cut the onion", "boil water"])
+    pair_ids, pair_mask = _batch(tok, ["schneiden zwiebel", "wasser kochen"])
+    return {"text_ids": ids, "text_mask": mask, "noisy_ids": ids, "pair_ids": pair_ids, "pair_mask": pair_mask,
+            "pair_noisy_ids": pair_ids, "pair_valid": torch.tensor([True, False]), "video": torch.randn(2, 5, 24),
+            "video_mask": torch.ones(2, 5, dtype=torch.bool), "frame_noise": torch.zeros(2, 5, dtype=torch.bool)}
+
+
 def test_forward_gives_every_embedding_the_losses_need(text_dir):
     from model.losses import mmp_loss
 
     torch.manual_seed(0)
     model = build_model(_config(text_dir, dropout=0.3))
-    tok = load_tokenizer(str(text_dir))
-    ids, mask = _batch(tok, ["cut the onion", "boil water"])
-    batch = {"text_ids": ids, "text_mask": mask, "noisy_ids": ids, "pair_ids": ids, "pair_mask": mask,
-             "pair_valid": torch.tensor([True, False]), "video": torch.randn(2, 5, 24),
-             "video_mask": torch.ones(2, 5, dtype=torch.bool), "frame_noise": torch.zeros(2, 5, dtype=torch.bool)}
+    batch = _forward_batch(load_tokenizer(str(text_dir)))
     out = model(batch)
-    assert {"text", "video", "text_noisy", "video_noisy", "pivot_a", "pivot_b"} <= set(out)
+    assert {"text", "video", "text_noisy", "video_noisy", "pair_text", "pair_text_noisy", "pivot_a", "pivot_b"} <= set(out)
     loss = mmp_loss(out)["loss"]
     loss.backward()
     frozen = model.text.backbone.embeddings.word_embeddings.weight
     assert frozen.grad is None
     assert model.video_proj.weight.grad is not None and model.text_proj.weight.grad is not None
+
+
+def test_without_pairs_the_pivot_branch_is_not_run_and_every_trained_parameter_still_learns(text_dir, monkeypatch):
+    """What DDP (no find_unused_parameters) needs when --losses has no xling: the same parameters
+    get a gradient as with it, while the parallel text is never embedded."""
+    from model.losses import mmp_loss
+
+    torch.manual_seed(0)
+    model = build_model(_config(text_dir, dropout=0.0))
+    batch = _forward_batch(load_tokenizer(str(text_dir)))
+    mmp_loss(model(batch, with_pairs=True))["loss"].backward()
+    with_pairs = {n for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+
+    def refuse(*a, **k):
+        raise AssertionError("the pivot branch ran without pairs")
+
+    monkeypatch.setattr(model, "embed_pivoted", refuse)
+    calls = []
+    embed_text = model.embed_text
+    monkeypatch.setattr(model, "embed_text", lambda ids, mask: calls.append(ids) or embed_text(ids, mask))
+    out = model(batch, with_pairs=False)
+    assert set(out) == {"text", "video", "text_noisy", "video_noisy"} and len(calls) == 2
+    assert set(mmp_loss(out, 0.1, ("inter", "intra"))) == {"inter", "intra", "loss"}
+    mmp_loss(out, 0.1, ("inter", "intra"))["loss"].backward()
+    without = {n for n, p in model.named_parameters() if p.grad is not None}
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert without == with_pairs == trained
 
 
 def test_checkpoint_round_trip_and_rebuild_without_weights(tmp_path, text_dir):

@@ -45,6 +45,7 @@ def _summary(run: Path) -> dict:
 
 
 def test_pretrain_then_finetune_then_eval(tmp_path, text_dir, pretrain_shards):
+    from model.checkpoint import load_checkpoint
     from model.evaluate import main as eval_main
 
     run = tmp_path / "pre"
@@ -53,8 +54,11 @@ def test_pretrain_then_finetune_then_eval(tmp_path, text_dir, pretrain_shards):
     assert sorted(p.name for p in run.glob("ckpt-*.pt")) == ["ckpt-000002.pt", "ckpt-000003.pt"]
     log = _log(run)
     assert [r["step"] for r in log] == [1, 2, 3]
-    assert all(r["loss"] > 0 and {"inter", "intra", "cross"} <= set(r) for r in log)
+    # the paper's pre-training objective: inter- and intra-modal NCE, nothing cross-lingual
+    assert all(r["loss"] > 0 and {"inter", "intra"} <= set(r) and "xling" not in r for r in log)
     assert _summary(run)["counts"]["samples/used"] >= 12
+    assert json.loads((run / "run_config.json").read_text())["losses"] == ["inter", "intra"]
+    assert load_checkpoint(run)["run_config"]["losses"] == ["inter", "intra"]
 
     ds = tmp_path / "ds"
     write_tar(ds / "mmp-000000.tar", [caption_sample(i) for i in range(6)]
@@ -64,7 +68,9 @@ def test_pretrain_then_finetune_then_eval(tmp_path, text_dir, pretrain_shards):
                  "--steps", "2", "--batch-size", "3", "--workers", "0", "--no-progress"]) == 0
     summary = _summary(ft)
     assert summary["steps"] == 2 and summary["counts"]["skipped/other_split"] >= 5
-    assert "cross" not in summary["final"]  # English only: no parallel pairs, no cross-lingual term
+    # fine-tuning trains xling by default; English only: no parallel pair, so it is 0
+    assert summary["final"]["xling"] == 0.0
+    assert json.loads((ft / "run_config.json").read_text())["losses"] == ["inter", "intra", "xling"]
 
     out = tmp_path / "results.json"
     assert eval_main(["--shards", str(ds / "mmp-000000.tar"), "--ckpt", str(ft), "--langs", "en,de,fr",
@@ -144,19 +150,28 @@ def _ddp_worker(rank, world, port, argv):
     assert main(argv) == 0
 
 
-def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path, text_dir, pretrain_shards):
+@pytest.mark.parametrize("losses", [None, "inter,intra,xling"])
+def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path, text_dir, pretrain_shards, losses):
     import torch.multiprocessing as mp
 
     # Two shards of 4 samples and a global batch of 8: each step sees every sample, in both runs.
+    # The default (inter,intra) never embeds the parallel text; with xling every branch runs.
     common = ["--shards", str(pretrain_shards / "mmp-{000000..000001}.tar"), "--text-model", str(text_dir),
               "--steps", "2", "--batch-size", "8", "--dropout", "0", "--ckpt-every", "100"] + TINY
+    if losses:
+        common += ["--losses", losses]
     assert main(common + ["--out", str(tmp_path / "one")]) == 0
     mp.spawn(_ddp_worker, args=(2, _free_port(), common + ["--out", str(tmp_path / "two")]), nprocs=2, join=True)
     one, two = _log(tmp_path / "one"), _log(tmp_path / "two")
     assert _summary(tmp_path / "two")["world_size"] == 2
+    want = ["inter", "intra"] + (["xling"] if losses else []) + ["loss"]
     for a, b in zip(one, two):
-        for term in ("loss", "inter", "intra", "cross"):
+        logged = [k for k in a if k in ("inter", "intra", "xling", "loss")]
+        assert logged == want and [k for k in b if k in want] == want
+        for term in logged:
             assert a[term] == pytest.approx(b[term], rel=1e-4), (a["step"], term)
+        if losses:
+            assert a["xling"] > 0  # the pretrain shards have parallel subtitles: the pivot branch ran
     # step 2 follows one optimiser step: equal only if DDP's gradient equals the one-process gradient
     assert len(one) == len(two) == 2
 
@@ -461,3 +476,84 @@ def test_the_old_freeze_flag_is_refused_with_its_new_name(tmp_path, text_dir, pr
     argv = ["--shards", str(pretrain_shards / "mmp-*.tar"), "--out", str(tmp_path / "r"), "--text-model",
             str(text_dir), "--steps", "1", "--text-freeze-below", "9"]
     assert "--text-trainable-layers 4" in train_error(argv, capsys)
+
+
+# ---------------------------------------------------------------------------- loss terms
+
+
+def test_losses_flag_is_checked_with_one_clear_error(tmp_path, text_dir, pretrain_shards, capsys):
+    base = ["--shards", str(pretrain_shards), "--out", str(tmp_path / "r"), "--text-model", str(text_dir),
+            "--steps", "1", "--batch-size", "2"] + TINY
+    assert "--losses '' has an empty term" in train_error(base + ["--losses", ""], capsys)
+    assert "empty term" in train_error(base + ["--losses", "inter,,intra"], capsys)
+    msg = train_error(base + ["--losses", "inter,cross"], capsys)
+    assert "unknown term 'cross'" in msg and "inter, intra, xling" in msg
+    assert not (tmp_path / "r" / "run_config.json").exists()
+
+
+def test_pivot_branch_runs_only_when_xling_is_trained(tmp_path, text_dir, pretrain_shards, monkeypatch):
+    from model.mmp import MMP
+
+    calls = []
+    pivoted = MMP.embed_pivoted
+    monkeypatch.setattr(MMP, "embed_pivoted", lambda self, *a: calls.append(1) or pivoted(self, *a))
+    argv = ["--shards", str(pretrain_shards), "--text-model", str(text_dir), "--steps", "2", "--batch-size", "4"] + TINY
+    assert main(argv + ["--out", str(tmp_path / "default")]) == 0  # pretrain: inter,intra
+    assert calls == [] and all("xling" not in r for r in _log(tmp_path / "default"))
+    assert main(argv + ["--out", str(tmp_path / "x"), "--losses", "intra,xling"]) == 0
+    assert len(calls) == 2 * 2  # pivot_a and pivot_b, every step
+    log = _log(tmp_path / "x")
+    assert all("inter" not in r and r["loss"] == pytest.approx(r["intra"] + r["xling"]) for r in log)
+    assert json.loads((tmp_path / "x" / "run_config.json").read_text())["losses"] == ["intra", "xling"]
+
+
+def test_parallel_text_gets_its_own_masked_copy_in_the_batch(text_dir, pretrain_shards):
+    from model.data import ClipConfig, StreamState, collate, expand_shards, sample_clips, tar_samples, tokenize
+    from model.text import load_tokenizer
+
+    tok = load_tokenizer(str(text_dir))
+    cfg = ClipConfig(members=("r21d", "s3d"), max_text_len=10, mask_prob=1.0)
+    state = StreamState()
+    src = tar_samples(iter([(0, expand_shards(str(pretrain_shards)))]), state)
+    samples = list(tokenize(sample_clips(src, cfg, state, seed=3), tok, cfg, chunk=4))[:4]
+    special = set(tok.all_special_ids)
+    for s in samples:
+        assert s["pair_ids"] is not None
+        assert s["pair_noisy_ids"] == [t if t in special else tok.mask_token_id for t in s["pair_ids"]]
+    samples[1]["pair_ids"] = samples[1]["pair_noisy_ids"] = None  # a sample without a parallel text
+    batch = collate(samples, tok.pad_token_id)
+    assert batch["pair_valid"].tolist() == [True, False, True, True]
+    for i, s in enumerate(samples):
+        want = s["pair_noisy_ids"] or s["noisy_ids"]
+        assert batch["pair_noisy_ids"][i, :len(want)].tolist() == want
+        assert batch["pair_noisy_ids"].shape == batch["pair_ids"].shape
+
+
+def test_caption_draws_cover_every_caption_with_parallel_ones_as_pairs():
+    """VATEX's layout: ten captions per language, the last five en/zh translations of each other."""
+    import random
+
+    import numpy as np
+
+    from model.data import ClipConfig, caption_clip
+
+    en = [f"en caption {k}" for k in range(10)]
+    zh = [f"zh caption {k}" for k in range(10)]
+    captions = {"captions": {"en": en, "zh": zh}, "parallel": [{"en": en[k], "zh": zh[k]} for k in range(5, 10)]}
+    video = np.zeros((40, 4), dtype=np.float16)
+    cfg = ClipConfig(task="finetune", langs=("en", "zh"), max_video_len=8)
+    rng = random.Random(0)
+    seen = {}
+    for _ in range(3000):
+        lang, text, pair, rows = caption_clip(captions, video, cfg, rng)
+        seen.setdefault(text, set()).add(pair)
+        assert len(rows) == 8
+    assert set(seen) == set(en) | set(zh)  # every caption, the first five of each language too
+    for k in range(5):
+        assert seen[en[k]] == {None} and seen[zh[k]] == {None}  # written independently: drawn alone
+    for k in range(5, 10):
+        assert seen[en[k]] == {zh[k]} and seen[zh[k]] == {en[k]}  # always with its translation
+    # one language chosen: the parallel entries are single captions, each drawn once per unit
+    only_en = caption_clip(captions, video, ClipConfig(task="finetune", langs=("en",)), random.Random(1))
+    assert only_en[0] == "en" and only_en[2] is None
+    assert caption_clip({"captions": {"fr": ["x"]}}, video, cfg, random.Random(0)) is None
