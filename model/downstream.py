@@ -13,9 +13,25 @@ Formats read:
   A translation list as long as the video's English list (in ``sen_id`` order), or as long
   as the captions kept (one per video for 1k-A), is aligned caption by caption and gives
   the ``parallel`` entries; otherwise its captions are kept without pairs.
+- 1k-A keeps one query per video in every language, as the paper evaluates it. A
+  translation is found by matching the csv's sentence among the video's English captions;
+  when the sentence is not among them (the csv and ``MSRVTT_data.json`` differ for a few
+  videos) or the translation list does not line up with them, the translation of *that*
+  sentence cannot be told apart, so the language keeps the video's first non-empty
+  translated caption in the file's order (``sen_id`` order for a translated
+  ``MSRVTT_data.json``), unpaired: a fixed rule that does not depend on the model and
+  keeps the query count at one per video. Such languages are listed on the item
+  (``fallback``, a parquet column) and counted; taking the whole list instead would give
+  that video 20 queries in that language.
 - VATEX: JSON lists of ``{"videoID", "enCap": [10], "chCap": [10]}``. In VATEX the last five
   English captions are translations of the last five Chinese ones (the first five of each
-  are written independently), so positions 5-9 become parallel en/zh pairs.
+  are written independently), so positions 5-9 become parallel en/zh pairs. The paper's
+  VATEX numbers use HGR's split (Chen et al., CVPR 2020): the v1.0 training file for
+  training and the public validation file's 3,000 videos cut into 1,500 for validation and
+  1,500 for test (HGR used VATEX v1.0, which published no test captions). HGR's cut is a
+  list of names, not a rule, so it is read from a file
+  (``read_id_list``: text, one id per line, a JSON list, or a ``.npy`` array of strings such
+  as HGR's ``public_split/tst_names.npy``); no split is made up here.
 - Multi30K: ``{split}.{lang}`` text files (optionally ``.gz``, in DIR or DIR/raw), the image
   list ``{split}_images.txt`` (or ``image_splits/{split}.txt``); line i of every file
   describes image i. Region features: ``{image_stem}.npy`` ``[R, D]`` per image in a
@@ -51,6 +67,8 @@ class Item:
     error: str | None = None
     group: str | None = None  # Multi30K: the split whose per-split region array holds it
     index: int | None = None  # Multi30K: its row in that array
+    sentence_matched: bool | None = None  # MSR-VTT 1k-A: the csv's sentence is among the video's captions
+    fallback: list = field(default_factory=list)  # languages keeping their first caption (1k-A, unaligned)
 
 
 # ---------------------------------------------------------------- reading annotations
@@ -172,8 +190,12 @@ def load_translations(specs: list[str]) -> dict[str, dict[str, list[str]]]:
 
 
 def attach_translations(item: Item, english_all: list[str], positions: list[int | None],
-                        translations: dict[str, dict[str, list[str]]]) -> None:
-    """Add translated captions to ``item`` and pair them with its English captions where aligned."""
+                        translations: dict[str, dict[str, list[str]]], one_per_video: bool = False) -> None:
+    """Add translated captions to ``item`` and pair them with its English captions where aligned.
+
+    ``one_per_video`` (1k-A): a language whose list cannot be aligned keeps its first
+    non-empty caption, unpaired, and is listed in ``item.fallback`` (see the module docstring).
+    """
     english = item.captions.get("en", [])
     pairs = [{"en": c} for c in english]
     for lang, table in sorted(translations.items()):
@@ -188,7 +210,11 @@ def attach_translations(item: Item, english_all: list[str], positions: list[int 
         elif len(trans) == len(english):
             aligned = list(trans)
         if aligned is None:
-            item.captions[lang] = [t for t in trans if t]
+            kept = [t for t in trans if t]
+            if one_per_video:
+                kept = kept[:1]
+                item.fallback.append(lang)
+            item.captions[lang] = kept
             continue
         item.captions[lang] = [t for t in aligned if t]
         for pair, t in zip(pairs, aligned):
@@ -229,6 +255,7 @@ def msrvtt_items(data_json: Path, split: str, jsfusion: Path | None, translation
             english = [sentence] if sentence else []
             lowered = [c.lower() for c in english_all]
             positions = [lowered.index(sentence.lower()) if sentence.lower() in lowered else None for _ in english]
+            matched = bool(english) and positions[0] is not None
         else:
             english = [c for c in english_all if c]
             positions = [i for i, c in enumerate(english_all) if c]
@@ -238,8 +265,10 @@ def msrvtt_items(data_json: Path, split: str, jsfusion: Path | None, translation
         except (KeyError, TypeError, ValueError):
             pass
         item = Item(vid, item_split, {"en": english} if english else {}, duration=duration)
+        if split == "1k-A" and english:
+            item.sentence_matched = matched
         if english:
-            attach_translations(item, english_all, positions, translations)
+            attach_translations(item, english_all, positions, translations, one_per_video=split == "1k-A")
         items.append(item)
     return items
 
@@ -256,8 +285,52 @@ def split_of(name: str) -> str:
     raise UserError(f"cannot tell the split of {name}; pass it as train=PATH, val=PATH or test=PATH")
 
 
-def vatex_items(specs: list[str]) -> list[Item]:
+def read_id_list(path: Path, what: str) -> list[str]:
+    """Video ids, one per line of a text file, a JSON list, or a ``.npy`` array of strings (never unpickled).
+
+    A trailing video extension (``.mp4``) is dropped, so file names and ids both work."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist; give a file of video ids (one per line, a JSON list or a .npy of strings)")
+    if path.suffix == ".npy":
+        import numpy as np
+
+        try:
+            array = np.load(path, allow_pickle=False)
+        except ValueError:
+            raise UserError(f"{what} {path} is a pickled (object) array, which is never loaded; convert it to a text "
+                            f"file of one id per line (unpickling it yourself only if you trust its source)") from None
+        except (OSError, EOFError) as exc:
+            raise UserError(f"{what} {path} is not a .npy array file ({exc})") from None
+        if array.dtype.kind not in "US" or array.ndim != 1:
+            raise UserError(f"{what} {path} is a {array.dtype} array of shape {tuple(array.shape)}; expected a list of id strings")
+        values = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.tolist()]
+    elif path.suffix == ".json":
+        values = read_json(path, what)
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise UserError(f"{what} {path}: expected a JSON list of video id strings")
+    else:
+        values = read_lines(path)
+    ids = [strip_video_ext(v.strip()) for v in values if v.strip()]
+    if not ids:
+        raise UserError(f"{what} {path} lists no video id")
+    return ids
+
+
+def vatex_items(specs: list[str], test_ids: list[str] | None = None) -> list[Item]:
+    """Items of the given VATEX files; with ``test_ids`` (HGR's split), the listed videos of the
+    validation file(s) become ``test`` and the others stay ``val``."""
     items = []
+    if test_ids is not None:
+        moved = set(test_ids)
+        splits = [s.split("=", 1)[0] if "=" in s and s.split("=", 1)[0] in ("train", "val", "test")
+                  else split_of(Path(s).name) for s in specs]
+        if "test" in splits:
+            raise UserError("--test-ids takes the test videos out of the validation file; give no test annotation "
+                            "file with it (HGR's split does not use VATEX's public test set)")
+        if "val" not in splits:
+            raise UserError("--test-ids needs the validation file (vatex_validation_v1.0.json): the test videos are "
+                            "taken from it")
     for spec in specs:
         split = None
         if "=" in spec and spec.split("=", 1)[0] in ("train", "val", "test"):
@@ -284,6 +357,13 @@ def vatex_items(specs: list[str]) -> list[Item]:
             m = re.search(r"_(\d+)_(\d+)$", vid)
             duration = float(int(m.group(2)) - int(m.group(1))) if m and int(m.group(2)) > int(m.group(1)) else None
             items.append(Item(vid, split, captions, parallel, duration=duration))
+    if test_ids is not None:
+        for item in items:
+            if item.split == "val" and item.video_id in moved:
+                item.split = "test"
+        if not any(item.split == "test" for item in items):
+            raise UserError(f"none of the {len(moved)} --test-ids is a videoID of the validation file; expected VATEX "
+                            f"videoIDs such as Ptf_2VRj-V0_000122_000132")
     return items
 
 

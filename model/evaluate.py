@@ -5,6 +5,14 @@
 Every caption of the chosen split (``captions.json``) in a query language is a query;
 the gallery is every video of the split. The table has one row per query language and
 the average over languages, as the paper's Table 4.
+
+R@K depends on the gallery's size, so a pool smaller than the benchmark's (a video with
+no usable features is not in the shards, or lacks a member the checkpoint reads) gives
+numbers that are not comparable to published ones. ``mmp-prepare`` writes each split's
+size into ``meta.json``; the pool evaluated and that size are in the results (printed
+and JSON, ``pool``), a WARNING line says when they differ, and ``--require-complete``
+refuses such a run. The median rank is the usual one: the mean of the two middle ranks
+for an even number of queries.
 """
 from __future__ import annotations
 
@@ -23,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, type=Path, help="a checkpoint file, or a run directory (its latest)")
     p.add_argument("--langs", default="en,de,fr,ru,es,cs,sw,zh,vi", help="query languages (those present are used)")
     p.add_argument("--split", default="test", help="the captions.json split evaluated")
+    p.add_argument("--require-complete", action="store_true",
+                   help="refuse (exit 2) when fewer videos of the split are evaluated than the split holds (as "
+                   "recorded by mmp-prepare), e.g. 995 of MSR-VTT 1k-A's 1,000")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--text-model", help="where the checkpoint's text model (its tokenizer) is now, if it moved")
     p.add_argument("--batch-size", type=int, default=64)
@@ -37,7 +48,9 @@ def retrieval_metrics(queries, videos, target) -> dict:
     """R@1/5/10 (percent) and median rank (1-based) of each query's video among ``videos``.
 
     ``queries`` [Q, D] and ``videos`` [V, D] are normalised embeddings, ``target`` [Q] the
-    index of each query's video. Ties count against the query (the pessimistic rank).
+    index of each query's video. Ties count against the query (the pessimistic rank). The
+    median of an even number of ranks is the mean of the two middle ones (``np.median``;
+    ``torch.median`` would give the lower one).
     """
     import torch
 
@@ -48,8 +61,15 @@ def retrieval_metrics(queries, videos, target) -> dict:
     ranks = (sims >= positive).sum(1)  # the positive itself counts once
     ranks_f = ranks.float()
     return {"R@1": 100 * (ranks_f <= 1).float().mean().item(), "R@5": 100 * (ranks_f <= 5).float().mean().item(),
-            "R@10": 100 * (ranks_f <= 10).float().mean().item(), "MdR": float(ranks_f.median().item()),
+            "R@10": 100 * (ranks_f <= 10).float().mean().item(), "MdR": median_rank(ranks),
             "queries": int(len(queries)), "videos": int(len(videos))}
+
+
+def median_rank(ranks) -> float:
+    """The median of 1-based ranks; for an even count, the mean of the two middle ranks."""
+    import numpy as np
+
+    return float(np.median(np.asarray(ranks, dtype=np.float64)))
 
 
 def even_rows(video, max_len: int):
@@ -62,13 +82,19 @@ def even_rows(video, max_len: int):
 
 
 def load_split(urls, members, split: str, langs, max_video_len: int):
-    """Videos of the split and the captions per language: ``(keys, videos, {lang: [(text, index)]}, counts)``."""
+    """Videos of the split and the captions per language:
+    ``(keys, videos, {lang: [(text, index)]}, counts, pool)``.
+
+    ``pool``: ``{"videos", "expected", "expected_from", "in_shards", "benchmark"}``: the split's size as
+    mmp-prepare recorded it in ``meta.json`` (``split_videos``), else the split's samples
+    found in the shards, usable or not."""
     from collections import Counter
 
     from .data import StreamState, load_json, tar_samples, video_features
 
     state = StreamState()
     keys, videos, queries, counts = [], [], {l: [] for l in langs}, Counter()
+    in_shards, recorded, benchmarks = 0, Counter(), Counter()
     for sample in tar_samples(iter([(0, urls)]), state):
         if "captions.json" not in sample:
             counts["skipped/no_captions"] += 1
@@ -77,6 +103,12 @@ def load_split(urls, members, split: str, langs, max_video_len: int):
             caps = load_json(sample["captions.json"])
             if caps.get("split") != split:
                 continue
+            in_shards += 1
+            meta = _meta(sample, load_json)
+            if isinstance(meta.get("split_videos"), int):
+                recorded[meta["split_videos"]] += 1
+            if isinstance(meta.get("benchmark"), str):
+                benchmarks[meta["benchmark"]] += 1
             video = even_rows(video_features(sample, members), max_video_len)
         except KeyError as exc:
             counts[f"skipped/missing_{exc.args[0]}"] += 1
@@ -92,7 +124,30 @@ def load_split(urls, members, split: str, langs, max_video_len: int):
             for text in (caps.get("captions") or {}).get(lang) or []:
                 queries[lang].append((text, index))
     counts.update(state.counts)
-    return keys, videos, {l: q for l, q in queries.items() if q}, dict(counts)
+    if recorded:  # shards of one mmp-prepare run agree; mixed runs: the largest split is the gallery to compare
+        expected, source = max(max(recorded), in_shards), "meta.json"
+    else:
+        expected, source = in_shards, "shards"
+    pool = {"videos": len(videos), "expected": expected, "expected_from": source, "in_shards": in_shards,
+            "benchmark": benchmarks.most_common(1)[0][0] if benchmarks else None}
+    return keys, videos, {l: q for l, q in queries.items() if q}, dict(counts), pool
+
+
+def _meta(sample: dict, load_json) -> dict:
+    try:
+        meta = load_json(sample["meta.json"]) if "meta.json" in sample else {}
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def pool_warning(pool: dict, split: str) -> str | None:
+    """The line saying the pool is smaller than the split, or None when it is whole."""
+    if pool["expected"] is None or pool["videos"] >= pool["expected"]:
+        return None
+    against = f"the paper's {pool['benchmark']}" if pool["benchmark"] else f"results over the whole {split} split"
+    return (f"WARNING: {pool['videos']} of {pool['expected']} {split} videos have features: R@K is over a pool of "
+            f"{pool['videos']}, not comparable to {against}")
 
 
 def evaluate(args) -> dict:
@@ -111,6 +166,19 @@ def evaluate(args) -> dict:
     cfg = MMPConfig.from_json(ck["model_config"])
     members = tuple(cfg.video_features)
     check_video_dim(cfg, feature_dim(urls, members), members, f"the checkpoint {ck['path']}")
+    langs = [l.strip() for l in args.langs.split(",") if l.strip()]
+    keys, videos, queries, counts, pool = load_split(urls, members, args.split, langs, args.max_video_len)
+    if not videos:
+        raise DataError(f"--shards hold no video of split {args.split!r} with --video-features "
+                        f"{','.join(members)} (counts: {counts})")
+    if not queries:
+        raise DataError(f"--shards hold no {args.split!r} caption in --langs {args.langs}")
+    pool["complete"] = pool["videos"] >= pool["expected"]
+    if args.require_complete and not pool["complete"]:
+        skipped = ", ".join(f"{k.split('/', 1)[1]}={v}" for k, v in sorted(counts.items()) if k.startswith("skipped/"))
+        raise DataError(f"--require-complete: {pool['videos']} of {pool['expected']} {args.split} videos have features: "
+                        f"{pool['expected'] - pool['in_shards']} are not in --shards (their mmp-prepare parquet rows say "
+                        f"why), {pool['in_shards'] - pool['videos']} were skipped here ({skipped or 'none'})")
     if args.text_model:
         cfg.text_model = args.text_model
     tokenizer = load_tokenizer(cfg.text_model)
@@ -118,13 +186,6 @@ def evaluate(args) -> dict:
     model.load_state_dict(ck["model"])
     device = pick_device(args.device, 0)
     model.to(device).eval()
-    langs = [l.strip() for l in args.langs.split(",") if l.strip()]
-    keys, videos, queries, counts = load_split(urls, members, args.split, langs, args.max_video_len)
-    if not videos:
-        raise DataError(f"--shards hold no video of split {args.split!r} with --video-features "
-                        f"{','.join(members)} (counts: {counts})")
-    if not queries:
-        raise DataError(f"--shards hold no {args.split!r} caption in --langs {args.langs}")
 
     bs = args.batch_size
     with torch.inference_mode():
@@ -150,19 +211,26 @@ def evaluate(args) -> dict:
             results[lang] = retrieval_metrics(torch.cat(q_emb), v_emb, [index for _, index in items])
     metrics = ("R@1", "R@5", "R@10", "MdR")
     average = {m: sum(r[m] for r in results.values()) / len(results) for m in metrics}
+    pool["warning"] = pool_warning(pool, args.split)
     return {"checkpoint": ck["path"], "step": int(ck["step"]), "split": args.split, "videos": len(videos),
-            "query_langs": list(results),
+            "pool": pool, "query_langs": list(results),
             "video_features": list(members), "languages": results, "average": average, "counts": counts}
 
 
 def format_table(res: dict) -> str:
-    lines = [f"text->video retrieval, split {res['split']}, {res['videos']} videos, checkpoint step {res['step']}",
+    pool = res.get("pool") or {}
+    size = f"pool of {res['videos']} videos"
+    if pool.get("expected") is not None and pool["expected"] != res["videos"]:
+        size += f" (the split holds {pool['expected']}: INCOMPLETE)"
+    lines = [f"text->video retrieval, split {res['split']}, {size}, checkpoint step {res['step']}",
              f"{'lang':<6}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MdR':>8}{'queries':>9}"]
     for lang in res["query_langs"]:
         r = res["languages"][lang]
         lines.append(f"{lang:<6}{r['R@1']:>8.1f}{r['R@5']:>8.1f}{r['R@10']:>8.1f}{r['MdR']:>8.1f}{r['queries']:>9d}")
     a = res["average"]
     lines.append(f"{'avg':<6}{a['R@1']:>8.1f}{a['R@5']:>8.1f}{a['R@10']:>8.1f}{a['MdR']:>8.1f}")
+    if pool.get("warning"):
+        lines.append(pool["warning"])
     return "\n".join(lines)
 
 

@@ -7,13 +7,32 @@ fine-tuning and evaluation. Per sample (key = the dataset's video or image id):
 ``captions.json`` (``{"video_id", "split", "captions": {lang: [...]}, "parallel": [{lang:
 caption}, ...]}``) and ``meta.json``. One parquet row per input item, failures included.
 
+A retrieval number is only comparable to a published one over the same gallery, so a
+video is written only with every feature asked for: one missing a feature file is a
+``no_features`` row (the error names the missing member), never a silently smaller
+gallery. After the run the command prints, per split, a WARNING line with how many of
+the split's videos are not in the shards and why, and every ``meta.json`` records its
+split's size as listed by the annotations (``split_videos``, and ``benchmark`` for the
+paper's protocols) so ``mmp-eval`` can say when its pool falls short of it.
+
+- MSR-VTT 1k-A (``--split 1k-A``): JSFusion's 1,000 test videos, one sentence each, in
+  every language; where a translation of the sentence cannot be found the language
+  keeps the video's first translated caption (parquet ``translation_fallback``,
+  ``sentence_matched``; one WARNING line with the count). See ``model/downstream.py``.
+- VATEX (``--test-ids FILE``): the paper compares on HGR's split (Chen et al., CVPR
+  2020): training on ``vatex_training_v1.0.json``, and the public validation file's
+  3,000 videos cut into 1,500 for validation and 1,500 for test. Without ``--test-ids``
+  the validation file stays one ``val`` split of 3,000, which is not that protocol.
+
 Formats read: see ``model/downstream.py``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,22 +42,26 @@ import pyarrow as pa
 from pipeline.import_features import npy_bytes
 from pipeline.stage import (Stage, Unit, UserError, add_executor_args, executor_options, print_summary, run_stage,
                             video_done)
-from shards.layout import MMP
+from shards.layout import MMP, UnitFiles
 from shards.writer import UnitWriter, sha256_file
 
-from .downstream import KEY_RE, Item, msrvtt_items, multi30k_items, vatex_items
+from .downstream import KEY_RE, Item, msrvtt_items, multi30k_items, read_id_list, vatex_items
 
 log = logging.getLogger("mmp.prepare")
 
 FEATURE_DIMS = {"r21d": 512, "s3d": 1024, "regions": 0}  # 0: any width
 VIDEO_FEATURES = ("r21d", "s3d")
 FLOAT16_MAX = 65504.0
+NO_USABLE_FEATURES = ("no_features", "bad_features")
+HGR_VAL, HGR_TEST = 1500, 1500  # HGR's cut of VATEX's 3,000 public validation videos
 
 SCHEMA = pa.schema([
     ("video_id", pa.string()), ("dataset", pa.string()), ("split", pa.string()), ("status", pa.string()),
     ("error", pa.string()), ("languages", pa.list_(pa.string())), ("captions", pa.int32()),
     ("parallel", pa.int32()), ("feature_rows", pa.int32()), ("features", pa.list_(pa.string())),
     ("duration", pa.float64()),
+    ("sentence_matched", pa.bool_()),  # 1k-A: the csv's sentence is among the video's MSRVTT_data.json captions
+    ("translation_fallback", pa.list_(pa.string())),  # 1k-A: languages keeping their first caption, unpaired
 ])
 
 
@@ -119,9 +142,11 @@ class PrepareStage(Stage):
     schema = SCHEMA
 
     def __init__(self, dataset: str, items: list[Item], sources: list[FeatureSource], inputs: list[str],
-                 unit_size: int = 1000, options: dict | None = None):
+                 unit_size: int = 1000, options: dict | None = None, benchmarks: dict | None = None):
         self.dataset, self.sources, self.inputs = dataset, sources, inputs
         self.unit_size, self.options = unit_size, options or {}
+        self.benchmarks = benchmarks or {}  # split -> the paper's protocol it is, for meta.json
+        self.notes: list[str] = []  # lines main prints before the run
         seen, self.items, self.duplicates = set(), [], 0
         for item in items:  # one row and one sample per id, whatever the annotations repeat
             if item.video_id in seen:
@@ -131,6 +156,7 @@ class PrepareStage(Stage):
             self.items.append(item)
         if self.duplicates:
             log.warning("%s: %d repeated ids dropped (first kept)", dataset, self.duplicates)
+        self.split_videos = Counter(item.split for item in self.items)  # failures included: the split as listed
 
     def plan(self) -> list[Unit]:
         n = self.unit_size
@@ -150,13 +176,19 @@ class PrepareStage(Stage):
         for item in unit.items:
             row = self.convert(item, writer)
             writer.add_row(row)
+            writer.count(f"split/{row['split']}/{row['status']}")
+            if item.sentence_matched is False:
+                writer.count("sentence_unmatched")
+            for lang in item.fallback:
+                writer.count(f"translation_fallback/{lang}")
             video_done(row["status"])
 
     def convert(self, item: Item, writer: UnitWriter) -> dict:
         langs = sorted(lang for lang, caps in item.captions.items() if caps)
         row = {"video_id": item.video_id, "dataset": self.dataset, "split": item.split, "languages": langs,
                "captions": sum(len(c) for c in item.captions.values()), "parallel": len(item.parallel),
-               "duration": item.duration, "features": []}
+               "duration": item.duration, "features": [], "sentence_matched": item.sentence_matched,
+               "translation_fallback": list(item.fallback)}
         if item.status:
             return dict(row, status=item.status, error=item.error)
         if not KEY_RE.match(item.video_id):
@@ -177,13 +209,17 @@ class PrepareStage(Stage):
         row["features"] = sorted(arrays)
         if bad:
             return dict(row, status="bad_features", error="; ".join(bad)[:500])
-        if not arrays:
-            where = ", ".join(f"{s.name} in {s.path}" for s in self.sources)
-            return dict(row, status="no_features", error=f"no feature file ({where})"[:500])
+        if missing:  # a gallery short of a video is not the benchmark's: never written with fewer members
+            where = ", ".join(f"{s.name} in {s.path}" for s in self.sources if s.name in missing)
+            found = f"; found {', '.join(sorted(arrays))}" if arrays else ""
+            return dict(row, status="no_features", error=f"no {', '.join(missing)} feature file ({where}){found}"[:500])
         row["feature_rows"] = int(next(iter(arrays[k] for k in sorted(arrays))).shape[0])
         captions = {"video_id": item.video_id, "split": item.split,
                     "captions": {lang: item.captions[lang] for lang in langs}, "parallel": item.parallel}
-        meta = {"video_id": item.video_id, "dataset": self.dataset, "split": item.split, "features": metas}
+        meta = {"video_id": item.video_id, "dataset": self.dataset, "split": item.split, "features": metas,
+                "split_videos": self.split_videos[item.split]}
+        if self.benchmarks.get(item.split):
+            meta["benchmark"] = self.benchmarks[item.split]
         if item.duration is not None:
             meta["duration"] = item.duration
         members = {f"{name}.npy": npy_bytes(a.astype(np.float16)) for name, a in arrays.items()}
@@ -193,7 +229,7 @@ class PrepareStage(Stage):
         writer.count("parallel", row["parallel"])
         for lang in langs:
             writer.count(f"lang/{lang}")
-        return dict(row, status="ok", error=f"no {', '.join(missing)} feature file" if missing else None)
+        return dict(row, status="ok", error=None)
 
 
 # ---------------------------------------------------------------- CLI
@@ -269,8 +305,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="translated captions: {lang: {video_id: [...]}} JSON, per-language files (de.json or de=PATH) "
                    "or a directory of them")
     common(m, video_help)
-    v = sub.add_parser("vatex", help="VATEX (JSON lists with enCap and chCap)")
+    v = sub.add_parser(
+        "vatex", help="VATEX (JSON lists with enCap and chCap)",
+        description="VATEX as the paper compares on it: HGR's split (Chen et al., CVPR 2020), 25,991 training videos "
+        "(vatex_training_v1.0.json) and the public validation file's 3,000 videos cut into 1,500 for validation and "
+        "1,500 for test. That cut is HGR's list, not a rule: give it as --test-ids (HGR's public_split/tst_names.npy, "
+        "in the VATEX data linked from https://github.com/cshizhe/hgr_v2t#datasets). Without --test-ids the "
+        "validation file is one 'val' split of 3,000 and a public test file is 'test': not the paper's protocol.")
     v.add_argument("annotations", nargs="+", help="vatex_*.json files; the split comes from the name or SPLIT=PATH")
+    v.add_argument("--test-ids", type=Path, metavar="FILE",
+                   help="HGR's split: the validation file's videos listed in FILE are written as split 'test' and the "
+                   "others stay 'val' (HGR: 1,500 and 1,500). FILE: one videoID per line, a JSON list, or a .npy array "
+                   "of strings such as HGR's tst_names.npy; give no test annotation file with it")
     common(v, video_help)
     t = sub.add_parser("multi30k", help="Multi30K (text files per split and language, image lists, region .npy)")
     t.add_argument("root", type=Path, help="directory with train.en, train.de, ..., train_images.txt, ...")
@@ -283,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 def make_stage(args) -> PrepareStage:
     if args.unit_size < 1:
         raise UserError("--unit-size must be at least 1")
+    benchmarks, notes = {}, []
     if args.dataset == "multi30k":
         sources = [region_source(n, path, d, args.splits)
                    for n, path, d in parse_features(args.features, ("regions",), args.feature_dim)]
@@ -300,9 +347,17 @@ def make_stage(args) -> PrepareStage:
             items = msrvtt_items(args.annotations, args.split, args.jsfusion_csv, args.translations)
             inputs = [str(args.annotations)] + ([str(args.jsfusion_csv)] if args.jsfusion_csv else [])
             options = {"split": args.split, "translations": [str(t) for t in args.translations]}
+            if args.split == "1k-A":
+                benchmarks = {"test": "MSR-VTT 1k-A"}
+                notes = fallback_notes(items)
         else:
-            items = vatex_items(args.annotations)
+            test_ids = read_id_list(args.test_ids, "--test-ids") if args.test_ids is not None else None
+            items = vatex_items(args.annotations, test_ids)
             inputs, options = [a.split("=", 1)[-1] for a in args.annotations], {}
+            if test_ids is not None:
+                options = {"test_ids": str(args.test_ids), "test_ids_sha256": sha256_file(args.test_ids)}
+                benchmarks = {"val": "VATEX (HGR split)", "test": "VATEX (HGR split)"}
+                notes = hgr_notes(items, test_ids, args.test_ids)
     if not items:
         raise UserError(f"the {args.dataset} annotations select no video")
     for source in sources:
@@ -312,18 +367,97 @@ def make_stage(args) -> PrepareStage:
             if rows != images:
                 raise UserError(f"--features regions: {path} has {rows} rows but split {split} lists {images} images; "
                                 f"row i must be image i of the list")
-    return PrepareStage(args.dataset, items, sources, inputs, args.unit_size, options)
+    stage = PrepareStage(args.dataset, items, sources, inputs, args.unit_size, options, benchmarks)
+    stage.notes = notes
+    return stage
+
+
+def _n(k: int, noun: str) -> str:
+    """'1 video', '3 videos'."""
+    return f"{k} {noun}{'' if k == 1 else 's'}"
+
+
+def fallback_notes(items: list[Item]) -> list[str]:
+    """1k-A: one WARNING line when some videos' translations are not those of their sentence."""
+    fell = [item for item in items if item.fallback]
+    if not fell:
+        return []
+    unmatched = sum(1 for item in fell if item.sentence_matched is False)
+    langs = Counter(lang for item in fell for lang in item.fallback)
+    return [f"mmp-prepare: WARNING: 1k-A: {len(fell)} of {len(items)} videos keep their first translated caption "
+            f"({', '.join(f'{k}={v}' for k, v in sorted(langs.items()))}) instead of their sentence's translation: "
+            f"{_n(unmatched, 'sentence')} not among the video's MSRVTT_data.json captions, "
+            f"{_n(len(fell) - unmatched, 'translation list')} not lining up with them; those captions are unpaired "
+            f"(parquet: translation_fallback)"]
+
+
+def hgr_notes(items: list[Item], test_ids: list[str], path: Path) -> list[str]:
+    """What --test-ids made of the validation file, and a WARNING where it is not HGR's 1,500 / 1,500."""
+    val = sum(1 for item in items if item.split == "val")
+    test = sum(1 for item in items if item.split == "test")
+    listed = {item.video_id for item in items if item.split == "test"}
+    unknown = len(set(test_ids) - listed)
+    notes = [f"mmp-prepare: vatex: --test-ids {path.name}: {test} of the validation file's {val + test} videos are "
+             f"'test', the other {val} 'val' (HGR's split)"]
+    if unknown:
+        notes.append(f"mmp-prepare: WARNING: {unknown} of the {len(set(test_ids))} ids in {path.name} are not videoIDs "
+                     f"of the validation file and are left out")
+    if (val, test) != (HGR_VAL, HGR_TEST):
+        notes.append(f"mmp-prepare: WARNING: HGR's split is {HGR_VAL:,} val / {HGR_TEST:,} test videos; this is "
+                     f"{val:,} / {test:,}: results are not comparable to the paper's VATEX numbers")
+    return notes
+
+
+def split_warnings(stage: PrepareStage, out, rank: int = 0, world_size: int = 1) -> list[str]:
+    """Per split, the videos the shards lack and why, from every unit's stats file (resumed ones too)."""
+    counts: Counter = Counter()
+    for unit in stage.plan():
+        if unit.index % world_size != rank:
+            continue
+        try:
+            stats = json.loads(UnitFiles(out, stage.name, unit.index).stats.read_text())
+        except (OSError, ValueError):
+            continue
+        counts.update({k: v for k, v in (stats.get("counts") or {}).items() if k.startswith("split/")})
+    by_split: dict[str, Counter] = {}
+    for key, n in counts.items():
+        _, split, status = key.split("/", 2)
+        by_split.setdefault(split, Counter())[status] += n
+    lines = []
+    for split in sorted(by_split, key=lambda s: (s != "test", s)):
+        statuses = by_split[split]
+        total, ok = sum(statuses.values()), statuses.get("ok", 0)
+        if ok == total:
+            continue
+        lacking = {k: v for k, v in statuses.items() if k in NO_USABLE_FEATURES}
+        other = {k: v for k, v in statuses.items() if k != "ok" and k not in NO_USABLE_FEATURES}
+        parts = []
+        if lacking:
+            parts.append(f"{sum(lacking.values())} have no usable features "
+                         f"({', '.join(f'{k}={v}' for k, v in sorted(lacking.items()))})")
+        if other:
+            parts.append(f"{sum(other.values())} other ({', '.join(f'{k}={v}' for k, v in sorted(other.items()))})")
+        benchmark = stage.benchmarks.get(split)
+        tail = f"; not the paper's {benchmark}" if benchmark else ""
+        scope = f" (in this rank's units, {rank} of --world-size {world_size})" if world_size > 1 else ""
+        lines.append(f"mmp-prepare: WARNING: {split}{scope}: {total - ok} of {total} videos are not in the shards: "
+                     f"{' and '.join(parts)}; retrieval on {split} will be over {_n(ok, 'video')}, not {total}{tail}")
+    return lines
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         stage = make_stage(args)
+        for line in stage.notes:
+            print(line)
         summary = run_stage(stage, args.out, **executor_options(args))
     except UserError as exc:
         print(f"mmp-prepare: error: {exc}", file=sys.stderr)
         return 2
     print_summary(f"mmp-prepare {args.dataset}", args.out, summary)
+    for line in split_warnings(stage, args.out, args.rank, args.world_size):
+        print(line)
     return 1 if summary.units_failed else 0
 
 

@@ -56,10 +56,18 @@ def by_id(rows):
     return {r["video_id"]: r for r in rows}
 
 
-def test_msrvtt_all_videos(msrvtt):
+def test_msrvtt_all_videos(msrvtt, capsys):
     root, data, _, feats = msrvtt
     out = root / "out"
     assert main(["msrvtt", str(data), "--features", f"s3d={feats}", "--out", str(out), *RUN]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-3:] == [
+        "mmp-prepare: WARNING: test: 1 of 3 videos are not in the shards: 1 have no usable features (no_features=1); "
+        "retrieval on test will be over 2 videos, not 3",
+        "mmp-prepare: WARNING: train: 2 of 3 videos are not in the shards: 2 have no usable features "
+        "(bad_features=2); retrieval on train will be over 1 video, not 3",
+        "mmp-prepare: WARNING: val: 1 of 1 videos are not in the shards: 1 other (no_captions=1); "
+        "retrieval on val will be over 0 videos, not 1"]
     assert verify([str(out)]) == 0
     rows = by_id(read_all_rows(out))
     assert {v: r["status"] for v, r in rows.items()} == {
@@ -77,6 +85,7 @@ def test_msrvtt_all_videos(msrvtt):
     np.testing.assert_allclose(s3d, np.load(feats / "video0.npy"), atol=2e-3)
     meta = load_json(samples["video0"]["meta.json"])
     assert meta["dataset"] == "msrvtt" and meta["duration"] == 12.5 and meta["split"] == "train"
+    assert meta["split_videos"] == 3 and "benchmark" not in meta  # the split as listed, failures included
     assert meta["features"]["s3d"] == {"file": "video0.npy", "sha256": sha256_file(feats / "video0.npy"),
                                        "rows": 5, "dim": 1024}
     assert rows["video0"]["languages"] == ["en"] and rows["video0"]["captions"] == 3
@@ -100,9 +109,16 @@ def test_msrvtt_1k_a_with_translations(msrvtt, capsys):
     argv = ["msrvtt", str(data), "--split", "1k-A", "--jsfusion-csv", str(jsf), "--translations", str(trans),
             str(combined), "--features", f"s3d={feats}", "--out", str(out), *RUN]
     assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert ("mmp-prepare: WARNING: 1k-A: 1 of 3 videos keep their first translated caption (zh=1) instead of their "
+            "sentence's translation: 0 sentences not among") in printed
+    assert "WARNING: test: 1 of 3 videos are not in the shards: 1 other (not_in_annotations=1)" in printed
+    assert "not the paper's MSR-VTT 1k-A" in printed
     assert verify([str(out)]) == 0
     rows = by_id(read_all_rows(out))
     assert set(rows) == {"video4", "video5", "video7010"}
+    assert rows["video4"]["sentence_matched"] is True and rows["video4"]["translation_fallback"] == ["zh"]
+    assert rows["video7010"]["sentence_matched"] is None
     assert rows["video7010"]["status"] == "not_in_annotations"
     assert "MSRVTT_JSFUSION_test.csv" in rows["video7010"]["error"]
     caps = load_json(read_all_samples(out)["video4"]["captions.json"])
@@ -110,15 +126,69 @@ def test_msrvtt_1k_a_with_translations(msrvtt, capsys):
     assert caps["captions"]["en"] == ["video4 caption 1"]  # the csv's one sentence
     assert caps["captions"]["de"] == ["de eins"] and caps["captions"]["ru"] == ["ru odin"]
     assert caps["captions"]["fr"] == ["fr un"]
-    assert caps["captions"]["zh"] == ["zh a", "zh b"]  # kept, but not paired
+    assert caps["captions"]["zh"] == ["zh a"]  # unalignable: one caption per video (the first), not paired
     assert caps["parallel"] == [{"en": "video4 caption 1", "de": "de eins", "fr": "fr un", "ru": "ru odin"}]
     assert rows["video4"]["languages"] == ["de", "en", "fr", "ru", "zh"]
     # an empty translation keeps its place: video5's csv sentence is caption 0, whose German is empty
     assert load_json(read_all_samples(out)["video5"]["captions.json"])["captions"] == {"en": ["video5 caption 0"]}
-    # resume: the same command skips the finished unit
+    meta = load_json(read_all_samples(out)["video4"]["meta.json"])
+    assert meta["split_videos"] == 3 and meta["benchmark"] == "MSR-VTT 1k-A"
+    # resume: the same command skips the finished unit, and still says what the split lacks
     capsys.readouterr()
     assert main(argv) == 0
-    assert "1 already complete" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "1 already complete" in printed and "WARNING: test: 1 of 3 videos are not in the shards" in printed
+
+
+def test_msrvtt_1k_a_unmatched_sentence_keeps_one_caption_per_language(msrvtt, capsys):
+    """A csv sentence that is none of the video's captions: its translation cannot be found, so each
+    language keeps the video's first translated caption (file order; sen_id order), unpaired."""
+    root, data, jsf, feats = msrvtt
+    csv_path = root / "jsf_unmatched.csv"
+    csv_path.write_text(jsf.read_text() + "ret3,msr0,video0,Video0 caption two!\n")
+    trans = root / "tr"
+    trans.mkdir()
+    (trans / "de.json").write_text(json.dumps({"video0": ["de0 null", "de0 eins", "de0 zwei"],
+                                               "video4": ["de null", "de eins", "de zwei"]}))
+    (trans / "ru.json").write_text(json.dumps({"sentences": [
+        {"video_id": "video0", "sen_id": 2, "caption": "ru0 dva"}, {"video_id": "video0", "sen_id": 1, "caption": "ru0 odin"},
+        {"video_id": "video0", "sen_id": 0, "caption": ""}]}))
+    out = root / "outu"
+    assert main(["msrvtt", str(data), "--split", "1k-A", "--jsfusion-csv", str(csv_path), "--translations", str(trans),
+                 "--features", f"s3d={feats}", "--out", str(out), *RUN]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "1k-A:" in line]
+    assert warnings == ["mmp-prepare: WARNING: 1k-A: 1 of 4 videos keep their first translated caption (de=1, ru=1) "
+                        "instead of their sentence's translation: 1 sentence not among the video's "
+                        "MSRVTT_data.json captions, 0 translation lists not lining up with them; those captions "
+                        "are unpaired (parquet: translation_fallback)"]
+    caps = load_json(read_all_samples(out)["video0"]["captions.json"])
+    assert caps["split"] == "test"
+    assert caps["captions"] == {"en": ["Video0 caption two!"], "de": ["de0 null"], "ru": ["ru0 odin"]}  # not all 3
+    assert caps["parallel"] == []
+    rows = by_id(read_all_rows(out))
+    assert rows["video0"]["sentence_matched"] is False and rows["video0"]["translation_fallback"] == ["de", "ru"]
+    assert rows["video4"]["sentence_matched"] is True and rows["video4"]["translation_fallback"] == []
+    assert load_json(read_all_samples(out)["video4"]["captions.json"])["captions"]["de"] == ["de eins"]
+    stats = json.loads(next(out.glob("mmp-*.stats.json")).read_text())["counts"]
+    assert stats["sentence_unmatched"] == 1 and stats["translation_fallback/de"] == 1
+
+
+def test_a_video_missing_one_of_its_features_is_not_written(msrvtt, capsys):
+    """Asked for s3d and r21d, a test video with s3d alone is a no_features row, not an 'ok' video
+    that mmp-eval would leave out of the gallery."""
+    root, data, _, feats = msrvtt
+    r21d = write_features(root / "r21d", ["video4", "video6"], 512)
+    out = root / "outboth"
+    assert main(["msrvtt", str(data), "--split", "test", "--features", f"s3d={feats}", f"r21d={r21d}",
+                 "--out", str(out), *RUN]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    rows = by_id(read_all_rows(out))
+    assert {v: r["status"] for v, r in rows.items()} == {"video4": "ok", "video5": "no_features", "video6": "no_features"}
+    assert rows["video5"]["error"] == f"no r21d feature file (r21d in {r21d}); found s3d"
+    assert rows["video6"]["error"] == f"no s3d feature file (s3d in {feats}); found r21d"
+    assert set(read_all_samples(out)) == {"video4"}
+    assert printed[-1] == ("mmp-prepare: WARNING: test: 2 of 3 videos are not in the shards: 2 have no usable features "
+                           "(no_features=2); retrieval on test will be over 1 video, not 3")
 
 
 def test_msrvtt_9k_and_official_split(msrvtt):
@@ -169,6 +239,77 @@ def test_vatex(tmp_path):
     test_caps = load_json(samples["testvideo01_000005_000015"]["captions.json"])
     assert test_caps["split"] == "test" and test_caps["captions"] == {"en": ["a person cooks"]}
     assert test_caps["parallel"] == []
+
+
+def test_vatex_hgr_split_from_a_test_id_list(tmp_path, capsys):
+    """HGR's split: the listed validation videos become 'test', the others stay 'val'."""
+    train = tmp_path / "vatex_training_v1.0.json"
+    train.write_text(json.dumps([vatex_entry("trainvideo1_000000_000010")]))
+    val_ids = [f"valvideo{i:03d}_000000_000010" for i in range(4)]
+    val = tmp_path / "vatex_validation_v1.0.json"
+    val.write_text(json.dumps([vatex_entry(v) for v in val_ids]))
+    feats = write_features(tmp_path / "s3d", ["trainvideo1_000000_000010", *val_ids], 1024)
+    ids = tmp_path / "tst_names.txt"
+    ids.write_text(f"{val_ids[1]}\n{val_ids[3]}.mp4\n\nnotavideo00_000000_000010\n")
+    out = tmp_path / "out"
+    argv = ["vatex", str(train), str(val), "--test-ids", str(ids), "--features", f"s3d={feats}", "--out", str(out), *RUN]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:3] == [
+        "mmp-prepare: vatex: --test-ids tst_names.txt: 2 of the validation file's 4 videos are 'test', the other 2 "
+        "'val' (HGR's split)",
+        "mmp-prepare: WARNING: 1 of the 3 ids in tst_names.txt are not videoIDs of the validation file and are left out",
+        "mmp-prepare: WARNING: HGR's split is 1,500 val / 1,500 test videos; this is 2 / 2: results are not comparable "
+        "to the paper's VATEX numbers"]
+    assert verify([str(out)]) == 0
+    rows = by_id(read_all_rows(out))
+    assert {v: r["split"] for v, r in rows.items()} == {
+        "trainvideo1_000000_000010": "train", val_ids[0]: "val", val_ids[1]: "test", val_ids[2]: "val", val_ids[3]: "test"}
+    samples = read_all_samples(out)
+    assert load_json(samples[val_ids[3]]["captions.json"])["split"] == "test"
+    meta = load_json(samples[val_ids[3]]["meta.json"])
+    assert meta["benchmark"] == "VATEX (HGR split)" and meta["split_videos"] == 2
+    assert "benchmark" not in load_json(samples["trainvideo1_000000_000010"]["meta.json"])
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["test_ids"] == str(ids) and config["test_ids_sha256"] == sha256_file(ids)
+
+    # HGR ships its list as a .npy array of strings: read without unpickling
+    np.save(tmp_path / "tst_names.npy", np.array([val_ids[0]]))
+    out2 = tmp_path / "out2"
+    assert main(["vatex", str(train), str(val), "--test-ids", str(tmp_path / "tst_names.npy"), "--features",
+                 f"s3d={feats}", "--out", str(out2), *RUN]) == 0
+    assert [v for v, r in by_id(read_all_rows(out2)).items() if r["split"] == "test"] == [val_ids[0]]
+
+    # the list changed under an existing output: refused, as for any other input
+    ids.write_text(f"{val_ids[0]}\n")
+    assert "different" in run_error(argv, capsys)
+
+
+def test_vatex_test_ids_errors_and_help(tmp_path, capsys):
+    val = tmp_path / "vatex_validation_v1.0.json"
+    val.write_text(json.dumps([vatex_entry("valvideo000_000000_000010")]))
+    test = tmp_path / "vatex_public_test_english_v1.1.json"
+    test.write_text(json.dumps([vatex_entry("testvideo00_000000_000010")]))
+    feats = write_features(tmp_path / "s3d", ["valvideo000_000000_000010"], 1024)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("valvideo000_000000_000010\n")
+    rest = ["--features", f"s3d={feats}", "--out", str(tmp_path / "out"), *RUN]
+    assert "give no test annotation file" in run_error(["vatex", str(val), str(test), "--test-ids", str(ids), *rest], capsys)
+    assert "needs the validation file" in run_error(["vatex", f"train={val}", "--test-ids", str(ids), *rest], capsys)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(["someothervid_000000_000010"]))
+    assert "none of the 1 --test-ids" in run_error(["vatex", str(val), "--test-ids", str(other), *rest], capsys)
+    assert "does not exist" in run_error(["vatex", str(val), "--test-ids", str(tmp_path / "nope.txt"), *rest], capsys)
+    pickled = tmp_path / "tst_names.npy"
+    np.save(pickled, np.array(["valvideo000_000000_000010", None], dtype=object), allow_pickle=True)
+    assert "never loaded" in run_error(["vatex", str(val), "--test-ids", str(pickled), *rest], capsys)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("mmp-*"))
+
+    with pytest.raises(SystemExit):
+        main(["vatex", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "HGR's split" in text and "1,500 for validation and 1,500 for test" in text
+    assert "--test-ids" in text and "tst_names.npy" in text and "hgr_v2t" in text
 
 
 def write_multi30k(root, n_train=3):
