@@ -2,7 +2,11 @@
 
 A checkpoint is ``RUN/ckpt-000100.pt`` holding only tensors and plain values: the model
 and optimiser state dicts, the step, and the model config, run config and data position
-as JSON strings. It is written to ``.ckpt-000100.pt.tmp-XXXX``, fsynced and renamed, so a
+as JSON strings, and the trainer's own state (epochs done, the best validation so far;
+``train_state``). ``RUN/best.pt``, the best checkpoint on the validation split, has the
+same format with its validation scores in ``train_state["val"]``; it is not in the
+``ckpt-*`` sequence, so a run directory given as ``--ckpt RUN`` still means the latest
+checkpoint and the best one is named as ``--ckpt RUN/best.pt``. It is written to ``.ckpt-000100.pt.tmp-XXXX``, fsynced and renamed, so a
 kill mid-write leaves a temporary file the loader never looks at, never a half checkpoint
 under a final name. Loading uses ``torch.load(weights_only=True)``: a file holding
 pickled objects is refused.
@@ -41,8 +45,11 @@ def list_checkpoints(run: Path) -> list[tuple[int, Path]]:
 
 
 def save_checkpoint(run: Path, step: int, model_state: dict, optimizer_state: dict | None, *,
-                    model_config: str, run_config: dict, data_position: dict, keep: int = 3) -> Path:
-    path = checkpoint_path(run, step)
+                    model_config: str, run_config: dict, data_position: dict, keep: int = 3,
+                    train_state: dict | None = None, name: str | None = None) -> Path:
+    """Write the checkpoint atomically as ``ckpt-NNNNNN.pt`` (or ``name``, e.g. ``best.pt``) and
+    prune the ``ckpt-*`` sequence to ``keep`` (0: keep all)."""
+    path = checkpoint_path(run, step) if name is None else Path(run) / name
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     state = {
         "model": model_state,
@@ -51,6 +58,7 @@ def save_checkpoint(run: Path, step: int, model_state: dict, optimizer_state: di
         "model_config": model_config,
         "run_config": json.dumps(run_config, sort_keys=True),
         "data_position": json.dumps(data_position, sort_keys=True),
+        "train_state": json.dumps(train_state or {}, sort_keys=True),
     }
     try:
         with open(tmp, "wb") as f:
@@ -93,5 +101,6 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path} is not an mmp-train checkpoint (no model or model_config)")
     state["run_config"] = json.loads(state.get("run_config") or "{}")
     state["data_position"] = json.loads(state.get("data_position") or "{}")
+    state["train_state"] = json.loads(state.get("train_state") or "{}")
     state["path"] = str(path)
     return state

@@ -322,7 +322,7 @@ def sample_clips(src, cfg: ClipConfig, state: StreamState, seed: int):
         lang, text, pair, pair_lang, rows = clip
         state.count("samples/used")
         yield {"key": key, "lang": lang, "text": text, "pair": pair, "pair_lang": pair_lang, "video": rows,
-               "rng": rng}
+               "rng": rng, "epoch": sample["__epoch__"]}
 
 
 # ---------------------------------------------------------------------------- batches
@@ -376,16 +376,31 @@ def collate(samples: list[dict], pad_id: int) -> dict:
 
 
 def batched(src, batch_size: int, pad_id: int, state: StreamState, worker: int):
-    """Full batches only (DDP needs equal shapes across ranks for the gathered losses)."""
-    buf = []
+    """Full batches only (DDP needs equal shapes across ranks for the gathered losses).
+
+    Each batch's position also says how many epochs of this worker's share are wholly in
+    it and the batches before it (``epochs_done``, counted from epoch 0, so a resumed stream
+    counts on). Whether a batch closes its epoch shows only in the sample after it, so a
+    full batch is held until that sample arrives; its ``epoch``/``raw`` are taken when it
+    fills, so a resume rereads the held sample rather than passing over it.
+    """
+    buf, ready = [], None
     for s in src:
+        if ready is not None:
+            batch, last = ready
+            batch["position"]["epochs_done"] = max(s["epoch"], last)
+            yield batch
+            ready = None
         buf.append(s)
         if len(buf) == batch_size:
             batch = collate(buf, pad_id)
             batch["position"] = {"worker": worker, "epoch": state.epoch, "raw": state.raw}
             batch["counts"] = dict(state.counts)
-            yield batch
-            buf = []
+            ready, buf = (batch, buf[-1]["epoch"]), []
+    if ready is not None:  # the stream ended (a barren epoch): what it gave is whole
+        batch, last = ready
+        batch["position"]["epochs_done"] = last + 1
+        yield batch
 
 
 # ---------------------------------------------------------------------------- the dataset
@@ -405,18 +420,22 @@ class ClipStream(_iterable_dataset()):
     at that epoch and passes over the raw samples it had already read. Samples that were
     waiting in the shuffle buffer at the checkpoint are among those passed over, so a
     resume skips at most ``shuffle_buffer`` samples per worker and never repeats one.
+    A worker without a position starts at ``start_epoch`` (a resume whose ranks or workers
+    changed restarts the stream at the epoch it had reached, so the epoch count goes on).
     """
 
     def __init__(self, urls, tokenizer, cfg: ClipConfig, batch_size: int, *, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, shuffle_buffer: int = 100, positions: dict | None = None):
+                 world_size: int = 1, shuffle_buffer: int = 100, positions: dict | None = None,
+                 start_epoch: int = 0):
         self.urls, self.tokenizer, self.cfg = list(urls), tokenizer, cfg
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.shuffle_buffer = shuffle_buffer
         self.positions = {int(k): v for k, v in (positions or {}).items()}
+        self.start_epoch = start_epoch
 
     def pipeline(self, worker: int, num_workers: int):
         state = StreamState()
-        epoch, raw = self.positions.get(worker, (0, 0))
+        epoch, raw = self.positions.get(worker, (self.start_epoch, 0))
         rng = random.Random(f"{self.seed}/{self.rank}/{worker}/{epoch}/{raw}")
         stages = [
             lambda _: epoch_shards(self.urls, self.seed, start_epoch=epoch),

@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmp-eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--shards", required=True, help="downstream shards (brace pattern, glob, directory, paths, URLs)")
-    p.add_argument("--ckpt", required=True, type=Path, help="a checkpoint file, or a run directory (its latest)")
+    p.add_argument("--ckpt", required=True, type=Path,
+                   help="a checkpoint file, or a run directory (its latest); RUN/best.pt is the run's best on "
+                        "its validation split (mmp-train --val-shards)")
     p.add_argument("--langs", default="en,de,fr,ru,es,cs,sw,zh,vi", help="query languages (those present are used)")
     p.add_argument("--split", default="test", help="the captions.json split evaluated")
     p.add_argument("--require-complete", action="store_true",
@@ -154,10 +156,11 @@ def evaluate(args) -> dict:
     import torch
 
     from .checkpoint import load_checkpoint
-    from .data import DataError, _pad, expand_shards, feature_dim
+    from .data import DataError, expand_shards, feature_dim
     from .mmp import MMPConfig, build_model
     from .text import load_tokenizer
-    from .train import check_video_dim, pick_device
+    from .distributed import pick_device
+    from .run_setup import check_video_dim
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -187,34 +190,61 @@ def evaluate(args) -> dict:
     device = pick_device(args.device, 0)
     model.to(device).eval()
 
-    bs = args.batch_size
-    with torch.inference_mode():
-        v_emb = []
-        for i in range(0, len(videos), bs):
-            chunk = videos[i:i + bs]
-            t = max(len(v) for v in chunk)
-            x = torch.zeros(len(chunk), t, chunk[0].shape[1])
-            m = torch.zeros(len(chunk), t, dtype=torch.bool)
-            for j, v in enumerate(chunk):
-                x[j, :len(v)] = torch.from_numpy(v)
-                m[j, :len(v)] = True
-            v_emb.append(model.embed_video(x.to(device), m.to(device)).float().cpu())
-        v_emb = torch.cat(v_emb)
-        results = {}
-        for lang, items in queries.items():
-            q_emb = []
-            for i in range(0, len(items), bs):
-                ids = [tokenizer(text, truncation=True, max_length=args.max_text_len)["input_ids"]
-                       for text, _ in items[i:i + bs]]
-                ids, mask = _pad(ids, tokenizer.pad_token_id)
-                q_emb.append(model.embed_text(ids.to(device), mask.to(device)).float().cpu())
-            results[lang] = retrieval_metrics(torch.cat(q_emb), v_emb, [index for _, index in items])
-    metrics = ("R@1", "R@5", "R@10", "MdR")
-    average = {m: sum(r[m] for r in results.values()) / len(results) for m in metrics}
+    results, average = retrieve(model, tokenizer, videos, queries, batch_size=args.batch_size,
+                                max_text_len=args.max_text_len, device=device)
     pool["warning"] = pool_warning(pool, args.split)
     return {"checkpoint": ck["path"], "step": int(ck["step"]), "split": args.split, "videos": len(videos),
             "pool": pool, "query_langs": list(results),
             "video_features": list(members), "languages": results, "average": average, "counts": counts}
+
+
+def embed_videos(model, videos, batch_size: int, device):
+    """Video embeddings [V, D] (float, on the CPU) of ``videos``, lists of feature rows."""
+    import torch
+
+    out = []
+    for i in range(0, len(videos), batch_size):
+        chunk = videos[i:i + batch_size]
+        t = max(len(v) for v in chunk)
+        x = torch.zeros(len(chunk), t, chunk[0].shape[1])
+        m = torch.zeros(len(chunk), t, dtype=torch.bool)
+        for j, v in enumerate(chunk):
+            x[j, :len(v)] = torch.from_numpy(v)
+            m[j, :len(v)] = True
+        out.append(model.embed_video(x.to(device), m.to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def embed_texts(model, tokenizer, texts, batch_size: int, max_text_len: int, device):
+    """Text embeddings [Q, D] (float, on the CPU) of ``texts``."""
+    import torch
+
+    from .data import _pad
+
+    out = []
+    for i in range(0, len(texts), batch_size):
+        ids = [tokenizer(text, truncation=True, max_length=max_text_len)["input_ids"] for text in texts[i:i + batch_size]]
+        ids, mask = _pad(ids, tokenizer.pad_token_id)
+        out.append(model.embed_text(ids.to(device), mask.to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def retrieve(model, tokenizer, videos, queries, *, batch_size: int, max_text_len: int, device):
+    """Text->video retrieval of ``queries`` (``{lang: [(text, video index)]}``, as ``load_split``
+    gives them) among ``videos``: ``({lang: metrics}, average over languages)``. The model is
+    used as it is (the caller puts it in eval mode); no gradient is kept. The trainer's
+    validation calls this too, so its scores are mmp-eval's."""
+    import torch
+
+    with torch.inference_mode():
+        v_emb = embed_videos(model, videos, batch_size, device)
+        results = {}
+        for lang, items in queries.items():
+            q_emb = embed_texts(model, tokenizer, [text for text, _ in items], batch_size, max_text_len, device)
+            results[lang] = retrieval_metrics(q_emb, v_emb, [index for _, index in items])
+    metrics = ("R@1", "R@5", "R@10", "MdR")
+    average = {m: sum(r[m] for r in results.values()) / len(results) for m in metrics}
+    return results, average
 
 
 def format_table(res: dict) -> str:
@@ -240,7 +270,7 @@ def main(argv=None) -> int:
     from .checkpoint import CheckpointError
     from .data import DataError
     from .text import TextModelError
-    from .train import ConfigError
+    from .run_setup import ConfigError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -3,11 +3,27 @@
     mmp-train --shards 'DATA/mmp/mmp-{000000..000099}.tar' --out RUN --text-model xlm-roberta-large
     torchrun --nproc-per-node 8 -m model.train --shards ... --out RUN --text-model ...
 
+The run's pieces live beside this file: ``model.run_setup`` (flags checked against the data and a
+checkpoint, the model config, the step's rate), ``model.distributed`` (torchrun's environment,
+collectives, teardown), ``model.validation`` (scoring during training).
+
 DDP is one explicit check of the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK):
 gloo on CPU, nccl on GPU. ``--batch-size`` is the global batch; each rank takes its share,
 and the losses gather embeddings so the negatives span the global batch. Checkpoints
 (model, optimiser, step, configs, every worker's data position) are written atomically
 every ``--ckpt-every`` steps; ``--resume`` continues from the latest.
+
+The paper trains for a number of epochs (16 pre-training, 10 or 20 fine-tuning), so
+``--epochs N`` may stand for ``--steps``: an epoch is one pass over every training shard's
+usable samples, all ranks together. The stream is endless and each loader worker reads its
+own share, so the run stops when the slowest share has been read N times (a faster share
+may start its next pass meanwhile); a resumed run counts on. ``--lr-schedule`` sets the
+rate of each step from the step alone (``constant``, the default, the paper states none;
+``warmup-cosine``), so a resume continues the schedule exactly. With ``--val-shards`` the
+model is scored every ``--val-every`` steps, at each epoch's end and at the last step by
+text->video R@1/5/10 on the validation split (mmp-eval's code, on rank 0 while the others
+wait); the best by R@1 + R@5 + R@10, the paper's selection, is kept as ``RUN/best.pt``,
+for ``mmp-eval --ckpt RUN/best.pt``.
 
 ``--s3d-fc s3d_howto100m.pth`` builds the paper's 512 + 512 video input from 1024-d S3D
 rows (released features or extracted mixed_5c): the checkpoint's ``fc`` maps them to
@@ -29,20 +45,11 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+from .distributed import broadcast_object, ddp_env, gather_objects, pick_device, shutdown_distributed, to_device
+from .run_setup import TASK_DEFAULTS, ConfigError, lr_at, parse_losses, parse_members, read_s3d_fc, resolve_model
+from .validation import load_validation, validate
+
 log = logging.getLogger("mmp.train")
-
-TASK_DEFAULTS = {  # the paper's settings: (batch, max text tokens, max video rows)
-    "pretrain": (64, 192, 128),
-    "finetune": (128, 96, 36),
-}
-TASK_LOSSES = {  # the paper's objective per task (Eq. 1-6)
-    "pretrain": "inter,intra",
-    "finetune": "inter,intra,xling",
-}
-
-
-class ConfigError(Exception):
-    """Flags, data and checkpoint that do not fit together."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,9 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrain: clips with subtitles (subs.json); finetune: downstream captions (captions.json)")
     p.add_argument("--init", type=Path, help="start from this checkpoint's weights (e.g. pre-training for fine-tuning)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out, if any")
-    p.add_argument("--steps", type=int, default=1000, help="optimiser steps in total (a resumed run counts on)")
+    p.add_argument("--steps", type=int,
+                   help="optimiser steps in total (a resumed run counts on); 1000 when neither this nor --epochs")
+    p.add_argument("--epochs", type=int,
+                   help="train for N passes over the shards' usable samples instead of --steps (a resumed run "
+                        "counts on; the paper: 16 pre-training, 10 or 20 fine-tuning)")
     p.add_argument("--batch-size", type=int, help="global batch (split over ranks); default 64 pretrain, 128 finetune")
-    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
+    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (the peak, with a schedule)")
+    p.add_argument("--lr-schedule", choices=["constant", "warmup-cosine"], default="constant",
+                   help="the rate per step after --warmup-steps of linear warm-up: constant, or cosine decay to 0 "
+                        "over the run (with --epochs its length is known once the first epoch ends; until then "
+                        "the rate stays at --lr)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="steps of linear warm-up from 0 to --lr")
     p.add_argument("--clip-grad", type=float, default=0.2, help="gradient norm clipping")
     p.add_argument("--ckpt-every", type=int, default=500, help="steps between checkpoints (the last step always saves)")
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept in --out")
@@ -103,167 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples in each worker's shuffle buffer (about 1 MB each for a 5-minute video); shards "
                         "are shuffled per epoch as well")
     p.add_argument("--log-every", type=int, default=10, help="steps between log lines")
+    v = p.add_argument_group("validation (text->video retrieval; the best checkpoint is RUN/best.pt)")
+    v.add_argument("--val-shards", help="downstream shards holding the validation split (as --shards); scored at "
+                                        "the last step, each epoch's end with --epochs, and every --val-every steps")
+    v.add_argument("--val-every", type=int,
+                   help="steps between validations; without it, only at epoch ends (--epochs) and the last step")
+    v.add_argument("--val-split", default="val", help="the captions.json split of --val-shards scored")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
-
-
-# ---------------------------------------------------------------------------- distributed
-
-
-def ddp_env() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) without it."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    return 0, 1, 0
-
-
-def pick_device(name: str, local_rank: int):
-    import torch
-
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda but no CUDA device is visible")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def to_device(batch: dict, device) -> dict:
-    import torch
-
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-
-
-def gather_objects(obj, world: int) -> list:
-    import torch.distributed as dist
-
-    if world == 1:
-        return [obj]
-    out = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
-
-
-# ---------------------------------------------------------------------------- setup
-
-
-def parse_members(text: str) -> tuple[str, ...]:
-    from .data import FEATURE_MEMBERS
-
-    members = tuple(m.strip() for m in text.split(",") if m.strip())
-    bad = [m for m in members if m not in FEATURE_MEMBERS]
-    if not members or bad:
-        raise ConfigError(f"--video-features {text!r}: choose from {', '.join(FEATURE_MEMBERS)}")
-    return members
-
-
-def parse_losses(text: str | None, task: str) -> tuple[str, ...]:
-    """``--losses`` as a tuple of terms, the task's default when not given."""
-    from .losses import parse_terms
-
-    try:
-        return parse_terms(TASK_LOSSES[task] if text is None else text)
-    except ValueError as exc:
-        raise ConfigError(f"--losses {exc}") from None
-
-
-def check_video_dim(cfg, dim: int, members: tuple[str, ...], source: str, layout=None) -> None:
-    """The shards' row width ``dim`` (and, given ``layout``, where the s3d columns lie) fits ``cfg``."""
-    if cfg.row_dim != dim:
-        mapped = (f", whose s3d fc maps {cfg.s3d_fc['in_dim']}-d s3d rows to {cfg.s3d_fc['out_dim']}"
-                  if cfg.s3d_fc else "")
-        raise ConfigError(
-            f"the shards' video features ({'+'.join(members)}) are {dim}-dimensional but {source} expects "
-            f"{cfg.row_dim} ({'+'.join(cfg.video_features)}{mapped}); use the same --video-features as that model")
-    if cfg.s3d_fc and layout is not None:
-        offset = s3d_offset(layout)
-        if offset != cfg.s3d_fc["offset"]:
-            raise ConfigError(f"{source} maps its s3d fc over columns from {cfg.s3d_fc['offset']} "
-                              f"({'+'.join(cfg.video_features)}) but --video-features {'+'.join(members)} puts "
-                              f"the s3d rows at {offset}; use the same --video-features as that model")
-
-
-def s3d_offset(layout) -> int | None:
-    """The first column of the s3d rows in the concatenated input (None without s3d)."""
-    offset = 0
-    for m in layout:
-        if m.name == "s3d":
-            return offset
-        offset += m.width
-    return None
-
-
-def read_s3d_fc(args, members, layout):
-    """``(weight, bias, config entry)`` for ``--s3d-fc``, or None without it; ConfigError when the
-    file, the chosen members or the shards' s3d rows do not fit the map."""
-    from .mmp import S3D_FC_IN, S3D_FC_OUT, S3DFcError, load_s3d_fc
-
-    if args.s3d_fc is None:
-        return None
-    try:
-        weight, bias, sha256 = load_s3d_fc(args.s3d_fc)
-    except S3DFcError as exc:
-        raise ConfigError(str(exc)) from None
-    if "s3d" not in members:
-        raise ConfigError(f"--s3d-fc maps the s3d rows, but --video-features {','.join(members)} does not include s3d")
-    s3d = next(m for m in layout if m.name == "s3d")
-    if s3d.meta.get("output") == "embedding" or s3d.width == S3D_FC_OUT:
-        raise ConfigError(f"--s3d-fc: the shards' s3d rows are already {s3d.width}-d"
-                          f"{' (meta.json output: embedding)' if s3d.meta.get('output') == 'embedding' else ''}, "
-                          "the S3D embedding the fc gives; drop --s3d-fc, or use 1024-d mixed_5c s3d features")
-    if s3d.width != S3D_FC_IN:
-        raise ConfigError(f"--s3d-fc maps {S3D_FC_IN}-d s3d rows (pooled mixed_5c) but the shards' s3d rows "
-                          f"are {s3d.width}-d")
-    entry = {"offset": s3d_offset(layout), "in_dim": S3D_FC_IN, "out_dim": S3D_FC_OUT,
-             "file": str(args.s3d_fc), "sha256": sha256}
-    return weight, bias, entry
-
-
-def check_s3d_fc(cfg, ck, fc, source: str) -> None:
-    """``--s3d-fc`` with a checkpoint: the checkpoint must hold the same map (its own wins anyway)."""
-    import torch
-
-    if fc is None:
-        return
-    if cfg.s3d_fc is None:
-        raise ConfigError(f"--s3d-fc: {source} was trained without an s3d fc (its video input is "
-                          f"{cfg.video_dim}-d {'+'.join(cfg.video_features)}); drop --s3d-fc or start a new model")
-    weight, bias, _ = fc
-    if not (torch.equal(ck["model"]["s3d_fc_weight"].float(), weight)
-            and torch.equal(ck["model"]["s3d_fc_bias"].float(), bias)):
-        raise ConfigError(f"--s3d-fc {fc[2]['file']} differs from the s3d fc {source} was trained with "
-                          f"({cfg.s3d_fc.get('file')}); drop --s3d-fc to keep the checkpoint's")
-
-
-def resolve_model(args, members, layout, fc=None):
-    """The model config, the checkpoint to start from (or None) and whether it is a resume."""
-    from .checkpoint import list_checkpoints, load_checkpoint
-    from .mmp import MMPConfig
-
-    dim = sum(m.width for m in layout)
-    if args.resume and list_checkpoints(args.out):
-        ck = load_checkpoint(args.out)
-        cfg = MMPConfig.from_json(ck["model_config"])
-        check_video_dim(cfg, dim, members, f"the checkpoint {ck['path']}", layout)
-        check_s3d_fc(cfg, ck, fc, f"the checkpoint {ck['path']}")
-        return cfg, ck, True
-    if args.init is not None:
-        ck = load_checkpoint(args.init)
-        cfg = MMPConfig.from_json(ck["model_config"])
-        check_video_dim(cfg, dim, members, f"the checkpoint {ck['path']}", layout)
-        check_s3d_fc(cfg, ck, fc, f"the checkpoint {ck['path']}")
-        if args.text_model:
-            cfg.text_model = args.text_model  # the same encoder, found at a new place
-        return cfg, ck, False
-    if not args.text_model:
-        raise ConfigError("--text-model is required without --init or a checkpoint to --resume")
-    s3d_fc = None if fc is None else fc[2]
-    video_dim = dim if s3d_fc is None else dim - s3d_fc["in_dim"] + s3d_fc["out_dim"]
-    cfg = MMPConfig(text_model=args.text_model, video_dim=video_dim, video_features=list(members),
-                    d_model=args.d_model, heads=args.heads, layers=args.head_layers, dropout=args.dropout,
-                    output_layer=args.text_output_layer, trainable_layers=args.text_trainable_layers,
-                    temperature=args.temperature, s3d_fc=s3d_fc)
-    return cfg, None, False
 
 
 def open_logs(out: Path, rank: int):
@@ -288,7 +151,7 @@ def train(args) -> int:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from .checkpoint import save_checkpoint
+    from .checkpoint import load_checkpoint, save_checkpoint
     from .data import ClipConfig, ClipStream, DataError, expand_shards, feature_layout
     from .losses import mmp_loss
     from .mmp import build_model
@@ -311,9 +174,18 @@ def train(args) -> int:
     batch = args.batch_size or batch
     if batch % world:
         raise ConfigError(f"--batch-size {batch} is not divisible by the {world} ranks")
-    for name in ("steps", "ckpt_every", "log_every"):
-        if getattr(args, name) < 1:
+    if args.steps is not None and args.epochs is not None:
+        raise ConfigError(f"--steps {args.steps} and --epochs {args.epochs}: training stops at one of them; "
+                          "give only one")
+    if args.steps is None and args.epochs is None:
+        args.steps = 1000
+    for name in ("steps", "epochs", "ckpt_every", "log_every", "val_every"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.warmup_steps < 0:
+        raise ConfigError("--warmup-steps must be 0 or more")
+    if args.val_every is not None and not args.val_shards:
+        raise ConfigError("--val-every needs --val-shards (the shards holding the validation split)")
     members = parse_members(args.video_features)
     losses = parse_losses(args.losses, args.task)
     urls = expand_shards(args.shards)
@@ -324,10 +196,11 @@ def train(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     cfg, ck, resumed = resolve_model(args, members, layout, fc)
+    val = load_validation(args, cfg, members, args.max_video_len or video_len, rank, world)
     tokenizer = load_tokenizer(args.text_model or cfg.text_model)
     torch.manual_seed(args.seed)
     model = build_model(cfg)
-    start_step, positions = 0, None
+    start_step, positions, state = 0, None, {}
     if ck is not None:
         model.load_state_dict(ck["model"])  # an s3d fc comes with the checkpoint's weights
     elif fc is not None:
@@ -337,10 +210,9 @@ def train(args) -> int:
     opt = torch.optim.Adam(params, lr=args.lr)
     workers = min(args.workers, max(1, len(urls) // world)) if args.workers > 0 else 0
     if resumed:
-        opt.load_state_dict(ck["optimizer"])
-        for group in opt.param_groups:
-            group["lr"] = args.lr  # the moments continue; the rate is this command's
+        opt.load_state_dict(ck["optimizer"])  # the moments continue; the rate is this command's schedule's
         start_step = int(ck["step"])
+        state = ck.get("train_state") or {}
         dp = ck["data_position"]
         if dp.get("world_size") == world and dp.get("workers") == workers:
             positions = dp["ranks"][rank]
@@ -354,7 +226,8 @@ def train(args) -> int:
                       members=members, max_text_len=args.max_text_len or text_len,
                       max_video_len=args.max_video_len or video_len, split=args.split, mask_prob=args.mask_prob)
     dataset = ClipStream(urls, tokenizer, clip, batch // world, seed=args.seed, rank=rank, world_size=world,
-                         shuffle_buffer=args.shuffle_buffer, positions=positions)
+                         shuffle_buffer=args.shuffle_buffer, positions=positions,
+                         start_epoch=int(state.get("epochs_done", 0)))
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
                                          prefetch_factor=4 if workers else None,
                                          pin_memory=device.type == "cuda")
@@ -380,6 +253,34 @@ def train(args) -> int:
                 total.update(c)
         return dict(sorted(total.items()))
 
+    epochs_done = int(state.get("epochs_done", 0))
+    streams = {w: epochs_done for w in range(max(workers, 1))}  # epochs done per worker on this rank
+    steps_per_epoch = state.get("steps_per_epoch")
+    best = state.get("best")
+    if resumed and rank == 0 and (args.out / "best.pt").is_file():  # it may be newer than the checkpoint resumed
+        kept = load_checkpoint(args.out / "best.pt")["train_state"].get("best")
+        if kept and (best is None or kept["rsum"] > best["rsum"]):
+            best = kept
+    best = broadcast_object(best, world)
+
+    def global_epochs() -> int:
+        """Epochs done by every worker of every rank (the slowest share's count)."""
+        mine = torch.tensor([min(streams.values())], dtype=torch.long, device=device)
+        if world > 1:
+            dist.all_reduce(mine, op=dist.ReduceOp.MIN)
+        return int(mine.item())
+
+    def total_steps():
+        if args.epochs is None:
+            return args.steps
+        return None if steps_per_epoch is None else args.epochs * steps_per_epoch
+
+    def train_state(lr):
+        return {"epochs_done": epochs_done, "steps_per_epoch": steps_per_epoch, "best": best, "lr": lr}
+
+    def finished(at: int) -> bool:
+        return at >= args.steps if args.epochs is None else epochs_done >= args.epochs
+
     use_amp = device.type == "cuda"
     bar = None
     if rank == 0 and not args.no_progress:
@@ -392,7 +293,8 @@ def train(args) -> int:
     step = start_step
     model.train()
     try:
-        for step in range(start_step + 1, args.steps + 1):
+        while not finished(step):
+            step += 1
             try:
                 b = next(it)
             except StopIteration:
@@ -402,6 +304,10 @@ def train(args) -> int:
                                 "--task, --langs, --video-features and --split against the data") from None
             worker_pos[b["position"]["worker"]] = (b["position"]["epoch"], b["position"]["raw"])
             worker_counts[b["position"]["worker"]] = b["counts"]
+            streams[b["position"]["worker"]] = b["position"]["epochs_done"]
+            lr = lr_at(step, args.lr, args.lr_schedule, args.warmup_steps, total_steps())
+            for group in opt.param_groups:
+                group["lr"] = lr
             tensors = to_device(b, device)
             with_pairs = False
             if "xling" in losses:  # every rank takes the same branch: one with pairs makes all embed them
@@ -416,26 +322,65 @@ def train(args) -> int:
             terms["loss"].backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
             opt.step()
+            epoch_end = False
+            if args.epochs is not None:
+                done = global_epochs()
+                epoch_end, epochs_done = done > epochs_done, max(done, epochs_done)
+                if epoch_end and steps_per_epoch is None:
+                    steps_per_epoch = max(1, step // epochs_done)  # the first epoch's length sets the horizon
+            last = finished(step)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{terms['loss'].item():.4f}")
-            if rank == 0 and (step % args.log_every == 0 or step == args.steps or step == start_step + 1):
+                bar.set_postfix(loss=f"{terms['loss'].item():.4f}",
+                                **({"epoch": epochs_done} if args.epochs is not None else {}))
+            if rank == 0 and (step % args.log_every == 0 or last or epoch_end or step == start_step + 1):
                 now = time.time()
-                row = {"step": step, "lr": opt.param_groups[0]["lr"], "grad_norm": float(grad_norm),
+                row = {"step": step, "lr": lr, "grad_norm": float(grad_norm),
                        "samples_per_s": round((step - last_step) * batch / max(now - last_time, 1e-9), 2),
                        "time": round(now - started, 3)}
                 row.update({k: v.item() for k, v in terms.items()})
+                if args.epochs is not None:
+                    row["epochs"] = epochs_done
                 jsonl.write(json.dumps(row) + "\n")
                 if tb is not None:
                     for k, v in row.items():
                         if k != "step":
                             tb.add_scalar(f"train/{k}", v, step)
                 last_time, last_step = now, step
-            if step % args.ckpt_every == 0 or step == args.steps:
+            if args.val_shards and (last or epoch_end or (args.val_every and step % args.val_every == 0)):
+                if args.epochs is None:
+                    epochs_done = global_epochs()
+                scores, better = None, False
+                if rank == 0:  # the others wait in the broadcast, so none runs ahead into a collective
+                    scores = validate(model, tokenizer, val, clip.max_text_len, device)
+                    better = best is None or scores["rsum"] > best["rsum"]
+                    if better:
+                        best = {"step": step, "epochs": epochs_done, **scores}
+                scores, better, best = broadcast_object((scores, better, best), world)
+                if rank == 0:
+                    row = {"step": step, **{f"val/{k}": v for k, v in scores.items()}, "val/best": better}
+                    if args.epochs is not None:
+                        row["epochs"] = epochs_done
+                    jsonl.write(json.dumps(row) + "\n")
+                    if tb is not None:
+                        for k in ("R@1", "R@5", "R@10", "MdR", "rsum"):
+                            tb.add_scalar(f"val/{k}", scores[k], step)
+                if better:
+                    position = data_position()
+                    if rank == 0:
+                        save_checkpoint(args.out, step, model.state_dict(), opt.state_dict(),
+                                        model_config=cfg.to_json(), run_config=run_config, data_position=position, keep=0,
+                                        train_state={**train_state(lr), "val": scores}, name="best.pt")
+            if step % args.ckpt_every == 0 or last:
+                if args.epochs is None:
+                    epochs_done = global_epochs()
                 position = data_position()
                 if rank == 0:
                     save_checkpoint(args.out, step, model.state_dict(), opt.state_dict(), model_config=cfg.to_json(),
-                                    run_config=run_config, data_position=position, keep=args.keep)
+                                    run_config=run_config, data_position=position, keep=args.keep,
+                                    train_state=train_state(lr))
+        if args.epochs is None:
+            epochs_done = global_epochs()
         counts = counts_total()
     finally:
         if bar is not None:
@@ -446,11 +391,15 @@ def train(args) -> int:
             tb.close()
     if rank == 0:
         summary = {"steps": step, "started_at_step": start_step, "resumed": resumed, "world_size": world,
-                   "global_batch": batch, "seconds": round(time.time() - started, 3),
+                   "global_batch": batch, "seconds": round(time.time() - started, 3), "epochs": epochs_done,
+                   "steps_per_epoch": steps_per_epoch, "lr_schedule": args.lr_schedule, "best": best,
                    "final": {k: v.item() for k, v in terms.items()}, "counts": counts}
         (args.out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        print(f"mmp-train: {step} steps in {summary['seconds']:.1f}s, loss {summary['final'].get('loss', float('nan')):.4f}; "
-              f"checkpoints in {args.out}")
+        print(f"mmp-train: {step} steps ({epochs_done} epochs) in {summary['seconds']:.1f}s, "
+              f"loss {summary['final'].get('loss', float('nan')):.4f}; checkpoints in {args.out}")
+        if best is not None:
+            print(f"mmp-train: best on {args.val_split}: step {best['step']}, R@1 {best['R@1']:.1f} "
+                  f"R@5 {best['R@5']:.1f} R@10 {best['R@10']:.1f}; {args.out / 'best.pt'}")
         skipped = {k: v for k, v in counts.items() if k.startswith(("skipped/", "error/"))}
         if skipped:
             print(f"mmp-train: skipped input: {skipped}")
@@ -474,28 +423,6 @@ def main(argv=None) -> int:
         return 2
     finally:
         shutdown_distributed(finished)
-
-
-def shutdown_distributed(finished: bool) -> None:
-    """Tear the process group down on every rank together, while the interpreter is whole.
-
-    A rank that finished waits for the others before it closes its Gloo/NCCL connections, so no
-    rank loses its peer while it still writes the summary or the last checkpoint; a group left to
-    interpreter shutdown can abort the process ("terminate called without an active exception")
-    and turn a finished run into a failed one under torchrun. After an error there is no barrier:
-    the other ranks may never reach it.
-    """
-    import gc
-
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    if finished:
-        dist.barrier()
-    gc.collect()
-    dist.destroy_process_group()
-    gc.collect()
 
 
 if __name__ == "__main__":
