@@ -53,6 +53,9 @@ class MMPConfig:
     # The fixed S3D fc on the s3d columns: {"offset", "in_dim", "out_dim", "file", "sha256"}; its
     # weights are the model's buffers s3d_fc_weight / s3d_fc_bias. None: rows go in as stored.
     s3d_fc: dict | None = None
+    # The video input layer (video_proj) trains at this multiple of the rate: 2 for a new input
+    # layer on a pre-trained model (the paper's Multi30K region features), else 1.
+    video_input_lr_scale: float = 1.0
 
     @property
     def row_dim(self) -> int:

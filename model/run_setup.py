@@ -60,7 +60,8 @@ def check_video_dim(cfg, dim: int, members: tuple[str, ...], source: str, layout
                   if cfg.s3d_fc else "")
         raise ConfigError(
             f"the shards' video features ({'+'.join(members)}) are {dim}-dimensional but {source} expects "
-            f"{cfg.row_dim} ({'+'.join(cfg.video_features)}{mapped}); use the same --video-features as that model")
+            f"{cfg.row_dim} ({'+'.join(cfg.video_features)}{mapped}); use the same --video-features as that model, "
+            "or, from an --init checkpoint, --new-video-input for other features (e.g. Multi30K's regions)")
     if cfg.s3d_fc and layout is not None:
         offset = s3d_offset(layout)
         if offset != cfg.s3d_fc["offset"]:
@@ -133,9 +134,21 @@ def resolve_model(args, members, layout, fc=None):
         check_video_dim(cfg, dim, members, f"the checkpoint {ck['path']}", layout)
         check_s3d_fc(cfg, ck, fc, f"the checkpoint {ck['path']}")
         return cfg, ck, True
+    if getattr(args, "new_video_input", False) and args.init is None:
+        raise ConfigError("--new-video-input replaces the video input layer of an --init checkpoint; give --init")
     if args.init is not None:
         ck = load_checkpoint(args.init)
         cfg = MMPConfig.from_json(ck["model_config"])
+        if getattr(args, "new_video_input", False):
+            if not args.new_input_lr_scale > 0:
+                raise ConfigError(f"--new-input-lr-scale must be positive, got {args.new_input_lr_scale}")
+            # A new input layer for these shards' members (and their own s3d fc, if any).
+            cfg.video_features, cfg.s3d_fc = list(members), None if fc is None else fc[2]
+            cfg.video_dim = dim if fc is None else dim - fc[2]["in_dim"] + fc[2]["out_dim"]
+            cfg.video_input_lr_scale = float(args.new_input_lr_scale)
+            if args.text_model:
+                cfg.text_model = args.text_model
+            return cfg, ck, False
         check_video_dim(cfg, dim, members, f"the checkpoint {ck['path']}", layout)
         check_s3d_fc(cfg, ck, fc, f"the checkpoint {ck['path']}")
         if args.text_model:

@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="pretrain",
                    help="pretrain: clips with subtitles (subs.json); finetune: downstream captions (captions.json)")
     p.add_argument("--init", type=Path, help="start from this checkpoint's weights (e.g. pre-training for fine-tuning)")
+    p.add_argument("--new-video-input", action="store_true",
+                   help="with --init: keep the checkpoint's model but give it a new video input layer for these "
+                        "shards' --video-features (the paper's Multi30K: image region features on an MMP model), "
+                        "trained at --new-input-lr-scale times the rate")
+    p.add_argument("--new-input-lr-scale", type=float, default=2.0,
+                   help="rate multiple of the new video input layer (default 2, the paper's)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out, if any")
     p.add_argument("--steps", type=int,
                    help="optimiser steps in total (a resumed run counts on); 1000 when neither this nor --epochs")
@@ -127,6 +133,28 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--val-split", default="val", help="the captions.json split of --val-shards scored")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def load_without_video_input(model, state: dict, source) -> None:
+    """A checkpoint's weights into a model whose video input layer (and s3d fc) is new: every
+    other key must match exactly, so only the input layer starts afresh."""
+    fresh = ("video_proj.", "s3d_fc_")
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith(fresh)},
+                                                strict=False)
+    missing = [k for k in missing if not k.startswith(fresh)]
+    if missing or unexpected:
+        raise ConfigError(f"--new-video-input: {source} does not fit the model beyond its video input "
+                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def param_groups(model, params: list, input_scale: float) -> list:
+    """One group, or the video input layer apart at ``input_scale`` times the rate (``lr_scale``,
+    applied by the schedule each step)."""
+    if input_scale == 1.0:
+        return [{"params": params, "lr_scale": 1.0}]
+    inputs = {id(p) for p in model.video_proj.parameters()}
+    return [{"params": [p for p in params if id(p) not in inputs], "lr_scale": 1.0},
+            {"params": [p for p in params if id(p) in inputs], "lr_scale": input_scale}]
 
 
 def open_logs(out: Path, rank: int):
@@ -201,13 +229,17 @@ def train(args) -> int:
     torch.manual_seed(args.seed)
     model = build_model(cfg)
     start_step, positions, state = 0, None, {}
-    if ck is not None:
+    if ck is not None and not resumed and args.new_video_input:
+        load_without_video_input(model, ck["model"], ck["path"])
+        if fc is not None:
+            model.set_s3d_fc(fc[0], fc[1])
+    elif ck is not None:
         model.load_state_dict(ck["model"])  # an s3d fc comes with the checkpoint's weights
     elif fc is not None:
         model.set_s3d_fc(fc[0], fc[1])
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=args.lr)
+    opt = torch.optim.Adam(param_groups(model, params, cfg.video_input_lr_scale), lr=args.lr)
     workers = min(args.workers, max(1, len(urls) // world)) if args.workers > 0 else 0
     if resumed:
         opt.load_state_dict(ck["optimizer"])  # the moments continue; the rate is this command's schedule's
@@ -307,7 +339,7 @@ def train(args) -> int:
             streams[b["position"]["worker"]] = b["position"]["epochs_done"]
             lr = lr_at(step, args.lr, args.lr_schedule, args.warmup_steps, total_steps())
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             tensors = to_device(b, device)
             with_pairs = False
             if "xling" in losses:  # every rank takes the same branch: one with pairs makes all embed them

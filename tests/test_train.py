@@ -557,3 +557,38 @@ def test_caption_draws_cover_every_caption_with_parallel_ones_as_pairs():
     only_en = caption_clip(captions, video, ClipConfig(task="finetune", langs=("en",)), random.Random(1))
     assert only_en[0] == "en" and only_en[2] is None
     assert caption_clip({"captions": {"fr": ["x"]}}, video, cfg, random.Random(0)) is None
+
+
+def test_new_video_input_from_a_pretrained_checkpoint_at_twice_the_rate(tmp_path, text_dir, pretrain_shards, capsys):
+    """The paper's Multi30K: an MMP checkpoint, a new linear input for region features, trained at 2x lr."""
+    import numpy as np
+
+    from model.checkpoint import load_checkpoint
+    from tests.textmodel import _npy, caption_sample, write_tar
+
+    pre = tmp_path / "pre"
+    assert main(["--shards", str(pretrain_shards / "mmp-*.tar"), "--out", str(pre), "--text-model", str(text_dir),
+                 "--steps", "1", "--batch-size", "2"] + TINY) == 0
+    samples = []
+    for i in range(4):
+        key, members = caption_sample(i)
+        members["regions.npy"] = _npy(np.random.default_rng(i).normal(size=(5, 12)).astype(np.float16))
+        samples.append((key, members))
+    regions = write_tar(tmp_path / "m30k" / "mmp-000000.tar", samples)
+    ft = ["--shards", str(regions), "--task", "finetune", "--video-features", "regions", "--steps", "2",
+          "--batch-size", "2", "--init", str(pre), "--lr", "1e-3"] + TINY
+    capsys.readouterr()
+    assert "--new-video-input" in train_error(ft + ["--out", str(tmp_path / "refused")], capsys)
+    assert main(ft + ["--out", str(tmp_path / "ft"), "--new-video-input"]) == 0
+    before, after = load_checkpoint(pre), load_checkpoint(tmp_path / "ft")
+    cfg = json.loads(after["model_config"])
+    assert (cfg["video_dim"], cfg["video_features"], cfg["video_input_lr_scale"]) == (12, ["regions"], 2.0)
+    assert after["model"]["video_proj.weight"].shape[1] == 12 and before["model"]["video_proj.weight"].shape[1] != 12
+    groups = after["optimizer"]["param_groups"]
+    assert [g["lr_scale"] for g in groups] == [1.0, 2.0] and [g["lr"] for g in groups] == [1e-3, 2e-3]
+    # the rest of the model came from the checkpoint: two Adam steps at 1e-3 move each weight by at most ~2e-3
+    for key, value in before["model"].items():
+        if not key.startswith("video_proj."):
+            assert (after["model"][key].float() - value.float()).abs().max() < 5e-3, key
+    assert main(ft + ["--out", str(tmp_path / "ft"), "--resume", "--steps", "3"]) == 0  # the groups resume as saved
+    assert [g["lr_scale"] for g in load_checkpoint(tmp_path / "ft")["optimizer"]["param_groups"]] == [1.0, 2.0]
