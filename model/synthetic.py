@@ -1,16 +1,24 @@
 """A planted-structure corpus for the zero-shot cross-lingual benchmark, as real ``mmp/`` shards.
 
-The paper's claim in miniature: English-only fine-tuning transfers to other languages
-only if pre-training tied the languages together through the video. So the corpus is
-built so that nothing else can tie them:
+The paper's claim in miniature: after English-only fine-tuning, multilingual multimodal
+pre-training transfers retrieval to other languages better than English-only pre-training
+or none. For that to be a measurement rather than a construction, the corpus gives the
+baselines something to transfer with and keeps pre-training from solving the test:
 
 - K concepts. Each has a fixed random prototype per feature member; a video is a
   sequence of concept spans, and feature row t is the prototype of the concept shown
   in second t plus Gaussian noise.
-- 9 synthetic languages with (mostly) disjoint vocabularies: each language names each
-  concept with its own word, built from its own consonants (its own script for ru and
-  zh), and has its own filler words. Only digits and the full stop are shared, and they
-  carry no information about the concepts.
+- A domain shift: ``finetune/`` and ``eval/`` draw their features from other prototypes,
+  ``sqrt(1 - s) * pretrain prototype + sqrt(s) * a fresh one`` (``downstream_shift`` s), as
+  HowTo100M clips differ from MSR-VTT's. A pre-trained model scored without fine-tuning
+  meets features only partly like those it learnt (at s = 1, unrelated ones), so English
+  fine-tuning has to re-fit the video side, and pre-training cannot solve the test alone.
+- 9 synthetic languages. Each names each concept with its own word, built from its own
+  consonants (its own script for ru and zh), and has its own filler words; digits and the
+  full stop are shared and say nothing. A share of the concepts (``cognates``) are
+  loanwords: one spelling, the English one, in every Latin-script language (not ru, zh).
+  They are what mBERT's shared subwords are to real languages: a way for a model that
+  never saw a language paired with video to understand some of it.
 - ``pretrain/``: subtitles (the aligned ``subs.json`` layout) in every language; the cue
   over second t names the concept shown in second t, in every language at once.
   ``pretrain_en/``: the same videos with the English track only (the MP baseline).
@@ -53,6 +61,7 @@ ALPHABETS = {
     "zh": None,  # words of two CJK characters
 }
 SHARED_TOKENS = [str(d) for d in range(1, 10)] + ["."]
+NON_LATIN = ("ru", "zh")  # scripts of their own: no loanwords spelt as in English
 FILLERS = 8
 PARTS = {"pretrain": 1, "finetune": 2, "eval": 3}
 
@@ -90,13 +99,27 @@ def make_lexicon(lang: str, n_concepts: int, rng: np.random.Generator) -> Lexico
     return Lexicon(lang, words[:n_concepts], words[n_concepts:n_concepts + FILLERS], words[-1])
 
 
-def make_lexicons(langs, n_concepts: int, seed: int) -> dict[str, Lexicon]:
+def cognate_concepts(n_concepts: int, cognates: float, seed: int) -> list[int]:
+    """The concepts named by one (English) word in every Latin-script language."""
+    k = int(round(cognates * n_concepts))
+    return sorted(int(c) for c in np.random.default_rng([seed, 0, 100]).choice(n_concepts, size=k, replace=False))
+
+
+def make_lexicons(langs, n_concepts: int, seed: int, cognates: float = 0.0) -> dict[str, Lexicon]:
     unknown = [l for l in langs if l not in ALPHABETS]
     if unknown:
         raise ValueError(f"no synthetic alphabet for {unknown}; languages are {', '.join(ALPHABETS)}")
-    lexicons = {l: make_lexicon(l, n_concepts, np.random.default_rng([seed, 0, i])) for i, l in enumerate(langs)}
+    if not 0.0 <= cognates <= 1.0:
+        raise ValueError("cognates is a share of the concepts, between 0 and 1")
+    # the English lexicon is drawn whether or not en is listed, so a loanword is spelt the same either way
+    english = make_lexicon("en", n_concepts, np.random.default_rng([seed, 0, LANGS.index("en")]))
+    lexicons = {l: make_lexicon(l, n_concepts, np.random.default_rng([seed, 0, LANGS.index(l)])) for l in langs}
     words = [w for lex in lexicons.values() for w in lex.words()]
     assert len(words) == len(set(words)), "synthetic vocabularies overlap"  # disjoint onsets guarantee it
+    for c in cognate_concepts(n_concepts, cognates, seed):
+        for lang, lex in lexicons.items():
+            if lang not in NON_LATIN:
+                lex.concepts[c] = english.concepts[c]
     return lexicons
 
 
@@ -187,6 +210,8 @@ class SyntheticConfig:
     noise: float = 1.0  # std of the per-second Gaussian noise around a concept's unit-variance prototype
     finetune_captions: int = 3  # English captions per fine-tuning video
     videos_per_unit: int = 100
+    cognates: float = 0.4  # share of concepts spelt as in English in every Latin-script language
+    downstream_shift: float = 0.8  # finetune/eval prototypes: sqrt(1-s) * pretrain + sqrt(s) * fresh
 
 
 def meta(video: Video, split: str) -> dict:
@@ -226,9 +251,13 @@ def shard_pattern(directory: Path, units: int) -> str:
 
 def build(cfg: SyntheticConfig):
     """The corpus in memory: lexicons, videos with their texts, per part."""
-    lexicons = make_lexicons(cfg.langs, cfg.concepts, cfg.seed)
+    lexicons = make_lexicons(cfg.langs, cfg.concepts, cfg.seed, cfg.cognates)
     proto_rng = np.random.default_rng([cfg.seed, 0, 99])
     prototypes = {name: proto_rng.standard_normal((cfg.concepts, dim)) for name, dim in cfg.feature_dims}
+    fresh_rng = np.random.default_rng([cfg.seed, 0, 98])
+    s = cfg.downstream_shift
+    downstream = {name: np.sqrt(1 - s) * proto + np.sqrt(s) * fresh_rng.standard_normal(proto.shape)
+                  for name, proto in prototypes.items()}
     parts: dict[str, list] = {"pretrain": [], "finetune": [], "eval": []}
     for i in range(cfg.pretrain_videos):
         rng = np.random.default_rng([cfg.seed, PARTS["pretrain"], i])
@@ -237,7 +266,7 @@ def build(cfg: SyntheticConfig):
         parts["pretrain"].append((video, subtitles(video, lexicons, rng)))
     for i in range(cfg.finetune_videos):
         rng = np.random.default_rng([cfg.seed, PARTS["finetune"], i])
-        video = make_video(f"ft{i:06d}", rng, cfg, cfg.concepts_per_video, prototypes)
+        video = make_video(f"ft{i:06d}", rng, cfg, cfg.concepts_per_video, downstream)
         caps = [sentence(lexicons["en"], [c for _, _, c in video.spans], rng) for _ in range(cfg.finetune_captions)]
         parts["finetune"].append((video, {"en": caps}))
     taken = set()
@@ -249,17 +278,18 @@ def build(cfg: SyntheticConfig):
                 break
         else:
             raise ValueError(f"{cfg.eval_videos} eval videos need more distinct concept sets; raise concepts")
-        video = make_video(f"ev{i:06d}", rng, cfg, cfg.concepts_per_video, prototypes, concepts)
+        video = make_video(f"ev{i:06d}", rng, cfg, cfg.concepts_per_video, downstream, concepts)
         taken.add(frozenset(c for _, _, c in video.spans))
         shown = [c for _, _, c in video.spans]
         parts["eval"].append((video, {lang: [sentence(lex, shown, rng)] for lang, lex in lexicons.items()}))
-    return lexicons, prototypes, parts
+    return lexicons, {"pretrain": prototypes, "downstream": downstream}, parts
 
 
 def write_synthetic_corpus(out: Path, seed: int, *, concepts: int = 24, langs=LANGS, pretrain_videos: int = 400,
                            finetune_videos: int = 200, eval_videos: int = 100, min_seconds: int = 8,
                            max_seconds: int = 16, concepts_per_video: int = 3, feature_dims=None,
-                           noise: float = 1.0, finetune_captions: int = 3, videos_per_unit: int = 100) -> dict:
+                           noise: float = 1.0, finetune_captions: int = 3, videos_per_unit: int = 100,
+                           cognates: float = 0.4, downstream_shift: float = 0.8) -> dict:
     """Write the corpus under ``out`` and return its paths and a summary (see the module docstring).
 
     Re-running with the same arguments keeps the units already written; an ``out`` holding a
@@ -274,7 +304,12 @@ def write_synthetic_corpus(out: Path, seed: int, *, concepts: int = 24, langs=LA
                           finetune_videos=finetune_videos, eval_videos=eval_videos, min_seconds=min_seconds,
                           max_seconds=max_seconds, concepts_per_video=concepts_per_video,
                           feature_dims=tuple(sorted((feature_dims or {"s3d": 32}).items())), noise=noise,
-                          finetune_captions=finetune_captions, videos_per_unit=videos_per_unit)
+                          finetune_captions=finetune_captions, videos_per_unit=videos_per_unit,
+                          cognates=cognates, downstream_shift=downstream_shift)
+    if not 0.0 <= downstream_shift <= 1.0:
+        raise ValueError("downstream_shift must be between 0 (pre-training's features) and 1 (unrelated ones)")
+    if not 0.0 <= cognates <= 1.0:
+        raise ValueError("cognates is a share of the concepts, between 0 and 1")
     if concepts < concepts_per_video + 1:
         raise ValueError("concepts must exceed concepts_per_video")
     out = Path(out)
@@ -329,7 +364,8 @@ def write_synthetic_corpus(out: Path, seed: int, *, concepts: int = 24, langs=LA
         "seed": seed, "concepts": concepts, "langs": list(langs), "feature_dims": dict(cfg.feature_dims),
         "videos": {"pretrain": len(pretrain), "finetune": len(finetune), "eval": len(evaluation)},
         "seconds": {"pretrain": sum(v.seconds for v, _ in parts["pretrain"])},
-        "texts": len(texts), "shared_tokens": SHARED_TOKENS,
+        "texts": len(texts), "shared_tokens": SHARED_TOKENS, "downstream_shift": downstream_shift,
+        "cognates": {str(c): lexicons["en"].concepts[c] for c in cognate_concepts(concepts, cognates, seed)},
         "max_vocabulary_overlap": round(overlap, 4),  # largest Jaccard of two languages' token sets
     }
     result = {"out": str(out), "dirs": {k: str(v) for k, v in dirs.items()}, "shards": shards,
@@ -353,11 +389,16 @@ def main(argv=None) -> int:
     p.add_argument("--eval-videos", type=int, default=100)
     p.add_argument("--dim", type=int, default=32, help="width of s3d.npy")
     p.add_argument("--noise", type=float, default=1.0)
+    p.add_argument("--cognates", type=float, default=0.4,
+                   help="share of concepts spelt as in English in every Latin-script language")
+    p.add_argument("--downstream-shift", type=float, default=0.8,
+                   help="how far finetune/eval features move from pre-training's (0: not at all, 1: unrelated)")
     args = p.parse_args(argv)
     try:
         result = write_synthetic_corpus(args.out, args.seed, concepts=args.concepts, pretrain_videos=args.pretrain_videos,
                                         finetune_videos=args.finetune_videos, eval_videos=args.eval_videos,
-                                        feature_dims={"s3d": args.dim}, noise=args.noise)
+                                        feature_dims={"s3d": args.dim}, noise=args.noise, cognates=args.cognates,
+                                        downstream_shift=args.downstream_shift)
     except ValueError as exc:
         print(f"synthetic: error: {exc}", file=sys.stderr)
         return 2

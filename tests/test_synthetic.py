@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from model.synthetic import LANGS, SHARED_TOKENS, write_synthetic_corpus
+from model.synthetic import LANGS, NON_LATIN, SHARED_TOKENS, write_synthetic_corpus
 from shards.reader import load_json, load_npy
 from shards.verify import main as verify
 from tests.conftest import read_all_rows, read_all_samples
@@ -81,21 +81,69 @@ def test_features_carry_the_concept(corpus):
     assert np.abs(np.corrcoef(means)[~np.eye(24, dtype=bool)]).max() < 0.8
 
 
-def test_vocabularies_mostly_disjoint(corpus):
-    words = {lang: set() for lang in LANGS}
+def words_per_language(corpus):
+    words = {lang: set() for lang in corpus["lexicon"]}
     with open(corpus["tokenizer_corpus"]) as f:
         lines = f.read().split("\n")
     for lang, lex in corpus["lexicon"].items():
         vocab = set(lex["concepts"]) | set(lex["fillers"]) | {lex["connector"]}
+        own = vocab - {w for other, o in corpus["lexicon"].items() if other != lang for w in o["concepts"]}
         for line in lines:
             tokens = set(line.split())
-            if tokens & vocab:
+            if tokens & own:
                 assert tokens <= vocab | set(SHARED_TOKENS), line  # a text is in one language
                 words[lang] |= tokens
+    return words
+
+
+def test_loanwords_are_the_only_shared_words_and_only_in_latin_script(corpus):
+    cognates = corpus["summary"]["cognates"]
+    assert len(cognates) == 10  # 0.4 of the 24 concepts, by default
+    loans = set(cognates.values())
+    for lang, lex in corpus["lexicon"].items():
+        for c, word in cognates.items():
+            assert (lex["concepts"][int(c)] == word) == (lang not in NON_LATIN), (lang, c)
+    words = words_per_language(corpus)
+    for i, a in enumerate(LANGS):
+        for b in LANGS[i + 1:]:
+            assert words[a] & words[b] <= set(SHARED_TOKENS) | loans
+    for lang in NON_LATIN:
+        assert not words[lang] & loans
+
+
+def test_without_loanwords_vocabularies_are_disjoint(tmp_path):
+    corpus = write_synthetic_corpus(tmp_path, 7, cognates=0.0, **SMALL)
+    assert corpus["summary"]["cognates"] == {}
+    words = words_per_language(corpus)
     for i, a in enumerate(LANGS):
         for b in LANGS[i + 1:]:
             assert words[a] & words[b] <= set(SHARED_TOKENS)
     assert corpus["summary"]["max_vocabulary_overlap"] < 0.3
+
+
+def nearest_pretrain_mean(corpus, part):
+    """Share of ``part``'s feature rows whose nearest pre-training concept mean is their concept."""
+    def rows(name):
+        x, y = [], []
+        for sample in read(corpus, name).values():
+            x.append(load_npy(sample["s3d.npy"]).astype(np.float32))
+            y += load_json(sample["meta.json"])["concepts"]
+        return np.concatenate(x), np.array(y)
+    x, y = rows("pretrain")
+    means = np.stack([x[y == c].mean(0) for c in range(24)])
+    x, y = rows(part)
+    return (np.argmin(((x[:, None, :] - means[None]) ** 2).sum(-1), axis=1) == y).mean()
+
+
+@pytest.mark.parametrize("shift, low, high", [(0.0, 0.9, 1.0), (1.0, 0.0, 0.2)])
+def test_downstream_features_shift_away_from_pretraining(tmp_path, shift, low, high):
+    corpus = write_synthetic_corpus(tmp_path, 7, downstream_shift=shift, **SMALL)
+    for part in ("finetune", "eval"):
+        assert low <= nearest_pretrain_mean(corpus, part) <= high, (shift, part)
+
+
+def test_default_shift_keeps_some_of_pretraining(corpus):
+    assert 0.2 < nearest_pretrain_mean(corpus, "eval") < 0.95  # related, yet not the same features
 
 
 def test_pretrain_en_finetune_and_eval(corpus):
@@ -133,6 +181,10 @@ def test_resume_and_refuse_other_arguments(corpus):
         write_synthetic_corpus(corpus["out"], 8, **SMALL)
     with pytest.raises(ValueError, match="langs must include"):
         write_synthetic_corpus(corpus["out"], 7, langs=["de"], **SMALL)
+    with pytest.raises(ValueError, match="downstream_shift"):
+        write_synthetic_corpus(corpus["out"], 7, downstream_shift=1.5, **SMALL)
+    with pytest.raises(ValueError, match="cognates"):
+        write_synthetic_corpus(corpus["out"], 7, cognates=-0.1, **SMALL)
 
 
 def test_two_feature_members_and_fewer_languages(tmp_path):

@@ -1,6 +1,7 @@
 """bench/zero_shot_synthetic.py: the whole path (corpus -> tiny text model -> mmp-train -> mmp-eval ->
-table) in a tiny configuration, the table's arithmetic, and bad settings. The effect itself
-(MMP above MP and no pre-training) needs minutes of training and is the benchmark's to show."""
+table) in a tiny configuration, every row and control wired as the table says, the table's
+arithmetic, and bad settings. The effect itself (MMP above MP and no pre-training) needs
+minutes of training and is the benchmark's to show, not a test's to assume."""
 import importlib.util
 import json
 import math
@@ -39,34 +40,42 @@ def test_tiny_run_gives_a_complete_table(tiny_result):
     result, work = tiny_result
     columns = list(LANGS) + [zs.NON_EN]
     assert result["langs"] == list(LANGS) and result["columns"] == columns and result["videos"] == 10
-    assert set(result["table"]) == {arm for arm, _ in zs.ARMS}
+    assert set(result["table"]) == {arm for arm, *_ in zs.ARMS}
     for arm, cells in result["table"].items():
         assert list(cells) == columns
         for cell in cells.values():
             assert 0.0 <= cell["mean"] <= 1.0 and cell["std"] == 0.0 and len(cell["values"]) == 1
         non_en = statistics.fmean(cells[lang]["mean"] for lang in LANGS if lang != "en")
         assert math.isclose(cells[zs.NON_EN]["mean"], non_en)
-    for arm, _ in zs.ARMS:
-        run = result["runs"]["3"][arm]
+    runs = result["runs"]["3"]
+    for arm, _, pre, finetuned in zs.ARMS:
+        run = runs[arm]
         assert set(run["R@1"]) == set(LANGS) and all(n == 10 for n in run["queries"].values())
-        assert run["finetune_final"].get("xling", 0.0) == 0.0  # English captions only: no parallel pair
-        assert (work / "seed3" / "runs" / arm / "finetune" / "summary.json").exists()
-    # the arms differ in what they were pre-trained on, and only MMP saw parallel subtitles
-    assert "pretrain_final" not in result["runs"]["3"]["none"]
-    assert "xling" in result["runs"]["3"]["mmp"]["pretrain_final"]
-    assert "xling" not in result["runs"]["3"]["mp"]["pretrain_final"]
+        assert run["pretrain"] == pre and run["finetuned"] == finetuned
+        assert (work / "seed3" / "runs" / arm / "finetune" / "summary.json").exists() == finetuned
+        assert ("finetune_final" in run) == finetuned and ("pretrain_final" in run) == (pre is not None)
+        if finetuned:
+            assert run["finetune_final"].get("xling", 0.0) == 0.0  # English captions only: no parallel pair
+    # each pre-training runs once; its no-fine-tuning row scores that very checkpoint
+    assert "pretrain" in runs["mmp"]["seconds"] and "pretrain" not in runs["mmp_noft"]["seconds"]
+    assert runs["mmp_noft"]["pretrain_final"] == runs["mmp"]["pretrain_final"]
+    # the arms differ in what they were pre-trained on, and only MMP + xling trained the cross-lingual term
+    assert "xling" in runs["mmp_xling"]["pretrain_final"]
+    assert "xling" not in runs["mmp"]["pretrain_final"] and "xling" not in runs["mp"]["pretrain_final"]
     assert -1.0 <= result["effect"]["mmp_minus_best_other"] <= 1.0
+    assert -1.0 <= result["effect"]["finetune_gain"] <= 1.0
     json.dumps(result)  # the JSON the CLI writes
 
     text = zs.format_table(result)
-    for _, label in zs.ARMS:
+    for _, label, *_ in zs.ARMS:
         assert label in text
     assert all(c in text.splitlines()[1] for c in columns)
 
 
 def test_summary_means_and_sample_std_over_seeds():
     langs = ["en", "de", "fr"]
-    per_seed = {s: {arm: {"R@1": {"en": 0.9, "de": 0.1 * (s + 1), "fr": 0.3}} for arm, _ in zs.ARMS} for s in (0, 1)}
+    per_seed = {s: {arm: {"R@1": {"en": 0.9, "de": 0.1 * (s + 1), "fr": 0.3}} for arm, *_ in zs.ARMS}
+                for s in (0, 1)}
     table = zs.summarise(per_seed, langs)
     de = table["mmp"]["de"]
     assert math.isclose(de["mean"], 0.15) and math.isclose(de["std"], math.sqrt(0.005)) and de["values"] == [0.1, 0.2]
