@@ -72,3 +72,23 @@ def read_all_samples(directory: Path) -> dict:
         for s in iter_samples(p):
             out[s["__key__"]] = s
     return out
+
+
+def assert_final_files_whole(directory) -> None:
+    """After a kill: every unit file under its final name is whole. A unit caught between its
+    renames (tar or parquet in place, stats.json, the completion mark, not yet) is incomplete,
+    never partial: its files still read to the end, and a re-run redoes it."""
+    import tarfile
+
+    import pyarrow.parquet as pq
+
+    for p in Path(directory).iterdir():
+        if p.suffix not in (".tar", ".parquet") or p.name.startswith("."):
+            continue
+        if (p.parent / (p.name.rsplit(".", 1)[0] + ".stats.json")).exists():
+            continue
+        if p.suffix == ".tar":
+            with tarfile.open(p) as tar:
+                assert tar.getmembers(), f"{p.name}: an empty tar under a final name"
+        else:
+            pq.read_table(p)

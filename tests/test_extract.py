@@ -28,7 +28,7 @@ from shards.layout import ALIGNED, CRAWL, UnitFiles  # noqa: E402
 from shards.reader import load_npy  # noqa: E402
 from shards.writer import UnitWriter  # noqa: E402
 
-from .conftest import read_all_rows, read_all_samples, real_fixtures  # noqa: E402
+from .conftest import assert_final_files_whole, read_all_rows, read_all_samples, real_fixtures  # noqa: E402
 from .test_decode import cfr, make_audio_only, make_video, vfr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,9 +296,7 @@ def test_sigkill_then_rerun_loses_nothing(tmp_path):
     proc.wait()
     first = {p.name: p.read_bytes() for p in out.glob("mmp-*.stats.json")}
     assert 1 <= len(first) < n_units, "the kill should land mid-run"
-    for p in out.iterdir():  # no partial file under a final name
-        if p.suffix in (".tar", ".parquet"):
-            assert p.name.startswith(".") or (out / (p.name.rsplit(".", 1)[0] + ".stats.json")).exists()
+    assert_final_files_whole(out)  # no partial file under a final name
     result = subprocess.run(_cmd(aligned, src, out, 1), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = read_all_rows(out)
