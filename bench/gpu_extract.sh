@@ -15,27 +15,11 @@
 # whole script: the benchmark gets what the set-up left of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUDGET_S=${BUDGET_S:-480}
-DEVICE=${DEVICE:-cuda}
-for arg in "$@"; do
-  case "$arg" in
-    --dry-run) DEVICE=cpu ;;
-    *) echo "usage: bash bench/gpu_extract.sh [--dry-run]" >&2; exit 2 ;;
-  esac
-done
+# shellcheck source=bench/gpu_common.sh
+. bench/gpu_common.sh
+gpu_bench_start gpu_extract.sh "torch decord av" "$@"
 export MMP_REAL_FIXTURES=${MMP_REAL_FIXTURES:-$(cd .. && pwd)/shared/fixtures}
-PY=${PYTHON:-.venv/bin/python}
-
-echo "== device: $DEVICE (repo $(pwd), fixtures $MMP_REAL_FIXTURES/video)"
-if [ "$DEVICE" != cpu ] && command -v nvidia-smi >/dev/null; then
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-fi
-
-if ! { [ -x "$PY" ] && "$PY" -c "import torch, decord, av" 2>/dev/null; }; then
-  echo "== $PY cannot import torch, decord and av: make install"
-  make install
-  PY=.venv/bin/python
-fi
+echo "== fixtures: $MMP_REAL_FIXTURES/video"
 if [ "$DEVICE" != cpu ] && [ "${TRY_TORCHCODEC:-1}" = 1 ] && ! "$PY" -c "import torchcodec" 2>/dev/null; then
   echo "== trying pip install --no-deps torchcodec (for the CUDA decoder timing; failure is reported, not fatal)"
   "$PY" -m pip install --quiet --no-deps torchcodec || true

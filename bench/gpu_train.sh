@@ -17,26 +17,9 @@
 # script: the benchmark gets what the set-up left of it, and skips later runs that would not fit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUDGET_S=${BUDGET_S:-480}
-DEVICE=${DEVICE:-cuda}
-for arg in "$@"; do
-  case "$arg" in
-    --dry-run) DEVICE=cpu ;;
-    *) echo "usage: bash bench/gpu_train.sh [--dry-run]" >&2; exit 2 ;;
-  esac
-done
-PY=${PYTHON:-.venv/bin/python}
-
-echo "== device: $DEVICE (repo $(pwd))"
-if [ "$DEVICE" != cpu ] && command -v nvidia-smi >/dev/null; then
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-fi
-
-if ! { [ -x "$PY" ] && "$PY" -c "import torch, transformers, tokenizers" 2>/dev/null; }; then
-  echo "== $PY cannot import torch, transformers and tokenizers: make install"
-  make install
-  PY=.venv/bin/python
-fi
+# shellcheck source=bench/gpu_common.sh
+. bench/gpu_common.sh
+gpu_bench_start gpu_train.sh "torch transformers tokenizers" "$@"
 
 # no network on the GPU machine: nothing may try the hub
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false

@@ -370,14 +370,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def split_named(item: str, flag: str, value_name: str, example: str, backbones: list) -> tuple[str, str]:
+    """``NAME=VALUE`` of a per-backbone flag, NAME one of --backbones; UserError otherwise."""
+    name, sep, value = item.partition("=")
+    if not sep or not value:
+        raise UserError(f"{flag} takes NAME={value_name} (e.g. {example}), got {item!r}")
+    if name not in backbones:
+        raise UserError(f"{flag} {name}=... names a backbone not in --backbones {','.join(backbones)}")
+    return name, value
+
+
 def parse_weights(items: list, backbones: list) -> dict:
     weights = {}
     for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not path:
-            raise UserError(f"--weights takes NAME=PATH (e.g. s3d=s3d_howto100m.pth), got {item!r}")
-        if name not in backbones:
-            raise UserError(f"--weights {name}=... names a backbone not in --backbones {','.join(backbones)}")
+        name, path = split_named(item, "--weights", "PATH", "s3d=s3d_howto100m.pth", backbones)
         if not Path(path).is_file():
             raise UserError(f"--weights {name}={path}: no such file")
         weights[name] = str(Path(path))
@@ -400,11 +406,7 @@ def parse_recipes(recipes: list, precisions: list, s3d_output: str, backbones: l
     """backbone -> BackboneSpec from --recipe NAME=RECIPE, --precision [NAME=]P and --s3d-output."""
     chosen = {}
     for item in recipes:
-        name, sep, recipe = item.partition("=")
-        if not sep or not recipe:
-            raise UserError(f"--recipe takes NAME=RECIPE (e.g. s3d=released), got {item!r}")
-        if name not in backbones:
-            raise UserError(f"--recipe {item} names a backbone not in --backbones {','.join(backbones)}")
+        name, recipe = split_named(item, "--recipe", "RECIPE", "s3d=released", backbones)
         try:
             chosen[name] = get_spec(name, recipe)
         except ValueError as exc:

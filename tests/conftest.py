@@ -92,3 +92,22 @@ def assert_final_files_whole(directory) -> None:
                 assert tar.getmembers(), f"{p.name}: an empty tar under a final name"
         else:
             pq.read_table(p)
+
+
+@pytest.fixture(scope="module")
+def text_dir(tmp_path_factory):
+    """The tiny text model with the test vocabulary (tests/textmodel.py), once per test module."""
+    from tests.textmodel import build_text_model
+
+    return build_text_model(tmp_path_factory.mktemp("textmodel"))
+
+
+@pytest.fixture(scope="module")
+def pretrain_shards(tmp_path_factory):
+    """Two pre-training shards of four usable samples each: an epoch is 8 samples."""
+    from tests.textmodel import pretrain_sample, write_tar
+
+    d = tmp_path_factory.mktemp("mmp")
+    for s in range(2):
+        write_tar(d / f"mmp-{s:06d}.tar", [pretrain_sample(s * 10 + i) for i in range(4)])
+    return d

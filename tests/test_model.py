@@ -13,11 +13,6 @@ from model.text import TextModelError, load_text_encoder, load_tokenizer  # noqa
 from tests.textmodel import build_text_model  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def text_dir(tmp_path_factory):
-    return build_text_model(tmp_path_factory.mktemp("textmodel"))
-
-
 def _config(text_dir, **kw):
     base = dict(text_model=str(text_dir), video_dim=24, d_model=16, output_layer=2, trainable_layers=1, dropout=0.0)
     base.update(kw)

@@ -16,24 +16,11 @@ torch.set_num_threads(1)  # tiny tensors on a shared machine: extra threads only
 pytest.importorskip("transformers")
 
 from model.train import main  # noqa: E402
-from tests.textmodel import build_text_model, caption_sample, pretrain_sample, write_tar  # noqa: E402
+from tests.textmodel import caption_sample, pretrain_sample, write_tar  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--d-model", "32", "--text-output-layer", "2", "--text-trainable-layers", "2", "--workers", "0",
         "--no-progress", "--log-every", "1"]
-
-
-@pytest.fixture(scope="module")
-def text_dir(tmp_path_factory):
-    return build_text_model(tmp_path_factory.mktemp("textmodel"))
-
-
-@pytest.fixture(scope="module")
-def pretrain_shards(tmp_path_factory):
-    d = tmp_path_factory.mktemp("mmp")
-    for s in range(2):
-        write_tar(d / f"mmp-{s:06d}.tar", [pretrain_sample(s * 10 + i) for i in range(4)])
-    return d
 
 
 def _log(run: Path) -> list[dict]:

@@ -12,21 +12,7 @@ pytest.importorskip("transformers")
 
 from model.train import lr_at, main  # noqa: E402
 from tests.test_train import TINY, _free_port, _log, _summary, train_error  # noqa: E402
-from tests.textmodel import build_text_model, caption_sample, pretrain_sample, write_tar  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def text_dir(tmp_path_factory):
-    return build_text_model(tmp_path_factory.mktemp("textmodel"))
-
-
-@pytest.fixture(scope="module")
-def pretrain_shards(tmp_path_factory):
-    """Two shards of four usable samples: an epoch is 8 samples."""
-    d = tmp_path_factory.mktemp("mmp")
-    for s in range(2):
-        write_tar(d / f"mmp-{s:06d}.tar", [pretrain_sample(s * 10 + i) for i in range(4)])
-    return d
+from tests.textmodel import caption_sample, write_tar  # noqa: E402
 
 
 @pytest.fixture(scope="module")

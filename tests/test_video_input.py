@@ -14,16 +14,11 @@ from model.data import (ClipConfig, FeatureRows, RowTimesError, StreamState, row
                         tar_samples)
 from model.train import main  # noqa: E402
 from tests.test_train import train_error  # noqa: E402
-from tests.textmodel import _npy, build_text_model, caption_sample, pretrain_sample, write_tar  # noqa: E402
+from tests.textmodel import _npy, caption_sample, pretrain_sample, write_tar  # noqa: E402
 
 TINY = ["--d-model", "32", "--text-output-layer", "2", "--text-trainable-layers", "2", "--workers", "0",
         "--no-progress", "--log-every", "1"]
 CLIP32 = 32 / 30  # an IG65M clip32 recipe at 30 fps: one row per 32 frames
-
-
-@pytest.fixture(scope="module")
-def text_dir(tmp_path_factory):
-    return build_text_model(tmp_path_factory.mktemp("textmodel"))
 
 
 # ---------------------------------------------------------------------------- row times
