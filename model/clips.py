@@ -365,6 +365,7 @@ class ClipConfig:
     max_video_len: int = 128
     split: str = "train"  # which captions.json split a finetune or eval stream keeps
     mask_prob: float = 0.05  # intra-modal noise: share of text tokens / video rows masked
+    pairs: bool = True  # draw parallel text (only the ``xling`` loss term reads it)
 
 
 def _window_rows(video, max_len: int, rng: random.Random):
@@ -407,8 +408,9 @@ def _pretrain_clip(subs, video, cfg: ClipConfig, rng: random.Random):
         end = start + length
         inside = [c for c in cues if c[1] > start and c[0] < end] or [nearest]
     text = " ".join(c[2] for c in inside)
-    pair = None
-    other, other_cues = _pick_track([l for l in langs if l != lang], tracks, rng)
+    pair, other = None, None
+    if cfg.pairs:
+        other, other_cues = _pick_track([l for l in langs if l != lang], tracks, rng)
     if other is not None:
         parallel = [c for c in other_cues if c[1] > start and c[0] < end]
         if parallel:
@@ -455,6 +457,9 @@ def _caption_clip(captions: dict, video, cfg: ClipConfig, rng: random.Random):
     unit = rng.choice(units)
     if unit[0] == "single":
         lang, text, pair, pair_lang = unit[1], unit[2], None, None
+    elif not cfg.pairs:  # one language of the entry, drawn as a caption of its own
+        lang = rng.choice(sorted(unit[1]))
+        text, pair, pair_lang = unit[1][lang], None, None
     else:
         lang, pair_lang = rng.sample(sorted(unit[1]), 2)
         text, pair = unit[1][lang], unit[1][pair_lang]

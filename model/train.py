@@ -256,7 +256,8 @@ def train(args) -> int:
 
     clip = ClipConfig(task=args.task, langs=tuple(l.strip() for l in args.langs.split(",") if l.strip()),
                       members=members, max_text_len=args.max_text_len or text_len,
-                      max_video_len=args.max_video_len or video_len, split=args.split, mask_prob=args.mask_prob)
+                      max_video_len=args.max_video_len or video_len, split=args.split, mask_prob=args.mask_prob,
+                      pairs="xling" in losses)
     dataset = ClipStream(urls, tokenizer, clip, batch // world, seed=args.seed, rank=rank, world_size=world,
                          shuffle_buffer=args.shuffle_buffer, positions=positions,
                          start_epoch=int(state.get("epochs_done", 0)))
