@@ -158,7 +158,7 @@ def evaluate(args) -> dict:
     from .checkpoint import load_checkpoint
     from .data import DataError, expand_shards, feature_dim
     from .mmp import MMPConfig, build_model
-    from .text import load_tokenizer
+    from .text import TextModelError, load_tokenizer
     from .distributed import pick_device
     from .run_setup import check_video_dim
 
@@ -184,7 +184,13 @@ def evaluate(args) -> dict:
                         f"why), {pool['in_shards'] - pool['videos']} were skipped here ({skipped or 'none'})")
     if args.text_model:
         cfg.text_model = args.text_model
-    tokenizer = load_tokenizer(cfg.text_model)
+    try:
+        tokenizer = load_tokenizer(cfg.text_model)
+    except TextModelError as exc:
+        if args.text_model:
+            raise
+        raise TextModelError(f"the checkpoint's text model {cfg.text_model} cannot be loaded "
+                             f"({str(exc).split(': ', 1)[-1]}); give its place with --text-model DIR") from None
     model = build_model(cfg)
     model.load_state_dict(ck["model"])
     device = pick_device(args.device, 0)

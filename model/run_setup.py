@@ -164,3 +164,60 @@ def resolve_model(args, members, layout, fc=None):
                     temperature=args.temperature, s3d_fc=s3d_fc)
     return cfg, None, False
 
+
+def load_without_video_input(model, state: dict, source) -> None:
+    """A checkpoint's weights into a model whose video input layer (and s3d fc) is new: every
+    other key must match exactly, so only the input layer starts afresh."""
+    fresh = ("video_proj.", "s3d_fc_")
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith(fresh)},
+                                                strict=False)
+    missing = [k for k in missing if not k.startswith(fresh)]
+    if missing or unexpected:
+        raise ConfigError(f"--new-video-input: {source} does not fit the model beyond its video input "
+                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def param_groups(model, params: list, input_scale: float) -> list:
+    """One group, or the video input layer apart at ``input_scale`` times the rate (``lr_scale``,
+    applied by the schedule each step)."""
+    if input_scale == 1.0:
+        return [{"params": params, "lr_scale": 1.0}]
+    inputs = {id(p) for p in model.video_proj.parameters()}
+    return [{"params": [p for p in params if id(p) not in inputs], "lr_scale": 1.0},
+            {"params": [p for p in params if id(p) in inputs], "lr_scale": input_scale}]
+
+
+def open_logs(out: Path, rank: int):
+    """The JSONL log and, if tensorboard is installed, a SummaryWriter (rank 0 only)."""
+    if rank != 0:
+        return None, None
+    jsonl = open(out / "train_log.jsonl", "a", buffering=1)
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(out / "tensorboard"))
+    except ImportError:
+        tb = None
+    return jsonl, tb
+
+
+# (flag dest, the smallest value allowed, whether that value itself is allowed)
+_LIMITS = (("steps", 1, True), ("epochs", 1, True), ("ckpt_every", 1, True), ("log_every", 1, True),
+           ("val_every", 1, True), ("batch_size", 1, True), ("max_text_len", 3, True), ("max_video_len", 1, True),
+           ("shuffle_buffer", 1, True), ("warmup_steps", 0, True), ("keep", 0, True), ("workers", 0, True),
+           ("threads", 0, True), ("text_trainable_layers", 0, True), ("lr", 0, False), ("clip_grad", 0, False),
+           ("temperature", 0, False), ("new_input_lr_scale", 0, False), ("mask_prob", 0, True), ("dropout", 0, True))
+
+
+def check_flags(args) -> None:
+    """Every numeric flag in its range, one sentence for the first that is not."""
+    for name, low, inclusive in _LIMITS:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if value < low or (value == low and not inclusive) or value != value:
+            bound = f"at least {low}" if inclusive else f"more than {low}"
+            raise ConfigError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
+    for name in ("mask_prob", "dropout"):
+        if getattr(args, name, 0) >= 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be below 1, got {getattr(args, name)}")

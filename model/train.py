@@ -46,7 +46,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .distributed import broadcast_object, ddp_env, gather_objects, pick_device, shutdown_distributed, to_device
-from .run_setup import TASK_DEFAULTS, ConfigError, lr_at, parse_losses, parse_members, read_s3d_fc, resolve_model
+from .run_dir import check_run_dir, given_flags, resolve_paths
+from .run_setup import (TASK_DEFAULTS, ConfigError, check_flags, load_without_video_input, lr_at, open_logs, param_groups,
+                        parse_losses, parse_members, read_s3d_fc, resolve_model)
+from .stopping import StopRequest, ignore_stop_signals
 from .validation import load_validation, validate
 
 log = logging.getLogger("mmp.train")
@@ -135,42 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_without_video_input(model, state: dict, source) -> None:
-    """A checkpoint's weights into a model whose video input layer (and s3d fc) is new: every
-    other key must match exactly, so only the input layer starts afresh."""
-    fresh = ("video_proj.", "s3d_fc_")
-    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith(fresh)},
-                                                strict=False)
-    missing = [k for k in missing if not k.startswith(fresh)]
-    if missing or unexpected:
-        raise ConfigError(f"--new-video-input: {source} does not fit the model beyond its video input "
-                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-
-
-def param_groups(model, params: list, input_scale: float) -> list:
-    """One group, or the video input layer apart at ``input_scale`` times the rate (``lr_scale``,
-    applied by the schedule each step)."""
-    if input_scale == 1.0:
-        return [{"params": params, "lr_scale": 1.0}]
-    inputs = {id(p) for p in model.video_proj.parameters()}
-    return [{"params": [p for p in params if id(p) not in inputs], "lr_scale": 1.0},
-            {"params": [p for p in params if id(p) in inputs], "lr_scale": input_scale}]
-
-
-def open_logs(out: Path, rank: int):
-    """The JSONL log and, if tensorboard is installed, a SummaryWriter (rank 0 only)."""
-    if rank != 0:
-        return None, None
-    jsonl = open(out / "train_log.jsonl", "a", buffering=1)
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-
-        tb = SummaryWriter(str(out / "tensorboard"))
-    except ImportError:
-        tb = None
-    return jsonl, tb
-
-
 # ---------------------------------------------------------------------------- training
 
 
@@ -191,6 +158,8 @@ def train(args) -> int:
         raise ConfigError(f"--text-freeze-below is gone (it trained one layer more than the paper's 'freeze below 9'): "
                           f"use --text-trainable-layers N, the top N layers trained (the paper: 3; "
                           f"--text-freeze-below {args.text_freeze_below} was --text-trainable-layers {keep})")
+    check_flags(args)
+    check_run_dir(args, getattr(args, "given", set(vars(args))))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rank, world, local_rank = ddp_env()
     if args.threads > 0:
@@ -207,11 +176,6 @@ def train(args) -> int:
                           "give only one")
     if args.steps is None and args.epochs is None:
         args.steps = 1000
-    for name in ("steps", "epochs", "ckpt_every", "log_every", "val_every"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.warmup_steps < 0:
-        raise ConfigError("--warmup-steps must be 0 or more")
     if args.val_every is not None and not args.val_shards:
         raise ConfigError("--val-every needs --val-shards (the shards holding the validation split)")
     members = parse_members(args.video_features)
@@ -258,14 +222,22 @@ def train(args) -> int:
                       members=members, max_text_len=args.max_text_len or text_len,
                       max_video_len=args.max_video_len or video_len, split=args.split, mask_prob=args.mask_prob,
                       pairs="xling" in losses)
+    args.batch_size, args.max_text_len, args.max_video_len = batch, clip.max_text_len, clip.max_video_len
+    args.losses = ",".join(losses)  # the run config records what this run trains, defaults resolved
     dataset = ClipStream(urls, tokenizer, clip, batch // world, seed=args.seed, rank=rank, world_size=world,
                          shuffle_buffer=args.shuffle_buffer, positions=positions,
                          start_epoch=int(state.get("epochs_done", 0)))
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
                                          prefetch_factor=4 if workers else None,
-                                         pin_memory=device.type == "cuda")
+                                         pin_memory=device.type == "cuda",
+                                         worker_init_fn=ignore_stop_signals if workers else None)
 
-    run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    if resumed and (start_step >= args.steps if args.epochs is None else state.get("epochs_done", 0) >= args.epochs):
+        if rank == 0:
+            print(f"mmp-train: the run in {args.out} is complete at step {start_step}; its checkpoints and "
+                  "summary.json stand (give a larger --steps or --epochs to train on)")
+        return 0
+    run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "given"}
     run_config.update(world_size=world, global_batch=batch, workers_per_rank=workers, clip=asdict(clip),
                       shards=len(urls), video_dim=cfg.video_dim, row_dim=cfg.row_dim, s3d_fc_map=cfg.s3d_fc,
                       losses=list(losses))
@@ -320,6 +292,17 @@ def train(args) -> int:
         from tqdm import tqdm
 
         bar = tqdm(total=args.steps, initial=start_step, desc="mmp-train", unit="step")
+    def checkpoint(at: int, lr: float) -> None:
+        nonlocal epochs_done
+        if args.epochs is None:
+            epochs_done = global_epochs()
+        position = data_position()
+        if rank == 0:
+            save_checkpoint(args.out, at, model.state_dict(), opt.state_dict(), model_config=cfg.to_json(),
+                            run_config=run_config, data_position=position, keep=args.keep, train_state=train_state(lr))
+
+    stop = StopRequest().__enter__()
+    interrupted = 0
     it = iter(loader)
     started, last_time, last_step = time.time(), time.time(), start_step
     terms = {}
@@ -404,24 +387,30 @@ def train(args) -> int:
                         save_checkpoint(args.out, step, model.state_dict(), opt.state_dict(),
                                         model_config=cfg.to_json(), run_config=run_config, data_position=position, keep=0,
                                         train_state={**train_state(lr), "val": scores}, name="best.pt")
-            if step % args.ckpt_every == 0 or last:
-                if args.epochs is None:
-                    epochs_done = global_epochs()
-                position = data_position()
-                if rank == 0:
-                    save_checkpoint(args.out, step, model.state_dict(), opt.state_dict(), model_config=cfg.to_json(),
-                                    run_config=run_config, data_position=position, keep=args.keep,
-                                    train_state=train_state(lr))
+            saved = step % args.ckpt_every == 0 or last
+            if saved:
+                checkpoint(step, lr)
+            interrupted = 0 if last else stop.agreed(world, device)
+            if interrupted:
+                if not saved:
+                    checkpoint(step, lr)
+                break
         if args.epochs is None:
             epochs_done = global_epochs()
         counts = counts_total()
     finally:
+        stop.__exit__()
         if bar is not None:
             bar.close()
         if jsonl is not None:
             jsonl.close()
         if tb is not None:
             tb.close()
+    if interrupted:
+        if rank == 0:
+            print(f"mmp-train: interrupted at step {step}: checkpoint written in {args.out}; run the same command "
+                  "with --resume to continue")
+        return 128 + interrupted
     if rank == 0:
         summary = {"steps": step, "started_at_step": start_step, "resumed": resumed, "world_size": world,
                    "global_batch": batch, "seconds": round(time.time() - started, 3), "epochs": epochs_done,
@@ -444,7 +433,10 @@ def main(argv=None) -> int:
     from .data import DataError
     from .text import TextModelError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.given = given_flags(parser, sys.argv[1:] if argv is None else argv)
+    resolve_paths(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     finished = False
     try:

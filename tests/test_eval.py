@@ -9,6 +9,7 @@ pytest.importorskip("transformers")
 
 from model.evaluate import main as eval_main  # noqa: E402
 from model.evaluate import median_rank, retrieval_metrics  # noqa: E402
+from model.checkpoint import load_checkpoint  # noqa: E402
 from model.train import main as train_main  # noqa: E402
 from tests.textmodel import build_text_model, caption_sample, write_tar  # noqa: E402
 
@@ -205,3 +206,28 @@ def test_prepare_then_eval_reports_the_1k_a_pool(trained, tmp_path, capsys):
     assert (pool["videos"], pool["expected"], pool["expected_from"], pool["complete"]) == (3, 4, "meta.json", False)
     assert eval_main(["--shards", str(shards), "--ckpt", str(run), "--langs", "en", "--require-complete"]) == 2
     assert "--require-complete: 3 of 4 test videos" in capsys.readouterr().err
+
+
+def test_a_moved_text_model_is_named_as_the_checkpoints(trained, tmp_path, capsys, monkeypatch):
+    """The run config holds the text model's absolute place: mmp-eval run from elsewhere finds it,
+    and when it has moved the error names the checkpoint's model and the flag to give."""
+    import shutil
+
+    root, ds, run = trained
+    monkeypatch.chdir(tmp_path)
+    assert eval_main(["--shards", str(ds), "--ckpt", str(run), "--out", str(tmp_path / "e.json")]) == 0
+    moved = tmp_path / "moved"
+    shutil.copytree(root / "textmodel", moved / "textmodel")
+    shutil.copytree(run, moved / "run")
+    text = json.loads(load_checkpoint(moved / "run")["model_config"])["text_model"]
+    assert text == str(root / "textmodel")
+    shutil.move(str(root / "textmodel"), str(tmp_path / "gone"))
+    try:
+        capsys.readouterr()
+        assert eval_main(["--shards", str(ds), "--ckpt", str(moved / "run")]) == 2
+        err = capsys.readouterr().err
+        assert f"the checkpoint's text model {text} cannot be loaded" in err and "--text-model DIR" in err
+        assert eval_main(["--shards", str(ds), "--ckpt", str(moved / "run"), "--text-model",
+                          str(moved / "textmodel"), "--out", str(tmp_path / "f.json")]) == 0
+    finally:
+        shutil.move(str(tmp_path / "gone"), str(root / "textmodel"))

@@ -263,7 +263,7 @@ def test_clear_errors_for_bad_shards_text_model_and_feature_dims(tmp_path, text_
     assert "8-dimensional" in msg and "expects 24" in msg
     msg = error(["--shards", str(pretrain_shards), "--out", str(run), "--resume", "--video-features", "s3d",
                  "--steps", "2", "--batch-size", "2", "--workers", "0"])
-    assert "16-dimensional" in msg
+    assert "--video-features s3d (the run's: r21d,s3d)" in msg  # a resume keeps the run's members
     assert "refusing" in error(["--shards", str(pretrain_shards), "--out", str(tmp_path / "x"),
                                 "--init", str(_pickled_checkpoint(tmp_path)), "--steps", "1", "--workers", "0"])
     with tarfile.open(tmp_path / "empty.tar", "w"):

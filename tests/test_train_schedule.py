@@ -51,9 +51,10 @@ def test_epochs_stop_after_n_passes_and_a_resume_counts_on(tmp_path, text_dir, p
     assert main(base + ["--out", str(part), "--epochs", "2", "--resume"]) == 0
     s = _summary(part)
     assert s["started_at_step"] == 4 and s["steps"] == 8 and s["epochs"] == 2 and s["resumed"]
-    # nothing left to do: a resume of a finished run trains no step
+    # nothing left to do: a resume of a finished run trains no step and leaves its summary as it was
+    before = (part / "summary.json").read_text()
     assert main(base + ["--out", str(part), "--epochs", "2", "--resume"]) == 0
-    assert _summary(part)["steps"] == 8 and _summary(part)["started_at_step"] == 8
+    assert (part / "summary.json").read_text() == before and _summary(part)["final"]["loss"] > 0
 
     # a resume with other loader workers cannot place the stream: it restarts at the epoch reached
     moved = tmp_path / "moved"
@@ -202,6 +203,7 @@ def test_validation_at_each_epoch_end_and_bad_val_shards(tmp_path, text_dir, dow
     assert [(r["step"], r["epochs"]) for r in _val_rows(run)] == [(2, 1), (4, 2)]  # 6 train videos / 3
     assert _summary(run)["best"]["epochs"] in (1, 2)
     capsys.readouterr()
+    base[base.index(str(run))] = str(tmp_path / "new")  # --out holding a run is refused before anything else
     assert "matches no file" in train_error(base + ["--steps", "1", "--val-shards", str(tmp_path / "no-*.tar")],
                                             capsys)
     msg = train_error(base + ["--steps", "1", "--val-shards", str(downstream), "--val-split", "test"], capsys)
