@@ -198,3 +198,24 @@ def test_gather_spans_the_global_batch_and_its_gradient_matches_one_process(tmp_
         # each rank's gradient is world_size times its slice of the one-process gradient, so DDP's
         # average over ranks gives exactly the one-process parameter gradient
         assert torch.allclose(part["grad"], 2 * x.grad[r * 3:(r + 1) * 3], atol=1e-5)
+
+
+def test_parallel_text_is_drawn_only_for_the_xling_term():
+    """Without ``xling`` nothing reads the parallel text, so no clip carries one (no tokenising wasted)."""
+    import random
+
+    import numpy as np
+
+    from model.clips import ClipConfig, caption_clip, pretrain_clip
+
+    subs = {"tracks": {lang: {"cues": [[0.0, 30.0, f"{lang} words"]]} for lang in ("en", "de", "fr")}}
+    video = np.zeros((30, 4), dtype=np.float16)
+    captions = {"parallel": [{"en": "a cat", "de": "eine Katze"}], "captions": {"en": ["a dog"]}}
+    for pairs in (True, False):
+        cfg = ClipConfig(langs=("en", "de", "fr"), max_video_len=8, pairs=pairs)
+        drawn = [pretrain_clip(subs, video, cfg, random.Random(s)) for s in range(20)]
+        assert all((c[2] is not None) == pairs for c in drawn)
+        cfg = ClipConfig(task="finetune", langs=("en", "de"), max_video_len=8, pairs=pairs)
+        texts = [caption_clip(captions, video, cfg, random.Random(s)) for s in range(40)]
+        assert {t[1] for t in texts} == {"a cat", "eine Katze", "a dog"}  # every caption is still drawn
+        assert any(t[2] is not None for t in texts) == pairs
