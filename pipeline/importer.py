@@ -22,9 +22,10 @@ from shards.storage import as_path, local_copy, staging_dir, staging_name
 from shards.writer import UnitWriter
 
 from . import release
+from .lineage import inputs_identity
 from .align_stage import assemble_video, schema_for
-from .stage import (Stage, Unit, UserError, add_executor_args, executor_options, print_summary, run_stage,
-                    video_done)
+from .stage import (Stage, Unit, UserError, add_executor_args, check_config, executor_options, print_summary,
+                    run_stage, video_done)
 from .subtitles import TrackReport, clean_text, repair_timeline, script_flag
 from .videolist import read_video_list
 
@@ -64,8 +65,9 @@ class ReleaseImport(Stage):
     layout = ALIGNED
 
     def __init__(self, parts: Path, langs: list, partitions: int, meta: dict | None = None,
-                 source: str = "multi-ht100m", keep_annotations: bool = False):
+                 source: str = "multi-ht100m", keep_annotations: bool = False, inputs: str | None = None):
         self.parts, self.langs, self.partitions = Path(parts), list(langs), partitions
+        self.inputs = inputs  # the caption files' (and video list's) content identity
         self.meta = meta or {}
         self.source, self.keep_annotations = source, keep_annotations
         self.schema = schema_for(self.langs)
@@ -82,7 +84,8 @@ class ReleaseImport(Stage):
                 "keep_annotations": self.keep_annotations}
 
     def fingerprint(self) -> dict:
-        return {"partitions": self.partitions, "langs": self.langs, "source": self.source}
+        return {"partitions": self.partitions, "langs": self.langs, "source": self.source,
+                **({"inputs_identity": self.inputs} if self.inputs else {})}
 
     def process(self, unit: Unit, writer: UnitWriter) -> None:
         by_lang = {lang: release.read_partition(self.parts, lang, unit.index) for lang in self.langs}
@@ -146,25 +149,31 @@ def run_import(files_by_lang: dict, out: Path, langs: list, partitions: int, met
     parts.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
 
-    for lang in langs:
-        if lang not in files_by_lang:
-            continue
+    identity = {lang: inputs_identity(files) for lang, files in sorted(files_by_lang.items())}
+    videos = getattr(args, "videos", None)
+    everything = inputs_identity([f for lang in sorted(files_by_lang) for f in files_by_lang[lang]]
+                                 + ([local_copy(videos)] if videos is not None else []))
+    present = [l for l in langs if l in files_by_lang]
+    stage = ReleaseImport(parts, present, partitions, meta, source, args.keep_annotations, inputs=everything)
+    check_config(aligned, stage)  # an import of other files is refused before anything is read
+    for lang in present:
         done = release.language_report(parts, lang)
-        if done is not None:
+        if done is not None and done.get("input") == identity[lang]:
             log.info("%s already partitioned (%d videos)", lang, done["videos"])
             continue
+        if done is not None:
+            log.warning("%s: the partitions in %s are of other caption files; partitioning again", lang, parts)
         with tqdm(desc=f"reading {lang}", unit="video", disable=None if not args.no_progress else True,
                   file=sys.stderr) as bar:
             try:
-                report = release.partition_language(lang, files_by_lang[lang], parts, partitions, progress=bar.update)
+                report = release.partition_language(lang, files_by_lang[lang], parts, partitions,
+                                                    progress=bar.update, identity=identity[lang])
             except release.ReleaseError as exc:
                 raise UserError(str(exc)) from None
         for line in report.truncated:
             print(f"mmp-import: warning: {line}", file=sys.stderr)
         if report.script_doubt:
             print(f"mmp-import: warning: {report.script_doubt}", file=sys.stderr)
-    present = [l for l in langs if l in files_by_lang]
-    stage = ReleaseImport(parts, present, partitions, meta, source, args.keep_annotations)
     summary = run_stage(stage, aligned, **executor_options(args))
     print_summary("mmp-import", aligned, summary)
     for lang in present:
@@ -175,6 +184,8 @@ def run_import(files_by_lang: dict, out: Path, langs: list, partitions: int, met
         notes += rep.get("truncated") or []
         if rep.get("script_doubt"):
             notes.append("LANGUAGE DOUBT: " + rep["script_doubt"])
+        elif rep.get("language_check", "stop words") != "stop words":
+            notes.append("language " + rep["language_check"])
         print(f"  {lang}: " + "; ".join(notes))
     return 1 if summary.units_failed else 0
 

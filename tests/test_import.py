@@ -192,3 +192,56 @@ def test_auto_partitions_follow_input_size(tmp_path):
     assert auto_partitions([small]) == 1
     assert auto_partitions([small], target_bytes=1) == 2
     assert auto_partitions([small] * 3, target_bytes=2) == 3
+
+
+ENGLISH_STOP_WORDS = {"the", "and", "to", "you", "of", "it", "is", "a", "we", "in", "for", "with", "on", "this",
+                      "that", "are", "be", "your", "our", "then", "so", "now", "today", "going", "will", "some",
+                      "them", "until", "into", "at", "as", "all", "up", "out", "my", "i", "can", "just"}
+
+
+def test_captions_without_stop_words_are_not_read_as_another_language(tmp_path, capsys):
+    """HowTo100M's caption.json lost its stop words: its English must not be doubted as German
+    because a few words that German uses often ('die', 'das') are left."""
+    doc = release_doc("en", [f"capVideo{i:03d}" for i in range(12)])
+    for entry in doc.values():
+        entry["text"] = [" ".join(w for w in t.lower().split() if w.strip(".,!?") not in ENGLISH_STOP_WORDS)
+                         for t in entry["text"]]
+        entry["text"][0] += " die cast"
+    cap = tmp_path / "caption.json"
+    cap.write_text(json.dumps(doc))
+    out = tmp_path / "data"
+    assert importer.main(["howto100m", "--captions", str(cap), "--out", str(out), *args()]) == 0
+    printed = capsys.readouterr()
+    assert "read like" not in printed.err and "LANGUAGE DOUBT" not in printed.out
+    assert "language not checked" in printed.out and "lost its stop words" in printed.out
+    # the same check still catches real text in another language (Spanish labelled sw, above)
+    from pipeline.release import LanguageReport, _vote_language, check_language
+
+    report = LanguageReport("sw", [])
+    for text in release_doc("es", IDS).values():
+        report.words_sampled += _vote_language(text["text"], report.stopword_votes)
+    check_language(report)
+    assert report.script_doubt and "read like es" in report.script_doubt
+
+
+def test_an_import_of_other_files_is_refused_and_a_moved_copy_resumes(tmp_path, capsys):
+    import shutil
+
+    caps = write_release(tmp_path / "release")
+    out = tmp_path / "data"
+    assert importer.main(["multi-ht100m", "--captions", str(caps), "--out", str(out), *args()]) == 0
+    before = {p.name: p.read_bytes() for p in (out / "aligned").glob("*.stats.json")}
+    other = write_release(tmp_path / "other", ids=IDS[:3])
+    capsys.readouterr()
+    assert importer.main(["multi-ht100m", "--captions", str(other), "--out", str(out), *args()]) == 2
+    err = capsys.readouterr().err
+    assert "different inputs_identity" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in (out / "aligned").glob("*.stats.json")} == before
+    # the same files and dataset, both copied elsewhere: the import resumes, nothing is redone
+    shutil.copytree(caps, tmp_path / "copied" / "release")
+    shutil.copytree(out, tmp_path / "copied" / "data")
+    assert importer.main(["multi-ht100m", "--captions", str(tmp_path / "copied" / "release"),
+                          "--out", str(tmp_path / "copied" / "data"), *args()]) == 0
+    assert "already complete" in capsys.readouterr().out
+    moved = tmp_path / "copied" / "data" / "aligned"
+    assert {p.name: p.read_bytes() for p in moved.glob("*.stats.json")} == before

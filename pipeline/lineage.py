@@ -1,0 +1,79 @@
+"""What a stage's output was built from, by content rather than by path.
+
+A stage records these identities in its fingerprint (``config.json``), so a re-run over other
+input is refused and a dataset copied or mounted elsewhere still resumes: names and contents
+travel with a copy, absolute paths and mtimes do not.
+
+- ``file_identity``: a file's size, mtime and a content hash. The hash reads the whole file
+  up to 64 MiB and, above that, the size and 16 evenly spaced 1 MiB blocks: the published
+  caption files run to many GB and are read at every start, and files that differ in size
+  or in any sampled block are told apart without reading them twice.
+- ``inputs_identity``: one digest over several files (or directories) by base name and
+  content; ``directory_identity`` lists a directory's files by relative name and size.
+- ``stage_identity``: an upstream stage directory by its own fingerprint, which is built the
+  same way, so the identity follows the data back to the crawl's video list.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+WHOLE_BELOW = 64 << 20
+BLOCK = 1 << 20
+BLOCKS = 16
+
+
+def content_hash(path) -> str:
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256(f"size={size};".encode())
+    with path.open("rb") as f:
+        if size <= WHOLE_BELOW:
+            for chunk in iter(lambda: f.read(BLOCK), b""):
+                h.update(chunk)
+        else:
+            for i in range(BLOCKS):
+                f.seek((size - BLOCK) * i // (BLOCKS - 1))
+                h.update(f.read(BLOCK))
+    return h.hexdigest()
+
+
+def file_identity(path) -> dict:
+    st = Path(path).stat()
+    return {"size": st.st_size, "mtime": int(st.st_mtime), "sha256": content_hash(path)}
+
+
+def directory_identity(path) -> str:
+    """A digest of a directory's files by relative name and size (their contents are not read:
+    a feature directory holds one file per video)."""
+    root = Path(path)
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            h.update(f"{p.relative_to(root).as_posix()}\0{p.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def inputs_identity(paths) -> str:
+    """One digest over files and directories, by base name and content, in the order given."""
+    h = hashlib.sha256()
+    for p in map(Path, paths):
+        what = directory_identity(p) if p.is_dir() else content_hash(p)
+        h.update(f"{p.name}\0{what}\n".encode())
+    return h.hexdigest()
+
+
+def stage_identity(directory) -> str | None:
+    """The digest of a stage directory's fingerprint (None when it has no readable config.json)."""
+    try:
+        doc = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    fingerprint = doc.get("fingerprint") if isinstance(doc, dict) else None
+    if not isinstance(fingerprint, dict):
+        return None
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
