@@ -99,7 +99,9 @@ class S3DFeatureImport(Stage):
         return {"features": str(self.features), "aligned": str(self.aligned), "tolerance_seconds": self.tolerance}
 
     def fingerprint(self) -> dict:
-        return {"aligned": str(self.aligned.resolve())}
+        from .lineage import stage_identity
+
+        return {"aligned_identity": stage_identity(self.aligned)}
 
     def process(self, unit: Unit, writer: UnitWriter) -> None:
         files = UnitFiles(self.aligned, "aligned", unit.index)
