@@ -1,0 +1,99 @@
+"""What every command line of the toolkit shares: ``--version`` and ``--config FILE``.
+
+``--config run.yaml`` (or ``.json``) holds settings by flag name, with or without the dashes
+(``unit-size: 500``, ``unit_size: 500``, ``--unit-size: 500``); flags on the command line
+override the file. A setting the command does not know is refused, naming the ones it does, as
+a mistyped flag would be. Lists are given as YAML lists or as the flag's own comma form. The
+stage's ``config.json`` records the resolved settings, so a run can be repeated from it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from shards.versions import version_line
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=version_line(parser.prog),
+                        help="print the toolkit's version and those of the libraries it uses, and exit")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="YAML or JSON file of settings by flag name (e.g. 'unit-size: 500'); "
+                             "flags given on the command line override it")
+
+
+def _load(path: Path, parser: argparse.ArgumentParser) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        parser.error(f"--config {path}: cannot read it ({exc.strerror or exc})")
+    try:
+        doc = json.loads(text) if path.suffix == ".json" else _yaml(text)
+    except (ValueError, RecursionError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        parser.error(f"--config {path}: not valid {kind} ({str(exc).splitlines()[0]})")
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        parser.error(f"--config {path}: holds a {type(doc).__name__}, not settings by flag name")
+    return doc
+
+
+def _yaml(text: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _as_text(value, action: argparse.Action):
+    """A config value as the string the flag would be given (argparse then converts it)."""
+    if isinstance(value, (list, tuple)):
+        if action.nargs in ("*", "+") or isinstance(action, argparse._AppendAction):
+            return [str(v) for v in value]
+        return ",".join(str(v) for v in value)
+    return value if isinstance(value, str) else str(value)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` with the ``--config`` file's settings as defaults."""
+    probe = argparse.ArgumentParser(add_help=False)
+    probe.add_argument("--config", type=Path)
+    known, _ = probe.parse_known_args(argv)
+    if known.config is None:
+        return parser.parse_args(argv)
+    settings = _load(known.config, parser)
+    by_name = {}
+    for action in parser._actions:
+        for option in action.option_strings:
+            by_name[option.lstrip("-")] = action
+            by_name[option.lstrip("-").replace("-", "_")] = action
+    defaults, unknown = {}, []
+    for key, value in settings.items():
+        action = by_name.get(str(key).lstrip("-"))
+        if action is None or action.dest in ("help", "version", "config"):
+            unknown.append(str(key))
+            continue
+        if action.nargs == 0:  # a switch: true / false
+            if not isinstance(value, bool):
+                parser.error(f"--config {known.config}: {key} is a switch; give true or false")
+            defaults[action.dest] = action.const if value else action.default
+        else:
+            text, convert = _as_text(value, action), action.type or (lambda x: x)
+            try:
+                defaults[action.dest] = [convert(t) for t in text] if isinstance(text, list) else convert(text)
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+                parser.error(f"--config {known.config}: {key} {value!r} is not a valid value ({exc})")
+            if action.choices is not None and defaults[action.dest] not in action.choices:
+                parser.error(f"--config {known.config}: {key} {value!r} is not one of {sorted(action.choices)}")
+        action.required = False
+    if unknown:
+        names = sorted({o.lstrip("-") for a in parser._actions for o in a.option_strings} - {"help", "h", "version",
+                                                                                         "config"})
+        parser.error(f"--config {known.config}: unknown setting(s) {', '.join(unknown)} for {parser.prog} "
+                     f"(it takes: {', '.join(names)})")
+    parser.set_defaults(**defaults)
+    return parser.parse_args(argv)

@@ -1,0 +1,35 @@
+"""The versions a run was made with: the toolkit's and those of the libraries that shape its output.
+
+Read from the installed distributions' metadata, so nothing heavy (torch, yt-dlp) is imported
+to report them. Every CLI prints them with ``--version``; ``config.json`` of every stage and
+each feature ``meta.json`` record them.
+"""
+from __future__ import annotations
+
+import functools
+from importlib import metadata
+
+TOOLKIT = "multi-howto100m"
+LIBRARIES = ("yt-dlp", "webvtt-py", "webdataset", "pyarrow", "torch", "torchvision", "decord", "av",
+             "transformers")
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def versions() -> dict:
+    """``{"multi-howto100m": "0.1.0", "yt-dlp": ..., ...}``; libraries not installed are left out."""
+    found = {TOOLKIT: _version(TOOLKIT) or "unknown"}
+    found.update({name: v for name in LIBRARIES if (v := _version(name)) is not None})
+    return found
+
+
+def version_line(prog: str) -> str:
+    v = dict(versions())
+    own = v.pop(TOOLKIT)
+    return f"{prog} ({TOOLKIT}) {own}; " + ", ".join(f"{k} {x}" for k, x in v.items())

@@ -1,0 +1,56 @@
+"""What every command line shares: --version and --config FILE (flags override the file)."""
+import argparse
+import json
+
+import pytest
+
+from pipeline.cli import add_common_flags, parse_args
+from shards.versions import versions
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="mmp-x")
+    p.add_argument("--crawl", required=True)
+    p.add_argument("--unit-size", type=int, default=1000)
+    p.add_argument("--langs", default="en,de")
+    p.add_argument("--fast", action="store_true")
+    p.add_argument("--egress", action="append", default=[])
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    add_common_flags(p)
+    return p
+
+
+def test_config_file_settings_and_flags_over_them(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("crawl: D/crawl\nunit-size: 5\nlangs: [en, fr]\nfast: true\negress: [a, b]\n")
+    args = parse_args(_parser(), ["--config", str(cfg), "--unit-size", "7"])
+    assert (args.crawl, args.unit_size, args.langs, args.fast, args.egress) == ("D/crawl", 7, "en,fr", True, ["a", "b"])
+    as_json = tmp_path / "run.json"
+    as_json.write_text(json.dumps({"--crawl": "X", "unit_size": 3}))
+    args = parse_args(_parser(), ["--config", str(as_json)])
+    assert (args.crawl, args.unit_size, args.langs) == ("X", 3, "en,de")
+    assert parse_args(_parser(), ["--crawl", "Y"]).unit_size == 1000  # no file: the parser as it is
+
+
+@pytest.mark.parametrize("text,said", [
+    ("crawll: x\n", "unknown setting(s) crawll for mmp-x (it takes: crawl, egress, executor, fast, langs, unit-size)"),
+    ("crawl: x\nunit-size: many\n", "unit-size 'many' is not a valid value"),
+    ("crawl: x\nexecutor: slurm\n", "executor 'slurm' is not one of ['local', 'ray']"),
+    ("crawl: x\nfast: 3\n", "fast is a switch; give true or false"),
+    ("- crawl\n", "holds a list, not settings by flag name"),
+    ("crawl: [x\n", "not valid YAML"),
+])
+def test_bad_config_files_are_one_sentence(tmp_path, capsys, text, said):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        parse_args(_parser(), ["--config", str(cfg)])
+    assert exc.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_version_names_the_toolkit_and_its_libraries(capsys):
+    with pytest.raises(SystemExit) as exc:
+        _parser().parse_args(["--version"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and out.startswith("mmp-x (multi-howto100m) ")
+    assert versions()["multi-howto100m"] in out and f"pyarrow {versions()['pyarrow']}" in out
