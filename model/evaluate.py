@@ -21,6 +21,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pipeline.cli import add_common_flags, parse_args
+
 log = logging.getLogger("mmp.eval")
 
 
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-video-len", type=int, default=36)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_common_flags(p)
     return p
 
 
@@ -278,7 +281,7 @@ def main(argv=None) -> int:
     from .text import TextModelError
     from .run_setup import ConfigError
 
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         res = evaluate(args)

@@ -46,6 +46,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .distributed import broadcast_object, ddp_env, gather_objects, pick_device, shutdown_distributed, to_device
+from pipeline.cli import add_common_flags, parse_args
+
 from .run_dir import check_run_dir, given_flags, resolve_paths
 from .run_setup import (TASK_DEFAULTS, ConfigError, check_flags, load_without_video_input, lr_at, open_logs, param_groups,
                         parse_losses, parse_members, read_s3d_fc, resolve_model)
@@ -135,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps between validations; without it, only at epoch ends (--epochs) and the last step")
     v.add_argument("--val-split", default="val", help="the captions.json split of --val-shards scored")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_flags(p)
     return p
 
 
@@ -434,8 +437,8 @@ def main(argv=None) -> int:
     from .text import TextModelError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.given = given_flags(parser, sys.argv[1:] if argv is None else argv)
+    args = parse_args(parser, argv)
+    args.given = given_flags(parser, sys.argv[1:] if argv is None else argv) | set(getattr(args, "config_given", ()))
     resolve_paths(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     finished = False

@@ -10,17 +10,39 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from shards.versions import version_line
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> dict:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+class _Version(argparse.Action):
+    """``--version`` as one unwrapped line on stdout."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line(parser.prog))
+        parser.exit()
+
+
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--version", action="version", version=version_line(parser.prog),
+    """``--version`` on ``parser``; ``--config`` on it, or on each subcommand when it has them
+    (call it once the subcommands are added)."""
+    parser.add_argument("--version", action=_Version,
                         help="print the toolkit's version and those of the libraries it uses, and exit")
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="YAML or JSON file of settings by flag name (e.g. 'unit-size: 500'); "
-                             "flags given on the command line override it")
+    for target in _subcommands(parser).values() or [parser]:
+        target.add_argument("--config", type=Path, metavar="FILE",
+                            help="YAML or JSON file of settings by flag name (e.g. 'unit-size: 500'); "
+                                 "flags given on the command line override it")
 
 
 def _load(path: Path, parser: argparse.ArgumentParser) -> dict:
@@ -50,12 +72,12 @@ def _yaml(text: str):
 
 
 def _as_text(value, action: argparse.Action):
-    """A config value as the string the flag would be given (argparse then converts it)."""
+    """A config value as the string(s) the flag would be given (argparse then converts them)."""
+    many = action.nargs in ("*", "+") or isinstance(action.nargs, int) or isinstance(action, argparse._AppendAction)
     if isinstance(value, (list, tuple)):
-        if action.nargs in ("*", "+") or isinstance(action, argparse._AppendAction):
-            return [str(v) for v in value]
-        return ",".join(str(v) for v in value)
-    return value if isinstance(value, str) else str(value)
+        return [str(v) for v in value] if many else ",".join(str(v) for v in value)
+    text = value if isinstance(value, str) else str(value)
+    return [text] if many else text
 
 
 def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
@@ -65,9 +87,14 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
     known, _ = probe.parse_known_args(argv)
     if known.config is None:
         return parser.parse_args(argv)
-    settings = _load(known.config, parser)
+    target = parser
+    for arg in sys.argv[1:] if argv is None else argv:
+        if arg in _subcommands(parser):
+            target = _subcommands(parser)[arg]
+            break
+    settings = _load(known.config, target)
     by_name = {}
-    for action in parser._actions:
+    for action in target._actions:
         for option in action.option_strings:
             by_name[option.lstrip("-")] = action
             by_name[option.lstrip("-").replace("-", "_")] = action
@@ -79,21 +106,23 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
             continue
         if action.nargs == 0:  # a switch: true / false
             if not isinstance(value, bool):
-                parser.error(f"--config {known.config}: {key} is a switch; give true or false")
+                target.error(f"--config {known.config}: {key} is a switch; give true or false")
             defaults[action.dest] = action.const if value else action.default
         else:
             text, convert = _as_text(value, action), action.type or (lambda x: x)
             try:
                 defaults[action.dest] = [convert(t) for t in text] if isinstance(text, list) else convert(text)
             except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
-                parser.error(f"--config {known.config}: {key} {value!r} is not a valid value ({exc})")
+                target.error(f"--config {known.config}: {key} {value!r} is not a valid value ({exc})")
             if action.choices is not None and defaults[action.dest] not in action.choices:
-                parser.error(f"--config {known.config}: {key} {value!r} is not one of {sorted(action.choices)}")
+                target.error(f"--config {known.config}: {key} {value!r} is not one of {sorted(action.choices)}")
         action.required = False
     if unknown:
-        names = sorted({o.lstrip("-") for a in parser._actions for o in a.option_strings} - {"help", "h", "version",
+        names = sorted({o.lstrip("-") for a in target._actions for o in a.option_strings} - {"help", "h", "version",
                                                                                          "config"})
-        parser.error(f"--config {known.config}: unknown setting(s) {', '.join(unknown)} for {parser.prog} "
+        target.error(f"--config {known.config}: unknown setting(s) {', '.join(unknown)} for {target.prog} "
                      f"(it takes: {', '.join(names)})")
-    parser.set_defaults(**defaults)
-    return parser.parse_args(argv)
+    target.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    args.config_given = sorted(defaults)  # the settings the file gave (a resume treats them as flags given)
+    return args

@@ -22,6 +22,7 @@ from shards.storage import as_path, local_copy, staging_dir, staging_name
 from shards.writer import UnitWriter
 
 from . import release
+from .cli import add_common_flags, parse_args
 from .lineage import inputs_identity
 from .align_stage import assemble_video, schema_for
 from .stage import (Stage, Unit, UserError, add_executor_args, check_config, executor_options, print_summary,
@@ -231,11 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--tolerance", type=float, default=3.0,
                    help="seconds of length mismatch between features and video before it is recorded")
     add_executor_args(f)
+    add_common_flags(p)
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     try:
         if args.source == "s3d-features":
             from .import_features import S3DFeatureImport

@@ -54,3 +54,17 @@ def test_version_names_the_toolkit_and_its_libraries(capsys):
     out = capsys.readouterr().out
     assert exc.value.code == 0 and out.startswith("mmp-x (multi-howto100m) ")
     assert versions()["multi-howto100m"] in out and f"pyarrow {versions()['pyarrow']}" in out
+
+
+def test_config_file_for_a_subcommand(tmp_path):
+    p = argparse.ArgumentParser(prog="mmp-y")
+    sub = p.add_subparsers(dest="source", required=True)
+    a = sub.add_parser("one")
+    a.add_argument("--captions", nargs="+", required=True)
+    a.add_argument("--partitions", default="auto")
+    sub.add_parser("two").add_argument("--other")
+    add_common_flags(p)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("captions: how2_en.json\npartitions: 8\n")
+    args = parse_args(p, ["one", "--config", str(cfg)])
+    assert args.source == "one" and args.captions == ["how2_en.json"] and args.partitions == "8"

@@ -138,3 +138,14 @@ def test_a_stop_signal_writes_a_checkpoint_and_resume_continues(tmp_path, text_d
     argv[argv.index("--workers") + 1], argv[argv.index("--steps") + 1] = "0", str(stopped + 1)
     assert main(argv + ["--resume"]) == 0
     assert load_checkpoint(run)["step"] == stopped + 1
+
+
+def test_a_config_file_sets_the_run_and_counts_as_given_on_resume(tmp_path, text_dir, pretrain_shards, capsys):
+    run = tmp_path / "run"
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("batch-size: 2\nlosses: [inter]\nsteps: 2\n")
+    base = _base(pretrain_shards, run, text_dir) + ["--config", str(cfg)]
+    assert main(base) == 0
+    assert _config(run)["batch_size"] == 2 and _config(run)["losses"] == ["inter"]
+    cfg.write_text("batch-size: 4\nsteps: 3\n")  # the file now says otherwise: refused like the flag
+    assert "--batch-size 4 (the run's: 2)" in _error(base + ["--resume"], capsys)
