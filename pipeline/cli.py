@@ -23,6 +23,19 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict:
     return {}
 
 
+class HelpWithDefaults(argparse.HelpFormatter):
+    """``--help`` shows each option's default, unless its text already says it or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or "%(default)" in text or not action.option_strings:
+            return text
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS \
+                or action.default == [] or action.nargs == 0:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _Version(argparse.Action):
     """``--version`` as one unwrapped line on stdout."""
 
@@ -37,6 +50,8 @@ class _Version(argparse.Action):
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     """``--version`` on ``parser``; ``--config`` on it, or on each subcommand when it has them
     (call it once the subcommands are added)."""
+    for target in [parser, *_subcommands(parser).values()]:
+        target.formatter_class = HelpWithDefaults
     parser.add_argument("--version", action=_Version,
                         help="print the toolkit's version and those of the libraries it uses, and exit")
     for target in _subcommands(parser).values() or [parser]:
