@@ -18,13 +18,15 @@ Nothing is unpickled: ``.json`` is read as JSON and ``.npy`` with ``allow_pickle
 from __future__ import annotations
 
 import io
-import json
 import math
 import random
 import re
 from dataclasses import dataclass
 
 import numpy as np
+
+# JSON members are decoded (and subs.json scanned) by shards.json_members; load_json stays importable here
+from shards.json_members import WS as _WS, load_json, loads as _loads, object_spans as _object_spans  # noqa: F401
 
 LANGS = ("en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi")
 FEATURE_MEMBERS = ("r21d", "s3d", "regions")
@@ -38,10 +40,6 @@ ROW_SECONDS_TOLERANCE = 1e-6
 
 def load_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def load_json(data: bytes):
-    return json.loads(data.decode("utf-8"))
 
 
 _NPY_HEADER = re.compile(r"\{'descr': '([<>|=][a-z]\d+)', 'fortran_order': (True|False), "
@@ -235,73 +233,6 @@ def video_features(sample: dict, members: tuple[str, ...]) -> np.ndarray:
     return FeatureRows(sample, members)[:]
 
 
-_WS = re.compile(r"[ \t\n\r]*")
-_SCAN = json.JSONDecoder().scan_once
-
-
-def _skip_flat_object(s: str, i: int) -> int:
-    """The index just past the object at ``s[i]`` if it holds no object (a subtitle track:
-    strings, numbers and arrays of cues), found with str.find and counts alone; -1 when
-    that cannot be decided so cheaply (a nested object, a brace or an escaped backslash
-    in a string), and the caller falls back to a full scan."""
-    j = i
-    while True:
-        j = s.find("}", j + 1)
-        if j < 0 or s.find("{", i + 1, j) >= 0:
-            return -1
-        quotes = s.count('"', i, j)
-        if quotes and s.find("\\", i, j) >= 0:  # the writer's UTF-8 JSON rarely escapes anything
-            escaped = s.count('\\"', i, j)
-            if escaped and s.count("\\\\", i, j):
-                return -1  # is \\" an escaped quote or an escaped backslash? let the scanner say
-            quotes -= escaped
-        if quotes % 2 == 0:  # an even number of string delimiters before it: "}" is outside strings
-            return j + 1
-
-
-def _skip_value(s: str, i: int) -> int:
-    """The index just past the JSON value starting at ``s[i]``."""
-    if s[i] == "{":
-        end = _skip_flat_object(s, i)
-        if end > 0:
-            return end
-    try:  # anything else is decoded and dropped: json's C scanner beats a regular expression here
-        return _SCAN(s, i)[1]
-    except StopIteration:
-        raise ValueError(f"malformed JSON at character {i}") from None
-
-
-def _object_spans(s: str, i: int, walk: str | None = None) -> tuple[dict, int]:
-    """``({key: (value_start, value_end, members)}, end)`` for the JSON object at ``s[i]``, values
-    undecoded. ``members`` is None, or for the key ``walk`` (when its value is an object) that
-    object's own spans, found in the same pass."""
-    if s[i:i + 1] != "{":
-        raise ValueError(f"expected a JSON object at character {i}")
-    spans = {}
-    i = _WS.match(s, i + 1).end()
-    if s[i:i + 1] == "}":
-        return spans, i + 1
-    while True:
-        if s[i:i + 1] != '"':
-            raise ValueError(f"expected a key at character {i}")
-        key, i = json.decoder.scanstring(s, i + 1)
-        i = _WS.match(s, i).end()
-        if s[i:i + 1] != ":":
-            raise ValueError(f"expected ':' at character {i}")
-        start = _WS.match(s, i + 1).end()
-        if key == walk and s[start:start + 1] == "{":
-            members, end = _object_spans(s, start)
-        else:
-            members, end = None, _skip_value(s, start)
-        spans[key] = (start, end, members)
-        i = _WS.match(s, end).end()
-        if s[i:i + 1] == "}":
-            return spans, i + 1
-        if s[i:i + 1] != ",":
-            raise ValueError(f"expected ',' or '}}' at character {i}")
-        i = _WS.match(s, i + 1).end()
-
-
 class SubtitleTracks:
     """The tracks of a ``subs.json``, each decoded only when a clip asks for its cues.
 
@@ -326,7 +257,7 @@ class SubtitleTracks:
             return
         a, b, members = top["tracks"]
         if members is None:
-            if json.loads(s[a:b]):  # null or an empty list mean no tracks, as a missing key does
+            if _loads(s[a:b]):  # null or an empty list mean no tracks, as a missing key does
                 raise ValueError("subs.json 'tracks' is not an object")
             return
         self._spans = {lang: (x, y) for lang, (x, y, _) in members.items()}
@@ -346,7 +277,7 @@ class SubtitleTracks:
         """``[[start_s, end_s, text], ...]`` of one language (empty when it has none)."""
         if lang not in self._cues:
             a, b = self._spans[lang]
-            track = json.loads(self._text[a:b])
+            track = _loads(self._text[a:b])
             if not isinstance(track, dict):
                 raise ValueError(f"subs.json track {lang!r} is not an object")
             self._cues[lang] = track.get("cues") or []

@@ -19,7 +19,9 @@ the stages and their order. ``bench/train.py`` measures the loader against readi
 same tars with tarfile alone.
 
 Nothing is unpickled: members are decoded by name (``.json`` as JSON, ``.npy`` with
-``allow_pickle=False``) and pickle-format members are refused.
+``allow_pickle=False``) and pickle-format members are refused. How shards are read and
+which members are refused before they are read (links, ``..`` names, members over a size
+cap, gzip not named so) is ``model.shard_stream``.
 """
 from __future__ import annotations
 
@@ -27,26 +29,22 @@ import glob
 import logging
 import os
 import random
-import tarfile
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from shards.layout import FORBIDDEN_SUFFIXES
+from shards.members import DEFAULT_LIMITS, MemberLimits
 
 # what a sample is decoded into, and its tokenisation, live in their own modules; their
 # names stay importable from here, where the trainer, evaluation and tests look for them
 from .clips import (FEATURE_MEMBERS, LANGS, MIN_CLIP_SECONDS, ClipConfig, FeatureRows,  # noqa: F401
                     NpyRows, RowTimes, RowTimesError, SubtitleTracks, _caption_clip, _pretrain_clip, caption_clip,
                     load_json, load_npy, pretrain_clip, row_times, video_features)
+from .shard_stream import (TAR_BUFSIZE, StreamState, barren, counting_handler, shard_samples,  # noqa: F401
+                           tar_samples)
 from .tokens import ClipTokenizer, tokenize  # noqa: F401
 
 log = logging.getLogger("mmp.data")
-
-# tarfile's stream mode slices its read buffer on every member read, so each read copies up
-# to the buffer size: 1 MB made reading 5x slower than 64 kB, which is near the optimum
-TAR_BUFSIZE = 1 << 16
 
 
 class DataError(Exception):
@@ -117,106 +115,7 @@ def split_by_worker(src, worker: int, num_workers: int):
         yield epoch, shards[worker::num_workers]
 
 
-# ---------------------------------------------------------------------------- tar samples
-
-
-@dataclass
-class StreamState:
-    """What one worker has read: counters by reason and its position in the epoch."""
-
-    counts: Counter = field(default_factory=Counter)
-    epoch: int = 0
-    raw: int = 0  # samples read from tars in this epoch (before any filtering)
-    tried: int = 0  # samples handed to clip sampling, all epochs
-    epochs_read: int = 0
-
-    def count(self, name: str, n: int = 1) -> None:
-        self.counts[name] += n
-
-
-def counting_handler(state: StreamState, url: str, exc: Exception) -> None:
-    """Corrupt input is counted and logged, never fatal (webdataset's warn_and_continue, counted)."""
-    state.count("error/shard")
-    log.warning("skipping the rest of %s: %s", url, exc)
-
-
-def _open(url: str):
-    if os.path.exists(url):
-        return open(url, "rb")
-    import webdataset
-
-    return webdataset.gopen(url, "rb")
-
-
-class _Counting:
-    """A read-only stream that counts the bytes read through it."""
-
-    def __init__(self, f):
-        self.f, self.count = f, 0
-
-    def read(self, n=-1):
-        data = self.f.read(n)
-        self.count += len(data)
-        return data
-
-
-def tar_samples(src, state: StreamState, skip: dict | None = None, handler=counting_handler):
-    """Samples ``{"__key__", "__url__", member: bytes}`` from each epoch's shards.
-
-    ``skip`` maps an epoch to the number of raw samples to pass over (resume); they are
-    read but not decoded. A sample cut short by a truncated tar is dropped and counted.
-    """
-    for epoch, shards in src:
-        if state.epochs_read and barren(state):
-            log.error("stopping: a whole epoch of %d samples gave no usable clip (%s)", state.raw, dict(state.counts))
-            return
-        state.epoch, state.raw = epoch, 0
-        state.epochs_read += 1
-        to_skip = (skip or {}).get(epoch, 0)
-        for url in shards:
-            current = None
-            try:
-                with _open(url) as raw, tarfile.open(fileobj=(stream := _Counting(raw)), mode="r|*",
-                                                     bufsize=TAR_BUFSIZE) as tar:
-                    for info in tar:
-                        if not info.isfile():
-                            continue
-                        base = info.name.rsplit("/", 1)[-1]
-                        key, _, member = base.partition(".")
-                        if member.endswith(FORBIDDEN_SUFFIXES):
-                            state.count("skipped/pickle_member")
-                            log.warning("%s: refusing pickle-format member %s", url, info.name)
-                            continue
-                        data = tar.extractfile(info).read()
-                        if current is not None and current["__key__"] != key:
-                            state.raw += 1
-                            if state.raw > to_skip:
-                                yield current
-                            current = None
-                        if current is None:
-                            current = {"__key__": key, "__url__": url, "__epoch__": epoch}
-                        current[member] = data
-                    while stream.read(1 << 16):
-                        pass
-                    if stream.count - tar.offset < 1024:
-                        # tarfile ends quietly when a cut falls between members; a whole tar
-                        # ends with two zero blocks, so their absence means a truncated shard
-                        raise tarfile.ReadError("no end-of-archive marker (truncated)")
-            except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
-                handler(state, url, exc)
-                if current is not None:
-                    state.count("skipped/truncated")
-                current = None
-            if current is not None:
-                state.raw += 1
-                if state.raw > to_skip:
-                    yield current
-
-
-def barren(state: StreamState) -> bool:
-    """True when the last epoch read nothing, or every sample of a full epoch was unusable:
-    later epochs read the same shards, so the endless stream would spin without output."""
-    return state.raw == 0 or (state.tried >= state.raw and state.counts["samples/used"] == 0)
+# ---------------------------------------------------------------------------- samples
 
 
 def shuffle(src, bufsize: int, rng: random.Random):
@@ -249,11 +148,12 @@ class MemberLayout:
     meta: dict  # meta.json features[name] (the recipe: output, output_dim, ...), {} when not recorded
 
 
-def feature_layout(urls: list[str], members: tuple[str, ...], limit: int = 64) -> list[MemberLayout]:
+def feature_layout(urls: list[str], members: tuple[str, ...], limit: int = 64,
+                   limits: MemberLimits = DEFAULT_LIMITS) -> list[MemberLayout]:
     """The chosen members' widths, in order, read from the first samples that carry them all."""
     state = StreamState()
     seen = 0
-    for sample in tar_samples(iter([(0, urls)]), state):
+    for sample in tar_samples(iter([(0, urls)]), state, limits=limits):
         seen += 1
         try:
             rows = FeatureRows(sample, members)
@@ -264,7 +164,7 @@ def feature_layout(urls: list[str], members: tuple[str, ...], limit: int = 64) -
             continue
         try:
             features = load_json(sample["meta.json"]).get("features") if "meta.json" in sample else None
-        except (ValueError, UnicodeDecodeError, AttributeError):
+        except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
             features = None
         features = features if isinstance(features, dict) else {}
         return [MemberLayout(name, int(a.shape[1]), features[name] if isinstance(features.get(name), dict) else {})
@@ -312,7 +212,7 @@ def sample_clips(src, cfg: ClipConfig, state: StreamState, seed: int):
             state.count("skipped/bad_row_times")
             log.warning("skipping sample %s in %s: %s", key, sample.get("__url__"), exc)
             continue
-        except (ValueError, UnicodeDecodeError, TypeError, IndexError, AttributeError) as exc:
+        except (ValueError, UnicodeDecodeError, TypeError, IndexError, AttributeError, RecursionError) as exc:
             state.count("skipped/corrupt")
             log.warning("skipping sample %s in %s: %s", key, sample.get("__url__"), exc)
             continue
@@ -422,16 +322,18 @@ class ClipStream(_iterable_dataset()):
     resume skips at most ``shuffle_buffer`` samples per worker and never repeats one.
     A worker without a position starts at ``start_epoch`` (a resume whose ranks or workers
     changed restarts the stream at the epoch it had reached, so the epoch count goes on).
+    ``limits`` caps each tar member's size by its type (``MemberLimits.parse`` reads a flag).
     """
 
     def __init__(self, urls, tokenizer, cfg: ClipConfig, batch_size: int, *, seed: int = 0, rank: int = 0,
                  world_size: int = 1, shuffle_buffer: int = 100, positions: dict | None = None,
-                 start_epoch: int = 0):
+                 start_epoch: int = 0, limits: MemberLimits = DEFAULT_LIMITS):
         self.urls, self.tokenizer, self.cfg = list(urls), tokenizer, cfg
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.shuffle_buffer = shuffle_buffer
         self.positions = {int(k): v for k, v in (positions or {}).items()}
         self.start_epoch = start_epoch
+        self.limits = limits
 
     def pipeline(self, worker: int, num_workers: int):
         state = StreamState()
@@ -442,7 +344,7 @@ class ClipStream(_iterable_dataset()):
             lambda src: split_by_node(src, self.rank, self.world_size),
             lambda src: split_by_worker(src, worker, num_workers),
             lambda src: _stop_on_empty(src),
-            lambda src: tar_samples(src, state, skip={epoch: raw}),
+            lambda src: tar_samples(src, state, skip={epoch: raw}, limits=self.limits),
             lambda src: shuffle(src, self.shuffle_buffer, rng),
             lambda src: sample_clips(src, self.cfg, state, self.seed),
             lambda src: tokenize(src, self.tokenizer, self.cfg, chunk=self.batch_size),

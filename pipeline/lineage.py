@@ -25,8 +25,13 @@ BLOCK = 1 << 20
 BLOCKS = 16
 
 
+def _path(p):
+    """A local path as ``Path``; a ``shards.storage.RemotePath`` (fsspec URL) as it is."""
+    return p if hasattr(p, "fs") else Path(p)
+
+
 def content_hash(path) -> str:
-    path = Path(path)
+    path = _path(path)
     size = path.stat().st_size
     h = hashlib.sha256(f"size={size};".encode())
     with path.open("rb") as f:
@@ -41,15 +46,19 @@ def content_hash(path) -> str:
 
 
 def file_identity(path) -> dict:
-    st = Path(path).stat()
+    st = _path(path).stat()
     return {"size": st.st_size, "mtime": int(st.st_mtime), "sha256": content_hash(path)}
 
 
 def directory_identity(path) -> str:
     """A digest of a directory's files by relative name and size (their contents are not read:
     a feature directory holds one file per video)."""
-    root = Path(path)
+    root = _path(path)
     h = hashlib.sha256()
+    if not isinstance(root, Path):  # an object store prefix: its objects, one level
+        for p in sorted(root.iterdir(), key=lambda p: p.name):
+            h.update(f"{p.name}\0{p.stat().st_size}\n".encode())
+        return h.hexdigest()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
@@ -61,7 +70,7 @@ def directory_identity(path) -> str:
 def inputs_identity(paths) -> str:
     """One digest over files and directories, by base name and content, in the order given."""
     h = hashlib.sha256()
-    for p in map(Path, paths):
+    for p in map(_path, paths):
         what = directory_identity(p) if p.is_dir() else content_hash(p)
         h.update(f"{p.name}\0{what}\n".encode())
     return h.hexdigest()
@@ -77,3 +86,18 @@ def stage_identity(directory) -> str | None:
     if not isinstance(fingerprint, dict):
         return None
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+
+
+def unit_identity(files) -> str | None:
+    """The sha256 of a unit's stats file: it names the unit's tar and parquet by their sha256,
+    so it changes whenever the unit is rewritten (None while the unit is not complete)."""
+    try:
+        return hashlib.sha256(files.stats.read_bytes()).hexdigest()
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def stale(built_from: dict | None, now: dict | None) -> bool:
+    """Whether a unit recorded as built from ``built_from`` must be redone from ``now``: only
+    when both are known and differ (units written before identities were recorded are kept)."""
+    return bool(built_from) and bool(now) and built_from != now

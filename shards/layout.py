@@ -8,6 +8,7 @@ members of a sample.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,54 @@ class UnitFiles:
         if self.remote and not self.temp_directory.is_dir():
             return []
         return sorted(self.temp_directory.glob(f".{self.stem}.*.tmp*"))
+
+
+# a unit is ~1,000 videos; a count past this is damage, and a plan would build a list of it
+MAX_UNIT_ROWS = 10_000_000
+
+
+class DamagedUnit(ValueError):
+    """A unit whose stats file cannot be used: unreadable, not a JSON object, or a field of
+    the wrong type. Its message is one sentence naming the file."""
+
+
+def _count_field(stats: dict, name: str, where: str) -> None:
+    value = stats.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_UNIT_ROWS:
+        raise DamagedUnit(f"{where}: {name!r} is {value!r}, not a count between 0 and {MAX_UNIT_ROWS:,}")
+
+
+def read_stats(files: "UnitFiles") -> dict:
+    """A unit's stats file, checked where readers use it: a JSON object whose ``rows``,
+    ``samples`` and ``failures`` are counts, whose ``counts`` (when there) is an object and
+    whose ``files`` (when there) maps ``tar``/``parquet`` to ``{size, sha256}`` entries.
+    Raises DamagedUnit, with one sentence, for anything else."""
+    where = f"{files.stem}: stats file {files.stats.name}"
+    try:
+        stats = json.loads(files.stats.read_text())
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise DamagedUnit(f"{where} is unreadable ({type(exc).__name__}: {exc}); the unit is damaged") from None
+    if not isinstance(stats, dict):
+        raise DamagedUnit(f"{where} holds a JSON {type(stats).__name__}, not an object; the unit is damaged")
+    for name in ("rows", "samples", "failures"):
+        _count_field(stats, name, where)
+    if not isinstance(stats.get("counts", {}), dict):
+        raise DamagedUnit(f"{where}: 'counts' is not an object")
+    if not isinstance(stats.get("layout"), (str, type(None))):
+        raise DamagedUnit(f"{where}: 'layout' is {stats['layout']!r}, not a stage name")
+    recorded = stats.get("files", {})
+    if not isinstance(recorded, dict):
+        raise DamagedUnit(f"{where}: 'files' is not an object")
+    for kind in ("tar", "parquet"):
+        entry = recorded.get(kind, {})
+        if not isinstance(entry, dict):
+            raise DamagedUnit(f"{where}: 'files.{kind}' is not an object")
+        size, digest = entry.get("size"), entry.get("sha256")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise DamagedUnit(f"{where}: 'files.{kind}.size' is {size!r}, not a byte count")
+        if digest is not None and not isinstance(digest, str):
+            raise DamagedUnit(f"{where}: 'files.{kind}.sha256' is {digest!r}, not a hex digest")
+    return stats
 
 
 def completed_units(directory, prefix: str) -> list[UnitFiles]:

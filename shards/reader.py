@@ -2,20 +2,29 @@
 
 Nothing here unpickles: JSON and text are decoded as such, arrays are ``.npy``
 loaded with ``allow_pickle=False``. Paths may be local or fsspec URLs
-(``shards.storage``).
+(``shards.storage``). A tar is read as a plain tar unless its name says gzip; members
+are checked from their headers before their payload is read (``shards.members``), and
+a tar that ends without its end-of-archive marker is truncated.
 """
 from __future__ import annotations
 
+import gzip
 import io
-import json
+import logging
 import tarfile
 from contextlib import contextmanager
 from typing import Iterator
 
 import pyarrow.parquet as pq
 
+from .json_members import load_json  # noqa: F401  (readers of stage outputs import it from here)
 from .layout import FORBIDDEN_SUFFIXES, UnitFiles, completed_units
+from .members import DEFAULT_LIMITS, BoundedTarInfo, MemberLimits, is_compressed_name, refusal
 from .storage import RemotePath, as_path
+
+log = logging.getLogger("mmp.shards")
+
+END_OF_ARCHIVE = b"\0" * 1024
 
 
 class ShardError(Exception):
@@ -32,23 +41,43 @@ def split_member_name(name: str) -> tuple[str, str]:
 @contextmanager
 def _open_tar(path):
     path = as_path(path)
-    if not isinstance(path, RemotePath):
-        with tarfile.open(path, "r:") as tar:
+    with path.open("rb") if isinstance(path, RemotePath) else open(path, "rb") as f:
+        # inflated only when the name says so: a gzip stream named .tar is not a tar
+        inner = gzip.GzipFile(fileobj=f, mode="rb") if is_compressed_name(path.name) else f
+        with tarfile.open(fileobj=inner, mode="r:", tarinfo=BoundedTarInfo) as tar:
             yield tar
-        return
-    with path.open("rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
-        yield tar
 
 
-def iter_samples(path) -> Iterator[dict]:
-    """Yield one dict per sample: ``{"__key__": key, member: bytes, ...}``, in tar order."""
+def _log_refusal(key: str, reason: str) -> None:
+    log.warning("skipping sample %s: %s", key, reason)
+
+
+def iter_samples(path, limits: MemberLimits = DEFAULT_LIMITS, on_refused=_log_refusal) -> Iterator[dict]:
+    """Yield one dict per sample: ``{"__key__": key, member: bytes, ...}``, in tar order.
+
+    A sample holding a member that is unsafe (a link, an absolute or ``..`` name) or over
+    its type's size cap is not yielded: ``on_refused(key, reason)`` is told instead, and
+    that member's payload is never read.
+    """
     current: dict | None = None
+    refused_key = None
     try:
         with _open_tar(path) as tar:
             for info in tar:
-                if not info.isfile():
+                tar.members = []  # tarfile keeps every header it reads; a shard may hold millions
+                if not (info.isfile() or info.issym() or info.islnk()):
                     continue
                 key, member = split_member_name(info.name)
+                if key == refused_key:
+                    continue
+                why = refusal(info, member, limits)
+                if why is not None:
+                    on_refused(key, why[1])
+                    refused_key = key
+                    if current is not None and current["__key__"] != key:
+                        yield current  # the sample before it is whole
+                    current = None
+                    continue
                 if member.endswith(FORBIDDEN_SUFFIXES):
                     raise ShardError(f"{path}: member {info.name!r} is a pickle format; refusing to read it")
                 data = tar.extractfile(info).read()
@@ -57,6 +86,11 @@ def iter_samples(path) -> Iterator[dict]:
                         yield current
                     current = {"__key__": key}
                 current[member] = data
+            tar.fileobj.seek(tar.offset)
+            if tar.fileobj.read(len(END_OF_ARCHIVE)) != END_OF_ARCHIVE:
+                # tarfile stops quietly at a cut between members or at a damaged header;
+                # a whole tar ends with two zero blocks
+                raise ShardError(f"{path}: no end-of-archive marker after byte {tar.offset} (truncated or damaged)")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ShardError(f"{path}: {exc}") from exc
     if current is not None:
@@ -69,10 +103,6 @@ def read_rows(path) -> list[dict]:
         with path.open("rb") as f:
             return pq.read_table(f).to_pylist()
     return pq.read_table(path).to_pylist()
-
-
-def load_json(data: bytes):
-    return json.loads(data.decode("utf-8"))
 
 
 def load_npy(data: bytes):

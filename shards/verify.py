@@ -1,19 +1,22 @@
 """``mmp-verify DIR``: check that a stage's outputs are whole and consistent.
 
-For every unit: the stats file parses, the tar and parquet it names exist with the
-recorded size and sha256, every tar member is readable, the parquet has one row per
-input video and rows = samples + failures. Units that have a tar or parquet but no
-stats file (in flight or killed) and leftover temporaries are reported too.
+For every unit: the stats file parses and its fields have their types, the tar and
+parquet it names exist with the recorded size and sha256, the tar is whole (its
+end-of-archive marker is there) and every member readable and safe (no links, no
+absolute or ``..`` names, none over the readers' size caps), the parquet has one row per
+input video and rows = samples + failures, and rows and members agree: an ok row has its
+sample, and the members a row records (tracks, video, feature arrays) are there with the
+recorded sizes. Units that have a tar or parquet but no stats file (in flight or killed)
+and leftover temporaries are reported too.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from dataclasses import dataclass, field
 
-from .layout import LAYOUTS, UNIT_RE, UnitFiles
+from .layout import LAYOUTS, UNIT_RE, DamagedUnit, UnitFiles, read_stats
 from .reader import ShardError, iter_samples, read_rows
 from .storage import RemotePath, as_path, staging_dir, staging_name
 from .writer import sha256_file
@@ -32,12 +35,50 @@ class VerifyReport:
         return not self.problems
 
 
+def recorded_members(row: dict) -> dict[str, int | None]:
+    """The members a parquet row says its sample holds, with the byte count where it records one:
+    a crawl row's fetched tracks (``{lang}_status`` ok, ``{lang}_bytes``) and video file
+    (``video_ext``, ``video_bytes``); a feature row's arrays (``backbones`` or ``features``)."""
+    members: dict[str, int | None] = {}
+    for column, value in row.items():
+        lang = column[:-len("_bytes")]
+        if column.endswith("_bytes") and lang != "video" and value is not None and row.get(f"{lang}_status") == "ok":
+            members[f"{lang}.vtt"] = int(value)
+    if row.get("video_ext") and row.get("video_status") == "ok":
+        members[str(row["video_ext"])] = row.get("video_bytes")
+    arrays = row.get("backbones") or row.get("features") or []
+    for name in arrays.split(",") if isinstance(arrays, str) else arrays:
+        if name:
+            members[f"{name}.npy"] = None
+    return members
+
+
+def cross_check(name: str, rows: list[dict], sizes: dict[str, dict | None], report: VerifyReport) -> None:
+    """Rows against the tar: every ok row has its sample, and every member a row records is in
+    that sample with the recorded size."""
+    for row in rows:
+        vid = row.get("video_id")
+        if vid in sizes and sizes[vid] is None:
+            continue  # a refused sample, reported as such
+        sample = sizes.get(vid)
+        if sample is None:
+            if row.get("status") == "ok":
+                report.problems.append(f"{name}: row {vid} has status ok but the tar holds no sample for it")
+            continue
+        for member, size in sorted(recorded_members(row).items()):
+            if member not in sample:
+                report.problems.append(f"{name}: sample {vid}: the row records member {member!r}, the tar lacks it")
+            elif size is not None and sample[member] != size:
+                report.problems.append(f"{name}: sample {vid}: member {member!r} holds {sample[member]} bytes, "
+                                       f"the row records {size}")
+
+
 def verify_unit(unit: UnitFiles, report: VerifyReport, deep: bool = True) -> None:
     name = unit.stem
     try:
-        stats = json.loads(unit.stats.read_text())
-    except (OSError, ValueError) as exc:
-        report.problems.append(f"{name}: stats file unreadable: {exc}")
+        stats = read_stats(unit)
+    except DamagedUnit as exc:
+        report.problems.append(str(exc))
         return
     for kind, path in (("tar", unit.tar), ("parquet", unit.parquet)):
         recorded = stats.get("files", {}).get(kind, {})
@@ -54,10 +95,18 @@ def verify_unit(unit: UnitFiles, report: VerifyReport, deep: bool = True) -> Non
         report.problems.append(f"{name}: parquet unreadable: {exc}")
         return
     keys: list[str] = []
-    layout = LAYOUTS.get(stats.get("layout", ""))
+    sizes: dict[str, dict | None] = {}  # key -> member sizes; None for a refused sample
+    layout = LAYOUTS.get(stats.get("layout") or "")
+
+    def refused(key: str, reason: str) -> None:
+        keys.append(key)  # the sample is in the tar, though no reader will yield it
+        sizes[key] = None
+        report.problems.append(f"{name}: sample {key}: {reason}; readers refuse it")
+
     try:
-        for sample in iter_samples(unit.tar):
+        for sample in iter_samples(unit.tar, on_refused=refused):
             keys.append(sample["__key__"])
+            sizes[sample["__key__"]] = {k: len(v) for k, v in sample.items() if k != "__key__"}
             if layout is not None:
                 for problem in layout.check({k: v for k, v in sample.items() if k != "__key__"}):
                     report.problems.append(f"{name}: sample {sample['__key__']}: {problem}")
@@ -72,6 +121,7 @@ def verify_unit(unit: UnitFiles, report: VerifyReport, deep: bool = True) -> Non
     missing = set(keys) - set(ids)
     if missing:
         report.problems.append(f"{name}: {len(missing)} samples without a parquet row, e.g. {sorted(missing)[0]}")
+    cross_check(name, rows, sizes, report)
     failures = len(set(ids) - set(keys))
     if len(rows) != len(keys) + failures:
         report.problems.append(f"{name}: rows {len(rows)} != samples {len(keys)} + failures {failures}")
@@ -114,8 +164,10 @@ def verify_dir(directory, deep: bool = True) -> VerifyReport:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="mmp-verify",
-        description="Check a stage output directory (e.g. DATA/crawl): every unit's tar readable, "
-        "parquet rows = samples + failures, stats present, recorded sizes and sha256 match.",
+        description="Check a stage output directory (e.g. DATA/crawl): every unit's stats well formed, tar whole "
+        "and readable with no unsafe member (links, absolute or '..' names, over the size caps), parquet rows = "
+        "samples + failures, rows and members agree (tracks, video, arrays, byte counts), recorded sizes and "
+        "sha256 match.",
     )
     parser.add_argument("dirs", nargs="+", help="stage output directories (paths or fsspec URLs such as s3://b/crawl)")
     parser.add_argument("--quick", action="store_true", help="skip sha256 (sizes are still checked)")
