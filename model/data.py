@@ -173,9 +173,10 @@ def feature_layout(urls: list[str], members: tuple[str, ...], limit: int = 64,
                     f"{','.join(members)}; pick members the shards hold (r21d, s3d, regions)")
 
 
-def feature_dim(urls: list[str], members: tuple[str, ...], limit: int = 64) -> int:
+def feature_dim(urls: list[str], members: tuple[str, ...], limit: int = 64,
+                limits: MemberLimits = DEFAULT_LIMITS) -> int:
     """The video input dimension, read from the first samples that carry the chosen members."""
-    return sum(m.width for m in feature_layout(urls, members, limit))
+    return sum(m.width for m in feature_layout(urls, members, limit, limits))
 
 
 # ---------------------------------------------------------------------------- clip sampling

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-video-len", type=int, default=36)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    from .run_setup import MEMBER_MB_HELP
+
+    p.add_argument("--max-member-mb", metavar="KIND=MB,...", help=MEMBER_MB_HELP)
     add_common_flags(p)
     return p
 
@@ -86,7 +89,7 @@ def even_rows(video, max_len: int):
     return video[np.linspace(0, len(video) - 1, max_len).round().astype(int)]
 
 
-def load_split(urls, members, split: str, langs, max_video_len: int):
+def load_split(urls, members, split: str, langs, max_video_len: int, limits=None):
     """Videos of the split and the captions per language:
     ``(keys, videos, {lang: [(text, index)]}, counts, pool)``.
 
@@ -100,7 +103,7 @@ def load_split(urls, members, split: str, langs, max_video_len: int):
     state = StreamState()
     keys, videos, queries, counts = [], [], {l: [] for l in langs}, Counter()
     in_shards, recorded, benchmarks = 0, Counter(), Counter()
-    for sample in tar_samples(iter([(0, urls)]), state):
+    for sample in tar_samples(iter([(0, urls)]), state, **({"limits": limits} if limits else {})):
         if "captions.json" not in sample:
             counts["skipped/no_captions"] += 1
             continue
@@ -163,7 +166,7 @@ def evaluate(args) -> dict:
     from .mmp import MMPConfig, build_model
     from .text import TextModelError, load_tokenizer
     from .distributed import pick_device
-    from .run_setup import check_video_dim
+    from .run_setup import check_video_dim, member_limits
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -171,9 +174,10 @@ def evaluate(args) -> dict:
     ck = load_checkpoint(args.ckpt)
     cfg = MMPConfig.from_json(ck["model_config"])
     members = tuple(cfg.video_features)
-    check_video_dim(cfg, feature_dim(urls, members), members, f"the checkpoint {ck['path']}")
+    limits = member_limits(args.max_member_mb)
+    check_video_dim(cfg, feature_dim(urls, members, limits=limits), members, f"the checkpoint {ck['path']}")
     langs = [l.strip() for l in args.langs.split(",") if l.strip()]
-    keys, videos, queries, counts, pool = load_split(urls, members, args.split, langs, args.max_video_len)
+    keys, videos, queries, counts, pool = load_split(urls, members, args.split, langs, args.max_video_len, limits)
     if not videos:
         raise DataError(f"--shards hold no video of split {args.split!r} with --video-features "
                         f"{','.join(members)} (counts: {counts})")

@@ -221,3 +221,18 @@ def check_flags(args) -> None:
     for name in ("mask_prob", "dropout"):
         if getattr(args, name, 0) >= 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be below 1, got {getattr(args, name)}")
+
+
+MEMBER_MB_HELP = ("largest shard member read, in MB per kind: npy, json, text, video, other (default "
+                  "npy=512,json=64,text=64,video=4096,other=64); a sample with a larger member is skipped and "
+                  "counted as skipped/member_too_large")
+
+
+def member_limits(spec: str | None):
+    """``--max-member-mb`` as ``shards.members.MemberLimits``."""
+    from shards.members import MemberLimits
+
+    try:
+        return MemberLimits.parse(spec)
+    except ValueError as exc:
+        raise ConfigError(f"--max-member-mb: {exc}") from None

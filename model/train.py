@@ -49,7 +49,7 @@ from .distributed import broadcast_object, ddp_env, gather_objects, pick_device,
 from pipeline.cli import add_common_flags, parse_args
 
 from .run_dir import check_run_dir, given_flags, resolve_paths
-from .run_setup import (TASK_DEFAULTS, ConfigError, check_flags, load_without_video_input, lr_at, open_logs, param_groups,
+from .run_setup import (MEMBER_MB_HELP, TASK_DEFAULTS, ConfigError, check_flags, load_without_video_input, member_limits, lr_at, open_logs, param_groups,
                         parse_losses, parse_members, read_s3d_fc, resolve_model)
 from .stopping import StopRequest, ignore_stop_signals
 from .validation import load_validation, validate
@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--val-every", type=int,
                    help="steps between validations; without it, only at epoch ends (--epochs) and the last step")
     v.add_argument("--val-split", default="val", help="the captions.json split of --val-shards scored")
+    p.add_argument("--max-member-mb", metavar="KIND=MB,...", help=MEMBER_MB_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_flags(p)
     return p
@@ -186,7 +187,8 @@ def train(args) -> int:
     urls = expand_shards(args.shards)
     if len(urls) < world:
         raise ConfigError(f"--shards names {len(urls)} shards for {world} ranks; every rank needs at least one")
-    layout = feature_layout(urls, members)
+    limits = member_limits(args.max_member_mb)
+    layout = feature_layout(urls, members, limits=limits)
     fc = read_s3d_fc(args, members, layout)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -229,7 +231,7 @@ def train(args) -> int:
     args.losses = ",".join(losses)  # the run config records what this run trains, defaults resolved
     dataset = ClipStream(urls, tokenizer, clip, batch // world, seed=args.seed, rank=rank, world_size=world,
                          shuffle_buffer=args.shuffle_buffer, positions=positions,
-                         start_epoch=int(state.get("epochs_done", 0)))
+                         start_epoch=int(state.get("epochs_done", 0)), limits=limits)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
                                          prefetch_factor=4 if workers else None,
                                          pin_memory=device.type == "cuda",

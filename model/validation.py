@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .distributed import broadcast_object
-from .run_setup import ConfigError, check_video_dim
+from .run_setup import ConfigError, check_video_dim, member_limits
 
 def load_validation(args, cfg, members, max_video_len: int, rank: int, world: int):
     """The validation split ``(videos, queries)`` on rank 0 (None elsewhere, and without
@@ -16,9 +16,11 @@ def load_validation(args, cfg, members, max_video_len: int, rank: int, world: in
     if rank == 0:
         try:
             urls = expand_shards(args.val_shards)
-            check_video_dim(cfg, feature_dim(urls, members), members, "the model")
+            limits = member_limits(args.max_member_mb)
+            check_video_dim(cfg, feature_dim(urls, members, limits=limits), members, "the model")
             langs = [l.strip() for l in args.langs.split(",") if l.strip()]
-            _, videos, queries, counts, _ = load_split(urls, members, args.val_split, langs, max_video_len)
+            _, videos, queries, counts, _ = load_split(urls, members, args.val_split, langs, max_video_len,
+                                                  limits)
             if not videos or not queries:
                 err = (f"--val-shards hold no {args.val_split!r} video with --video-features {','.join(members)} "
                        f"and a caption in --langs {args.langs} (counts: {counts}); pick the split with --val-split")

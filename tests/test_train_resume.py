@@ -149,3 +149,12 @@ def test_a_config_file_sets_the_run_and_counts_as_given_on_resume(tmp_path, text
     assert _config(run)["batch_size"] == 2 and _config(run)["losses"] == ["inter"]
     cfg.write_text("batch-size: 4\nsteps: 3\n")  # the file now says otherwise: refused like the flag
     assert "--batch-size 4 (the run's: 2)" in _error(base + ["--resume"], capsys)
+
+
+def test_member_size_caps_are_a_flag(tmp_path, text_dir, pretrain_shards, capsys):
+    """--max-member-mb: a cap below every sample's feature member leaves nothing to train on,
+    and the count says why; a malformed cap is one sentence."""
+    base = _base(pretrain_shards, tmp_path / "run", text_dir) + ["--steps", "1", "--batch-size", "2"]
+    assert "--max-member-mb: member size limit 'npy=big'" in _error(base + ["--max-member-mb", "npy=big"], capsys)
+    err = _error(base[:3] + [str(tmp_path / "run2")] + base[4:] + ["--max-member-mb", "npy=0.000001"], capsys)
+    assert "no sample" in err
