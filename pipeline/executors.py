@@ -9,26 +9,44 @@ any executor.
 
 Whichever runs a unit, the function is the same and completion is decided by the
 unit's stats file, so a unit retried after its worker died never duplicates output.
+
+Each executor's ``run`` takes an optional ``stop`` (``pipeline.interrupt.StopRequest``):
+once it is requested no unit starts, units in flight get ``GRACE_S`` seconds, and the
+rest are abandoned (pool workers killed, Ray tasks cancelled). Pool workers die with
+their parent, and one whose setup fails sends its reason before it goes.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import multiprocessing as mp
 import os
 import queue
 import time
 from typing import Callable, Iterable, Iterator
 
+from .interrupt import GRACE_S, UnitAbandoned, bind_worker_to_parent
+
 _EVENTS = None  # the progress queue, set in each worker process
 _WORKER_FN = None  # the unit function of a pool worker, unpickled once with its initializer's arguments
+SETUP_FAILED = "worker_setup_failed"  # event kind: a worker's initializer raised (the message follows)
 
 
-def _init_worker(events, initializer, initargs, fn=None):
+def _init_worker(events, initializer, initargs, fn=None, parent_pid=None):
     global _EVENTS, _WORKER_FN
+    if parent_pid is not None:
+        bind_worker_to_parent(parent_pid)
     _EVENTS = events
     _WORKER_FN = fn
     if initializer is not None:
-        initializer(*initargs)
+        try:
+            initializer(*initargs)
+        except Exception as exc:  # the pool only sees a dead worker: tell the parent why, then die
+            logging.getLogger("mmp").exception("worker setup failed")
+            events.put((SETUP_FAILED, f"{type(exc).__name__}: {exc}"))
+            events.close()
+            events.join_thread()  # the message is in the pipe before the process goes
+            os._exit(1)
 
 
 def _call_worker_fn(unit):
@@ -56,7 +74,7 @@ class InlineExecutor:
     def __init__(self, initializer=None, initargs=()):
         self.initializer, self.initargs = initializer, initargs
 
-    def run(self, fn: Callable, units: Iterable, on_event: Callable) -> Iterator[Outcome]:
+    def run(self, fn: Callable, units: Iterable, on_event: Callable, stop=None) -> Iterator[Outcome]:
         global _EVENTS
         events: "queue.SimpleQueue" = queue.SimpleQueue()
         _EVENTS = events
@@ -64,12 +82,21 @@ class InlineExecutor:
             self.initializer(*self.initargs)
         try:
             for unit in units:
+                if stop is not None and stop.requested:
+                    return
                 try:
+                    if stop is not None:
+                        stop.inline = True
                     outcome = Outcome(unit, result=fn(unit))
+                except UnitAbandoned:  # the first Ctrl-C: the unit writer has removed its temporaries
+                    return
                 except Exception as exc:  # a bug in a unit: recorded, other units go on
                     import traceback
 
                     outcome = Outcome(unit, error="".join(traceback.format_exception(exc)))
+                finally:
+                    if stop is not None:
+                        stop.inline = False
                 while not events.empty():
                     on_event(events.get())
                 yield outcome
@@ -86,40 +113,81 @@ class LocalExecutor:
         self.workers = max(1, int(workers))
         self.initializer, self.initargs = initializer, initargs
 
-    def run(self, fn: Callable, units: Iterable, on_event: Callable) -> Iterator[Outcome]:
+    def run(self, fn: Callable, units: Iterable, on_event: Callable, stop=None) -> Iterator[Outcome]:
         ctx = mp.get_context("spawn")
         events = ctx.Queue()
         units = list(units)
-        with cf.ProcessPoolExecutor(
+        setup_errors: list = []
+
+        def on_worker_event(event):
+            if isinstance(event, tuple) and event and event[0] == SETUP_FAILED:
+                setup_errors.append(event[1])
+            else:
+                on_event(event)
+
+        pool = cf.ProcessPoolExecutor(
             max_workers=min(self.workers, max(1, len(units))),
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(events, self.initializer, self.initargs, fn),
-        ) as pool:
-            # fn travels with the initializer's arguments (one pickle), so the stage a
-            # worker's setup prepared (a loaded model, a fetcher) is the one its units use.
-            futures = {pool.submit(_call_worker_fn, unit): unit for unit in units}
-            pending = set(futures)
+            initargs=(events, self.initializer, self.initargs, fn, os.getpid()),
+        )
+        # fn travels with the initializer's arguments (one pickle), so the stage a
+        # worker's setup prepared (a loaded model, a fetcher) is the one its units use.
+        futures = {pool.submit(_call_worker_fn, unit): unit for unit in units}
+        pending = set(futures)
+        deadline = None  # set by a stop request: when units still in flight are abandoned
+        broken = False
+        try:
             while pending:
+                if stop is not None and stop.requested and deadline is None:
+                    pending = {f for f in pending if not f.cancel()}
+                    deadline = time.monotonic() + GRACE_S
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
                 done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
-                _drain(events, on_event)
-                for fut in done:
+                _drain(events, on_worker_event)
+                done = [f for f in done if not f.cancelled()]
+                for k, fut in enumerate(done):
                     unit = futures[fut]
                     try:
                         yield Outcome(unit, result=fut.result())
                     except cf.process.BrokenProcessPool:
-                        # A worker died (killed, out of memory): its unit and every unit not yet
-                        # finished are reported; a re-run redoes them.
-                        for other in [fut, *pending]:
-                            yield Outcome(futures[other], error="a worker process died (killed or out of memory) "
-                                                                "before this unit finished")
-                        pool.shutdown(wait=False, cancel_futures=True)
+                        broken = True
+                        if deadline is not None:
+                            return
+                        _drain(events, on_worker_event)
+                        # A worker died (its setup failed, killed, out of memory): its unit and every
+                        # unit not yet finished are reported; a re-run redoes them.
+                        why = (f"a worker process failed to start: {setup_errors[0]}" if setup_errors else
+                               "a worker process died (killed or out of memory) before this unit finished")
+                        for other in [*done[k:], *pending]:
+                            yield Outcome(futures[other], error=why)
                         return
                     except Exception as exc:
                         import traceback
 
                         yield Outcome(unit, error="".join(traceback.format_exception(exc)))
-            _drain(events, on_event)
+            _drain(events, on_worker_event)
+        finally:
+            _stop_pool(pool, abandon=bool(pending) or broken)
+
+
+def _stop_pool(pool, abandon: bool) -> None:
+    """Shut the pool down. Units still running (a stop, a broken pool, an early exit) are
+    abandoned: their workers are killed (they ignore SIGTERM, which is the parent's to act on)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    if not abandon:
+        pool.shutdown(wait=False)
+        for proc in processes:  # idle workers leave at once on the pool's sentinel
+            proc.join(timeout=30)
+    for proc in processes:
+        try:
+            if proc.is_alive():
+                proc.kill()
+            proc.join(timeout=5)
+        except (OSError, ValueError, AssertionError):
+            pass
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _drain(events, on_event) -> None:
@@ -301,7 +369,7 @@ class RayExecutor:
         self.address, self.max_retries = address, max(0, int(max_retries))
         self.resources_for = resources_for or (lambda unit: {"num_cpus": 1})
 
-    def run(self, fn: Callable, units: Iterable, on_event: Callable) -> Iterator[Outcome]:
+    def run(self, fn: Callable, units: Iterable, on_event: Callable, stop=None) -> Iterator[Outcome]:
         import uuid
 
         units = list(units)
@@ -312,6 +380,8 @@ class RayExecutor:
         for need in needs:
             merged.update(need)
         ensure_ray(self.address, self.workers, merged)
+        if stop is not None:
+            stop.install()  # ray.init sets its own SIGTERM handler
         import ray
         from ray import exceptions as rex
 
@@ -333,6 +403,8 @@ class RayExecutor:
         pending = list(refs)
         try:
             while pending:
+                if stop is not None and stop.requested:
+                    return  # the tasks left are cancelled below
                 done, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2)
                 for event in ray.get(progress.drain.remote()):
                     on_event(event)
@@ -349,7 +421,10 @@ class RayExecutor:
                 on_event(event)
         finally:
             for ref in pending:  # the driver stopped early (Ctrl-C): do not leave tasks running
-                ray.cancel(ref, force=True)
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # already finished or its worker is gone
+                    pass
             ray.kill(progress)
 
 

@@ -7,12 +7,16 @@ up the per-unit counters. The per-video work lives in the stage's own module as
 plain functions; nothing here knows what a video is.
 
 Output directories may be local paths or fsspec URLs (``s3://bucket/prefix``; see
-``shards.storage``); logs always go to a local directory.
+``shards.storage``); logs always go to a local directory. A run holds its output's
+lock (``pipeline.runlock``), stops cleanly on Ctrl-C or SIGTERM (``pipeline.interrupt``)
+and turns an output it cannot write (read-only, a file in the way, a full disk) into
+one sentence; progress is shown by ``pipeline.progress``.
 """
 from __future__ import annotations
 
 import abc
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -27,7 +31,12 @@ from shards.layout import SampleLayout, UnitFiles
 from shards.storage import RemotePath, as_path, staging_name
 from shards.writer import UnitWriter, atomic_write_json
 
+from .errors import output_problem
 from .executors import RayUnavailable, make_executor, report_event
+from .interrupt import StageInterrupted, StopRequest, UnitAbandoned
+from .lineage import stale
+from .progress import StageProgress
+from .runlock import RunLock, RunLocked
 
 log = logging.getLogger("mmp")
 
@@ -36,6 +45,18 @@ FAILED_STATUSES_OK = ("ok", "partial")
 
 class UserError(Exception):
     """An error the user can fix (bad flag, missing file): printed as one sentence, no traceback."""
+
+
+@contextlib.contextmanager
+def output_errors(out):
+    """Turn a storage error of ``out`` (read-only, a file in the way, full) into a UserError."""
+    try:
+        yield
+    except OSError as exc:
+        problem = output_problem(exc, out)
+        if problem is None:
+            raise
+        raise UserError(problem) from exc
 
 
 @dataclass
@@ -80,6 +101,12 @@ class Stage(abc.ABC):
     def fingerprint(self) -> dict:
         """What must not change between a run and its resumption (input identity, unit size)."""
         return {}
+
+    def built_from(self, unit: Unit) -> dict | None:
+        """The identity of the upstream data ``unit`` is made from (``pipeline.lineage``), kept in
+        its stats as ``built_from``; a re-run redoes a finished unit whose upstream changed since.
+        None: the unit has no upstream unit (its input is in the fingerprint)."""
+        return None
 
     def setup_worker(self) -> None:
         """Called once in each worker process before its first unit."""
@@ -160,15 +187,42 @@ class _UnitRunner:
 
     def __call__(self, unit: Unit) -> dict:
         files = UnitFiles(self.out, self.stage.name, unit.index)
-        if files.is_complete():  # another runner finished it meanwhile
-            return {"skipped": True, "counts": {}}
-        for tmp in files.temporaries():
-            tmp.unlink(missing_ok=True)
-        with UnitWriter(files, self.stage.schema, self.stage.layout) as writer:
-            self.stage.process(unit, writer)
+        try:
+            if files.is_complete():  # another runner finished it meanwhile
+                return {"skipped": True, "counts": {}}
+            for tmp in files.temporaries():
+                tmp.unlink(missing_ok=True)
+            source = self.stage.built_from(unit)
+            with UnitWriter(files, self.stage.schema, self.stage.layout) as writer:
+                if source:
+                    writer.extra["built_from"] = source
+                self.stage.process(unit, writer)
+        except OSError as exc:
+            problem = output_problem(exc, self.out)
+            if problem is None:
+                raise
+            log.error("unit %s not written: %s", files.stem, problem)
+            return {"output_error": problem, "counts": {}}
         self.stage.after_publish(files)
         log.info("unit %s done: %s", files.stem, dict(writer.counts))
         return writer.stats
+
+
+def prepare_output(out) -> None:
+    """Create ``out``; an ``out`` that cannot be (a file in the way, read-only) is a UserError."""
+    with output_errors(out):
+        as_path(out).mkdir(parents=True, exist_ok=True)
+
+
+def lock_output(out, rank: int = 0, world_size: int = 1) -> RunLock:
+    """Take ``out``'s run lock (see ``pipeline.runlock``); a live holder is a UserError naming it.
+    A main that prepares its output before ``run_stage`` takes it first (``with lock_output(out):``)."""
+    lock = RunLock(out, rank, world_size)
+    try:
+        with output_errors(out):
+            return lock.acquire()
+    except RunLocked as exc:
+        raise UserError(f"{exc}; wait for it to finish or stop it, or choose another --out") from exc
 
 
 @dataclass
@@ -215,88 +269,140 @@ def run_stage(stage: Stage, out, *, executor: str = "local", workers: int = 1,
     ``ray_address`` and ``max_unit_retries`` apply to ``executor="ray"``: join that
     cluster (else ``$RAY_ADDRESS``, else start a local instance bound to 127.0.0.1),
     and re-run a unit whose worker process or node died up to that many times.
+
+    The run holds ``out``'s run lock throughout (a second run on it is a UserError).
+    SIGINT or SIGTERM stops it (see ``pipeline.interrupt``): ``StageInterrupted`` is
+    raised, which exits the program with 130 or 143 unless caught.
     """
     out = as_path(out)
     if max_unit_retries is None:
         max_unit_retries = _PARSED.get("max_unit_retries", DEFAULT_UNIT_RETRIES)
     if max_unit_retries < 0:
         raise UserError("--max-unit-retries must be 0 or more")
+    if workers < 1:
+        raise UserError(f"--workers {workers} is not a number of processes; give 1 or more")
     if world_size < 1 or not 0 <= rank < world_size:
         raise UserError(f"--rank {rank} is outside --world-size {world_size}; use 0 <= rank < world-size")
-    out.mkdir(parents=True, exist_ok=True)
-    setup_logging(out, stage.name, "main" if world_size == 1 else f"rank{rank}")
-    check_config(out, stage)
-    units = stage.plan()
-    config = {"stage": stage.name, "config": stage.config(), "fingerprint": stage.fingerprint(),
-              "units": len(units), "executor": executor, "workers": workers, "world_size": world_size}
-    atomic_write_json(out / "config.json", config)
+    prepare_output(out)
+    lock = lock_output(out, rank, world_size)
+    stop = StopRequest(on_exit=lock.release)
+    try:
+        stop.install()
+        return _run_locked(stage, out, stop, executor=executor, workers=workers, rank=rank, world_size=world_size,
+                           progress=progress, ray_address=ray_address, max_unit_retries=max_unit_retries)
+    finally:
+        stop.uninstall()
+        lock.release()
+
+
+def reopen_changed(stage: Stage, out, done: list) -> list:
+    """The finished units among ``done`` whose upstream changed since they were built: their
+    stats file (the completion mark) is removed, so they are done again."""
+    if type(stage).built_from is Stage.built_from:
+        return []
+    redo = []
+    for unit in done:
+        files = UnitFiles(out, stage.name, unit.index)
+        try:
+            recorded = json.loads(files.stats.read_text()).get("built_from")
+        except (OSError, ValueError, RecursionError, AttributeError):
+            continue  # a damaged stats file is mmp-verify's to report
+        if stale(recorded, stage.built_from(unit)):
+            with output_errors(out):
+                files.stats.unlink()
+            redo.append(unit)
+    if redo:
+        log.warning("%s: %d finished units are redone: what they were built from changed", stage.name, len(redo))
+        print(f"{stage.name}: {len(redo)} finished units are redone because their upstream units changed",
+              file=sys.stderr)
+    return redo
+
+
+def _run_locked(stage: Stage, out, stop: StopRequest, *, executor, workers, rank, world_size, progress,
+                ray_address, max_unit_retries) -> RunSummary:
+    with output_errors(out):
+        setup_logging(out, stage.name, "main" if world_size == 1 else f"rank{rank}")
+        check_config(out, stage)
+        units = stage.plan()
+        config = {"stage": stage.name, "config": stage.config(), "fingerprint": stage.fingerprint(),
+                  "units": len(units), "executor": executor, "workers": workers, "world_size": world_size}
+        atomic_write_json(out / "config.json", config)
 
     mine = [u for u in units if u.index % world_size == rank]
     published = {p.name for p in out.glob(f"{stage.name}-*.stats.json")}  # one listing, also on an object store
+    redo = reopen_changed(stage, out, [u for u in mine if UnitFiles(out, stage.name, u.index).stats.name in published])
+    published -= {UnitFiles(out, stage.name, u.index).stats.name for u in redo}
     pending = [u for u in mine if UnitFiles(out, stage.name, u.index).stats.name not in published]
     skipped = len(mine) - len(pending)
     if skipped:
         log.warning("%s: %d of %d units already complete; doing the other %d", stage.name, skipped, len(mine), len(pending))
-    total_items = sum(len(u) for u in pending)
     counts: Counter = Counter()
     failures: list = []
-    tally = Counter()
     start = time.time()
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total_items, unit="video", desc=f"{stage.name} 0/{len(pending)} units",
-                   dynamic_ncols=True, file=sys.stderr, disable=None)
-
+    bar = StageProgress(stage.name, sum(len(u) for u in pending), len(pending), enabled=progress)
     shown: set = set()
 
     def on_event(status):
         if isinstance(status, tuple) and status[0] == "warning":
             if status[1] not in shown:
                 shown.add(status[1])
-                (bar.write if bar is not None and not bar.disable else _stderr_line)(f"WARNING: {status[1]}")
+                bar.write(f"WARNING: {status[1]}")
                 log.info("warning shown: %s", status[1])
             return
-        tally["ok" if stage.progress_ok(status) else "failed"] += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(ok=tally["ok"], failed=tally["failed"], refresh=False)
+        bar.video(status, stage.progress_ok(status))
 
     done = 0
+    finished: set = set()
     runner = _UnitRunner(stage, out)
     ex = make_executor(executor, workers, initializer=_worker_setup, initargs=(stage, str(out)),
                        ray_address=ray_address, max_unit_retries=max_unit_retries,
                        resources_for=stage.unit_resources)
     try:
-        for outcome in _outcomes(ex, runner, pending, on_event):
+        for outcome in _outcomes(ex, runner, pending, on_event, stop):
             if outcome.error is not None:
                 failures.append((outcome.unit.index, outcome.error))
                 log.error("unit %d of %s raised; it will be redone on the next run:\n%s",
                           outcome.unit.index, stage.name, outcome.error)
+            elif outcome.result.get("output_error"):
+                stop.stop(outcome.result["output_error"])
             else:
                 done += 1
+                finished.add(outcome.unit.index)
                 counts.update(outcome.result.get("counts", {}))
-            if bar is not None:
-                bar.set_description(f"{stage.name} {done}/{len(pending)} units")
+                bar.unit_done()
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
+    if stop.requested:
+        _clear_abandoned(out, stage.name, [u for u in pending if u.index not in finished])
+        if stop.reason is not None and stop.signum is None:
+            raise UserError(stop.reason)
+        complete = skipped + done
+        message = f"interrupted: {complete} of {len(mine)} units complete; run the same command to resume"
+        print(message, file=sys.stderr, flush=True)
+        log.warning("%s %s", stage.name, message)
+        raise StageInterrupted(stop.signum, message)
     summary = RunSummary(len(mine), skipped, done, len(failures), counts, time.time() - start, failures)
     log.info("%s finished: %s", stage.name, summary.as_dict())
     return summary
 
 
-def _stderr_line(text: str) -> None:
-    print(text, file=sys.stderr)
+def _clear_abandoned(out, name: str, units) -> None:
+    """Remove the temporaries of units stopped mid-way (their workers are gone; this run holds the lock)."""
+    for unit in units:
+        try:
+            for tmp in UnitFiles(out, name, unit.index).temporaries():
+                tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not remove the temporaries of unit %d: %s", unit.index, exc)
 
 
-def _outcomes(ex, runner, pending, on_event):
+def _outcomes(ex, runner, pending, on_event, stop):
     try:
-        yield from ex.run(runner, pending, on_event)
+        yield from ex.run(runner, pending, on_event, stop)
     except RayUnavailable as exc:
         raise UserError(str(exc)) from exc
+    except UnitAbandoned:  # a signal between an inline unit's end and the executor's bookkeeping
+        return
 
 
 DEFAULT_UNIT_RETRIES = 3
@@ -318,13 +424,23 @@ class _UnitRetries(argparse.Action):
         _PARSED["max_unit_retries"] = values
 
 
+def _process_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of worker processes; give 1 or more")
+    return value
+
+
 def add_executor_args(parser) -> None:
     group = parser.add_argument_group("execution")
     group.add_argument("--executor", default="local", choices=["local", "ray", "inline"],
                        help="where units run: 'local' is a process pool on this machine; 'ray' one Ray task "
                        "per unit on a Ray cluster (--ray-address) or, without an address, on a local Ray "
                        "instance bound to 127.0.0.1; 'inline' this process (debugging)")
-    group.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
+    group.add_argument("--workers", type=_process_count, default=max(1, min(8, os.cpu_count() or 1)),
                        help="worker processes for the local executor, CPUs of a local Ray instance "
                        "(default: cores, at most 8)")
     group.add_argument("--ray-address", default=None, action=_RayAddress,
@@ -351,7 +467,7 @@ def print_summary(stage_name: str, out, summary: RunSummary) -> None:
     c = summary.counts
     statuses = {k.split("/", 1)[1]: v for k, v in c.items() if k.startswith("status/")}
     print(f"{stage_name}: {summary.units_done} units written, {summary.units_skipped} already complete, "
-          f"{summary.units_failed} failed, in {summary.seconds:.1f}s -> {out}")
+          f"{summary.units_failed} units failed, in {summary.seconds:.1f}s -> {out}")
     if statuses:
         print("  videos by status: " + ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())))
     if summary.units_failed:

@@ -91,6 +91,7 @@ class UnitWriter:
         self._pq_tmp = tmp_dir / f".{files.stem}.parquet.tmp-{self._token}"
         self._tar: tarfile.TarFile | None = None
         self._started = time.time()
+        self.extra: dict = {}  # further fields of the stats file (e.g. ``built_from``)
 
     def __enter__(self) -> "UnitWriter":
         self.files.directory.mkdir(parents=True, exist_ok=True)
@@ -158,6 +159,7 @@ class UnitWriter:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
+        stats.update(self.extra)
         if extra:
             stats.update(extra)
         if self.files.remote:
@@ -173,18 +175,32 @@ class UnitWriter:
         return stats
 
     def close(self, extra: dict | None = None) -> dict:
-        return self._publish(extra)
+        try:
+            return self._publish(extra)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
+        """Remove the temporaries; never raises (it runs while another error is on its way)."""
         if self._tar is not None and not self._tar.closed:
-            self._tar.close()
+            try:
+                self._tar.close()
+            except OSError:  # closing flushes; on a full disk that fails too
+                pass
         for tmp in (self._tar_tmp, self._pq_tmp):
-            if tmp.exists():
-                tmp.unlink()
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
             self.abort()
             return False
-        self.stats = self._publish(None)
+        try:
+            self.stats = self._publish(None)
+        except BaseException:  # a full disk, a kill signal: no temporaries stay behind
+            self.abort()
+            raise
         return False

@@ -3,12 +3,16 @@
 One small crawl of the shipped sample (served on 127.0.0.1) and its alignment, run
 under each executor; the parquet rows (timing columns aside) and the tar members
 (names and bytes) must be identical. Ray is a real local instance, one per module.
+Also what every executor shares: progress (plain lines when stderr is not a terminal,
+videos counted by status) and the refusal of --workers below 1.
 """
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
 from pipeline import align_stage, crawl
+from pipeline.stage import Stage, Unit, video_done
 from shards.layout import completed_units
 from shards.reader import iter_samples, read_rows
 
@@ -83,7 +87,6 @@ def test_crawl_and_align_are_the_same_under_every_executor(sample, tmp_path, ray
 def test_ray_executor_reports_progress_per_video(sample, tmp_path, ray_instance):
     """Events sent by Ray tasks reach the driver's progress callback, one per input video."""
     from pipeline.executors import make_executor
-    from pipeline.stage import Unit
 
     seen = []
     ex = make_executor("ray", 2)
@@ -93,9 +96,55 @@ def test_ray_executor_reports_progress_per_video(sample, tmp_path, ray_instance)
 
 
 def _emit_items(unit):
-    from pipeline.stage import video_done
-
     for _ in unit.items:
         video_done("ok")
     return len(unit.items)
 
+
+
+# ---------------------------------------------------------------- progress and flags
+
+class Statuses(Stage):
+    """Two units whose videos end ok, skipped (no_subtitles) or unavailable."""
+
+    name = "test"
+    schema = pa.schema([("video_id", pa.string()), ("status", pa.string())])
+
+    def plan(self):
+        return [Unit(0, ["ok", "no_subtitles", "ok"]), Unit(1, ["unavailable", "ok"])]
+
+    def process(self, unit, writer):
+        for j, status in enumerate(unit.items):
+            writer.add_row({"video_id": f"v{unit.index}{j}", "status": status})
+            video_done(status)
+
+
+def test_progress_is_plain_lines_when_not_a_terminal_and_names_statuses(tmp_path, monkeypatch, capsys):
+    from pipeline import progress
+    from pipeline.stage import print_summary, run_stage
+
+    monkeypatch.setattr(progress, "PROGRESS_EVERY_S", 0.0)
+    summary = run_stage(Statuses(), tmp_path, executor="inline", progress=True)
+    print_summary("mmp-test", tmp_path, summary)
+    captured = capsys.readouterr()
+    lines = [l for l in captured.err.splitlines() if l.startswith("test: ")]
+    assert lines and lines[-1].startswith("test: 2/2 units, 5/5 videos (ok=3 no_subtitles=1 unavailable=1)"), lines
+    assert "failed=" not in captured.err  # a skipped video is not a failure
+    assert "0 units failed" in captured.out
+
+
+def test_workers_below_one_are_refused_in_one_sentence(sample, tmp_path, capsys):
+    from pipeline.stage import UserError, run_stage
+
+    for bad in ("0", "-2"):
+        try:
+            code = run_crawl(sample, tmp_path / "out", "--workers", bad)
+        except SystemExit as exc:  # argparse's exit, where a main does not turn it into its return code
+            code = exc.code
+        assert code == 2
+        err = capsys.readouterr().err
+        assert f"argument --workers: '{bad}' is not a number of worker processes; give 1 or more" in err
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UserError, match="--workers 0"):
+        run_stage(Statuses(), tmp_path, executor="local", workers=0, progress=False)

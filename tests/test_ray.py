@@ -213,3 +213,42 @@ def test_unreachable_cluster_is_a_clear_error_not_a_hang(tmp_path):
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in done.stdout and "ray start --head" in done.stdout
     with pytest.raises(UserError, match="--max-unit-retries"):
         run_stage(KillOnce(tmp_path, kills=0), tmp_path / "o", executor="ray", max_unit_retries=-1, progress=False)
+
+
+class InterruptDriver(Stage):
+    """Unit 0 sends the driver a SIGINT (a Ctrl-C) on its first run; the other units take a while."""
+
+    name = "test"
+    schema = SCHEMA
+
+    def __init__(self, markers):
+        self.markers, self.driver = markers, os.getpid()
+
+    def plan(self):
+        return [Unit(i, [f"v{i}"]) for i in range(6)]
+
+    def process(self, unit, writer):
+        if unit.index == 0 and not (self.markers / "sent").exists():
+            (self.markers / "sent").write_text("")
+            os.kill(self.driver, signal.SIGINT)
+        else:
+            time.sleep(0.5)
+        writer.add_row({"video_id": unit.items[0], "status": "ok", "pid": os.getpid()})
+        video_done("ok")
+
+
+def test_ctrl_c_stops_a_ray_run_with_exit_130_and_a_rerun_finishes(tmp_path, capsys):
+    from pipeline.interrupt import StageInterrupted
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    out = tmp_path / "out"
+    with pytest.raises(StageInterrupted) as exc:
+        run_stage(InterruptDriver(markers), out, executor="ray", workers=2, progress=False)
+    assert exc.value.code == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "units complete; run the same command to resume" in err, err
+    assert not list(out.glob(".run*.lock"))
+    summary = run_stage(InterruptDriver(markers), out, executor="ray", workers=2, progress=False)
+    assert summary.units_done + summary.units_skipped == 6 and not summary.failures
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
