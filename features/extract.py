@@ -19,11 +19,11 @@ video. The models run at the recipe's precision (``--precision``: fp32 by defaul
 TF32 off; bf16 autocast on request). A CUDA out-of-memory halves that backbone's batch and retries, down to one window; a window
 that still does not fit fails its video with status ``oom``.
 
-Devices: ``--gpus 0`` runs on the CPU with ``--workers`` processes. ``--gpus N`` runs N
-worker processes; each claims a free slot i (a non-blocking ``flock`` on
-``OUT/.gpu-slot-HOST-i.lock``, held for the process lifetime) and uses ``cuda:i``. Where
-a scheduler already gave the process fewer visible GPUs than N (Ray, Slurm with
-CUDA_VISIBLE_DEVICES), it uses ``cuda:0``.
+Devices (features.devices): ``--gpus 0`` runs on the CPU with ``--workers`` processes and no
+slot files. ``--gpus N`` runs N worker processes; each claims a free slot i (a non-blocking
+``flock`` on ``OUT/.gpu-slot-HOST-i.lock``, released by the kernel when the process ends)
+and uses ``cuda:i``. Where a scheduler already gave the process fewer visible GPUs than N
+(Ray, Slurm with CUDA_VISIBLE_DEVICES), it uses ``cuda:0``.
 
 Video statuses: ok; no_subtitles (the aligned row has no sample: skipped, recorded);
 no_video (no file for the id in SRC); empty_file; no_video_stream (e.g. audio only);
@@ -33,29 +33,26 @@ or unreadable, with the reason); oom.
 from __future__ import annotations
 
 import argparse
-import fcntl
-import hashlib
-import json
 import logging
-import os
-import socket
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from pipeline.cli import add_common_flags, parse_args
 from pipeline.import_features import npy_bytes
-from pipeline.stage import (Stage, Unit, UserError, add_executor_args, check_config, executor_options,
+from pipeline.stage import (Stage, Unit, UserError, add_executor_args, executor_options, prepare_output,
                             print_summary, run_stage, video_done)
-from shards.layout import MMP, UnitFiles, completed_units, is_valid_video_id
+from shards.layout import MMP, DamagedUnit, UnitFiles, completed_units, is_valid_video_id, read_stats
 from shards.reader import load_json, read_unit
 from shards.storage import as_path
 from shards.writer import UnitWriter
 
-# The batched core lives in features.batching; its names stay importable from here.
+# The batched core lives in features.batching, devices and slots in features.devices; their
+# names stay importable from here.
+from features.devices import WORKER as _WORKER, NoFreeSlot, claim_slot, pick_device  # noqa: F401
 from features.batching import Backbone, BatchRunner, VideoJob, VideoResult, extract_videos  # noqa: F401
 from features.decode import DEFAULT_CHUNK_SECONDS, VIDEO_EXTENSIONS
 from features.spec import DEFAULT_RECIPES, OUTPUTS, PRECISIONS, RECIPES, SPECS, get_spec
@@ -78,51 +75,6 @@ RANDOM_SEED = 0
 # ---------------------------------------------------------------- one worker's device and models
 
 _PRELOADED: dict = {}  # (name, path) -> (CPU model, sha256) checked by main(); reused when a worker runs in-process
-_WORKER: dict = {}  # per process: device, slot lock, loaded backbones (the stage object is re-pickled per unit)
-
-
-def claim_slot(out: Path, slots: int) -> tuple[int, object]:
-    """A free slot index in [0, slots) by a non-blocking flock kept open; (index, file)."""
-    host = socket.gethostname()
-    # Lock files are local to the node: beside a local --out, in the temp dir for a URL.
-    where = Path(out) if isinstance(out, Path) else Path(tempfile.gettempdir()) / (
-        "mmp-gpu-slots-" + hashlib.sha1(str(out).encode()).hexdigest()[:12])
-    where.mkdir(parents=True, exist_ok=True)
-    for i in range(slots):
-        f = open(where / f".gpu-slot-{host}-{i}.lock", "a+")
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            continue
-        return i, f
-    raise RuntimeError(f"no free device slot among {slots} in {out}: more workers than slots")
-
-
-def pick_device(out: Path, gpus: int, workers: int) -> str:
-    """This process's device: cuda:i by slot, cuda:0 under a scheduler that set fewer GPUs, or cpu."""
-    if "device" in _WORKER:
-        return _WORKER["device"]
-    import torch
-
-    if gpus <= 0:
-        slot, lock = claim_slot(out, max(1, workers))
-        # Split the cores between CPU workers instead of each taking all of them.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
-        device = "cpu"
-    else:
-        visible = torch.cuda.device_count()
-        if visible == 0:
-            raise RuntimeError("--gpus was given but this process sees no CUDA device")
-        if visible < gpus:
-            slot, lock, device = 0, None, "cuda:0"
-        else:
-            slot, lock = claim_slot(out, gpus)
-            device = f"cuda:{slot}"
-        torch.cuda.set_device(torch.device(device))
-    _WORKER.update(device=device, slot=slot, lock=lock)
-    log.info("worker %d uses %s (slot %d)", os.getpid(), device, slot)
-    return device
 
 
 def load_backbones(specs: dict, weights: dict, random_weights: bool, device: str) -> dict:
@@ -202,8 +154,9 @@ class ExtractStage(Stage):
         planned = []
         for files in units:
             try:
-                rows = int(json.loads(files.stats.read_text()).get("rows", 0))
-            except (ValueError, OSError):
+                rows = read_stats(files)["rows"]
+            except DamagedUnit as exc:  # reported; the unit still runs and records what its files hold
+                log.warning("%s", exc)
                 rows = 0
             planned.append(Unit(files.index, list(range(rows))))
         return planned
@@ -215,9 +168,17 @@ class ExtractStage(Stage):
                 "decode_workers": self.decode_workers, "chunk_seconds": self.chunk_seconds,
                 "specs": {n: spec.to_json() for n, spec in self.specs.items()}}
 
+    def built_from(self, unit: Unit) -> dict | None:
+        from pipeline.lineage import unit_identity
+
+        return {"aligned": unit_identity(UnitFiles(self.aligned, "aligned", unit.index))}
+
     def fingerprint(self) -> dict:
-        return {"aligned": str(self.aligned.resolve()), "backbones": self.backbones,
-                "weights": {k: str(Path(v).resolve()) for k, v in self.weights.items()},
+        from pipeline.lineage import content_hash, stage_identity
+
+        return {"aligned_identity": stage_identity(self.aligned), "backbones": self.backbones,
+                "weights_identity": {k: content_hash(v) if Path(v).is_file() else str(v)
+                                     for k, v in self.weights.items()},
                 "random_weights": self.random_weights,
                 "recipes": {n: [spec.key, spec.precision, spec.output] for n, spec in self.specs.items()}}
 
@@ -367,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-seconds", type=int, default=DEFAULT_CHUNK_SECONDS,
                    help="seconds of windows decoded at a time; bounds memory (default 4)")
     add_executor_args(p)
+    add_common_flags(p)
     return p
 
 
@@ -464,19 +426,36 @@ def stage_from_args(args) -> ExtractStage:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     try:
         stage = stage_from_args(args)
         if args.gpus > 0 or args.workers > 1 or args.executor != "local":
             _PRELOADED.clear()  # workers load their own copies; this process needs none
-        args.out.mkdir(parents=True, exist_ok=True)
-        check_config(args.out, stage)
+        prepare_output(args.out)
         summary = run_stage(stage, args.out, **executor_options(args))
     except UserError as exc:
         print(f"mmp-extract-features: error: {exc}", file=sys.stderr)
         return 2
     print_summary("mmp-extract-features", args.out, summary)
+    hint = nothing_usable(summary.counts, args.videos)
+    if hint:
+        print(f"mmp-extract-features: {hint}", file=sys.stderr)
+        return 1
     return 1 if summary.units_failed else 0
+
+
+def nothing_usable(counts, videos) -> str | None:
+    """What to do when a run that had videos to do produced no features at all (None otherwise)."""
+    statuses = {k.split("/", 1)[1]: n for k, n in counts.items() if k.startswith("status/")}
+    if not statuses or statuses.get("ok", 0) or statuses.get("partial", 0):
+        return None
+    total = sum(statuses.values())
+    if statuses.get("no_video", 0) == total:
+        return (f"no features: none of the {total} videos has a video file in --videos {videos}. Crawl with "
+                "--download-video (the videos land in the crawl's samples: --videos DATA/crawl), or give "
+                "--videos a directory of VIDEO_ID.mp4 files")
+    return (f"no features: every one of the {total} videos failed ("
+            + ", ".join(f"{k} {n}" for k, n in sorted(statuses.items())) + "); the unit parquet rows say why")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ Formats read: see ``model/downstream.py``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections import Counter
@@ -39,10 +38,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from pipeline.cli import add_common_flags, parse_args
 from pipeline.import_features import npy_bytes
 from pipeline.stage import (Stage, Unit, UserError, add_executor_args, executor_options, print_summary, run_stage,
                             video_done)
-from shards.layout import MMP, UnitFiles
+from shards.layout import MMP, DamagedUnit, UnitFiles, read_stats
 from shards.writer import UnitWriter, sha256_file
 
 from .downstream import KEY_RE, Item, msrvtt_items, multi30k_items, read_id_list, vatex_items
@@ -169,8 +169,14 @@ class PrepareStage(Stage):
                                       "per_split": {k: str(v) for k, v in s.per_split.items()}} for s in self.sources}}
 
     def fingerprint(self) -> dict:
-        return {"dataset": self.dataset, "inputs": [str(Path(p).resolve()) for p in self.inputs],
-                "items": len(self.items), "unit_size": self.unit_size, **self.options}
+        """By content, not path: other annotation or feature files are refused, a copy resumes."""
+        from pipeline.lineage import inputs_identity
+
+        features = {s.name: inputs_identity([p for p in [s.path] if p] + [s.per_split[k] for k in sorted(s.per_split)])
+                    for s in self.sources if s.path or s.per_split}
+        return {"dataset": self.dataset, "inputs_identity": inputs_identity(self.inputs),
+                "features_identity": features, "items": len(self.items), "unit_size": self.unit_size,
+                **self.options}
 
     def process(self, unit: Unit, writer: UnitWriter) -> None:
         for item in unit.items:
@@ -323,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--splits", nargs="+", default=["train", "val", "test_2016_flickr"], help="splits to convert")
     t.add_argument("--langs", nargs="+", default=["en", "de", "fr", "cs"], help="languages to read where present")
     common(t, "regions=DIR (IMAGE_STEM.npy [R, D] each, or SPLIT.npy [N, R, D]) or regions=FILE.npy (one split)")
+    add_common_flags(p)
     return p
 
 
@@ -415,8 +422,9 @@ def split_warnings(stage: PrepareStage, out, rank: int = 0, world_size: int = 1)
         if unit.index % world_size != rank:
             continue
         try:
-            stats = json.loads(UnitFiles(out, stage.name, unit.index).stats.read_text())
-        except (OSError, ValueError):
+            stats = read_stats(UnitFiles(out, stage.name, unit.index))
+        except DamagedUnit as exc:  # reported; the other units' counts still make the warnings
+            log.warning("%s", exc)
             continue
         counts.update({k: v for k, v in (stats.get("counts") or {}).items() if k.startswith("split/")})
     by_split: dict[str, Counter] = {}
@@ -446,7 +454,7 @@ def split_warnings(stage: PrepareStage, out, rank: int = 0, world_size: int = 1)
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     try:
         stage = make_stage(args)
         for line in stage.notes:

@@ -30,13 +30,15 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
-from shards.layout import ALIGNED, UnitFiles, completed_units, is_valid_video_id
+from shards.layout import ALIGNED, DamagedUnit, UnitFiles, completed_units, is_valid_video_id, read_stats
 from shards.reader import ShardError, iter_samples, load_json, read_rows
 from shards.storage import RemotePath, as_path
 from shards.writer import UnitWriter
 
 from .align import align_tracks, track_stats
-from .stage import (Stage, Unit, UserError, add_executor_args, check_config, executor_options, print_summary,
+from .cli import add_common_flags, parse_args
+from .stage import (Stage, Unit, UserError, add_executor_args, check_config, executor_options, lock_output,
+                    prepare_output, print_summary,
                     run_stage, video_done)
 from .subtitles import DEFAULT_MAX_BYTES, OK as TRACK_OK, clean_track
 
@@ -174,8 +176,9 @@ class AlignStage(Stage):
         units = []
         for files in completed_units(self.crawl, "crawl"):
             try:  # the row count only sizes the progress bar; the unit reads the parquet itself
-                rows = int(json.loads(files.stats.read_text()).get("rows", 0))
-            except (ValueError, OSError):
+                rows = read_stats(files)["rows"]
+            except DamagedUnit as exc:  # reported; the unit still runs and records what its files hold
+                log.warning("%s", exc)
                 rows = 0
             units.append(Unit(files.index, list(range(rows))))
         return units
@@ -183,8 +186,15 @@ class AlignStage(Stage):
     def config(self) -> dict:
         return asdict(self.cfg)
 
+    def built_from(self, unit: Unit) -> dict | None:
+        from .lineage import unit_identity
+
+        return {"crawl": unit_identity(UnitFiles(self.crawl, "crawl", unit.index))}
+
     def fingerprint(self) -> dict:
-        return {"crawl": str(self.crawl.resolve()), "langs": list(self.cfg.langs),
+        from .lineage import stage_identity
+
+        return {"crawl_identity": stage_identity(self.crawl), "langs": list(self.cfg.langs),
                 "keep_annotations": self.cfg.keep_annotations, "max_track_bytes": self.cfg.max_track_bytes}
 
     def process(self, unit: Unit, writer: UnitWriter) -> None:
@@ -252,9 +262,15 @@ class AlignStage(Stage):
 
 
 def reopen_stale_units(crawl, out) -> int:
-    """Redo aligned units whose crawl unit was rewritten since (e.g. by ``mmp-crawl --retry-failed``)."""
+    """Redo aligned units written before units recorded what they were built from (``built_from``,
+    compared by ``run_stage``) whose crawl unit is newer than they are."""
     reopened = 0
     for files in completed_units(out, "aligned"):
+        try:
+            if "built_from" in json.loads(files.stats.read_text()):
+                continue
+        except (OSError, ValueError, RecursionError):
+            continue
         source = UnitFiles(crawl, "crawl", files.index)
         newer = source.stats.stat().st_mtime if source.is_complete() else None
         own = files.stats.stat().st_mtime
@@ -284,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-track-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20,
                    help="tracks larger than this are recorded as too_large, not parsed (default 32)")
     add_executor_args(p)
+    add_common_flags(p)
     return p
 
 
@@ -316,17 +333,18 @@ def config_from_args(args) -> AlignConfig:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     try:
         cfg = config_from_args(args)
         stage = AlignStage(cfg)
         out = as_path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        check_config(out, stage)  # before touching any unit of a run over other input
-        stale = reopen_stale_units(stage.crawl, out)
-        if stale:
-            print(f"mmp-align: {stale} units are redone because their crawl units changed")
-        summary = run_stage(stage, out, **executor_options(args))
+        prepare_output(out)
+        with lock_output(out, args.rank, args.world_size):
+            check_config(out, stage)  # before touching any unit of a run over other input
+            stale = reopen_stale_units(stage.crawl, out)
+            if stale:
+                print(f"mmp-align: {stale} units are redone because their crawl units changed")
+            summary = run_stage(stage, out, **executor_options(args))
     except UserError as exc:
         print(f"mmp-align: error: {exc}", file=sys.stderr)
         return 2

@@ -98,6 +98,11 @@ class S3DFeatureImport(Stage):
     def config(self) -> dict:
         return {"features": str(self.features), "aligned": str(self.aligned), "tolerance_seconds": self.tolerance}
 
+    def built_from(self, unit: Unit) -> dict | None:
+        from .lineage import unit_identity
+
+        return {"aligned": unit_identity(UnitFiles(self.aligned, "aligned", unit.index))}
+
     def fingerprint(self) -> dict:
         from .lineage import stage_identity
 

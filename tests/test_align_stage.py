@@ -103,10 +103,13 @@ def test_resume_skips_done_units_and_redoes_changed_ones(crawl, tmp_path, capsys
     assert "2 units written" in capsys.readouterr().out
     assert run(crawl, out) == 0
     assert "0 units written, 2 already complete" in capsys.readouterr().out
-    done = UnitFiles(out, "aligned", 0).stats.stat().st_mtime
-    os.utime(UnitFiles(crawl, "crawl", 0).stats, (done + 10, done + 10))  # crawl unit rewritten since
+    stats = UnitFiles(crawl, "crawl", 0).stats
+    stats.write_text(json.dumps({**json.loads(stats.read_text()), "finished": 0.5}))  # crawl unit rewritten since
     assert run(crawl, out) == 0
     assert "1 units written, 1 already complete" in capsys.readouterr().out
+    os.utime(stats, (stats.stat().st_mtime + 10,) * 2)  # only touched: the same content, nothing to redo
+    assert run(crawl, out) == 0
+    assert "0 units written, 2 already complete" in capsys.readouterr().out
 
 
 def test_keep_annotations_and_user_errors(crawl, tmp_path, capsys):

@@ -418,3 +418,27 @@ def test_resume_refuses_other_input(msrvtt, capsys):
     assert main(["msrvtt", str(data), "--split", "train", "--features", f"s3d={feats}", "--out", str(out), *RUN]) == 0
     err = run_error(["msrvtt", str(data), "--split", "test", "--features", f"s3d={feats}", "--out", str(out), *RUN], capsys)
     assert "different" in err
+
+
+def test_resume_compares_features_and_inputs_by_content(msrvtt, capsys):
+    """Other --features are refused (they were not compared at all); the same files copied
+    elsewhere resume without redoing a unit."""
+    import shutil
+
+    root, data, jsf, feats = msrvtt
+    out = root / "out"
+    argv = ["msrvtt", str(data), "--split", "train", "--out", str(out), *RUN]
+    assert main(argv[:2] + ["--features", f"s3d={feats}"] + argv[2:]) == 0
+    before = {p.name: p.read_bytes() for p in out.glob("*.stats.json")}
+    other = write_features(root / "other_s3d", ["video0", "video1", "video2"], 1024)
+    err = run_error(argv[:2] + ["--features", f"s3d={other}"] + argv[2:], capsys)
+    assert "different features_identity" in err
+    moved = root / "moved"
+    moved.mkdir()
+    for p in (data, feats, out):
+        (shutil.copytree if p.is_dir() else shutil.copy)(p, moved / p.name)
+    capsys.readouterr()
+    assert main(["msrvtt", str(moved / data.name), "--split", "train", "--features", f"s3d={moved / feats.name}",
+                 "--out", str(moved / out.name), *RUN]) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in (moved / out.name).glob("*.stats.json")} == before
