@@ -68,3 +68,25 @@ def test_config_file_for_a_subcommand(tmp_path):
     cfg.write_text("captions: how2_en.json\npartitions: 8\n")
     args = parse_args(p, ["one", "--config", str(cfg)])
     assert args.source == "one" and args.captions == ["how2_en.json"] and args.partitions == "8"
+
+
+CLIS = ["model.train", "model.evaluate", "model.prepare", "pipeline.importer", "pipeline.align_stage",
+        "features.extract"]
+
+
+@pytest.mark.parametrize("module", CLIS)
+def test_every_cli_has_version_config_and_shows_its_defaults(module):
+    import importlib
+
+    from pipeline.cli import HelpWithDefaults, _subcommands
+
+    parser = importlib.import_module(module).build_parser()
+    assert any("--version" in a.option_strings for a in parser._actions), module
+    for target in _subcommands(parser).values() or [parser]:
+        assert any("--config" in a.option_strings for a in target._actions), (module, target.prog)
+        assert target.formatter_class is HelpWithDefaults
+        formatter = HelpWithDefaults(target.prog)
+        for action in target._actions:
+            if action.option_strings and action.nargs != 0 and action.default is not None \
+                    and action.default is not argparse.SUPPRESS and action.default != []:
+                assert "default" in formatter._get_help_string(action).lower(), (target.prog, action.dest)
