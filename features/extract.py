@@ -48,6 +48,7 @@ from pipeline.stage import (Stage, Unit, UserError, add_executor_args, executor_
 from shards.layout import MMP, DamagedUnit, UnitFiles, completed_units, is_valid_video_id, read_stats
 from shards.reader import load_json, read_unit
 from shards.storage import as_path
+from shards.versions import versions
 from shards.writer import UnitWriter
 
 # The batched core lives in features.batching, devices and slots in features.devices; their
@@ -270,7 +271,8 @@ class ExtractStage(Stage):
                 "height": info.height, "rotation": info.rotation, "decoder": info.decoder,
                 "decoder_note": info.fallback_reason, "source": row.get("source"),
                 "features": {name: {**b.spec.to_json(), **b.weights, **info.row_times(name)}
-                             for name, b in backbones.items()}}
+                             for name, b in backbones.items()},
+                "versions": versions("torch", "torchvision", "decord", "av")}
         if "meta.json" in sample:
             try:
                 extra = load_json(sample["meta.json"])

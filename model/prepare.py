@@ -43,6 +43,7 @@ from pipeline.import_features import npy_bytes
 from pipeline.stage import (Stage, Unit, UserError, add_executor_args, executor_options, print_summary, run_stage,
                             video_done)
 from shards.layout import MMP, DamagedUnit, UnitFiles, read_stats
+from shards.versions import versions
 from shards.writer import UnitWriter, sha256_file
 
 from .downstream import KEY_RE, Item, msrvtt_items, multi30k_items, read_id_list, vatex_items
@@ -223,7 +224,7 @@ class PrepareStage(Stage):
         captions = {"video_id": item.video_id, "split": item.split,
                     "captions": {lang: item.captions[lang] for lang in langs}, "parallel": item.parallel}
         meta = {"video_id": item.video_id, "dataset": self.dataset, "split": item.split, "features": metas,
-                "split_videos": self.split_videos[item.split]}
+                "split_videos": self.split_videos[item.split], "versions": versions()}
         if self.benchmarks.get(item.split):
             meta["benchmark"] = self.benchmarks[item.split]
         if item.duration is not None:

@@ -21,6 +21,7 @@ import pyarrow as pa
 from shards.layout import MMP, UnitFiles, completed_units
 from shards.storage import as_path
 from shards.reader import read_unit
+from shards.versions import versions
 from shards.writer import UnitWriter, sha256_file
 
 from .stage import Stage, Unit, UserError, video_done
@@ -150,7 +151,8 @@ class S3DFeatureImport(Stage):
                     meta = {"video_id": vid, "duration": duration, "fps": None,
                             "features": {"s3d": dict(spec, file=path.name,
                                                      sha256=sha256_file(path) if self.hash_files else None,
-                                                     rows=int(array.shape[0]), **RELEASED_ROW_TIMES)}}
+                                                     rows=int(array.shape[0]), **RELEASED_ROW_TIMES)},
+                            "versions": versions()}
                     writer.write_sample(vid, {"s3d.npy": npy_bytes(array.astype(np.float16)),
                                               "subs.json": subs, "meta.json": meta})
             writer.add_row(row)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from shards.layout import SampleLayout, UnitFiles
 from shards.storage import RemotePath, as_path, staging_name
+from shards.versions import versions
 from shards.writer import UnitWriter, atomic_write_json
 
 from .errors import output_problem
@@ -325,7 +326,8 @@ def _run_locked(stage: Stage, out, stop: StopRequest, *, executor, workers, rank
         check_config(out, stage)
         units = stage.plan()
         config = {"stage": stage.name, "config": stage.config(), "fingerprint": stage.fingerprint(),
-                  "units": len(units), "executor": executor, "workers": workers, "world_size": world_size}
+                  "units": len(units), "executor": executor, "workers": workers, "world_size": world_size,
+                  "versions": versions()}
         atomic_write_json(out / "config.json", config)
 
     mine = [u for u in units if u.index % world_size == rank]

@@ -22,11 +22,16 @@ def _version(name: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=None)
-def versions() -> dict:
-    """``{"multi-howto100m": "0.1.0", "yt-dlp": ..., ...}``; libraries not installed are left out."""
+def _all() -> tuple:
     found = {TOOLKIT: _version(TOOLKIT) or "unknown"}
     found.update({name: v for name in LIBRARIES if (v := _version(name)) is not None})
-    return found
+    return tuple(found.items())
+
+
+def versions(*libraries: str) -> dict:
+    """``{"multi-howto100m": "0.1.0", "yt-dlp": ..., ...}`` (only ``libraries`` beside the toolkit
+    when given); libraries not installed are left out."""
+    return {k: v for k, v in _all() if not libraries or k == TOOLKIT or k in libraries}
 
 
 def version_line(prog: str) -> str:

@@ -90,3 +90,22 @@ def test_every_cli_has_version_config_and_shows_its_defaults(module):
             if action.option_strings and action.nargs != 0 and action.default is not None \
                     and action.default is not argparse.SUPPRESS and action.default != []:
                 assert "default" in formatter._get_help_string(action).lower(), (target.prog, action.dest)
+
+
+def test_stage_config_and_feature_meta_record_the_versions(tmp_path):
+    pytest.importorskip("torch")
+    from tests.test_decode import cfr, make_video
+    from tests.test_extract import run, write_aligned
+    from tests.conftest import read_all_samples
+    from shards.reader import load_json
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    make_video(src / "vidVers0001.mkv", cfr(0.5))
+    write_aligned(tmp_path / "aligned", [[("vidVers0001", 0.5)]])
+    assert run(tmp_path / "aligned", src, tmp_path / "mmp", "--backbones", "r21d", "--random-weights") == 0
+    config = json.loads((tmp_path / "mmp" / "config.json").read_text())
+    assert config["versions"]["multi-howto100m"] == versions()["multi-howto100m"]
+    assert config["versions"]["pyarrow"] == versions()["pyarrow"]
+    meta = load_json(read_all_samples(tmp_path / "mmp")["vidVers0001"]["meta.json"])
+    assert meta["versions"]["torch"] == versions()["torch"] and "yt-dlp" not in meta["versions"]
