@@ -251,14 +251,16 @@ def check_config(out, stage: Stage) -> None:
         return
     try:
         old = json.loads(path.read_text()).get("fingerprint", {})
-    except ValueError:
+    except (ValueError, RecursionError, AttributeError):
         return
     new = stage.fingerprint()
-    diffs = [k for k in new if k in old and old[k] != new[k]]
+    diffs = [k for k in new if isinstance(old, dict) and k in old and old[k] != new[k]]
     if diffs:
+        said = ", ".join(k.removesuffix("_identity") + (" (by content)" if k.endswith("_identity") else "")
+                         for k in diffs)
         raise UserError(
-            f"{out} already holds a {stage.name} run with a different {', '.join(diffs)}; "
-            f"resume with the same input and --unit-size, or choose a new --out"
+            f"{out} already holds a {stage.name} run over a different {said} ({', '.join(diffs)} in its "
+            f"config.json); run the command that made it to resume, or choose a new --out"
         )
 
 

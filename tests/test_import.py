@@ -235,7 +235,7 @@ def test_an_import_of_other_files_is_refused_and_a_moved_copy_resumes(tmp_path, 
     capsys.readouterr()
     assert importer.main(["multi-ht100m", "--captions", str(other), "--out", str(out), *args()]) == 2
     err = capsys.readouterr().err
-    assert "different inputs_identity" in err and "Traceback" not in err
+    assert "different inputs (by content)" in err and "Traceback" not in err
     assert {p.name: p.read_bytes() for p in (out / "aligned").glob("*.stats.json")} == before
     # the same files and dataset, both copied elsewhere: the import resumes, nothing is redone
     shutil.copytree(caps, tmp_path / "copied" / "release")

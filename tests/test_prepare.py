@@ -432,7 +432,7 @@ def test_resume_compares_features_and_inputs_by_content(msrvtt, capsys):
     before = {p.name: p.read_bytes() for p in out.glob("*.stats.json")}
     other = write_features(root / "other_s3d", ["video0", "video1", "video2"], 1024)
     err = run_error(argv[:2] + ["--features", f"s3d={other}"] + argv[2:], capsys)
-    assert "different features_identity" in err
+    assert "different features (by content)" in err
     moved = root / "moved"
     moved.mkdir()
     for p in (data, feats, out):
