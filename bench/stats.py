@@ -3,6 +3,8 @@
     python bench/stats.py                         # 1.2M videos, 1,000-row units (as the stages write)
     python bench/stats.py --videos 100000         # a quick look
     python bench/stats.py --unit-size 10000       # fewer, bigger units: faster to generate
+    python bench/stats.py --tokenizer tiny        # also count tokens with a tokenizer (tiny: a WordPiece built
+                                                  # here; or a save_pretrained directory such as XLM-R's)
 
 Generates ``crawl/``, ``aligned/`` and ``mmp/`` in the stages' real parquet schemas
 (``pipeline.crawl.schema_for``, ``pipeline.align_stage.schema_for``,
@@ -13,6 +15,13 @@ paper: most videos with 7 to 9 languages, English ASR, the other languages mostl
 YouTube translations. Then runs ``mmp-stats`` in a fresh process and prints its wall
 time and peak RSS (from rusage) against the targets: under 2 minutes, under 4 GiB.
 The generated data is kept in --dir and reused by the next run with the same sizes.
+
+With ``--tokenizer``, the first ``--text-per-unit`` videos of every aligned shard get a
+real ``subs.json`` (words per cue as the parquet's counts say), enough for mmp-stats'
+sample (it reads at most that many videos per shard), and mmp-stats runs with
+``--tokenizer``: the time it spent tokenizing, the sample size and the estimate's error
+are printed. The sample is a fixed number of videos, so that part of the cost does not
+grow with the dataset.
 """
 from __future__ import annotations
 
@@ -63,6 +72,13 @@ def opt(values, mask, typ) -> pa.Array:
     return pa.array(values, type=typ, mask=~np.asarray(mask, dtype=bool))
 
 
+def table_of(columns: dict, schema: pa.Schema) -> pa.Table:
+    """The columns in the stage's schema; the schema's other columns (ones the report never reads) null."""
+    n = len(next(iter(columns.values())))
+    return pa.Table.from_pydict({f.name: columns[f.name] if f.name in columns else pa.nulls(n, f.type)
+                                 for f in schema}, schema=schema)
+
+
 def strings(values, codes) -> pa.Array:
     arr = np.asarray(values, dtype=object)[codes]
     return pa.array(arr, type=pa.string())
@@ -92,8 +108,33 @@ def write_unit(directory: Path, prefix: str, index: int, table: pa.Table, doc_ar
     (directory / f"{stem}.stats.json").write_text(json.dumps(doc))
 
 
+WORDS = {lang: [f"{lang}{w}" for w in ("cut", "onion", "slowly", "pan", "oil", "heat", "stir", "add", "salt",
+                                        "water", "boil", "pour", "bowl", "mix", "knife", "board")] for lang in LANGS}
+WORDS["zh"] = list("切洋葱慢慢锅油加热搅拌盐水煮倒碗")
+
+
+def text_tar(path: Path, ids, samples: list) -> None:
+    """An aligned tar holding ``subs.json`` for ``samples``: ``[(row index, {lang: (cues, tokens)}), ...]``."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for i, tracks in samples:
+            doc = {"video_id": ids[i], "duration": None, "timeline": "en", "segments": [], "tracks": {}}
+            for lang, (cues, tokens) in tracks.items():
+                words, per = WORDS[lang], max(1, int(round(tokens / max(cues, 1))))
+                sep = "" if lang == "zh" else " "
+                doc["tracks"][lang] = {"kind": "translated", "source_lang": "en", "cues": [
+                    [2.0 * c, 2.0 * c + 1.8, sep.join(words[(i + c + k) % len(words)] for k in range(per))]
+                    for c in range(int(cues))]}
+            data = json.dumps(doc, ensure_ascii=False).encode()
+            info = tarfile.TarInfo(f"{ids[i]}.subs.json")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
 def make_unit(args) -> int:
-    out, index, n, units, seed = args
+    out, index, n, units, seed, text_per_unit = args
     rng = np.random.default_rng(seed * 100_003 + index)
     ids = [f"b{index:06d}{i:04d}"[:11].ljust(11, "x") for i in range(n)]
     # crawl
@@ -134,7 +175,7 @@ def make_unit(args) -> int:
         crawl[f"{lang}_source"] = pa.array(np.where(k == "translated", "en", np.where(k == None, None, lang)), pa.string())  # noqa: E711
         crawl[f"{lang}_bytes"] = pa.array(np.where(with_subs, rng.integers(2_000, 60_000, n), None), pa.int64())
         crawl[f"{lang}_error"] = pa.nulls(n, pa.string())
-    table = pa.Table.from_pydict(crawl, schema=crawl_schema(LANGS))
+    table = table_of(crawl, crawl_schema(LANGS))
     write_unit(out / "crawl", "crawl", index, table, dict(
         samples=int(has_sample.sum()), statuses=status, started=started, seconds=n * 0.03,
         tar_size=int(with_subs.sum() * 9 * 25_000), extra_counts={"requests": int(n * 10), "tracks": int(with_subs.sum() * 9)}))
@@ -178,10 +219,16 @@ def make_unit(args) -> int:
                     "timeline": pa.array(np.where(usable["en"], "en", None), pa.string()),
                     "timeline_kind": pa.array(np.where(usable["en"], kinds["en"], None), pa.string()),
                     "n_segments": pa.array(base_cues.astype(int), pa.int32())})
-    table = pa.Table.from_pydict(aligned, schema=aligned_schema(LANGS))
+    table = table_of(aligned, aligned_schema(LANGS))
     write_unit(out / "aligned", "aligned", index, table, dict(
         samples=int((n_langs > 0).sum()), statuses=astatus, started=started + 86400, seconds=n * 0.01,
         tar_size=int((n_langs > 0).sum() * 9 * 6_000), extra_counts={}))
+    if text_per_unit:
+        rows = np.flatnonzero(n_langs > 0)[:text_per_unit]
+        cols = {lang: (table.column(f"{lang}_cues").to_numpy(zero_copy_only=False),
+                       table.column(f"{lang}_tokens").to_numpy(zero_copy_only=False)) for lang in LANGS}
+        text_tar(out / "aligned" / f"aligned-{index:06d}.tar", ids,
+                 [(int(i), {l: (cols[l][0][i], cols[l][1][i]) for l in LANGS if usable[l][i]}) for i in rows])
 
     # mmp: one row per aligned row
     r = rng.random(n)
@@ -199,16 +246,16 @@ def make_unit(args) -> int:
            "feature_dim": opt(np.full(n, 1024), feat, pa.int32()),
            "length_mismatch": opt(mismatch.round(3), feat, pa.float64()),
            "feature_file": pa.nulls(n, pa.string()), "aligned_unit": pa.array(np.full(n, index), pa.int32())}
-    table = pa.Table.from_pydict(mmp, schema=MMP_SCHEMA)
+    table = table_of(mmp, MMP_SCHEMA)
     write_unit(out / "mmp", "mmp", index, table, dict(
         samples=int(feat.sum()), statuses=mst, started=started + 2 * 86400, seconds=n * 0.5,
         tar_size=int(np.nansum(rows) * 3072), extra_counts={}))
     return n
 
 
-def generate(out: Path, videos: int, unit_size: int, workers: int, seed: int) -> float:
+def generate(out: Path, videos: int, unit_size: int, workers: int, seed: int, text_per_unit: int = 0) -> float:
     marker = out / "bench.json"
-    spec = {"videos": videos, "unit_size": unit_size, "seed": seed, "version": 3}
+    spec = {"videos": videos, "unit_size": unit_size, "seed": seed, "version": 4, "text_per_unit": text_per_unit}
     if marker.exists() and json.loads(marker.read_text()) == spec:
         print(f"[bench] reusing the dataset in {out}")
         return 0.0
@@ -218,7 +265,7 @@ def generate(out: Path, videos: int, unit_size: int, workers: int, seed: int) ->
         (out / stage).mkdir(parents=True)
         (out / stage / "config.json").write_text(json.dumps({"stage": stage, "config": {"langs": list(LANGS)}}))
     units = (videos + unit_size - 1) // unit_size
-    jobs = [(out, i, min(unit_size, videos - i * unit_size), units, seed) for i in range(units)]
+    jobs = [(out, i, min(unit_size, videos - i * unit_size), units, seed, text_per_unit) for i in range(units)]
     start = time.time()
     from tqdm import tqdm
 
@@ -229,6 +276,13 @@ def generate(out: Path, videos: int, unit_size: int, workers: int, seed: int) ->
     return time.time() - start
 
 
+def tiny_tokenizer(root: Path) -> Path:
+    """The small WordPiece tokenizer the tests use, trained on the bench's words (no download)."""
+    from model.tiny import build_text_model
+
+    return build_text_model(root / "tokenizer", extra_words=tuple(" ".join(w) for w in WORDS.values()))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--videos", type=int, default=1_200_000)
@@ -236,14 +290,20 @@ def main() -> int:
     p.add_argument("--dir", type=Path, default=Path("/tmp/mmp-bench-stats"))
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes generating the data")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokenizer", help="also count tokens with this tokenizer (tiny: build a small WordPiece here)")
+    p.add_argument("--text-per-unit", type=int, default=50,
+                   help="videos per aligned shard given real subtitle text when --tokenizer is on")
     args = p.parse_args()
-    gen = generate(args.dir, args.videos, args.unit_size, args.workers, args.seed)
+    gen = generate(args.dir, args.videos, args.unit_size, args.workers, args.seed,
+                   args.text_per_unit if args.tokenizer else 0)
     if gen:
         print(f"[bench] generated {args.videos:,} videos x {len(LANGS)} languages in "
               f"{(args.videos + args.unit_size - 1) // args.unit_size:,} units of {args.unit_size:,} rows "
               f"per stage (crawl, aligned, mmp) in {gen:.1f}s")
     report = args.dir / "reports"
     cmd = [sys.executable, "-m", "pipeline.stats", "--data", str(args.dir), "--out", str(report), "--no-progress"]
+    if args.tokenizer:
+        cmd += ["--tokenizer", str(tiny_tokenizer(args.dir) if args.tokenizer == "tiny" else args.tokenizer)]
     start = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -254,6 +314,14 @@ def main() -> int:
         return 1
     print(f"[bench] mmp-stats over {args.videos:,} videos: {wall:.1f}s wall (target < 120s, "
           f"{wall / 120:.2f} of it), peak RSS {rss_gib:.2f} GiB (target < 4 GiB, {rss_gib / 4:.2f} of it)")
+    if args.tokenizer:
+        doc = json.loads((report / "stats.json").read_text())
+        for a in doc["aligned"]:
+            tc = a.get("tokenizer_counts") or {}
+            errs = [d["rel_error"] for d in tc.get("per_lang", {}).values() if d.get("rel_error") is not None]
+            print(f"[bench] --tokenizer on {a['path']}: {tc.get('sample_videos', 0):,} videos tokenized "
+                  f"({'all' if tc.get('exact') else 'a sample'}) in {tc.get('seconds', 0):.1f}s; "
+                  f"standard error per language {100 * min(errs or [0]):.2f}%-{100 * max(errs or [0]):.2f}%")
     sizes = {p.name: p.stat().st_size for p in report.iterdir()}
     print("[bench] " + ", ".join(f"{k} {v / 2**10:,.0f} KiB" for k, v in sorted(sizes.items())))
     return 0 if wall < 120 and rss_gib < 4 else 1

@@ -10,7 +10,7 @@ import base64
 import html
 import io
 
-from .report_blocks import Figure, Side, Table
+from .report_blocks import LANG_NAMES, Details, Figure, Side, Table, lang_color
 
 
 def figure_png(fig_spec: Figure) -> str:
@@ -31,7 +31,15 @@ CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans",sans-serif;color:#212529;margin:0;background:#f8f9fa}
 main{max-width:1120px;margin:0 auto;padding:24px 28px 60px;background:#fff}
 h1{font-size:26px;margin:8px 0 4px}h2{font-size:19px;margin:34px 0 10px;padding-top:10px;border-top:1px solid #dee2e6}
-nav{font-size:13px;line-height:1.8;margin:10px 0 0}nav a{margin-right:12px;color:#1c7ed6;text-decoration:none}
+nav{font-size:13px;line-height:1.7;margin:10px 0 0}nav a{margin-right:10px;color:#1c7ed6;text-decoration:none}
+nav div{margin:2px 0}nav b{display:inline-block;min-width:150px;font-weight:600;color:#495057}
+nav a.empty{color:#adb5bd}
+section>details>summary{cursor:pointer;list-style-position:outside}section>details>summary h2{display:inline}
+section>details{margin:30px 0 0;padding-top:10px;border-top:1px solid #dee2e6}
+section>details>summary h2{border:0;margin:0;padding:0}
+details.more{margin:6px 0 10px}details.more>summary{cursor:pointer;font-size:13px;color:#1c7ed6}
+.lang{display:inline-block;padding:0 5px;border-radius:3px;color:#fff;font-weight:600;font-size:12px}
+.seg td.text{max-width:300px}
 table{border-collapse:collapse;margin:10px 0 6px;font-size:13px;font-variant-numeric:tabular-nums}
 th,td{padding:4px 9px;border-bottom:1px solid #e9ecef;text-align:left;vertical-align:top}
 th{background:#f1f3f5;font-weight:600;border-bottom:2px solid #ced4da}
@@ -45,7 +53,8 @@ figcaption{font-size:12px;color:#6c757d}
 .warning,.error{font-size:13.5px;padding:7px 11px;border-radius:4px;margin:6px 0;max-width:1020px}
 .warning{background:#fff9db;border-left:4px solid #f59f00}.error{background:#fff5f5;border-left:4px solid #e03131}
 .tablewrap{overflow-x:auto}
-.side{display:flex;flex-wrap:wrap;gap:28px;align-items:flex-start}.side figure{margin-top:10px}
+.side{display:flex;gap:24px;align-items:flex-start}.side figure{margin-top:10px;flex:1 1 0;min-width:0}
+.side>.tablewrap{flex:none}@media (max-width:700px){.side{flex-wrap:wrap}}
 """
 
 # Marks the page once every image has decoded (read back by the headless-browser test).
@@ -56,6 +65,7 @@ SCRIPT = """
     for(var i=0;i<imgs.length;i++){ if(imgs[i].complete && imgs[i].naturalWidth>0){ ok++; } }
     document.body.setAttribute("data-images-total", String(imgs.length));
     document.body.setAttribute("data-images-decoded", String(ok));
+    document.body.setAttribute("data-page-height", String(document.documentElement.scrollHeight));
   }
   check();
   window.addEventListener("load", check);
@@ -65,6 +75,16 @@ SCRIPT = """
 
 def _e(text) -> str:
     return html.escape(str(text), quote=True)
+
+
+def _cell(value) -> str:
+    """A cell's HTML: a language label (``en (English)``) gets its chip in the language's colour."""
+    text = str(value)
+    code = text.split(" ", 1)[0]
+    if isinstance(value, str) and (text == code or text[len(code):].startswith(" (")) and code in LANG_NAMES:
+        return (f'<span class="lang" data-lang="{_e(code)}" style="background:{lang_color(code)}">{_e(code)}</span>'
+                + _e(text[len(code):]))
+    return _e(text)
 
 
 def _table_html(t: Table) -> str:
@@ -78,7 +98,7 @@ def _table_html(t: Table) -> str:
         return f' class="{" ".join(names)}"' if names else ""
 
     head = "".join(f"<th{cls(i)}>{_e(c)}</th>" for i, c in enumerate(t.columns))
-    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{_e(v)}</td>" for i, v in enumerate(row)) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{_cell(v)}</td>" for i, v in enumerate(row)) + "</tr>"
                    for row in t.rows)
     cap = f"<caption>{_e(t.caption)}</caption>" if t.caption else ""
     groups = ""
@@ -89,6 +109,9 @@ def _table_html(t: Table) -> str:
 
 
 def _block_html(block) -> str:
+    if isinstance(block, Details):
+        return (f'<details class="more"><summary>{_e(block.summary)}</summary>'
+                + "".join(map(_block_html, block.blocks)) + "</details>")
     if isinstance(block, Side):
         return '<div class="side">' + "".join(map(_block_html, block.blocks)) + "</div>"
     if isinstance(block, Table):
@@ -102,17 +125,34 @@ def _block_html(block) -> str:
     return f'<p class="{cls}">{_e(prefix + block.text)}</p>'
 
 
+def _nav(secs: list) -> str:
+    """The contents: one line per directory (the whole dataset first), its sections as short links."""
+    groups: dict = {}
+    for s in secs:
+        groups.setdefault(s.group, []).append(s)
+    lines = []
+    for group, members in groups.items():
+        links = "".join(f'<a href="#{_e(s.anchor)}"{"" if s.has_data else " class=empty"}>'
+                        f"{_e(s.short or s.title)}</a>" for s in members)
+        lines.append(f"<div><b>{_e(group or 'dataset')}</b>{links}</div>")
+    return "".join(lines)
+
+
+def _section_html(s) -> str:
+    """A section folds under its title; it starts open when it has data."""
+    return (f'<section id="{_e(s.anchor)}" data-has-data="{str(s.has_data).lower()}">'
+            f'<details{" open" if s.has_data else ""}><summary><h2>{_e(s.title)}</h2></summary>'
+            + "".join(map(_block_html, s.blocks)) + "</details></section>")
+
+
 def page_html(secs: list) -> str:
-    """The sections as one HTML page, with a link to each at the top."""
-    nav = "".join(f'<a href="#{_e(s.anchor)}">{_e(s.title.split(" — ")[0] + (" (" + s.title.split(" — ")[1] + ")" if " — " in s.title else ""))}</a>'
-                  for s in secs)
-    body = "".join(f'<section id="{_e(s.anchor)}"><h2>{_e(s.title)}</h2>' + "".join(map(_block_html, s.blocks))
-                   + "</section>" for s in secs)
+    """The sections as one HTML page, with the contents at the top."""
+    body = "".join(map(_section_html, secs))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
             "<link rel=\"icon\" href=\"data:,\">"
             f"<title>Multi-HowTo100M dataset report</title><style>{CSS}</style></head>"
-            f"<body><main><h1>Multi-HowTo100M dataset report</h1><nav>{nav}</nav>{body}</main>"
+            f"<body><main><h1>Multi-HowTo100M dataset report</h1><nav>{_nav(secs)}</nav>{body}</main>"
             f"<script>{SCRIPT}</script></body></html>\n")
 
 
@@ -123,6 +163,8 @@ def _md_cell(v) -> str:
 
 
 def _block_md(block) -> str:
+    if isinstance(block, Details):
+        return f"_{_md_cell(block.summary)}:_\n\n" + "\n".join(map(_block_md, block.blocks))
     if isinstance(block, Side):
         return "\n".join(map(_block_md, block.blocks))
     if isinstance(block, Table):

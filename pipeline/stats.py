@@ -1,8 +1,10 @@
 """``mmp-stats``: what a dataset holds, from the parquet and stats files the stages write.
 
-Never opens a tar: every figure comes from the per-video parquet rows
-(``crawl-*.parquet``, ``aligned-*.parquet``, ``mmp-*.parquet``), the per-unit
-``*.stats.json`` files and ``config.json``. Only completed units (the ones with
+Every count comes from the per-video parquet rows (``crawl-*.parquet``,
+``aligned-*.parquet``, ``mmp-*.parquet``), the per-unit ``*.stats.json`` files and
+``config.json``. Tars are opened only for text the rows do not keep: the first samples
+of one aligned shard for example segments, and, with ``--tokenizer``, a bounded sample
+of videos to count tokens with it (``stats_text``). Only completed units (the ones with
 their stats file) are counted, so it runs on a crawl that is still going and on
 the outputs of one stage. Damaged or missing files become entries under
 ``issues`` in the report, never a traceback.
@@ -44,6 +46,7 @@ from .stats_summary import (  # noqa: F401
     order_langs, reasons_by_status, shard_summary, summarize_aligned, summarize_crawl,
     summarize_mmp, summary, value_counts)
 from .stats_summary import _iso
+from .stats_text import SAMPLE_CUES, SAMPLE_VIDEOS, load_counting_tokenizer, segment_examples, tokenizer_counts
 
 STATS_VERSION = 1
 TOKEN_RULE = ("whitespace-separated words; in languages written without spaces (zh, ja, th) each CJK "
@@ -52,37 +55,30 @@ TOKEN_RULE = ("whitespace-separated words; in languages written without spaces (
 
 # ---------------------------------------------------------------- the whole dataset
 
-def tokenizer_note(tokenizer: Path | None) -> dict:
-    """Which rule counted the tokens, and what ``--tokenizer`` can and cannot change."""
+def tokenizer_note(name: str | None, sample: int = SAMPLE_VIDEOS) -> dict:
+    """Which rule counted the parquet's tokens, and what ``--tokenizer`` adds."""
     note = {"rule": TOKEN_RULE, "counted_by": "mmp-align / mmp-import when the aligned rows were written",
-            "requested": None}
-    if tokenizer is None:
-        return note
-    name = tokenizer.name
-    cfg = tokenizer / "tokenizer_config.json"
-    if cfg.exists():
-        try:
-            doc = json.loads(cfg.read_text())
-            name = doc.get("name_or_path") or doc.get("tokenizer_class") or name
-        except (OSError, ValueError):
-            pass
-    note["requested"] = str(name)
-    note["limit"] = (f"--tokenizer {tokenizer} was given, but the parquet rows keep counts, not text, and this "
-                     "report never opens the tars: the token columns below are still counted by the rule above. "
-                     "Subword tokenizers such as XLM-R's usually give more tokens per word (and per Chinese "
-                     "character, fewer or more depending on the vocabulary), so compare the paper's token column "
-                     "with that in mind; characters per language are shown as a tokenizer-free measure.")
+            "requested": name}
+    if name is not None:
+        note["counting"] = (f"--tokenizer {name} counted the text of the aligned shards (subs.json): every video "
+                            f"when a directory holds at most {sample:,}, else a sample of {sample:,} videos spread "
+                            f"over its shards (at most {SAMPLE_CUES} cues of each track), scaled by the rule's exact "
+                            "totals (ratio estimate, with its standard error).")
     return note
 
 
-def build_stats(data: Path, tokenizer: Path | None = None, threads: int = 4, progress: bool = False) -> dict:
-    """Everything the report shows, as plain JSON-able data."""
+def build_stats(data: Path, tokenizer=None, threads: int = 4, progress: bool = False, *,
+                tokenizer_name: str | None = None, sample: int = SAMPLE_VIDEOS, examples: bool = True) -> dict:
+    """Everything the report shows, as plain JSON-able data.
+
+    ``tokenizer``: a loaded tokenizer (``model.text.load_tokenizer``) that counts the aligned text, or None.
+    """
     started = time.time()
     issues = Issues()
     dirs = find_stage_dirs(data)
     result = {"version": STATS_VERSION, "generated_at": _iso(time.time()), "data": str(data),
-              "tokenizer": tokenizer_note(tokenizer), "issues": issues,
-              "crawl": [], "aligned": [], "mmp": [], "shards": []}
+              "tokenizer": tokenizer_note(tokenizer_name if tokenizer is not None else None, sample),
+              "issues": issues, "crawl": [], "aligned": [], "mmp": [], "shards": []}
     if not dirs:
         issues.add("error", str(data), "no stage outputs found: no crawl-/aligned-/mmp-NNNNNN.{tar,parquet,stats.json} "
                    "files here or in crawl/, aligned/, mmp/, imported/*/ below it (empty dataset, or the wrong --data)")
@@ -101,6 +97,11 @@ def build_stats(data: Path, tokenizer: Path | None = None, threads: int = 4, pro
         elif sd.stage == "aligned":
             section.update(summarize_aligned(table, langs))
             section["source"] = (sd.config.get("config") or {}).get("source") or "mmp-align"
+            if examples:
+                section["examples"] = segment_examples(sd, issues, langs)
+            if tokenizer is not None:
+                section["tokenizer_counts"] = tokenizer_counts(tokenizer, tokenizer_name, sd, section["per_lang"],
+                                                               issues, size=sample, progress=progress)
         else:
             section.update(summarize_mmp(table, sd))
         if table.num_rows == 0:
@@ -147,7 +148,8 @@ def write_report(stats: dict, out: Path) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mmp-stats",
-        description="Dataset statistics from the parquet and stats files the stages write (never the tars): "
+        description="Dataset statistics from the parquet and stats files the stages write (tars only for example "
+        "segments and --tokenizer): "
         "the paper's Table 8 beside ours, track kinds, languages per video, alignment coverage, tokens per "
         "video and per subtitle, durations, categories, crawl outcomes and runs, features and shards. "
         "Writes OUT/report.html (self-contained, opens offline), OUT/report.md and OUT/stats.json.",
@@ -156,9 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True,
                    help="dataset root holding crawl/, aligned/, mmp/ or imported/aligned/, or one stage's directory")
     p.add_argument("--out", type=Path, help="where the reports go (default: DATA/reports)")
-    p.add_argument("--tokenizer", type=Path,
-                   help="a tokenizer directory (e.g. XLM-R's) to name in the report; counts come from the parquet "
-                   "rows and stay those of mmp-align's rule (the report explains)")
+    p.add_argument("--tokenizer", metavar="NAME",
+                   help="count tokens per language with this tokenizer (a save_pretrained directory or a hub name, "
+                   "e.g. xlm-roberta-base: the paper's Table 8 counts are tokenizer counts), loaded as --text-model "
+                   "is; reads the aligned shards' text, sampled on big datasets (needs transformers)")
+    p.add_argument("--tokenizer-sample", type=int, default=SAMPLE_VIDEOS, metavar="VIDEOS",
+                   help="videos per aligned directory that --tokenizer reads (all of them when there are fewer); "
+                   "the report gives the estimate's error (default: %(default)s)")
+    p.add_argument("--no-examples", action="store_true",
+                   help="do not open an aligned shard for the example segments")
     p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="parquet files read at once")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -169,16 +177,24 @@ def main(argv=None) -> int:
     try:
         if "://" in args.data:
             raise UserError(f"--data {args.data} is a URL; mmp-stats reads a local (or mounted) directory: mount the "
-                            "bucket (e.g. s3fs, gcsfuse) or copy the parquet and stats files (not the tars) locally")
+                            "bucket (e.g. s3fs, gcsfuse) or copy the parquet and stats files (and, for examples and "
+                            "--tokenizer, a few aligned tars) locally")
         args.data = Path(args.data)
         if not args.data.is_dir():
             raise UserError(f"--data {args.data} is not a directory; point it at the dataset root (e.g. data/)")
-        if args.tokenizer is not None and not args.tokenizer.is_dir():
-            raise UserError(f"--tokenizer {args.tokenizer} is not a directory (a transformers tokenizer directory)")
+        if args.tokenizer_sample < 1:
+            raise UserError(f"--tokenizer-sample {args.tokenizer_sample} must be at least 1 video")
         if importlib.util.find_spec("matplotlib") is None:
             raise UserError("mmp-stats needs matplotlib for its plots: pip install 'multi-howto100m[stats]'")
+        tokenizer = None
+        if args.tokenizer is not None:
+            tokenizer, why = load_counting_tokenizer(args.tokenizer)
+            if tokenizer is None:
+                raise UserError(why)
         out = args.out or args.data / "reports"
-        stats = build_stats(args.data, args.tokenizer, threads=args.threads, progress=not args.no_progress)
+        stats = build_stats(args.data, tokenizer, threads=args.threads, progress=not args.no_progress,
+                            tokenizer_name=args.tokenizer, sample=args.tokenizer_sample,
+                            examples=not args.no_examples)
         paths = write_report(stats, out)
     except UserError as exc:
         print(f"mmp-stats: error: {exc}", file=sys.stderr)

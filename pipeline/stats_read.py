@@ -30,16 +30,17 @@ TEMP_FILE_RE = re.compile(rf"^\.(?P<prefix>{'|'.join(STAGES)})-(?P<index>\d{{{UN
 LANG_COLUMN_RE = re.compile(r"^(?P<lang>[a-z]{2,3}(?:-[A-Za-z0-9]+)?)_kind$")
 SKIP_DIRS = frozenset({"logs", "reports"})
 
-STR, INT, FLOAT = "str", "int", "float"
-ARROW_TYPES = {STR: pa.dictionary(pa.int32(), pa.string()), INT: pa.int64(), FLOAT: pa.float64()}
+STR, INT, FLOAT, ID = "str", "int", "float", "id"
+# ID: a string that is unique per row (video ids), kept plain: a dictionary would be as long as the column.
+ARROW_TYPES = {STR: pa.dictionary(pa.int32(), pa.string()), INT: pa.int64(), FLOAT: pa.float64(), ID: pa.string()}
 # Columns read per stage; {lang} columns are read for every language the unit has.
 COLUMNS = {
-    "crawl": {"status": STR, "error": STR, "attempts": INT, "crawled_at": FLOAT, "duration": FLOAT,
+    "crawl": {"video_id": ID, "status": STR, "error": STR, "attempts": INT, "crawled_at": FLOAT, "duration": FLOAT,
               "category_1": STR, "n_tracks": INT, "video_bytes": INT, "{lang}_kind": STR},
-    "aligned": {"status": STR, "error": STR, "duration": FLOAT, "n_langs": INT, "timeline_kind": STR,
+    "aligned": {"video_id": ID, "status": STR, "error": STR, "duration": FLOAT, "n_langs": INT, "timeline_kind": STR,
                 "{lang}_kind": STR, "{lang}_status": STR, "{lang}_cues": INT, "{lang}_tokens": INT,
                 "{lang}_chars": INT, "{lang}_seconds": FLOAT, "{lang}_coverage": FLOAT},
-    "mmp": {"status": STR, "error": STR, "duration": FLOAT, "feature_rows": INT, "feature_seconds": FLOAT,
+    "mmp": {"video_id": ID, "status": STR, "error": STR, "duration": FLOAT, "feature_rows": INT, "feature_seconds": FLOAT,
             "feature_dim": INT,
             "length_mismatch": FLOAT, "aligned_duration": FLOAT, "decoder": STR, "device": STR,
             "seconds_decode": FLOAT, "seconds_model": FLOAT},
@@ -256,6 +257,8 @@ def _null_column(kind: str, n: int) -> pa.Array:
 
 
 def _coerce(column: pa.ChunkedArray, kind: str) -> pa.ChunkedArray:
+    if kind == ID:
+        return column.cast(pa.string())
     if kind == STR:
         if pa.types.is_dictionary(column.type):
             return column.cast(ARROW_TYPES[STR])

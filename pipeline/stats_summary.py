@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import errors
+from .stats_progress import crawl_progress
 from .stats_read import StageDir
 
 # The paper's Table 8 (Huang et al., NAACL 2021): videos, subtitles, tokens per language.
@@ -79,12 +80,13 @@ def equals(column: pa.ChunkedArray, *values: str) -> np.ndarray:
 
 
 def summary(values: np.ndarray) -> dict:
-    """n, mean, median, p10, p90 of the finite values."""
+    """n, mean, median, p10, p25, p75, p90 of the finite values."""
     v = values[np.isfinite(values)]
     if not len(v):
-        return {"n": 0, "mean": None, "median": None, "p10": None, "p90": None}
-    p10, p50, p90 = np.percentile(v, [10, 50, 90])
-    return {"n": int(len(v)), "mean": float(v.mean()), "median": float(p50), "p10": float(p10), "p90": float(p90)}
+        return {"n": 0, "mean": None, "median": None, "p10": None, "p25": None, "p75": None, "p90": None}
+    p10, p25, p50, p75, p90 = np.percentile(v, [10, 25, 50, 75, 90])
+    return {"n": int(len(v)), "mean": float(v.mean()), "median": float(p50), "p10": float(p10), "p25": float(p25),
+            "p75": float(p75), "p90": float(p90)}
 
 
 def histogram(values: np.ndarray, bins: np.ndarray) -> dict:
@@ -127,6 +129,23 @@ def reasons_by_status(status: pa.ChunkedArray, error: pa.ChunkedArray, top: int 
         name = s_names[si - 1] if si > 0 else "unknown"
         out.setdefault(name, {})[g_names[gi]] = c
     return {s: dict(sorted(r.items(), key=lambda kv: -kv[1])[:top]) for s, r in out.items()}
+
+
+def failure_examples(table: pa.Table, fine=("ok",), per_status: int = 5) -> dict:
+    """``{status: [[video_id, reason], ...]}``: the first few videos of each status other than ``fine``."""
+    if "video_id" not in table.column_names or not table.num_rows:
+        return {}
+    s_idx, s_names = codes(table.column("status"))
+    out = {}
+    for i, name in enumerate(s_names):
+        if name in fine:
+            continue
+        rows = np.flatnonzero(s_idx == i)[:per_status]
+        if not len(rows):
+            continue
+        picked = table.take(pa.array(rows))
+        out[name] = [[v, e] for v, e in zip(picked.column("video_id").to_pylist(), picked.column("error").to_pylist())]
+    return out
 
 
 def order_langs(langs: list, config: dict) -> list:
@@ -216,7 +235,8 @@ def summarize_crawl(table: pa.Table, langs: list, sd: StageDir) -> dict:
            "attempts": value_counts(attempts),
            "retried_videos": int((attempts > 1).sum()),
            "retried_statuses": counts_of(table.filter(pa.array(attempts > 1)).column("status"), "unknown") if n else {},
-           "runs": crawl_runs(sd),
+           "runs": crawl_runs(sd), "progress": crawl_progress(sd, n),
+           "failed_examples": failure_examples(table),
            "duration": summary(duration[ok]), "duration_minutes_hist": histogram(duration[ok] / 60, VIDEO_MINUTES_BINS),
            "hours_with_subtitles": float(np.nansum(duration[ok]) / 3600)}
     counts_total: dict = {}
@@ -262,6 +282,7 @@ def summarize_aligned(table: pa.Table, langs: list) -> dict:
            "langs_per_video_summary": summary(n_langs[with_any]),
            "share_in_paper_range": float(((n_langs >= lo) & (n_langs <= hi)).sum() / max(1, with_any.sum())),
            "timeline_kinds": counts_of(table.column("timeline_kind")),
+           "failed_examples": failure_examples(table),
            "duration": summary(duration[with_any]),
            "duration_known": int(np.isfinite(duration[with_any]).sum()),
            "duration_minutes_hist": histogram(duration[with_any] / 60, VIDEO_MINUTES_BINS),
@@ -324,6 +345,7 @@ def summarize_mmp(table: pa.Table, sd: StageDir) -> dict:
     return {"videos": n, "statuses": counts_of(status, "unknown"),
             "reasons": reasons_by_status(status, table.column("error")),
             "videos_with_features": int(has.sum()),
+            "failed_examples": failure_examples(table),
             "feature_hours": float(np.nansum(seconds[has]) / 3600),
             "video_hours_with_features": float(np.nansum(duration[has]) / 3600),
             "duration_known": int(np.isfinite(duration[has]).sum()),
