@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from shards.versions import version_line
+from shards.versions import add_version_flag
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict:
@@ -36,24 +36,12 @@ class HelpWithDefaults(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-class _Version(argparse.Action):
-    """``--version`` as one unwrapped line on stdout."""
-
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
-        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(version_line(parser.prog))
-        parser.exit()
-
-
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     """``--version`` on ``parser``; ``--config`` on it, or on each subcommand when it has them
     (call it once the subcommands are added)."""
     for target in [parser, *_subcommands(parser).values()]:
         target.formatter_class = HelpWithDefaults
-    parser.add_argument("--version", action=_Version,
-                        help="print the toolkit's version and those of the libraries it uses, and exit")
+    add_version_flag(parser)
     for target in _subcommands(parser).values() or [parser]:
         target.add_argument("--config", type=Path, metavar="FILE",
                             help="YAML or JSON file of settings by flag name (e.g. 'unit-size: 500'); "

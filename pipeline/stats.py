@@ -32,6 +32,7 @@ import numpy as np
 
 from shards.writer import atomic_write_bytes
 
+from .cli import add_common_flags, parse_args
 from .stage import UserError
 
 # Re-exported: pipeline.stats stays the one place to import the stats API from.
@@ -169,11 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not open an aligned shard for the example segments")
     p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="parquet files read at once")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_flags(p)
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     try:
         if "://" in args.data:
             raise UserError(f"--data {args.data} is a URL; mmp-stats reads a local (or mounted) directory: mount the "

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from .layout import LAYOUTS, UNIT_RE, DamagedUnit, UnitFiles, read_stats
 from .reader import ShardError, iter_samples, read_rows
 from .storage import RemotePath, as_path, staging_dir, staging_name
+from .versions import add_version_flag
 from .writer import sha256_file
 
 
@@ -171,6 +172,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("dirs", nargs="+", help="stage output directories (paths or fsspec URLs such as s3://b/crawl)")
     parser.add_argument("--quick", action="store_true", help="skip sha256 (sizes are still checked)")
+    add_version_flag(parser)
     args = parser.parse_args(argv)
     status = 0
     for directory in args.dirs:

@@ -6,6 +6,7 @@ each feature ``meta.json`` record them.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 from importlib import metadata
 
@@ -38,3 +39,19 @@ def version_line(prog: str) -> str:
     v = dict(versions())
     own = v.pop(TOOLKIT)
     return f"{prog} ({TOOLKIT}) {own}; " + ", ".join(f"{k} {x}" for k, x in v.items())
+
+
+class _Version(argparse.Action):
+    """``--version`` as one unwrapped line on stdout."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line(parser.prog))
+        parser.exit()
+
+
+def add_version_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action=_Version,
+                        help="print the toolkit's version and those of the libraries it uses, and exit")

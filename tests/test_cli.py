@@ -71,7 +71,7 @@ def test_config_file_for_a_subcommand(tmp_path):
 
 
 CLIS = ["model.train", "model.evaluate", "model.prepare", "pipeline.importer", "pipeline.align_stage",
-        "features.extract"]
+        "features.extract", "pipeline.stats"]
 
 
 @pytest.mark.parametrize("module", CLIS)
@@ -109,3 +109,11 @@ def test_stage_config_and_feature_meta_record_the_versions(tmp_path):
     assert config["versions"]["pyarrow"] == versions()["pyarrow"]
     meta = load_json(read_all_samples(tmp_path / "mmp")["vidVers0001"]["meta.json"])
     assert meta["versions"]["torch"] == versions()["torch"] and "yt-dlp" not in meta["versions"]
+
+
+def test_verify_has_version(capsys):
+    from shards.verify import main as verify_main
+
+    with pytest.raises(SystemExit) as exc:
+        verify_main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("mmp-verify (multi-howto100m) ")
