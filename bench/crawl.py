@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,6 +47,7 @@ from pipeline.fetch import FetchError, Fetcher, RetryPolicy  # noqa: E402
 from pipeline.politeness import RequestBudget  # noqa: E402
 from pipeline.sample import build_sample  # noqa: E402
 from pipeline.sample_server import SampleServer  # noqa: E402
+from pipeline.url_policy import UrlPolicy  # noqa: E402
 from pipeline.errors import TRANSIENT  # noqa: E402
 from shards.reader import read_rows  # noqa: E402
 
@@ -93,7 +95,8 @@ def budget_run(server: SampleServer, url: str, budget_file: Path, ceiling: float
     deadline = start + seconds
 
     def client(b):
-        fetcher = Fetcher(b, timeout=5.0, policy=RetryPolicy(retries=0))
+        fetcher = Fetcher(b, timeout=5.0, policy=RetryPolicy(retries=0),
+                          url_policy=UrlPolicy.allowing([urlsplit(url).netloc]))
         while time.time() < deadline:
             try:
                 fetcher.get(url)
@@ -188,6 +191,7 @@ def storm_bench(work: Path, videos: int, threshold: float, rounds: int = 6, quie
             base = [sys.executable, "-m", "pipeline.crawl", "--videos", str(sample / "ids.txt"), "--out", str(out),
                     "--info-json", str(info), "--langs", LANGS, "--workers", "4", "--unit-size", "10",
                     "--no-progress", "--max-requests-per-second", str(3 * threshold), "--sleep-subtitles", "0",
+                    "--allow-host", urlsplit(server.base_url).netloc,
                     "--rate-quiet-seconds", str(quiet), "--retries", "4", "--backoff-base", "0.2",
                     "--backoff-max", "2", "--breaker-threshold", "1000", "--budget-dir", str(work / f"storm-{adaptive}")]
             if not adaptive:
@@ -252,8 +256,8 @@ def main() -> int:
             wall, cpu = run_child([sys.executable, "-m", "pipeline.crawl", "--videos", str(work / "ids.txt"),
                                    "--out", str(out), "--info-json", str(info), "--langs", LANGS,
                                    "--workers", str(workers), "--unit-size", "50", "--no-progress",
-                                   "--budget-dir", str(work / "budget"), "--max-requests-per-second", "0",
-                                   "--sleep-subtitles", "0"])
+                                   "--budget-dir", str(work / "budget"), "--no-request-limit",
+                                   "--allow-host", urlsplit(server.base_url).netloc, "--sleep-subtitles", "0"])
             reqs = server.requests[n0:]
             tracks = sum(json.loads(s.read_text())["counts"].get("tracks", 0) for s in (out / "crawl").glob("*.stats.json"))
             results[f"mmp-crawl x{workers}"] = (wall, cpu, len(reqs), tracks)
@@ -285,7 +289,8 @@ def main() -> int:
         run_child([sys.executable, "-m", "pipeline.crawl", "--videos", str(work / "rate.txt"), "--out",
                    str(work / "rate"), "--info-json", str(info), "--langs", LANGS, "--workers", "4",
                    "--unit-size", "5", "--no-progress", "--max-requests-per-second", str(args.rate),
-                   "--no-adaptive-rate", "--sleep-subtitles", "0", "--budget-dir", str(work / "budget-rate")])
+                   "--no-adaptive-rate", "--sleep-subtitles", "0", "--budget-dir", str(work / "budget-rate"),
+                   "--allow-host", urlsplit(server.base_url).netloc])
         times = sorted(r["t"] for r in server.requests[n0:])
         measured = (len(times) - 1) / (times[-1] - times[0])
         print(f"--max-requests-per-second {args.rate:g} with 4 workers: measured {measured:.2f}/s "

@@ -6,26 +6,27 @@ fetched as WebVTT, each through the machine's shared request budget. A unit of
 ~1,000 videos becomes ``crawl-000123.{tar,parquet,stats.json}``: a sample per
 video whose metadata was read (``info.json`` plus ``<lang>.vtt`` per track
 found), a parquet row per input video whatever became of it. The per-video work is
-``pipeline.crawl_video``; the checks run before a crawl, ``pipeline.crawl_checks``.
+``pipeline.crawl_video``; the checks run before a crawl, ``pipeline.crawl_checks``;
+the flags, ``pipeline.crawl_config``. Every URL an info dict names is checked by
+``pipeline.url_policy`` before it is requested, and each process's scratch (its copy
+of the cookies included) lives in the output's private work area, ``OUT/crawl/.work``.
 """
 from __future__ import annotations
 
-import argparse
 import atexit
 import json
 import logging
 import os
-import re
 import shutil
+import socket
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
 from shards.layout import CRAWL, UnitFiles, completed_units
-from shards.storage import as_path, is_url, local_copy
+from shards.storage import RemotePath, as_path, staging_dir, staging_name
 from shards.reader import ShardError, iter_samples, read_rows
 from shards.writer import UnitWriter, atomic_write_json, sha256_file
 
@@ -33,64 +34,15 @@ from . import errors
 from .fetch import Fetcher, RetryPolicy
 from .politeness import RayRequestBudget, RequestBudget, default_budget_dir
 from .sources import InfoJsonSource, YtdlpSource, download_video
-from .stage import (Stage, Unit, UserError, add_executor_args, executor_options, print_summary, run_stage,
-                    video_done)
+from .stage import Stage, Unit, UserError, executor_options, print_summary, run_stage, video_done
 from .crawl_checks import check_main, preflight
+from .crawl_config import (DEFAULT_LANGS, DEFAULT_RATE, DEFAULT_SLEEP_SUBTITLES, DEFAULT_VIDEO_FORMAT,  # noqa: F401
+                           CrawlConfig, build_parser, config_from_args)
 from .crawl_video import crawl_video, held_from, needs_retry
-from .langs import parse_langs
+from .url_policy import UrlPolicy
 from .videolist import dedupe, read_video_list
 
 log = logging.getLogger("mmp.crawl")
-
-DEFAULT_LANGS = ("en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi")
-DEFAULT_VIDEO_FORMAT = "best[ext=mp4][height<=360]/best[height<=360]/worst[ext=mp4]/worst"
-# Politeness a fresh address survives: YouTube refuses the machine-translated tracks first
-# (yt-dlp issues #13831, #13770, #17536, where users report 429s from bursts of a few
-# subtitle requests a second and recommend pauses; yt-dlp's own "-t sleep" preset waits
-# 5 s per subtitle). Well under one request a second per egress address, shared by every
-# worker, with a pause before each subtitle file; the adaptive budget slows down further.
-DEFAULT_RATE = 0.5
-DEFAULT_SLEEP_SUBTITLES = 1.0
-_POT_VALUE = re.compile(r"(po_token=|\+)[^;,\s]+")  # PO tokens in --extractor-args are credentials
-
-
-@dataclass
-class CrawlConfig:
-    videos: str
-    out: str
-    langs: list = field(default_factory=lambda: list(DEFAULT_LANGS))
-    lang_variants: dict = field(default_factory=dict)  # e.g. {"zh": "zh-Hant"}: the YouTube key tried first
-    info_json: str | None = None
-    download_video: bool = False
-    video_format: str = DEFAULT_VIDEO_FORMAT
-    max_requests_per_second: float | None = DEFAULT_RATE
-    adaptive_rate: bool = True          # halve on 429 / bot checks, creep back after a quiet period
-    rate_quiet_seconds: float = 60.0
-    sleep_subtitles: float = DEFAULT_SLEEP_SUBTITLES
-    js_runtime: str | None = None       # NAME[:PATH]; default: the deno installed with the project
-    extractor_args: list = field(default_factory=list)  # yt-dlp's --extractor-args, in its syntax
-    cookies: str | None = None
-    proxies: list = field(default_factory=list)
-    socket_timeout: float = 20.0
-    retries: int = 4
-    backoff_base: float = 1.0
-    backoff_max: float = 60.0
-    unit_size: int = 1000
-    budget_dir: str | None = None
-    budget_name: str = "youtube"
-    breaker_threshold: int = 5
-    breaker_pause: float = 60.0
-    breaker_max_pauses: int = 6
-    egress: list = field(default_factory=list)  # egress address labels; units spread over them (Ray)
-    budget_backend: str = "file"  # "file": one budget per machine; "ray": one actor per egress address
-
-    def public(self) -> dict:
-        """For config.json: cookie path kept, cookie contents never read here; proxy passwords hidden."""
-        d = asdict(self)
-        d["proxies"] = [errors.redact(p) for p in self.proxies]
-        d["extractor_args"] = [_POT_VALUE.sub(r"\1***", a) for a in self.extractor_args]
-        return d
-
 
 def schema_for(langs) -> pa.Schema:
     fields = [
@@ -141,29 +93,90 @@ def make_budget(cfg: CrawlConfig, egress: str | None = None):
                          quiet_seconds=cfg.rate_quiet_seconds)
 
 
+# ---------------------------------------------------------------- the private work area
+
+def work_area(cfg: CrawlConfig) -> Path:
+    """Where the crawl's processes keep their scratch (cookie copies, videos being fetched).
+
+    A hidden directory of the output (``OUT/crawl/.work``), not the shared temp folder, so
+    that a copy of the user's cookies never outlives the crawl there, even after a
+    SIGKILL: the next run clears it. A remote output's is a local directory named after it.
+    """
+    out = as_path(cfg.out) / "crawl"
+    if isinstance(out, RemotePath):
+        return staging_dir() / f"crawl-work-{staging_name(out)}"
+    return out / ".work"
+
+
+def start_run_dir(cfg: CrawlConfig) -> Path:
+    """This run's own directory in the work area (``HOST@PID``, mode 0700), after removing
+    what runs killed on this host left. Other live runs on the same output (``--rank``
+    slices) keep theirs."""
+    root = work_area(cfg)
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    host = socket.gethostname()
+    for old in root.iterdir():
+        name, _, pid = old.name.rpartition("@")
+        if name == host and not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
+    run = root / f"{host}@{os.getpid()}"
+    run.mkdir(mode=0o700, exist_ok=True)
+    return run
+
+
+def end_run_dir(run: Path) -> None:
+    shutil.rmtree(run, ignore_errors=True)
+    try:
+        run.parent.rmdir()  # the work area goes too when no other run uses it
+    except OSError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
+def private_scratch(run_dir: Path) -> Path:
+    """A directory of this process's own in the run's directory, removed when the process exits."""
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=run_dir))
+    atexit.register(shutil.rmtree, scratch, True)
+    return scratch
+
+
+def private_copy(src: str, target: Path) -> str:
+    """Copy ``src`` to ``target``, readable by the owner only from the moment it exists."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "wb") as dst, open(src, "rb") as f:
+        shutil.copyfileobj(f, dst)
+    return str(target)
+
+
 class CrawlContext:
     """Per-process resources: the budget, the fetcher, the info source, a scratch directory."""
 
-    def __init__(self, cfg: CrawlConfig, egress: str | None = None):
+    def __init__(self, cfg: CrawlConfig, egress: str | None = None, run_dir: Path | None = None):
         self.cfg = cfg
         self.budget = make_budget(cfg, egress)
-        self.scratch = Path(tempfile.mkdtemp(prefix="mmp-crawl-"))
-        atexit.register(shutil.rmtree, self.scratch, True)
-        cookie_copy = None
-        if cfg.cookies:
-            # yt-dlp writes cookies back to its file: give each process a private copy.
-            cookie_copy = str(self.scratch / "cookies.txt")
-            shutil.copyfile(cfg.cookies, cookie_copy)
-            os.chmod(cookie_copy, 0o600)
+        self.scratch = private_scratch(run_dir or work_area(cfg) / f"{socket.gethostname()}@{os.getpid()}")
+        # yt-dlp writes cookies back to its file: give each process a private copy.
+        cookie_copy = private_copy(cfg.cookies, self.scratch / "cookies.txt") if cfg.cookies else None
+        self.url_policy = UrlPolicy.allowing(cfg.allow_hosts)
         self.fetcher = Fetcher(self.budget, timeout=cfg.socket_timeout,
                                policy=RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max),
-                               proxies=cfg.proxies, cookies=cookie_copy)
+                               proxies=cfg.proxies, cookies=cookie_copy, url_policy=self.url_policy)
         self.info_source = InfoJsonSource(cfg.info_json) if cfg.info_json else YtdlpSource(cfg, self.budget, cookie_copy)
         self.cookie_copy = cookie_copy
-        self._video_ydl = None
 
     def download_video(self, info: dict) -> tuple[str, bytes]:
-        return download_video(info, self.cfg, self.budget, self.scratch, self.cookie_copy)
+        return download_video(info, self.cfg, self.budget, self.scratch, self.cookie_copy, self.url_policy)
 
 
 # ---------------------------------------------------------------- the stage
@@ -186,7 +199,7 @@ def load_previous(files: UnitFiles) -> tuple[dict, dict]:
         rows = {r["video_id"]: r for r in read_rows(files.parquet)}
         samples = {s.pop("__key__"): s for s in iter_samples(files.tar)}
         return rows, samples
-    except (ValueError, KeyError, ShardError, OSError) as exc:
+    except (ValueError, KeyError, ShardError, OSError, RecursionError) as exc:
         log.warning("%s: earlier version unreadable (%s); re-crawling the whole unit", files.stem, exc)
         return {}, {}
 
@@ -202,6 +215,7 @@ class CrawlStage(Stage):
         self._ctxs: dict = {}
         self._input_sha = None
         self.duplicates = 0
+        self.run_dir: Path | None = None  # set by main: this run's part of the private work area
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -218,7 +232,7 @@ class CrawlStage(Stage):
 
     def context(self, egress: str | None = None) -> "CrawlContext":
         if egress not in self._ctxs:
-            self._ctxs[egress] = CrawlContext(self.cfg, egress)
+            self._ctxs[egress] = CrawlContext(self.cfg, egress, self.run_dir)
         return self._ctxs[egress]
 
     def plan(self) -> list[Unit]:
@@ -258,6 +272,8 @@ class CrawlStage(Stage):
                     writer.count("retried")
             if members is not None:
                 writer.write_sample(entry.video_id, members)
+                if row.get("video_ext") and row.get("video_status") == "ok":
+                    writer.count("videos_downloaded")
                 writer.count("tracks", sum(1 for m in members if m.endswith(".vtt")))
             for lang in self.cfg.langs:
                 if row.get(f"{lang}_status"):
@@ -301,122 +317,6 @@ def mark_transient_units(out, langs) -> int:
     return reopened
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mmp-crawl",
-        description="Fetch YouTube subtitles in several languages (one manual, ASR or machine-translated "
-        "track per language, as WebVTT) for a list of videos, into resumable WebDataset shards DATA/crawl/.",
-        epilog="Re-running the same command resumes: finished units are skipped. --retry-failed asks again "
-        "for what failed transiently in earlier runs (rate_limited, bot_check, network, server_error, "
-        "bad_response, po_token_required), whole videos or single tracks, keeping every track already fetched. "
-        "Run `mmp-crawl --check` first on a new machine.",
-    )
-    p.add_argument("--check", action="store_true",
-                   help="only check, offline, whether this machine is ready to crawl (yt-dlp, JS runtime, EJS "
-                   "scripts, PO-token plugins, and --cookies, --proxy and the request budget when given); "
-                   "one line each, exit 0 when ready")
-    p.add_argument("--videos",
-                   help="CSV/TSV (e.g. HowTo100M_v1.csv), Parquet, or a text file of ids or YouTube URLs "
-                   "(a path or an fsspec URL such as s3://bucket/videos.csv)")
-    p.add_argument("--out",
-                   help="dataset root, a path or an fsspec URL (s3://bucket/data); the crawl goes to OUT/crawl/")
-    p.add_argument("--langs", default=",".join(DEFAULT_LANGS),
-                   help="comma-separated language codes as YouTube spells them (default: the 9 of "
-                   "Multi-HowTo100M). A variant (zh-Hant, pt-BR) is stored as its language (zh, pt), that "
-                   "variant tried first and recorded")
-    p.add_argument("--info-json", type=Path, help="read saved info JSON (DIR/ID.info.json) instead of asking YouTube")
-    p.add_argument("--download-video", action="store_true", help="also fetch the video into the sample")
-    p.add_argument("--video-format", default=DEFAULT_VIDEO_FORMAT, help="yt-dlp format selector for --download-video")
-    p.add_argument("--unit-size", type=int, default=1000, help="videos per work unit (default 1000)")
-    p.add_argument("--retry-failed", action="store_true", help="re-crawl the transient failures of earlier runs")
-    pol = p.add_argument_group("politeness and robustness")
-    pol.add_argument("--max-requests-per-second", type=float, default=DEFAULT_RATE,
-                     help=f"request budget of one egress address, shared by every crawl process on this machine "
-                     f"(default {DEFAULT_RATE}; 0: no limit). It is the ceiling: on a 429 or a bot check the rate "
-                     "is halved, and creeps back up after a quiet period")
-    pol.add_argument("--no-adaptive-rate", dest="adaptive_rate", action="store_false",
-                     help="keep the request rate fixed at --max-requests-per-second, whatever YouTube answers")
-    pol.add_argument("--rate-quiet-seconds", type=float, default=60.0,
-                     help="seconds without a refusal before the adaptive rate creeps back up (default 60)")
-    pol.add_argument("--sleep-subtitles", type=float, default=DEFAULT_SLEEP_SUBTITLES,
-                     help=f"seconds to pause before each subtitle file (default {DEFAULT_SLEEP_SUBTITLES})")
-    pol.add_argument("--cookies", type=Path, help="Netscape cookies file (its contents are never logged or copied to outputs)")
-    pol.add_argument("--proxy", action="append", default=[],
-                     help="proxy URL; repeat or comma-separate several to rotate between them")
-    pol.add_argument("--socket-timeout", type=float, default=20.0, help="seconds before a silent connection fails")
-    pol.add_argument("--retries", type=int, default=4, help="retries of a transient failure (backoff with jitter)")
-    pol.add_argument("--backoff-base", type=float, default=1.0, help="first backoff in seconds; doubles per retry")
-    pol.add_argument("--backoff-max", type=float, default=60.0, help="longest single backoff, Retry-After included")
-    pol.add_argument("--budget-dir", type=Path, help="where the machine-wide request budget lives (default: a temp dir; "
-                     "with --executor ray the budget is a Ray actor per egress address instead)")
-    pol.add_argument("--egress", action="append", default=[],
-                     help="with --executor ray: name of an outbound address (repeat or comma-separate several); "
-                     "units are dealt over them, each needs one Ray resource egress_NAME (nodes that send from "
-                     "that address advertise it: ray start --resources '{\"egress_NAME\": 4}') and shares one "
-                     "request budget per name. Without it the budget is per node (or per --proxy set)")
-    pol.add_argument("--breaker-threshold", type=int, default=5,
-                     help="429s or bot checks in a row that pause the whole crawl")
-    pol.add_argument("--breaker-pause", type=float, default=60.0, help="first pause in seconds; doubles each time")
-    pol.add_argument("--breaker-max-pauses", type=int, default=6, help="pauses in a row before the crawl halts")
-    yt = p.add_argument_group("yt-dlp")
-    yt.add_argument("--js-runtime", metavar="NAME[:PATH]",
-                    help="the JavaScript runtime yt-dlp solves YouTube's challenges with: deno, node, bun or "
-                    "quickjs, optionally with its path (default: the deno installed with this project, else "
-                    "one on PATH)")
-    yt.add_argument("--allow-no-js-runtime", action="store_true",
-                    help="crawl YouTube even without a usable JavaScript runtime (yt-dlp then falls back to one "
-                    "client and subtitles may be missing)")
-    yt.add_argument("--extractor-args", action="append", default=[], metavar="KEY:ARGS",
-                    help="passed to yt-dlp as its own --extractor-args, e.g. "
-                    "'youtube:player_client=default,mweb' (repeatable)")
-    add_executor_args(p)
-    return p
-
-
-def config_from_args(args) -> CrawlConfig:
-    if not args.videos or not args.out:
-        raise UserError("--videos and --out are required (or run `mmp-crawl --check` alone)")
-    langs, variants = parse_langs(args.langs)
-    if args.max_requests_per_second is not None and args.max_requests_per_second < 0:
-        raise UserError("--max-requests-per-second must be 0 (no limit) or more")
-    if args.sleep_subtitles < 0 or args.rate_quiet_seconds <= 0:
-        raise UserError("--sleep-subtitles must be 0 or more and --rate-quiet-seconds positive")
-    proxies = [p.strip() for arg in args.proxy for p in arg.split(",") if p.strip()]
-    egress = [e.strip() for arg in args.egress for e in arg.split(",") if e.strip()]
-    bad_egress = [e for e in egress if not e.replace("_", "").replace("-", "").isalnum()]
-    if bad_egress:
-        raise UserError(f"--egress names are letters, digits, - and _ (got {bad_egress[0]!r})")
-    if egress and args.executor != "ray":
-        raise UserError("--egress places units on Ray nodes by address; use it with --executor ray")
-    videos = args.videos
-    if is_url(videos):  # a small list: read from a local copy
-        try:
-            videos = local_copy(videos)
-        except FileNotFoundError:
-            raise UserError(f"--videos {videos} does not exist") from None
-    if args.info_json is not None and not args.info_json.is_dir():
-        raise UserError(f"--info-json {args.info_json} is not a directory of ID.info.json files")
-    if args.cookies is not None and not args.cookies.is_file():
-        raise UserError(f"--cookies {args.cookies} does not exist or is not a file")
-    if args.unit_size < 1:
-        raise UserError("--unit-size must be at least 1")
-    return CrawlConfig(
-        videos=str(videos), out=str(args.out), langs=langs, lang_variants=variants, egress=egress,
-        budget_backend="ray" if args.executor == "ray" else "file",
-        info_json=str(args.info_json) if args.info_json else None,
-        download_video=args.download_video, video_format=args.video_format,
-        max_requests_per_second=args.max_requests_per_second or None, sleep_subtitles=args.sleep_subtitles,
-        adaptive_rate=args.adaptive_rate, rate_quiet_seconds=args.rate_quiet_seconds,
-        js_runtime=args.js_runtime, extractor_args=list(args.extractor_args),
-        cookies=str(args.cookies) if args.cookies else None, proxies=proxies,
-        socket_timeout=args.socket_timeout, retries=args.retries, backoff_base=args.backoff_base,
-        backoff_max=args.backoff_max, unit_size=args.unit_size,
-        budget_dir=str(args.budget_dir) if args.budget_dir else None,
-        breaker_threshold=args.breaker_threshold, breaker_pause=args.breaker_pause,
-        breaker_max_pauses=args.breaker_max_pauses,
-    )
-
-
 def reset_budgets(cfg: CrawlConfig, args) -> None:
     """Clear a halt an earlier run left in the budgets this crawl will use."""
     if cfg.budget_backend != "ray":
@@ -442,8 +342,24 @@ def reset_budgets(cfg: CrawlConfig, args) -> None:
                                  max_trips=cfg.breaker_max_pauses).reset_halt()
 
 
+def video_hint(cfg: CrawlConfig, summary) -> str | None:
+    """One line for a crawl that leaves mmp-extract-features nothing to read, else None."""
+    if not cfg.download_video:
+        return ("mmp-crawl: no video was downloaded (subtitles only); mmp-extract-features needs the videos: "
+                "crawl with --download-video to fetch them")
+    if summary.units_done and not summary.counts.get("videos_downloaded"):
+        return ("mmp-crawl: --download-video fetched no video in this run; the video_status and video_error "
+                "columns of the parquet rows say why")
+    return None
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its one-line error (or --help)
+        if exc.code:
+            return exc.code
+        raise
     if args.check:
         return check_main(args)
     try:
@@ -455,11 +371,18 @@ def main(argv=None) -> int:
             reopened = mark_transient_units(stage.out, cfg.langs)
             print(f"mmp-crawl: {reopened} units hold transient failures and will be retried")
         reset_budgets(cfg, args)
-        summary = run_stage(stage, stage.out, **executor_options(args))
+        stage.run_dir = start_run_dir(cfg)
+        try:
+            summary = run_stage(stage, stage.out, **executor_options(args))
+        finally:
+            end_run_dir(stage.run_dir)
     except UserError as exc:
         print(f"mmp-crawl: error: {exc}", file=sys.stderr)
         return 2
     print_summary("mmp-crawl", stage.out, summary)
+    hint = video_hint(cfg, summary)
+    if hint:
+        print(hint)
     if any("CrawlHalted" in err for _, err in summary.failures):
         print("mmp-crawl: halted by the circuit breaker: YouTube keeps refusing requests from this address. "
               "Completed units are kept; re-run later (add --cookies, --proxy or lower --max-requests-per-second).",

@@ -15,11 +15,51 @@ from dataclasses import dataclass, field
 from . import errors
 from .fetch import FetchError
 from .tracks import NONE, select_tracks
+from .url_policy import REFUSED_URL
 from .videolist import VideoEntry
 
 INFO_KEYS = ("id", "title", "duration", "channel", "channel_id", "upload_date", "language",
              "categories", "availability", "webpage_url")
 META_COLUMNS = ("category_1", "category_2", "rank", "task_id")
+_TEXT_FIELDS = ("id", "title", "channel", "channel_id", "uploader", "upload_date", "language", "availability",
+                "webpage_url")
+_FORMAT_TEXT = ("url", "ext", "protocol", "name")
+
+
+def info_problem(info: dict) -> str | None:
+    """Why an info dict cannot be crawled (a field of the wrong type), else None.
+
+    An info dict may come from any file; what the crawl reads of it (the row's columns,
+    ``info.json``, the track lists) must have yt-dlp's types, so that one bad dict fails
+    its own video and never the unit.
+    """
+    for key in _TEXT_FIELDS:
+        if info.get(key) is not None and not isinstance(info[key], str):
+            return f"{key!r} is not a string"
+    duration = info.get("duration")
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
+        return "'duration' is not a number"
+    categories = info.get("categories")
+    if categories is not None and not (isinstance(categories, list) and all(isinstance(c, str) for c in categories)):
+        return "'categories' is not a list of strings"
+    for key in ("subtitles", "automatic_captions"):
+        tracks = info.get(key)
+        if tracks is None:
+            continue
+        if not isinstance(tracks, dict):
+            return f"{key!r} is not an object"
+        for lang, formats in tracks.items():
+            if formats is None:
+                continue
+            if not isinstance(formats, list) or not all(isinstance(f, dict) for f in formats):
+                return f"{key}[{lang!r}] is not a list of formats"
+            for fmt in formats:
+                bad = next((k for k in _FORMAT_TEXT if fmt.get(k) is not None and not isinstance(fmt[k], str)), None)
+                if bad:
+                    return f"{key}[{lang!r}] has a format whose {bad!r} is not a string"
+    return None
+
+
 def needs_retry(row: dict, langs) -> bool:
     """Whether ``--retry-failed`` asks YouTube again for (part of) this video."""
     if row.get("status") in errors.TRANSIENT or row.get("video_status") in errors.TRANSIENT:
@@ -121,6 +161,9 @@ def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict,
             kept = dict(held.row, error=f"retry failed ({exc.status}: {exc.message}); earlier tracks kept")
             return kept, dict(held.members)
         return finish(exc.status, exc.message)
+    problem = info_problem(info)
+    if problem is not None:
+        return finish(errors.ERROR, f"unusable info dict: {problem}")
     warnings = ctx.info_source.take_warnings()
     row["ytdlp_warnings"] = ",".join(sorted({errors.warning_kind(w) for w in warnings})) or None
     pot_dropped, pot_langs = False, set()  # pot_langs None: every language may have been dropped
@@ -221,7 +264,11 @@ def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict,
     if transient:  # nothing fetched yet: the whole video is retried later
         first = next(iter(transient))
         return finish(transient[first], f"{first} track: {row.get(f'{first}_error')}")
-    if any(st != errors.TRACK_NONE for st in failed.values()):
+    offered = {l: st for l, st in failed.items() if st != errors.TRACK_NONE}
+    if offered and all(st == REFUSED_URL for st in offered.values()):
+        return finish(REFUSED_URL, "every offered track's URL was refused: " + "; ".join(
+            f"{l}: {row.get(f'{l}_error')}" for l in offered), members)
+    if offered:
         return finish(errors.ERROR, "every offered track failed: " + "; ".join(
             f"{l}: {row.get(f'{l}_error')}" for l, st in failed.items() if st != errors.TRACK_NONE), members)
     return finish(errors.NO_SUBTITLES, "YouTube offers no subtitles in the requested languages", members)
@@ -235,6 +282,6 @@ def held_from(row: dict, sample: dict | None) -> Held:
         raw = sample.pop("info.json")
         try:
             info = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
-        except ValueError:
+        except (ValueError, RecursionError):
             info = None
     return Held(row, info if isinstance(info, dict) else None, sample)

@@ -46,8 +46,9 @@ def main(argv=None) -> int:
                   ["--videos", built["list"], "--out", str(out), "--info-json", built["info_json"],
                    "--download-video", "--workers", str(args.workers), "--unit-size", "4",
                    "--budget-dir", str(out / ".budget"), "--retries", "1", "--backoff-base", "0.2",
-                   # the local stand-in needs no politeness
-                   "--max-requests-per-second", "0", "--sleep-subtitles", "0"], out / "crawl")
+                   # the local stand-in needs no politeness, and is on this machine: allowed by name
+                   "--no-request-limit", "--sleep-subtitles", "0",
+                   "--allow-host", f"127.0.0.1:{server.port}"], out / "crawl")
         return _after_crawl(out, args, sample, started)  # offline from here on
     except _StepFailed as exc:
         print(f"[demo] {exc}", file=sys.stderr)

@@ -3,7 +3,9 @@
 Every request waits for the shared ``RequestBudget``. Transient failures (429,
 5xx, resets, stalls, truncated bodies) are retried with exponential backoff and
 full jitter; a ``Retry-After`` header is honoured. The error raised at the end
-carries the real cause of the last attempt.
+carries the real cause of the last attempt. A URL the ``UrlPolicy`` refuses (another
+scheme or host, an address on this machine or its network, directly or by a redirect)
+is never requested and fails for good as ``refused_url``.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 from . import errors
 from .politeness import RequestBudget
+from .url_policy import REFUSED_URL, UrlPolicy, UrlRefused, build_opener
 
 log = logging.getLogger("mmp.fetch")
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
@@ -68,8 +71,10 @@ class Fetcher:
     """Fetches URLs through the shared budget, rotating proxies, with cookies if given."""
 
     def __init__(self, budget: RequestBudget, *, timeout: float = 20.0, policy: RetryPolicy | None = None,
-                 proxies: list[str] | None = None, cookies: str | None = None, max_bytes: int = 256 << 20):
+                 proxies: list[str] | None = None, cookies: str | None = None, max_bytes: int = 256 << 20,
+                 url_policy: UrlPolicy | None = None):
         self.budget = budget
+        self.url_policy = url_policy or UrlPolicy()
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
         self.max_bytes = max_bytes
@@ -83,10 +88,8 @@ class Fetcher:
                                  f"export it in Netscape format") from None
         self._openers = []
         for proxy in proxies or [None]:
-            handlers = [urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {})]
-            if jar is not None:
-                handlers.append(urllib.request.HTTPCookieProcessor(jar))
-            self._openers.append(urllib.request.build_opener(*handlers))
+            cookie_handlers = [urllib.request.HTTPCookieProcessor(jar)] if jar is not None else []
+            self._openers.append(build_opener(self.url_policy, *cookie_handlers, proxy=proxy))
         self._rotation = itertools.cycle(range(len(self._openers)))
         self.requests = 0
 
@@ -110,6 +113,9 @@ class Fetcher:
     def get(self, url: str, check=None) -> bytes:
         """The body of ``url``. ``check(body)`` may return a FetchError for a 200 that is not
         the file (an empty body, an HTML page): a transient one is retried like a 429."""
+        why = self.url_policy.problem(url)
+        if why is not None:
+            raise FetchError(REFUSED_URL, f"not fetched: {why} ({_short(url)})")
         last: FetchError | None = None
         for attempt in range(self.policy.retries + 1):
             retry_after = None
@@ -122,6 +128,11 @@ class Fetcher:
                 return body
             except FetchError as exc:
                 last = exc
+            except UrlRefused as exc:
+                if "/sorry/" in exc.url:  # YouTube's bot check lives on www.google.com: no need to open it
+                    last = FetchError(errors.BOT_CHECK, f"redirected to a bot check page ({_short(exc.url)})")
+                else:
+                    last = FetchError(REFUSED_URL, f"not fetched: {exc.reason} ({_short(exc.url)})")
             except urllib.error.HTTPError as exc:
                 snippet = ""
                 try:

@@ -13,6 +13,7 @@ made permanent with ``sticky=True``:
 - ``"html"``: a 200 with an HTML error page instead of the file
 - ``"garbage"``: a 200 with invalid UTF-8 bytes; ``"empty"``: a 200 with no body
 - ``"sorry"``: redirect to a bot-check page
+- ``"redirect:URL"``: a 302 to ``URL`` (anywhere: what a hostile server would send)
 - ``"ok"``: serve the file normally
 
 Two behaviours hold for every path at once, as YouTube's do:
@@ -88,6 +89,9 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return 0
+        if fault and fault.startswith("redirect:"):
+            self._send(302, b"", headers={"Location": fault.split(":", 1)[1]})
+            return 302
         if fault == "ratelimit":
             self._send(429, b"<html><body>Error 429 (Too Many Requests)</body></html>", "text/html")
             return 429

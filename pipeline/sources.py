@@ -2,7 +2,10 @@
 
 Every call to YouTube waits for the shared request budget and is retried on
 transient failures by one loop, ``with_retries``, which also tells the circuit
-breaker about rate limits and bot checks.
+breaker about rate limits and bot checks. A saved info JSON that cannot be read (not
+JSON, nested beyond reason, not an object) fails its video only. Before yt-dlp
+downloads a video, the URLs of the formats it chose are checked by the crawl's
+``UrlPolicy``: a refused one fails the video as ``refused_url``, unrequested.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from . import errors
 from .fetch import FetchError, RetryPolicy
 from .politeness import RequestBudget
 from .stage import report_warning
+from .url_policy import REFUSED_URL, UrlPolicy
 
 log = logging.getLogger("mmp.crawl")
 
@@ -65,6 +69,10 @@ class InfoJsonSource:
             info = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise FetchError(errors.ERROR, f"saved info JSON {path.name} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise FetchError(errors.ERROR, f"saved info JSON {path.name} is nested too deeply to read") from None
+        except OSError as exc:
+            raise FetchError(errors.ERROR, f"saved info JSON {path.name} could not be read: {exc}") from None
         if not isinstance(info, dict):
             raise FetchError(errors.ERROR, f"saved info JSON {path.name} is not an object")
         return info
@@ -154,10 +162,40 @@ def _ytdlp_params(js_runtime: str | None, extractor_args: tuple) -> dict:
     return ytdlp_params(find_js_runtime(js_runtime), parse_extractor_args(list(extractor_args)))
 
 
-def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie_copy: str | None) -> tuple[str, bytes]:
+_FORMAT_URL_KEYS = ("url", "manifest_url", "fragment_base_url")
+
+
+def format_urls(fmt: dict) -> list[str]:
+    """Every URL one format of an info dict would have yt-dlp request."""
+    urls = [fmt[k] for k in _FORMAT_URL_KEYS if isinstance(fmt.get(k), str)]
+    for fragment in fmt.get("fragments") or ():
+        if isinstance(fragment, dict) and isinstance(fragment.get("url"), str):
+            urls.append(fragment["url"])
+    return urls
+
+
+def chosen_formats(ydl, info: dict) -> list[dict]:
+    """The formats yt-dlp picks for ``info`` under its ``format`` setting, found without downloading."""
+    chosen = ydl.process_ie_result(copy.deepcopy(info), download=False)
+    return list(chosen.get("requested_formats") or [chosen])
+
+
+def refused_format(ydl, info: dict, url_policy: UrlPolicy) -> FetchError | None:
+    """A ``refused_url`` error when a URL of a chosen format may not be requested, else None."""
+    for fmt in chosen_formats(ydl, info):
+        for url in format_urls(fmt):
+            why = url_policy.problem(url)
+            if why is not None:
+                return FetchError(REFUSED_URL, f"video format {fmt.get('format_id') or '?'} not fetched: {why}")
+    return None
+
+
+def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie_copy: str | None,
+                   url_policy: UrlPolicy | None = None) -> tuple[str, bytes]:
     """Fetch the video in ``cfg.video_format`` with yt-dlp from the info already at hand: (ext, bytes)."""
     import yt_dlp
 
+    url_policy = url_policy or UrlPolicy()
     target = Path(tempfile.mkdtemp(dir=scratch))
     params = {"quiet": True, "no_warnings": True, "noprogress": True, "format": cfg.video_format,
               "outtmpl": str(target / "video.%(ext)s"), "socket_timeout": cfg.socket_timeout,
@@ -170,6 +208,9 @@ def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie
 
     def call():
         with yt_dlp.YoutubeDL(params) as ydl:
+            refused = refused_format(ydl, info, url_policy)
+            if refused is not None:
+                raise refused
             ydl.process_ie_result(copy.deepcopy(info), download=True)
         files = [p for p in target.iterdir() if p.is_file() and not p.name.endswith((".part", ".ytdl"))]
         if not files:

@@ -28,7 +28,12 @@ class Sample:
         return ["--videos", str(self.videos), "--out", str(out), "--info-json", str(self.info),
                 "--budget-dir", str(self.root / "budget"), "--retries", "2", "--backoff-base", "0.05",
                 "--backoff-max", "1.5", "--socket-timeout", "1", "--workers", "1", "--no-progress",
-                "--max-requests-per-second", "0", "--sleep-subtitles", "0", *extra]
+                "--no-request-limit", "--sleep-subtitles", "0", "--allow-host", self.host, *extra]
+
+    @property
+    def host(self) -> str:
+        """The stand-in's host:port, which a crawl reaches only when allowed by name (it is loopback)."""
+        return f"127.0.0.1:{self.server.port}"
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ def test_sigkill_then_rerun_loses_nothing(sample, tmp_path):
     cmd = [sys.executable, "-m", "pipeline.crawl", "--videos", str(videos), "--out", str(out),
            "--info-json", str(sample.info), "--budget-dir", str(tmp_path / "budget"), "--langs", "en,de,fr",
            "--unit-size", "4", "--workers", "2", "--sleep-subtitles", "0.03", "--no-progress",
-           "--max-requests-per-second", "0"]
+           "--no-request-limit", "--allow-host", sample.host]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             cwd=Path(__file__).resolve().parents[1])
     deadline = time.time() + 60
