@@ -19,8 +19,7 @@ import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 
-from shards.layout import FORBIDDEN_SUFFIXES
-from shards.members import DEFAULT_LIMITS, BoundedTarInfo, MemberLimits, is_compressed_name, refusal
+from shards.members import DEFAULT_LIMITS, BoundedTarInfo, MemberLimits, SampleGrouper, is_compressed_name
 
 log = logging.getLogger("mmp.data")
 
@@ -80,7 +79,16 @@ def shard_samples(url: str, epoch: int, state: StreamState, limits: MemberLimits
     """Whole samples ``{"__key__", "__url__", "__epoch__", member: bytes}`` of one shard, in
     tar order. A sample is yielded once the next one starts, the last one once the
     end-of-archive marker is seen; an unreadable shard goes to ``handler``."""
-    current, refused_key = None, None
+    def refused(key, name, reason):
+        state.count(f"skipped/{name}")
+        log.warning("%s: skipping sample %s: %s", url, key, reason)
+
+    def pickled(info):
+        state.count("skipped/pickle_member")
+        log.warning("%s: refusing pickle-format member %s", url, info.name)
+
+    samples = SampleGrouper(limits, on_refused=refused, on_pickle=pickled,
+                            extra={"__url__": url, "__epoch__": epoch})
     try:
         with _open(url) as raw:
             # inflated here rather than by tarfile, so the count below is of tar bytes
@@ -88,32 +96,8 @@ def shard_samples(url: str, epoch: int, state: StreamState, limits: MemberLimits
             with tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFSIZE, tarinfo=BoundedTarInfo) as tar:
                 for info in tar:
                     tar.members = []  # tarfile keeps every header it reads; a shard may hold millions
-                    if not (info.isfile() or info.issym() or info.islnk()):
-                        continue
-                    base = info.name.rsplit("/", 1)[-1]
-                    key, _, member = base.partition(".")
-                    if key == refused_key:
-                        continue
-                    why = refusal(info, member, limits)
-                    if why is not None:
-                        state.count(f"skipped/{why[0]}")
-                        log.warning("%s: skipping sample %s: %s", url, key, why[1])
-                        refused_key = key
-                        if current is not None and current["__key__"] != key:
-                            yield current  # the sample before it is whole
-                        current = None
-                        continue
-                    if member.endswith(FORBIDDEN_SUFFIXES):
-                        state.count("skipped/pickle_member")
-                        log.warning("%s: refusing pickle-format member %s", url, info.name)
-                        continue
-                    data = tar.extractfile(info).read()
-                    if current is not None and current["__key__"] != key:
-                        yield current
-                        current = None
-                    if current is None:
-                        current = {"__key__": key, "__url__": url, "__epoch__": epoch}
-                    current[member] = data
+                    if info.isfile() or info.issym() or info.islnk():
+                        yield from samples.feed(info, lambda i: tar.extractfile(i).read())
                 while stream.read(1 << 16):
                     pass
                 if stream.count - tar.offset < 1024:
@@ -122,11 +106,12 @@ def shard_samples(url: str, epoch: int, state: StreamState, limits: MemberLimits
                     raise tarfile.ReadError("no end-of-archive marker (truncated)")
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
         handler(state, url, exc)
-        if current is not None:
+        if samples.finish() is not None:
             state.count("skipped/truncated")
         return
-    if current is not None:
-        yield current
+    last = samples.finish()
+    if last is not None:
+        yield last
 
 
 def tar_samples(src, state: StreamState, skip: dict | None = None, handler=counting_handler,

@@ -96,7 +96,7 @@ def _count_field(stats: dict, name: str, where: str) -> None:
 
 def read_stats(files: "UnitFiles") -> dict:
     """A unit's stats file, checked where readers use it: a JSON object whose ``rows``,
-    ``samples`` and ``failures`` are counts, whose ``counts`` (when there) is an object and
+    ``samples`` and ``failures`` are counts, whose ``counts`` (when there) maps names to counts and
     whose ``files`` (when there) maps ``tar``/``parquet`` to ``{size, sha256}`` entries.
     Raises DamagedUnit, with one sentence, for anything else."""
     where = f"{files.stem}: stats file {files.stats.name}"
@@ -108,8 +108,12 @@ def read_stats(files: "UnitFiles") -> dict:
         raise DamagedUnit(f"{where} holds a JSON {type(stats).__name__}, not an object; the unit is damaged")
     for name in ("rows", "samples", "failures"):
         _count_field(stats, name, where)
-    if not isinstance(stats.get("counts", {}), dict):
+    counts = stats.get("counts", {})
+    if not isinstance(counts, dict):
         raise DamagedUnit(f"{where}: 'counts' is not an object")
+    for name, n in counts.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise DamagedUnit(f"{where}: 'counts.{name}' is {n!r}, not a count")
     if not isinstance(stats.get("layout"), (str, type(None))):
         raise DamagedUnit(f"{where}: 'layout' is {stats['layout']!r}, not a stage name")
     recorded = stats.get("files", {})
@@ -180,5 +184,5 @@ MMP = SampleLayout(
 
 LAYOUTS = {layout.stage: layout for layout in (CRAWL, ALIGNED, MMP)}
 
-# Members that would be unpickled by webdataset's default decoders: never written.
-FORBIDDEN_SUFFIXES = (".pyd", ".pickle", ".pkl", ".pth", ".pt")
+# Members that would be unpickled by webdataset's default decoders: never written (nor read).
+from .members import FORBIDDEN_SUFFIXES  # noqa: E402,F401

@@ -7,10 +7,14 @@ member is checked from its header alone, before any of its payload is read:
 - a link (symbolic or hard), an absolute name or a name with ``..`` is unsafe;
 - a member whose header claims more bytes than its type's cap (``MemberLimits``) is
   too large: its payload is passed over, never held in memory;
+- a sample of more members than ``MemberLimits.members`` is refused at the first one too
+  many (one key repeated a million times would otherwise be held whole);
 - a GNU long-name or pax extended header is read whole by tarfile itself, so one that
   claims more than ``MAX_EXTENDED_HEADER`` bytes ends the shard (``BoundedTarInfo``).
 
-Readers skip the sample that holds a refused member and count why.
+``SampleGrouper`` applies these rules and groups members into samples; both readers (the
+stages' ``shards.reader`` and the trainer's ``model.shard_stream``) use it, and each says
+what a refusal or a pickle-format member costs.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ class MemberLimits:
     text: int = 64 * MB  # a raw .vtt track as fetched (the crawl caps a response at 256 MB)
     video: int = 4096 * MB  # a downloaded video (mmp-crawl --download-video)
     other: int = 64 * MB
+    members: int = 256  # members of one sample: a crawl sample holds info, subs, a track per language, a video
 
     def kind(self, member: str) -> str:
         suffix = member.rsplit(".", 1)[-1].lower()
@@ -53,7 +58,8 @@ class MemberLimits:
 
     @classmethod
     def parse(cls, spec: str | None) -> "MemberLimits":
-        """Limits from ``npy=512,json=64,text=64,video=4096,other=64`` (megabytes; any subset)."""
+        """Limits from ``npy=512,json=64,text=64,video=4096,other=64`` (megabytes; any subset), and
+        ``members=N``, the most members one sample may have."""
         names = [f.name for f in fields(cls)]
         values = {}
         for part in (spec or "").split(","):
@@ -65,14 +71,23 @@ class MemberLimits:
                 megabytes = float(value)
             except ValueError:
                 megabytes = -1.0
+            if name == "members":
+                if megabytes < 1 or megabytes != int(megabytes):
+                    raise ValueError(f"member limit {part.strip()!r}: members=N takes a whole number of at least 1")
+                values[name] = int(megabytes)
+                continue
             if name not in names or megabytes <= 0:
                 raise ValueError(f"member size limit {part.strip()!r} is not KIND=MEGABYTES with KIND one of "
-                                 f"{', '.join(names)} and a positive size, e.g. 'npy=512,json=64'")
+                                 f"{', '.join(n for n in names if n != 'members')} and a positive size, e.g. "
+                                 "'npy=512,json=64' (or members=N)")
             values[name] = int(megabytes * MB)
         return cls(**values)
 
 
 DEFAULT_LIMITS = MemberLimits()
+
+# pickle formats: never read as sample members (the writer refuses to write them)
+FORBIDDEN_SUFFIXES = (".pyd", ".pickle", ".pkl", ".pth", ".pt")
 
 
 def is_compressed_name(url: str) -> bool:
@@ -105,6 +120,57 @@ def refusal(info: tarfile.TarInfo, member: str, limits: MemberLimits = DEFAULT_L
         return "member_too_large", (f"member {info.name!r} claims {info.size:,} bytes, over the "
                                     f"{cap / MB:g} MB limit for {limits.kind(member)} members")
     return None
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """``dir/KEY.en.vtt`` -> (``KEY``, ``en.vtt``), WebDataset's rule: the key ends at the first dot."""
+    base = name.rsplit("/", 1)[-1]
+    key, _, member = base.partition(".")
+    return key, member
+
+
+class SampleGrouper:
+    """Members in tar order in, whole samples out: ``{"__key__": key, **extra, member: bytes}``.
+
+    ``feed(info, read)`` returns the samples finished by this member (the one before it, once
+    its key changes); ``finish()`` the last one. A refused member (``refusal``, or one member
+    too many) drops its whole sample, unread, after ``on_refused(key, count_name, reason)``;
+    a pickle-format member goes to ``on_pickle(info)``, which raises or skips it.
+    """
+
+    def __init__(self, limits: MemberLimits = DEFAULT_LIMITS, *, on_refused, on_pickle, extra: dict | None = None):
+        self.limits, self.on_refused, self.on_pickle = limits, on_refused, on_pickle
+        self.extra = dict(extra or {})
+        self.current: dict | None = None
+        self._refused_key = None
+
+    def feed(self, info: tarfile.TarInfo, read) -> list[dict]:
+        key, member = split_member_name(info.name)
+        if key == self._refused_key:
+            return []
+        done = []
+        if self.current is not None and self.current["__key__"] != key:
+            done.append(self.current)
+            self.current = None
+        why = refusal(info, member, self.limits)
+        if why is None and self.current is not None and len(self.current) - 1 - len(self.extra) >= self.limits.members:
+            why = "too_many_members", f"sample {key!r} has more than {self.limits.members} members"
+        if why is not None:
+            self.on_refused(key, *why)
+            self._refused_key, self.current = key, None
+            return done
+        if member.endswith(FORBIDDEN_SUFFIXES):
+            self.on_pickle(info)
+            return done
+        data = read(info)
+        if self.current is None:
+            self.current = {"__key__": key, **self.extra}
+        self.current[member] = data
+        return done
+
+    def finish(self) -> dict | None:
+        last, self.current = self.current, None
+        return last
 
 
 class BoundedTarInfo(tarfile.TarInfo):

@@ -18,8 +18,9 @@ from typing import Iterator
 import pyarrow.parquet as pq
 
 from .json_members import load_json  # noqa: F401  (readers of stage outputs import it from here)
-from .layout import FORBIDDEN_SUFFIXES, UnitFiles, completed_units
-from .members import DEFAULT_LIMITS, BoundedTarInfo, MemberLimits, is_compressed_name, refusal
+from .layout import UnitFiles, completed_units
+from .members import (DEFAULT_LIMITS, BoundedTarInfo, MemberLimits, SampleGrouper, is_compressed_name,  # noqa: F401
+                      split_member_name)
 from .storage import RemotePath, as_path
 
 log = logging.getLogger("mmp.shards")
@@ -29,13 +30,6 @@ END_OF_ARCHIVE = b"\0" * 1024
 
 class ShardError(Exception):
     """A shard that cannot be read (truncated, not a tar, ...)."""
-
-
-def split_member_name(name: str) -> tuple[str, str]:
-    """``dir/KEY.en.vtt`` -> (``KEY``, ``en.vtt``), WebDataset's rule: the key ends at the first dot."""
-    base = name.rsplit("/", 1)[-1]
-    key, _, member = base.partition(".")
-    return key, member
 
 
 @contextmanager
@@ -55,37 +49,21 @@ def _log_refusal(key: str, reason: str) -> None:
 def iter_samples(path, limits: MemberLimits = DEFAULT_LIMITS, on_refused=_log_refusal) -> Iterator[dict]:
     """Yield one dict per sample: ``{"__key__": key, member: bytes, ...}``, in tar order.
 
-    A sample holding a member that is unsafe (a link, an absolute or ``..`` name) or over
-    its type's size cap is not yielded: ``on_refused(key, reason)`` is told instead, and
-    that member's payload is never read.
+    A sample holding a member that is unsafe (a link, an absolute or ``..`` name), over
+    its type's size cap, or one member too many, is not yielded: ``on_refused(key, reason)``
+    is told instead, and the refused member's payload is never read.
     """
-    current: dict | None = None
-    refused_key = None
+    def pickled(info):
+        raise ShardError(f"{path}: member {info.name!r} is a pickle format; refusing to read it")
+
     try:
         with _open_tar(path) as tar:
+            samples = SampleGrouper(limits, on_refused=lambda key, _, reason: on_refused(key, reason),
+                                    on_pickle=pickled)
             for info in tar:
                 tar.members = []  # tarfile keeps every header it reads; a shard may hold millions
-                if not (info.isfile() or info.issym() or info.islnk()):
-                    continue
-                key, member = split_member_name(info.name)
-                if key == refused_key:
-                    continue
-                why = refusal(info, member, limits)
-                if why is not None:
-                    on_refused(key, why[1])
-                    refused_key = key
-                    if current is not None and current["__key__"] != key:
-                        yield current  # the sample before it is whole
-                    current = None
-                    continue
-                if member.endswith(FORBIDDEN_SUFFIXES):
-                    raise ShardError(f"{path}: member {info.name!r} is a pickle format; refusing to read it")
-                data = tar.extractfile(info).read()
-                if current is None or current["__key__"] != key:
-                    if current is not None:
-                        yield current
-                    current = {"__key__": key}
-                current[member] = data
+                if info.isfile() or info.issym() or info.islnk():
+                    yield from samples.feed(info, lambda i: tar.extractfile(i).read())
             tar.fileobj.seek(tar.offset)
             if tar.fileobj.read(len(END_OF_ARCHIVE)) != END_OF_ARCHIVE:
                 # tarfile stops quietly at a cut between members or at a damaged header;
@@ -93,8 +71,9 @@ def iter_samples(path, limits: MemberLimits = DEFAULT_LIMITS, on_refused=_log_re
                 raise ShardError(f"{path}: no end-of-archive marker after byte {tar.offset} (truncated or damaged)")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ShardError(f"{path}: {exc}") from exc
-    if current is not None:
-        yield current
+    last = samples.finish()
+    if last is not None:
+        yield last
 
 
 def read_rows(path) -> list[dict]:

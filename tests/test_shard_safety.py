@@ -153,6 +153,22 @@ def test_caps_are_per_member_type_and_configurable(tmp_path, extracted):
             MemberLimits.parse(bad)
 
 
+def test_a_sample_of_too_many_members_is_refused_at_the_first_one_too_many(tmp_path, extracted):
+    crowd = {f"x{i}.txt": b"x" for i in range(300)}  # one key, 301 members: over the default 256
+    shard = write_tar(tmp_path / "mmp-000000.tar", members_of("AAAAAAAAAAA"), members_of("BBBBBBBBBBB", **crowd),
+                      members_of("CCCCCCCCCCC"))
+    keys, counts = stream(shard)
+    assert keys == ["AAAAAAAAAAA", "CCCCCCCCCCC"] and counts["skipped/too_many_members"] == 1
+    assert "BBBBBBBBBBB.x255.txt" not in extracted  # nothing of the sample read past the cap
+    refused = []
+    assert [s["__key__"] for s in iter_samples(shard, on_refused=lambda k, r: refused.append((k, r)))] == \
+        ["AAAAAAAAAAA", "CCCCCCCCCCC"]
+    assert refused == [("BBBBBBBBBBB", "sample 'BBBBBBBBBBB' has more than 256 members")]
+    assert stream(shard, MemberLimits.parse("members=400"))[0] == ["AAAAAAAAAAA", "BBBBBBBBBBB", "CCCCCCCCCCC"]
+    with pytest.raises(ValueError, match="whole number"):
+        MemberLimits.parse("members=0.5")
+
+
 def test_reader_passes_over_a_2gib_member_and_tells_why(tmp_path, extracted):
     # shards.reader seeks over the hole: the 2 GiB are never read, not even skimmed
     shard = sparse_tar(tmp_path / "aligned-000000.tar", "BBBBBBBBBBB", "mp4", 5 * GiB, members_of("CCCCCCCCCCC"))
