@@ -28,7 +28,7 @@ import numpy as np
 # JSON members are decoded (and subs.json scanned) by shards.json_members; load_json stays importable here
 from shards.json_members import WS as _WS, load_json, loads as _loads, object_spans as _object_spans  # noqa: F401
 
-LANGS = ("en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi")
+from pipeline.langs import MULTI_HT100M_LANGS as LANGS  # the 9 languages of Multi-HowTo100M
 FEATURE_MEMBERS = ("r21d", "s3d", "regions")
 MIN_CLIP_SECONDS = 4
 # Rows this close to one second long are taken as one row per second (the contiguous slice).

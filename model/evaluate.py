@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from pipeline.cli import add_common_flags, parse_args
+from pipeline.langs import MULTI_HT100M_LANGS, add_langs_flag
 
 log = logging.getLogger("mmp.eval")
 
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, type=Path,
                    help="a checkpoint file, or a run directory (its latest); RUN/best.pt is the run's best on "
                         "its validation split (mmp-train --val-shards)")
-    p.add_argument("--langs", default="en,de,fr,ru,es,cs,sw,zh,vi", help="query languages (those present are used)")
+    add_langs_flag(p, default=MULTI_HT100M_LANGS, help="the query languages (those present are used)")
     p.add_argument("--split", default="test", help="the captions.json split evaluated")
     p.add_argument("--require-complete", action="store_true",
                    help="refuse (exit 2) when fewer videos of the split are evaluated than the split holds (as "
@@ -176,13 +177,13 @@ def evaluate(args) -> dict:
     members = tuple(cfg.video_features)
     limits = member_limits(args.max_member_mb)
     check_video_dim(cfg, feature_dim(urls, members, limits=limits), members, f"the checkpoint {ck['path']}")
-    langs = [l.strip() for l in args.langs.split(",") if l.strip()]
+    langs = list(args.langs)
     keys, videos, queries, counts, pool = load_split(urls, members, args.split, langs, args.max_video_len, limits)
     if not videos:
         raise DataError(f"--shards hold no video of split {args.split!r} with --video-features "
                         f"{','.join(members)} (counts: {counts})")
     if not queries:
-        raise DataError(f"--shards hold no {args.split!r} caption in --langs {args.langs}")
+        raise DataError(f"--shards hold no {args.split!r} caption in --langs {','.join(langs)}")
     pool["complete"] = pool["videos"] >= pool["expected"]
     if args.require_complete and not pool["complete"]:
         skipped = ", ".join(f"{k.split('/', 1)[1]}={v}" for k, v in sorted(counts.items()) if k.startswith("skipped/"))

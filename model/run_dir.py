@@ -64,6 +64,14 @@ def _comparable(name: str, value, task: str):
     return value
 
 
+def _restored(name: str, value):
+    """A saved setting as its flag gives it: ``--langs`` a list (an older run_config.json holds "en,de"),
+    the other lists as their comma text."""
+    if name == "langs":
+        return list(_comparable(name, value, "pretrain"))
+    return ",".join(value) if isinstance(value, list) else value
+
+
 def _shown(name: str, value) -> str:
     return ",".join(value) if isinstance(value, tuple) else str(value)
 
@@ -114,8 +122,7 @@ def check_run_dir(args, given: set[str]) -> None:
             if mine != theirs:
                 conflicts.append(f"--{name.replace('_', '-')} {_shown(name, mine)} (the run's: {_shown(name, theirs)})")
         else:
-            value = saved[name]
-            setattr(args, name, ",".join(value) if isinstance(value, list) else value)
+            setattr(args, name, _restored(name, saved[name]))
     if conflicts:
         raise ConfigError(f"--resume continues the run in {args.out} with its own settings, but this command "
                           f"changes {'; '.join(conflicts)}; drop the flag, or give another --out for a new run")

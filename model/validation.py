@@ -18,12 +18,12 @@ def load_validation(args, cfg, members, max_video_len: int, rank: int, world: in
             urls = expand_shards(args.val_shards)
             limits = member_limits(args.max_member_mb)
             check_video_dim(cfg, feature_dim(urls, members, limits=limits), members, "the model")
-            langs = [l.strip() for l in args.langs.split(",") if l.strip()]
+            langs = list(args.langs)
             _, videos, queries, counts, _ = load_split(urls, members, args.val_split, langs, max_video_len,
                                                   limits)
             if not videos or not queries:
                 err = (f"--val-shards hold no {args.val_split!r} video with --video-features {','.join(members)} "
-                       f"and a caption in --langs {args.langs} (counts: {counts}); pick the split with --val-split")
+                       f"and a caption in --langs {','.join(langs)} (counts: {counts}); pick the split with --val-split")
             val = (videos, queries)
         except (DataError, ConfigError) as exc:
             err = str(exc).replace("--shards", "--val-shards")

@@ -37,6 +37,7 @@ from shards.writer import UnitWriter
 
 from .align import align_tracks, track_stats
 from .cli import add_common_flags, parse_args
+from .langs import MULTI_HT100M_LANGS, add_langs_flag
 from .stage import (Stage, Unit, UserError, add_executor_args, check_config, executor_options, lock_output,
                     prepare_output, print_summary,
                     run_stage, video_done)
@@ -44,7 +45,7 @@ from .subtitles import DEFAULT_MAX_BYTES, OK as TRACK_OK, clean_track
 
 log = logging.getLogger("mmp.align")
 
-DEFAULT_LANGS = ("en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi")
+DEFAULT_LANGS = MULTI_HT100M_LANGS
 WITH_SAMPLE = frozenset({"ok", "partial", "no_subtitles"})  # crawl statuses that come with a sample
 READ_FAILURES = frozenset({"not_text", "too_large", "parse_error"})
 LANG_FIELDS = (("kind", pa.string()), ("source", pa.string()), ("status", pa.string()), ("error", pa.string()),
@@ -293,9 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the crawl's output directory (crawl-*.tar/parquet), a path or an fsspec URL (s3://b/crawl)")
     p.add_argument("--out", required=True,
                    help="where aligned-*.{tar,parquet,stats.json} go, a path or an fsspec URL (s3://b/aligned)")
-    p.add_argument("--langs", nargs="+", default=None,
-                   help="languages to keep, comma- or space-separated (default: the languages the crawl was run "
-                   "with, from its config.json; else the 9 of Multi-HowTo100M)")
+    add_langs_flag(p, default=None, help="the languages to keep",
+                   default_text="the languages the crawl was run with, from its config.json; else "
+                   + ",".join(DEFAULT_LANGS))
     p.add_argument("--keep-annotations", action="store_true", help="keep [Music]-style annotations and >> markers")
     p.add_argument("--max-track-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20,
                    help="tracks larger than this are recorded as too_large, not parsed (default 32)")
@@ -315,20 +316,14 @@ def crawl_langs(crawl) -> list[str] | None:
 
 
 def config_from_args(args) -> AlignConfig:
-    if args.langs is None:
-        langs = crawl_langs(args.crawl) or list(DEFAULT_LANGS)
-    else:
-        langs = [l.strip() for arg in args.langs for l in arg.split(",") if l.strip()]
-    bad = [l for l in langs if not l.replace("-", "").isalnum() or len(l) > 12]
-    if not langs or bad:
-        raise UserError(f"--langs must be language codes like en,de,zh (got {' '.join(langs)!r})")
+    langs = args.langs or crawl_langs(args.crawl) or list(DEFAULT_LANGS)  # --langs is checked as it is read
     if not as_path(args.crawl).is_dir():
         raise UserError(f"--crawl {args.crawl} is not a directory; point it at mmp-crawl's output (DATA/crawl)")
     if not completed_units(args.crawl, "crawl"):
         raise UserError(f"--crawl {args.crawl} holds no completed crawl unit (crawl-*.stats.json); run mmp-crawl first")
     if args.max_track_mb <= 0:
         raise UserError("--max-track-mb must be positive")
-    return AlignConfig(crawl=str(args.crawl), out=str(args.out), langs=list(dict.fromkeys(langs)),
+    return AlignConfig(crawl=str(args.crawl), out=str(args.out), langs=list(langs),
                        keep_annotations=args.keep_annotations, max_track_bytes=int(args.max_track_mb * 2**20))
 
 

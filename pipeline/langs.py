@@ -1,4 +1,4 @@
-"""Reading ``--langs``: which languages a crawl asks YouTube for, checked before any request.
+"""Reading ``--langs``, in every command: which languages a stage works on, checked before any work.
 
 A code YouTube does not know (``eng``, ``EN``, a typo) would otherwise be accepted
 and end every video as ``no_subtitles`` after a full crawl. Codes are checked against
@@ -7,11 +7,19 @@ of a 2026 yt-dlp info dict's ``automatic_captions``, 156 of them) plus the base 
 of their variants. YouTube's own regional and script spellings (``zh-Hans``,
 ``pt-BR``, ``es-419``, ``en-GB``) are accepted: the crawl asks for the base language
 and tries that variant first (``tracks.select_tracks(..., prefer=...)``).
+
+Every command takes ``--langs`` through ``add_langs_flag``: one comma-separated list
+(``--langs en,de,zh``), the same check, a default its ``--help`` names. The space-separated
+spelling some commands took (``--langs en de``) is still read, as that one list, with a
+one-line note. The crawl keeps ``parse_langs``'s (languages, variants); every other stage
+gets the plain base codes (``read_langs``).
 """
 from __future__ import annotations
 
+import argparse
 import difflib
 import re
+import sys
 
 from .stage import UserError
 
@@ -131,3 +139,68 @@ def parse_langs(text: str) -> tuple[list[str], dict[str, str]]:
 
 def _variant_codes() -> tuple[str, ...]:
     return tuple(c for c in YOUTUBE_TRANSLATION_CODES if "-" in c)
+
+
+def read_langs(text: str) -> list[str]:
+    """``--langs`` as the base codes a stage after the crawl needs: ``"en,zh-Hans,en"`` -> ``["en", "zh"]``."""
+    return parse_langs(text)[0]
+
+
+def _spelled(value) -> str:
+    """A read ``--langs`` value back as comma text (a variant as YouTube spells it)."""
+    if isinstance(value, tuple):  # parse_langs's (languages, variants)
+        langs, variants = value
+        return ",".join(variants.get(lang, lang) for lang in langs)
+    return ",".join(value)
+
+
+def _as_type(read):
+    """``read`` as an argparse type: a bad code is argparse's one-line error."""
+    def langs(text: str):
+        try:
+            return read(text)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("--langs ")) from None
+    return langs
+
+
+class LangsFlag(argparse.Action):
+    """``--langs``: one comma-separated list; the old space-separated words are read as one list, with a note.
+
+    Each word is read (and checked) by ``type``; several words are joined with commas and read
+    again, so a repeat or a clash between words is caught as in one list.
+    """
+
+    def __init__(self, option_strings, dest, read=read_langs, **kwargs):
+        super().__init__(option_strings, dest, nargs="+", type=_as_type(read), **kwargs)
+
+    def from_config(self, value):
+        """A ``--config`` value (``langs: [en, de]`` or ``langs: en,de``) read as one list; see
+        ``pipeline.cli.parse_args``. Raises argparse.ArgumentTypeError for a bad code."""
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        return self.type(str(value))
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        value = values[0]
+        if len(values) > 1:
+            words = [_spelled(v) for v in values]
+            print(f"{parser.prog}: note: --langs takes one comma-separated list; read {' '.join(words)!r} "
+                  f"as {','.join(words)!r}", file=sys.stderr)
+            try:
+                value = self.type(",".join(words))
+            except argparse.ArgumentTypeError as exc:
+                raise argparse.ArgumentError(self, str(exc)) from None
+        setattr(namespace, self.dest, value)
+
+
+def add_langs_flag(parser, *, default, help: str, read=read_langs, default_text: str | None = None):
+    """``--langs`` on ``parser`` (or an argument group): ``default`` a tuple of codes, or None when the
+    stage works it out later and ``default_text`` says how; ``help`` says what the languages are for.
+    ``read`` turns the checked comma text into the value (``parse_langs`` for the crawl)."""
+    shown = default_text or ",".join(default)
+    return parser.add_argument(
+        "--langs", action=LangsFlag, read=read, default=None if default is None else ",".join(default),
+        metavar="LANGS",
+        help=f"{help}; one comma-separated list of YouTube caption language codes, e.g. en,de,zh "
+             f"(default: {shown})")
