@@ -188,7 +188,7 @@ def storm_bench(work: Path, videos: int, threshold: float, rounds: int = 6, quie
             server.rate_limit(threshold, 1.0)
             out = work / f"storm-out-{adaptive}"
             n0, t0 = len(server.requests), time.time()
-            base = [sys.executable, "-m", "pipeline.crawl", "--videos", str(sample / "ids.txt"), "--out", str(out),
+            base = [sys.executable, "-m", "pipeline.crawl", "--videos", str(sample / "ids.txt"), "--out", str(out / "crawl"),
                     "--info-json", str(info), "--langs", LANGS, "--workers", "4", "--unit-size", "10",
                     "--no-progress", "--max-requests-per-second", str(3 * threshold), "--sleep-subtitles", "0",
                     "--allow-host", urlsplit(server.base_url).netloc,
@@ -254,7 +254,7 @@ def main() -> int:
             out = work / f"out{workers}"
             n0 = len(server.requests)
             wall, cpu = run_child([sys.executable, "-m", "pipeline.crawl", "--videos", str(work / "ids.txt"),
-                                   "--out", str(out), "--info-json", str(info), "--langs", LANGS,
+                                   "--out", str(out / "crawl"), "--info-json", str(info), "--langs", LANGS,
                                    "--workers", str(workers), "--unit-size", "50", "--no-progress",
                                    "--budget-dir", str(work / "budget"), "--no-request-limit",
                                    "--allow-host", urlsplit(server.base_url).netloc, "--sleep-subtitles", "0"])
@@ -287,7 +287,7 @@ def main() -> int:
         (work / "rate.txt").write_text("\n".join(rate_ids) + "\n")
         n0 = len(server.requests)
         run_child([sys.executable, "-m", "pipeline.crawl", "--videos", str(work / "rate.txt"), "--out",
-                   str(work / "rate"), "--info-json", str(info), "--langs", LANGS, "--workers", "4",
+                   str(work / "rate" / "crawl"), "--info-json", str(info), "--langs", LANGS, "--workers", "4",
                    "--unit-size", "5", "--no-progress", "--max-requests-per-second", str(args.rate),
                    "--no-adaptive-rate", "--sleep-subtitles", "0", "--budget-dir", str(work / "budget-rate"),
                    "--allow-host", urlsplit(server.base_url).netloc])

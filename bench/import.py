@@ -119,7 +119,7 @@ def main() -> int:
             imp, imp_rss = (float("nan"), float("nan"))
             if not args.skip_join:
                 imp, imp_rss = _isolated([sys.executable, "-m", "pipeline.importer", "multi-ht100m", "--captions",
-                                          str(caps), "--out", str(work / "data"), "--workers", "2", "--no-progress"])
+                                          str(caps), "--out", str(work / "data" / "aligned"), "--workers", "2", "--no-progress"])
             print(f"{size:6.2f}G {videos * len(LANGS) // len(LANGS):8d} {mb / bare:16.1f} {mb / part:15.1f} "
                   f"{part / bare:6.2f} {videos * len(LANGS) / part:9.0f} {imp:9.1f} {part_rss:14.0f} / {imp_rss:.0f}")
         finally:

@@ -36,6 +36,29 @@ class HelpWithDefaults(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class OldSpelling(argparse._StoreAction):
+    """A flag stored as usual that also answers to an earlier name, with a one-line note when it is used.
+
+    ``p.add_argument("--loader-workers", "--workers", action=OldSpelling, old=("--workers",), ...)``: the
+    old name keeps scripts working; ``--help`` lists the new name first and says which name is the old one.
+    """
+
+    def __init__(self, option_strings, dest, old=(), **kwargs):
+        self.old = tuple(old)
+        unknown = [o for o in self.old if o not in option_strings]
+        if unknown:
+            raise ValueError(f"old spellings {unknown} must be among the flag's names {option_strings}")
+        if kwargs.get("help") and self.old:
+            kwargs["help"] += f" ({', '.join(self.old)} is its earlier name)"
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self.old:
+            new = next(o for o in self.option_strings if o not in self.old and o.startswith("--"))
+            print(f"{parser.prog}: note: {option_string} is now spelled {new}; read it as {new}", file=sys.stderr)
+        super().__call__(parser, namespace, values, option_string)
+
+
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     """``--version`` on ``parser``; ``--config`` on it, or on each subcommand when it has them
     (call it once the subcommands are added)."""
@@ -107,7 +130,12 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
         if action is None or action.dest in ("help", "version", "config"):
             unknown.append(str(key))
             continue
-        if action.nargs == 0:  # a switch: true / false
+        if hasattr(action, "from_config"):  # a flag that reads its own config value (``--langs``)
+            try:
+                defaults[action.dest] = action.from_config(value)
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+                target.error(f"--config {known.config}: {key} {value!r} is not a valid value ({exc})")
+        elif action.nargs == 0:  # a switch: true / false
             if not isinstance(value, bool):
                 target.error(f"--config {known.config}: {key} is a switch; give true or false")
             defaults[action.dest] = action.const if value else action.default

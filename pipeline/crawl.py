@@ -9,7 +9,10 @@ found), a parquet row per input video whatever became of it. The per-video work 
 ``pipeline.crawl_video``; the checks run before a crawl, ``pipeline.crawl_checks``;
 the flags, ``pipeline.crawl_config``. Every URL an info dict names is checked by
 ``pipeline.url_policy`` before it is requested, and each process's scratch (its copy
-of the cookies included) lives in the output's private work area, ``OUT/crawl/.work``.
+of the cookies included) lives in the output's private work area, ``OUT/.work``.
+``--out`` is the crawl directory itself (``DATA/crawl``); an earlier run's ``--out DATA`` resumes
+in ``DATA/crawl`` (``pipeline.out_dir``). Everything a run writes there, ``--retry-failed``'s
+reopening of units included, happens under the output's run lock.
 """
 from __future__ import annotations
 
@@ -34,7 +37,10 @@ from . import errors
 from .fetch import Fetcher, RetryPolicy
 from .politeness import RayRequestBudget, RequestBudget, default_budget_dir
 from .sources import InfoJsonSource, YtdlpSource, download_video
-from .stage import Stage, Unit, UserError, executor_options, print_summary, run_stage, video_done
+from .cli import parse_args
+from .out_dir import stage_out
+from .stage import (Stage, Unit, UserError, check_config, executor_options, lock_output, prepare_output,
+                    print_summary, run_stage, video_done)
 from .crawl_checks import check_main, preflight
 from .crawl_config import (DEFAULT_LANGS, DEFAULT_RATE, DEFAULT_SLEEP_SUBTITLES, DEFAULT_VIDEO_FORMAT,  # noqa: F401
                            CrawlConfig, build_parser, config_from_args)
@@ -98,11 +104,11 @@ def make_budget(cfg: CrawlConfig, egress: str | None = None):
 def work_area(cfg: CrawlConfig) -> Path:
     """Where the crawl's processes keep their scratch (cookie copies, videos being fetched).
 
-    A hidden directory of the output (``OUT/crawl/.work``), not the shared temp folder, so
+    A hidden directory of the output (``OUT/.work``), not the shared temp folder, so
     that a copy of the user's cookies never outlives the crawl there, even after a
     SIGKILL: the next run clears it. A remote output's is a local directory named after it.
     """
-    out = as_path(cfg.out) / "crawl"
+    out = as_path(cfg.out)
     if isinstance(out, RemotePath):
         return staging_dir() / f"crawl-work-{staging_name(out)}"
     return out / ".work"
@@ -211,7 +217,7 @@ class CrawlStage(Stage):
     def __init__(self, cfg: CrawlConfig):
         self.cfg = cfg
         self.schema = schema_for(cfg.langs)
-        self.out = as_path(cfg.out) / "crawl"
+        self.out = as_path(cfg.out)
         self._ctxs: dict = {}
         self._input_sha = None
         self.duplicates = 0
@@ -353,10 +359,28 @@ def video_hint(cfg: CrawlConfig, summary) -> str | None:
     return None
 
 
+def run_crawl(stage: CrawlStage, args):
+    """Everything a crawl writes, under its output's run lock: the units reopened by
+    --retry-failed, the budgets' halts cleared, the work area, then the units."""
+    cfg = stage.cfg
+    prepare_output(stage.out)
+    with lock_output(stage.out, args.rank, args.world_size):
+        check_config(stage.out, stage)  # before reopening any unit of a crawl over other input
+        if args.retry_failed:
+            reopened = mark_transient_units(stage.out, cfg.langs)
+            print(f"mmp-crawl: {reopened} units hold transient failures and will be retried")
+        reset_budgets(cfg, args)
+        stage.run_dir = start_run_dir(cfg)
+        try:
+            return run_stage(stage, stage.out, **executor_options(args))  # takes the lock held here: a no-op
+        finally:
+            end_run_dir(stage.run_dir)
+
+
 def main(argv=None) -> int:
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse has printed its one-line error (or --help)
+        args = parse_args(build_parser(), argv)
+    except SystemExit as exc:  # argparse has printed its one-line error (or --help, --version)
         if exc.code:
             return exc.code
         raise
@@ -365,17 +389,9 @@ def main(argv=None) -> int:
     try:
         cfg = config_from_args(args)
         preflight(cfg, args.allow_no_js_runtime)
+        cfg.out = str(stage_out(cfg.out, "crawl", "mmp-crawl"))
         stage = CrawlStage(cfg)
-        stage.out.mkdir(parents=True, exist_ok=True)
-        if args.retry_failed:
-            reopened = mark_transient_units(stage.out, cfg.langs)
-            print(f"mmp-crawl: {reopened} units hold transient failures and will be retried")
-        reset_budgets(cfg, args)
-        stage.run_dir = start_run_dir(cfg)
-        try:
-            summary = run_stage(stage, stage.out, **executor_options(args))
-        finally:
-            end_run_dir(stage.run_dir)
+        summary = run_crawl(stage, args)
     except UserError as exc:
         print(f"mmp-crawl: error: {exc}", file=sys.stderr)
         return 2

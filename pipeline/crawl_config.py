@@ -14,7 +14,8 @@ from pathlib import Path
 from shards.storage import is_url, local_copy
 
 from . import errors
-from .langs import MULTI_HT100M_LANGS, parse_langs
+from .cli import add_common_flags
+from .langs import MULTI_HT100M_LANGS, add_langs_flag, parse_langs
 from .stage import UserError, add_executor_args
 from .url_policy import parse_allowed
 
@@ -90,13 +91,6 @@ positive_seconds = _number(float, lambda v: v > 0, "seconds, more than 0")
 rate = _number(float, lambda v: v > 0, "requests per second, more than 0 (--no-request-limit for none)")
 
 
-def languages(text: str) -> tuple[list, dict]:
-    try:
-        return parse_langs(text)
-    except UserError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--langs ")) from None
-
-
 def allowed_host(text: str) -> str:
     try:
         return parse_allowed(text)
@@ -110,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mmp-crawl",
         description="Fetch YouTube subtitles in several languages (one manual, ASR or machine-translated "
-        "track per language, as WebVTT) for a list of videos, into resumable WebDataset shards DATA/crawl/.",
+        "track per language, as WebVTT) for a list of videos, into resumable WebDataset shards in --out "
+        "(e.g. DATA/crawl).",
         epilog="Re-running the same command resumes: finished units are skipped. --retry-failed asks again "
         "for what failed transiently in earlier runs (rate_limited, bot_check, network, server_error, "
         "bad_response, po_token_required), whole videos or single tracks, keeping every track already fetched. "
@@ -124,11 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CSV/TSV (e.g. HowTo100M_v1.csv), Parquet, or a text file of ids or YouTube URLs "
                    "(a path or an fsspec URL such as s3://bucket/videos.csv)")
     p.add_argument("--out",
-                   help="dataset root, a path or an fsspec URL (s3://bucket/data); the crawl goes to OUT/crawl/")
-    p.add_argument("--langs", type=languages, default=",".join(DEFAULT_LANGS),
-                   help="comma-separated language codes as YouTube spells them (default: the 9 of "
-                   "Multi-HowTo100M). A variant (zh-Hant, pt-BR) is stored as its language (zh, pt), that "
-                   "variant tried first and recorded")
+                   help="the crawl directory, a path or an fsspec URL (e.g. DATA/crawl or s3://bucket/data/crawl): "
+                   "crawl-NNNNNN.tar/.parquet/.stats.json and config.json go straight into it")
+    add_langs_flag(p, default=DEFAULT_LANGS, read=parse_langs,
+                   help="the languages to ask YouTube for, as YouTube spells them; a variant (zh-Hant, pt-BR) is "
+                   "stored as its language (zh, pt), that variant tried first and recorded")
     p.add_argument("--info-json", type=Path, help="read saved info JSON (DIR/ID.info.json) instead of asking YouTube")
     p.add_argument("--download-video", action="store_true", help="also fetch the video into the sample")
     p.add_argument("--video-format", default=DEFAULT_VIDEO_FORMAT, help="yt-dlp format selector for --download-video")
@@ -150,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="passed to yt-dlp as its own --extractor-args, e.g. "
                     "'youtube:player_client=default,mweb' (repeatable)")
     add_executor_args(p)
+    add_common_flags(p)
     return p
 
 

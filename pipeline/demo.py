@@ -15,12 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+from .cli import add_common_flags, parse_args
 from .sample import build_sample
 from .sample_server import SampleServer
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="mmp-demo", description="Run the pipeline end to end on the shipped sample, offline.")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmp-demo", description="Run the pipeline end to end on the shipped sample, "
+                                "offline. OUT gets one directory per stage: OUT/crawl, OUT/aligned, "
+                                "OUT/imported/aligned, OUT/mmp, OUT/msrvtt, OUT/runs, OUT/reports.")
     p.add_argument("--out", type=Path, default=Path("data/demo"), help="where the demo dataset goes (default data/demo)")
     p.add_argument("--fresh", action="store_true", help="delete OUT first (otherwise the run resumes)")
     p.add_argument("--workers", type=int, default=2, help="worker processes per stage (default 2)")
@@ -28,7 +31,12 @@ def main(argv=None) -> int:
                    help="feature backbones to extract (default both; r21d alone is about 3x faster on a CPU)")
     p.add_argument("--steps", type=int, default=20, help="pre-training steps (fine-tuning runs half as many)")
     p.add_argument("--skip-model", action="store_true", help="stop after the subtitle stages (no torch needed)")
-    args = p.parse_args(argv)
+    add_common_flags(p)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parse_args(build_parser(), argv)
     out = args.out.resolve()
     if args.fresh and out.exists():
         shutil.rmtree(out)
@@ -43,7 +51,7 @@ def main(argv=None) -> int:
             print(f"[demo] sample: {built['videos']} videos with subtitles ({built['video_files']} video files) "
                   f"served at {server.base_url}")
             _step("mmp-crawl", crawl.main,
-                  ["--videos", built["list"], "--out", str(out), "--info-json", built["info_json"],
+                  ["--videos", built["list"], "--out", str(out / "crawl"), "--info-json", built["info_json"],
                    "--download-video", "--workers", str(args.workers), "--unit-size", "4",
                    "--budget-dir", str(out / ".budget"), "--retries", "1", "--backoff-base", "0.2",
                    # the local stand-in needs no politeness, and is on this machine: allowed by name
@@ -82,7 +90,8 @@ def _after_crawl(out: Path, args, sample: Path, started: float) -> int:
                                     "--workers", str(args.workers)], out / "aligned")
     # The published files are a first-class source too: a tiny release in the Multi-HT100M layout.
     release = write_release_sample(sample / "release")
-    _step("mmp-import", import_main, ["multi-ht100m", "--captions", str(release), "--out", str(out / "imported"),
+    _step("mmp-import", import_main, ["multi-ht100m", "--captions", str(release),
+                                      "--out", str(out / "imported" / "aligned"),
                                       "--partitions", "2", "--workers", "1"], out / "imported" / "aligned")
     stages = ["crawl", "aligned", "imported/aligned"]
     if not args.skip_model:
@@ -109,7 +118,7 @@ def _features_and_model(out: Path, args, stages: list) -> None:
     print("[demo] Real runs: --weights r21d=r2plus1d_34_clip8_ig65m_*.pth s3d=s3d_howto100m.pth")
     print("[demo] " + "!" * 78)
     _step("mmp-extract-features", extract_main,
-          ["--aligned", str(out / "aligned"), "--videos", str(out / "crawl"), "--out", str(out / "mmp"),
+          ["--aligned", str(out / "aligned"), "--video-dir", str(out / "crawl"), "--out", str(out / "mmp"),
            "--gpus", "0", "--random-weights", "--backbones", args.backbones,
            "--workers", str(args.workers), "--decode-workers", "1"], out / "mmp")
     stages.append("mmp")
@@ -136,7 +145,7 @@ def _features_and_model(out: Path, args, stages: list) -> None:
     text_model = build_text_model(out / "runs" / "tiny-text-model", texts, vocab_size=1200)
     common = ["--text-model", str(text_model), "--text-output-layer", "2", "--text-trainable-layers", "2",
               "--video-features", args.backbones, "--d-model", "128", "--dropout", "0.1",
-              "--device", "cpu", "--threads", "1", "--workers", "0", "--no-progress", "--resume"]
+              "--device", "cpu", "--threads", "1", "--loader-workers", "0", "--no-progress", "--resume"]
     from model.train import main as train_main
 
     _step("mmp-train (pre-training)", train_main,

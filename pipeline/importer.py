@@ -4,11 +4,13 @@
 - ``howto100m``: HowTo100M's English ``caption.json`` (stop words removed) or ``raw_caption.json``
 - ``s3d-features``: the released HowTo100M S3D features (see ``import_features.py``)
 
-Captions land in ``DATA/aligned/`` exactly as ``mmp-align`` writes it (track kind
-``released``), cleaned and aligned by the same code, so every later stage works on
-them unchanged. Two passes keep memory bounded whatever the file sizes: each
-language file is streamed into hash partitions (``DATA/aligned/.import/``), then
-each partition of all languages is joined, cleaned and aligned as one work unit.
+Captions land in ``--out`` (an aligned directory, e.g. ``DATA/aligned``) exactly as
+``mmp-align`` writes it (track kind ``released``), cleaned and aligned by the same code,
+so every later stage works on them unchanged. Two passes keep memory bounded whatever
+the file sizes: each language file is streamed into hash partitions (``OUT/.import/``),
+then each partition of all languages is joined, cleaned and aligned as one work unit.
+Both passes run under the output's run lock; an earlier run's ``--out DATA`` resumes in
+``DATA/aligned`` (``pipeline.out_dir``).
 """
 from __future__ import annotations
 
@@ -23,10 +25,12 @@ from shards.writer import UnitWriter
 
 from . import release
 from .cli import add_common_flags, parse_args
+from .langs import add_langs_flag
 from .lineage import inputs_identity
 from .align_stage import assemble_video, schema_for
-from .stage import (Stage, Unit, UserError, add_executor_args, check_config, executor_options, print_summary,
-                    run_stage, video_done)
+from .out_dir import stage_out
+from .stage import (Stage, Unit, UserError, add_executor_args, check_config, executor_options, lock_output,
+                    output_errors, prepare_output, print_summary, run_stage, video_done)
 from .subtitles import TrackReport, clean_text, repair_timeline, script_flag
 from .videolist import read_video_list
 
@@ -138,16 +142,29 @@ def _caption_files(args_captions: list[Path], langs: list, layout: str) -> dict:
     return found
 
 
-def run_import(files_by_lang: dict, out: Path, langs: list, partitions: int, meta: dict, source: str,
+def scratch_dir(aligned, scratch) -> Path:
+    """Where the first pass's partitions go: ``--scratch``, else ``OUT/.import`` (a local
+    directory named after OUT when OUT is on an object store)."""
+    if scratch is not None:
+        return Path(scratch)
+    if isinstance(aligned, Path):
+        return aligned / ".import"
+    return staging_dir() / f"import-{staging_name(aligned)}"
+
+
+def run_import(files_by_lang: dict, out, langs: list, partitions: int, meta: dict, source: str,
                args) -> int:
-    aligned = as_path(out) / "aligned"
-    if args.scratch is not None:
-        parts = Path(args.scratch)
-    elif isinstance(aligned, Path):
-        parts = aligned / ".import"
-    else:  # an object store: the partitions are scratch files on this machine
-        parts = staging_dir() / f"import-{staging_name(aligned)}"
-    parts.mkdir(parents=True, exist_ok=True)
+    """Both passes into the aligned directory ``out``, under its run lock."""
+    aligned = stage_out(out, ReleaseImport.name, "mmp-import", "import")
+    prepare_output(aligned)
+    with lock_output(aligned, args.rank, args.world_size):
+        summary, parts, present = _import_locked(files_by_lang, aligned, langs, partitions, meta, source, args)
+    _print_languages(parts, present)
+    return 1 if summary.units_failed else 0
+
+
+def _import_locked(files_by_lang: dict, aligned, langs: list, partitions: int, meta: dict, source: str, args):
+    parts = scratch_dir(aligned, args.scratch)
     from tqdm import tqdm
 
     identity = {lang: inputs_identity(files) for lang, files in sorted(files_by_lang.items())}
@@ -157,6 +174,8 @@ def run_import(files_by_lang: dict, out: Path, langs: list, partitions: int, met
     present = [l for l in langs if l in files_by_lang]
     stage = ReleaseImport(parts, present, partitions, meta, source, args.keep_annotations, inputs=everything)
     check_config(aligned, stage)  # an import of other files is refused before anything is read
+    with output_errors(parts):
+        parts.mkdir(parents=True, exist_ok=True)
     for lang in present:
         done = release.language_report(parts, lang)
         if done is not None and done.get("input") == identity[lang]:
@@ -175,8 +194,12 @@ def run_import(files_by_lang: dict, out: Path, langs: list, partitions: int, met
             print(f"mmp-import: warning: {line}", file=sys.stderr)
         if report.script_doubt:
             print(f"mmp-import: warning: {report.script_doubt}", file=sys.stderr)
-    summary = run_stage(stage, aligned, **executor_options(args))
+    summary = run_stage(stage, aligned, **executor_options(args))  # takes the lock held here: a no-op
     print_summary("mmp-import", aligned, summary)
+    return summary, parts, present
+
+
+def _print_languages(parts: Path, present: list) -> None:
     for lang in present:
         rep = release.language_report(parts, lang) or {}
         notes = [f"{rep.get('videos', 0)} videos"]
@@ -188,7 +211,6 @@ def run_import(files_by_lang: dict, out: Path, langs: list, partitions: int, met
         elif rep.get("language_check", "stop words") != "stop words":
             notes.append("language " + rep["language_check"])
         print(f"  {lang}: " + "; ".join(notes))
-    return 1 if summary.units_failed else 0
 
 
 def _partitions(value: str, files_by_lang: dict) -> int:
@@ -210,14 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("multi-ht100m", help="the nine how2_{lang}.json caption files -> DATA/aligned/")
     m.add_argument("--captions", nargs="+", type=as_path, required=True,
                    help="how2_{lang}.json files or their directory (paths or fsspec URLs)")
-    m.add_argument("--langs", default=",".join(release.RELEASE_LANGS))
+    add_langs_flag(m, default=release.RELEASE_LANGS, help="the languages whose how2_{lang}.json files to import")
     h = sub.add_parser("howto100m", help="HowTo100M's caption.json or raw_caption.json (English) -> DATA/aligned/")
     h.add_argument("--captions", nargs=1, type=as_path, required=True, help="caption.json or raw_caption.json")
     h.add_argument("--videos", type=as_path, help="HowTo100M_v1.csv: categories and task ids go into the samples")
     for q in (m, h):
-        q.add_argument("--out", type=as_path, required=True, help="dataset root (a path or fsspec URL); writes OUT/aligned/")
+        q.add_argument("--out", type=as_path, required=True,
+                       help="the aligned directory, a path or an fsspec URL (e.g. DATA/aligned): aligned-NNNNNN.* "
+                            "and config.json go straight into it")
         q.add_argument("--scratch", type=Path,
-                       help="where the first pass's hash partitions go (default OUT/aligned/.import, or a local "
+                       help="where the first pass's hash partitions go (default OUT/.import, or a local "
                             "temporary directory when OUT is a URL; on a multi-node Ray run give a shared path)")
         q.add_argument("--partitions", default="auto",
                        help="hash partitions = work units of the join; memory holds one partition of every "
@@ -247,7 +271,7 @@ def main(argv=None) -> int:
             print_summary("mmp-import", args.out, summary)
             return 1 if summary.units_failed else 0
         if args.source == "multi-ht100m":
-            langs = [l.strip() for l in args.langs.split(",") if l.strip()]
+            langs = args.langs
             files = _caption_files(args.captions, langs, "multi")
             return run_import(files, args.out, langs, _partitions(args.partitions, files), {}, "multi-ht100m", args)
         path = args.captions[0]

@@ -25,7 +25,10 @@ class Sample:
         self.files = Path(summary["files"])
 
     def crawl_args(self, out: Path, *extra: str) -> list[str]:
-        return ["--videos", str(self.videos), "--out", str(out), "--info-json", str(self.info),
+        """A crawl of the sample into the dataset ``out`` (a path or a URL): its crawl goes to ``out/crawl``."""
+        from shards.storage import as_path
+
+        return ["--videos", str(self.videos), "--out", str(as_path(out) / "crawl"), "--info-json", str(self.info),
                 "--budget-dir", str(self.root / "budget"), "--retries", "2", "--backoff-base", "0.05",
                 "--backoff-max", "1.5", "--socket-timeout", "1", "--workers", "1", "--no-progress",
                 "--no-request-limit", "--sleep-subtitles", "0", "--allow-host", self.host, *extra]

@@ -71,7 +71,7 @@ def test_config_file_for_a_subcommand(tmp_path):
 
 
 CLIS = ["model.train", "model.evaluate", "model.prepare", "pipeline.importer", "pipeline.align_stage",
-        "features.extract", "pipeline.stats"]
+        "features.extract", "pipeline.stats", "pipeline.crawl", "pipeline.demo"]
 
 
 @pytest.mark.parametrize("module", CLIS)
@@ -117,3 +117,14 @@ def test_verify_has_version(capsys):
     with pytest.raises(SystemExit) as exc:
         verify_main(["--version"])
     assert exc.value.code == 0 and capsys.readouterr().out.startswith("mmp-verify (multi-howto100m) ")
+
+
+def test_an_earlier_flag_name_still_works_with_a_note(capsys):
+    from model.train import build_parser
+
+    args = build_parser().parse_args(["--shards", "s", "--out", "o", "--workers", "3"])
+    assert args.loader_workers == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--workers is now spelled --loader-workers" in err
+    assert build_parser().parse_args(["--shards", "s", "--out", "o", "--loader-workers", "1"]).loader_workers == 1
+    assert capsys.readouterr().err == ""

@@ -27,7 +27,7 @@ def test_sigkill_then_rerun_loses_nothing(sample, tmp_path):
     ids, videos = make_many(sample, 48)
     out = tmp_path / "data"
     crawl_dir = out / "crawl"
-    cmd = [sys.executable, "-m", "pipeline.crawl", "--videos", str(videos), "--out", str(out),
+    cmd = [sys.executable, "-m", "pipeline.crawl", "--videos", str(videos), "--out", str(crawl_dir),
            "--info-json", str(sample.info), "--budget-dir", str(tmp_path / "budget"), "--langs", "en,de,fr",
            "--unit-size", "4", "--workers", "2", "--sleep-subtitles", "0.03", "--no-progress",
            "--no-request-limit", "--allow-host", sample.host]

@@ -42,7 +42,7 @@ def args(*extra):
 def test_multi_ht100m_lands_as_aligned_shards(tmp_path):
     caps = write_release(tmp_path / "release")
     out = tmp_path / "data"
-    assert importer.main(["multi-ht100m", "--captions", str(caps), "--out", str(out), *args()]) == 0
+    assert importer.main(["multi-ht100m", "--captions", str(caps), "--out", str(out / "aligned"), *args()]) == 0
     aligned = out / "aligned"
     assert verify_dir(aligned).ok
     rows = {r["video_id"]: r for r in read_all_rows(aligned)}
@@ -58,9 +58,9 @@ def test_multi_ht100m_lands_as_aligned_shards(tmp_path):
 def test_resume_skips_finished_work(tmp_path, capsys):
     caps = write_release(tmp_path / "release")
     out = tmp_path / "data"
-    assert importer.main(["multi-ht100m", "--captions", str(caps), "--out", str(out), *args()]) == 0
+    assert importer.main(["multi-ht100m", "--captions", str(caps), "--out", str(out / "aligned"), *args()]) == 0
     before = {p.name: p.read_bytes() for p in (out / "aligned").glob("*.stats.json")}
-    assert importer.main(["multi-ht100m", "--captions", str(caps), "--out", str(out), *args()]) == 0
+    assert importer.main(["multi-ht100m", "--captions", str(caps), "--out", str(out / "aligned"), *args()]) == 0
     assert "already complete" in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in (out / "aligned").glob("*.stats.json")} == before
 
@@ -83,7 +83,7 @@ def test_bad_release_content_is_repaired_and_recorded(tmp_path, capsys):
     text = fr.read_text()
     fr.write_text(text[: len(text) - 40])
     out = tmp_path / "data"
-    assert importer.main(["multi-ht100m", "--captions", str(caps), "--out", str(out), *args()]) == 0
+    assert importer.main(["multi-ht100m", "--captions", str(caps), "--out", str(out / "aligned"), *args()]) == 0
     printed = capsys.readouterr()
     assert "how2_fr.json ends early after 4 complete videos" in printed.err
     assert "the sw captions read like es" in printed.err
@@ -106,7 +106,7 @@ def test_howto100m_captions_with_video_list(tmp_path):
     videos = tmp_path / "HowTo100M_v1.csv"
     videos.write_text("video_id,category_1,category_2,rank,task_id\nrelVideo001,Food and Entertaining,Breakfast,3,777\n")
     out = tmp_path / "data"
-    assert importer.main(["howto100m", "--captions", str(cap), "--videos", str(videos), "--out", str(out), *args()]) == 0
+    assert importer.main(["howto100m", "--captions", str(cap), "--videos", str(videos), "--out", str(out / "aligned"), *args()]) == 0
     samples = {k: json.loads(v["subs.json"]) for k, v in read_all_samples(out / "aligned").items()}
     assert samples["relVideo001"]["meta"]["task_id"] == "777"
     assert samples["relVideo001"]["source"] == "howto100m-raw_caption"
@@ -126,7 +126,7 @@ def test_user_errors(tmp_path, capsys):
 def test_s3d_features_become_training_shards(tmp_path):
     caps = write_release(tmp_path / "release", langs=["en", "de"])
     out = tmp_path / "data"
-    assert importer.main(["multi-ht100m", "--captions", str(caps), "--out", str(out), "--langs", "en,de", *args()]) == 0
+    assert importer.main(["multi-ht100m", "--captions", str(caps), "--out", str(out / "aligned"), "--langs", "en,de", *args()]) == 0
     feats = tmp_path / "feats"
     feats.mkdir()
     np.save(feats / "relVideo001.npy", np.random.rand(21, 1024).astype(np.float32))
@@ -210,7 +210,7 @@ def test_captions_without_stop_words_are_not_read_as_another_language(tmp_path, 
     cap = tmp_path / "caption.json"
     cap.write_text(json.dumps(doc))
     out = tmp_path / "data"
-    assert importer.main(["howto100m", "--captions", str(cap), "--out", str(out), *args()]) == 0
+    assert importer.main(["howto100m", "--captions", str(cap), "--out", str(out / "aligned"), *args()]) == 0
     printed = capsys.readouterr()
     assert "read like" not in printed.err and "LANGUAGE DOUBT" not in printed.out
     assert "language not checked" in printed.out and "lost its stop words" in printed.out
@@ -229,11 +229,11 @@ def test_an_import_of_other_files_is_refused_and_a_moved_copy_resumes(tmp_path, 
 
     caps = write_release(tmp_path / "release")
     out = tmp_path / "data"
-    assert importer.main(["multi-ht100m", "--captions", str(caps), "--out", str(out), *args()]) == 0
+    assert importer.main(["multi-ht100m", "--captions", str(caps), "--out", str(out / "aligned"), *args()]) == 0
     before = {p.name: p.read_bytes() for p in (out / "aligned").glob("*.stats.json")}
     other = write_release(tmp_path / "other", ids=IDS[:3])
     capsys.readouterr()
-    assert importer.main(["multi-ht100m", "--captions", str(other), "--out", str(out), *args()]) == 2
+    assert importer.main(["multi-ht100m", "--captions", str(other), "--out", str(out / "aligned"), *args()]) == 2
     err = capsys.readouterr().err
     assert "different inputs (by content)" in err and "Traceback" not in err
     assert {p.name: p.read_bytes() for p in (out / "aligned").glob("*.stats.json")} == before
@@ -241,7 +241,7 @@ def test_an_import_of_other_files_is_refused_and_a_moved_copy_resumes(tmp_path, 
     shutil.copytree(caps, tmp_path / "copied" / "release")
     shutil.copytree(out, tmp_path / "copied" / "data")
     assert importer.main(["multi-ht100m", "--captions", str(tmp_path / "copied" / "release"),
-                          "--out", str(tmp_path / "copied" / "data"), *args()]) == 0
+                          "--out", str(tmp_path / "copied" / "data" / "aligned"), *args()]) == 0
     assert "already complete" in capsys.readouterr().out
     moved = tmp_path / "copied" / "data" / "aligned"
     assert {p.name: p.read_bytes() for p in moved.glob("*.stats.json")} == before

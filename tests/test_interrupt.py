@@ -36,7 +36,7 @@ def make_many(sample, n):
 
 
 def crawl_cmd(sample, tmp_path, videos, *extra, sleep="0.03"):
-    return [sys.executable, "-m", "pipeline.crawl", "--videos", str(videos), "--out", str(tmp_path / "data"),
+    return [sys.executable, "-m", "pipeline.crawl", "--videos", str(videos), "--out", str(tmp_path / "data" / "crawl"),
             "--info-json", str(sample.info), "--budget-dir", str(tmp_path / "budget"), "--langs", "en,de,fr",
             "--unit-size", "4", "--sleep-subtitles", sleep, "--no-progress", "--no-request-limit",
             *extra]

@@ -41,7 +41,7 @@ def pipeline_data(tmp_path_factory):
     with SampleServer(sample / "files") as server:
         (sample / "files").mkdir(parents=True, exist_ok=True)
         built = build_sample(sample, server.base_url, videos=False)
-        assert crawl.main(["--videos", built["list"], "--out", str(root / "data"), "--info-json", built["info_json"],
+        assert crawl.main(["--videos", built["list"], "--out", str(root / "data" / "crawl"), "--info-json", built["info_json"],
                            "--unit-size", "4", "--workers", "1", "--no-progress", "--budget-dir", str(root / "budget"),
                            "--retries", "1", "--backoff-base", "0.05", "--no-request-limit",
                            "--sleep-subtitles", "0"]) == 0
@@ -49,7 +49,7 @@ def pipeline_data(tmp_path_factory):
     assert align_stage.main(["--crawl", str(data / "crawl"), "--out", str(data / "aligned"), "--workers", "1",
                              "--no-progress"]) == 0
     release = write_release_sample(sample / "release")
-    assert importer.main(["multi-ht100m", "--captions", str(release), "--out", str(data / "imported"),
+    assert importer.main(["multi-ht100m", "--captions", str(release), "--out", str(data / "imported" / "aligned"),
                           "--partitions", "2", "--workers", "1", "--no-progress"]) == 0
     return data
 

@@ -221,13 +221,13 @@ def test_import_reads_captions_from_s3_and_publishes_there(tmp_path, prefix, mon
     for path in sorted(local.glob("*.json")):
         (remote / path.name).upload(path)
     out = f"{prefix}/data"
-    argv = ["multi-ht100m", "--captions", str(remote), "--out", out, "--partitions", "2", "--workers", "1",
+    argv = ["multi-ht100m", "--captions", str(remote), "--out", f"{out}/aligned", "--partitions", "2", "--workers", "1",
             "--no-progress"]
     assert importer.main(argv) == 0
     assert verify_dir(as_path(f"{out}/aligned")).ok
     remote_rows = sorted((r["video_id"], r["status"], r["n_langs"])
                          for u in completed_units(as_path(f"{out}/aligned"), "aligned") for r in read_rows(u.parquet))
-    assert importer.main(["multi-ht100m", "--captions", str(local), "--out", str(tmp_path / "local"),
+    assert importer.main(["multi-ht100m", "--captions", str(local), "--out", str(tmp_path / "local" / "aligned"),
                           "--partitions", "2", "--workers", "1", "--no-progress"]) == 0
     local_rows = sorted((r["video_id"], r["status"], r["n_langs"])
                         for u in completed_units(tmp_path / "local" / "aligned", "aligned") for r in read_rows(u.parquet))
