@@ -164,7 +164,7 @@ class TimedIter:
 def trainer_argv(args, text_dir: Path, shard_dir: Path, out: Path, steps: int, workers: int) -> list:
     return ["--shards", str(shard_dir), "--out", str(out), "--text-model", str(text_dir), "--task", "pretrain",
             "--steps", str(steps), "--batch-size", str(args.batch_size), "--device", args.device.split(":")[0],
-            "--workers", str(workers), "--max-text-len", str(args.max_text_len),
+            "--loader-workers", str(workers), "--max-text-len", str(args.max_text_len),
             "--max-video-len", str(args.max_video_len), "--video-features", "r21d,s3d",
             "--d-model", str(args.d_model), "--heads", str(args.heads), "--head-layers", str(args.head_layers),
             "--text-output-layer", str(args.output_layer), "--text-trainable-layers", str(args.trainable_layers),

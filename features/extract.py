@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.cli import add_common_flags, parse_args
+from pipeline.cli import OldSpelling, add_common_flags, parse_args
 from pipeline.import_features import npy_bytes
 from pipeline.stage import (Stage, Unit, UserError, add_executor_args, executor_options, prepare_output,
                             print_summary, run_stage, video_done)
@@ -300,12 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Re-running the same command resumes: finished units are skipped. Rows: r21d=paper gives "
         "ceil(duration); s3d=released gives ceil(frames at 16 fps / 16), the last chunk padded with black frames, "
         "and a video under 16 frames is 'too_short'. meta.json records each recipe whole and how its rows map "
-        "to seconds. Example: mmp-extract-features --aligned DATA/aligned --videos DATA/videos --out DATA/mmp "
+        "to seconds. Example: mmp-extract-features --aligned DATA/aligned --video-dir DATA/videos --out DATA/mmp "
         "--gpus 8 --weights r21d=r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth s3d=s3d_howto100m.pth")
     p.add_argument("--aligned", required=True, type=as_path, help="mmp-align / mmp-import output (aligned-*.tar)")
-    p.add_argument("--videos", required=True, type=Path,
-                   help="a directory of VIDEO_ID.mp4/.webm/... files, or an mmp-crawl output made with "
-                   "--download-video (detected by its crawl-*.stats.json files)")
+    p.add_argument("--video-dir", "--videos", dest="video_dir", required=True, type=Path, action=OldSpelling,
+                   old=("--videos",), help="a directory of VIDEO_ID.mp4/.webm/... files, or an mmp-crawl output "
+                   "made with --download-video (detected by its crawl-*.stats.json files); --videos elsewhere is "
+                   "a list of videos")
     p.add_argument("--out", required=True, type=as_path, help="where mmp-*.{tar,parquet,stats.json} go")
     p.add_argument("--gpus", type=int, default=0,
                    help="0: run on the CPU (with --workers processes); N: one worker process per GPU, cuda:0..N-1")
@@ -406,8 +407,8 @@ def stage_from_args(args) -> ExtractStage:
                         + " ".join(f"{b}=PATH" for b in missing) + " (or --random-weights for a smoke run)")
     if not args.aligned.is_dir():
         raise UserError(f"--aligned {args.aligned} is not a directory; point it at DATA/aligned")
-    if not args.videos.is_dir():
-        raise UserError(f"--videos {args.videos} is not a directory of video files or a crawl output")
+    if not args.video_dir.is_dir():
+        raise UserError(f"--video-dir {args.video_dir} is not a directory of video files or a crawl output")
     if args.gpus < 0 or args.batch_size < 1 or args.decode_workers < 1 or args.chunk_seconds < 1:
         raise UserError("--gpus must be >= 0 and --batch-size, --decode-workers, --chunk-seconds >= 1")
     if args.gpus > 0 and args.executor == "ray":
@@ -422,7 +423,7 @@ def stage_from_args(args) -> ExtractStage:
     if missing:
         print(f"WARNING: RANDOM WEIGHTS for {', '.join(missing)}: the features written are meaningless; "
               "use them only for smoke runs", file=sys.stderr)
-    return ExtractStage(args.aligned, args.videos, args.out, backbones, weights, args.random_weights,
+    return ExtractStage(args.aligned, args.video_dir, args.out, backbones, weights, args.random_weights,
                         gpus=args.gpus, workers=args.workers, batch_size=args.batch_size,
                         decode_workers=args.decode_workers, chunk_seconds=args.chunk_seconds, specs=specs)
 
@@ -439,7 +440,7 @@ def main(argv=None) -> int:
         print(f"mmp-extract-features: error: {exc}", file=sys.stderr)
         return 2
     print_summary("mmp-extract-features", args.out, summary)
-    hint = nothing_usable(summary.counts, args.videos)
+    hint = nothing_usable(summary.counts, args.video_dir)
     if hint:
         print(f"mmp-extract-features: {hint}", file=sys.stderr)
         return 1
@@ -453,9 +454,9 @@ def nothing_usable(counts, videos) -> str | None:
         return None
     total = sum(statuses.values())
     if statuses.get("no_video", 0) == total:
-        return (f"no features: none of the {total} videos has a video file in --videos {videos}. Crawl with "
-                "--download-video (the videos land in the crawl's samples: --videos DATA/crawl), or give "
-                "--videos a directory of VIDEO_ID.mp4 files")
+        return (f"no features: none of the {total} videos has a video file in --video-dir {videos}. Crawl with "
+                "--download-video (the videos land in the crawl's samples: --video-dir DATA/crawl), or give "
+                "--video-dir a directory of VIDEO_ID.mp4 files")
     return (f"no features: every one of the {total} videos failed ("
             + ", ".join(f"{k} {n}" for k, n in sorted(statuses.items())) + "); the unit parquet rows say why")
 

@@ -40,6 +40,7 @@ import pyarrow as pa
 
 from pipeline.cli import add_common_flags, parse_args
 from pipeline.import_features import npy_bytes
+from pipeline.langs import add_langs_flag
 from pipeline.stage import (Stage, Unit, UserError, add_executor_args, executor_options, print_summary, run_stage,
                             video_done)
 from shards.layout import MMP, DamagedUnit, UnitFiles, read_stats
@@ -328,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("multi30k", help="Multi30K (text files per split and language, image lists, region .npy)")
     t.add_argument("root", type=Path, help="directory with train.en, train.de, ..., train_images.txt, ...")
     t.add_argument("--splits", nargs="+", default=["train", "val", "test_2016_flickr"], help="splits to convert")
-    t.add_argument("--langs", nargs="+", default=["en", "de", "fr", "cs"], help="languages to read where present")
+    add_langs_flag(t, default=("en", "de", "fr", "cs"), help="the languages to read where present (the default: "
+                   "those the Multi30K annotations have)")
     common(t, "regions=DIR (IMAGE_STEM.npy [R, D] each, or SPLIT.npy [N, R, D]) or regions=FILE.npy (one split)")
     add_common_flags(p)
     return p
@@ -430,8 +432,11 @@ def split_warnings(stage: PrepareStage, out, rank: int = 0, world_size: int = 1)
         counts.update({k: v for k, v in (stats.get("counts") or {}).items() if k.startswith("split/")})
     by_split: dict[str, Counter] = {}
     for key, n in counts.items():
-        _, split, status = key.split("/", 2)
-        by_split.setdefault(split, Counter())[status] += n
+        parts = key.split("/", 2)
+        if len(parts) != 3 or not parts[1] or not parts[2]:  # written as split/SPLIT/STATUS
+            log.warning("mmp-prepare: the count %r in a unit's stats is not split/SPLIT/STATUS; left out", key)
+            continue
+        by_split.setdefault(parts[1], Counter())[parts[2]] += n
     lines = []
     for split in sorted(by_split, key=lambda s: (s != "test", s)):
         statuses = by_split[split]

@@ -204,7 +204,7 @@ def open_logs(out: Path, rank: int):
 # (flag dest, the smallest value allowed, whether that value itself is allowed)
 _LIMITS = (("steps", 1, True), ("epochs", 1, True), ("ckpt_every", 1, True), ("log_every", 1, True),
            ("val_every", 1, True), ("batch_size", 1, True), ("max_text_len", 3, True), ("max_video_len", 1, True),
-           ("shuffle_buffer", 1, True), ("warmup_steps", 0, True), ("keep", 0, True), ("workers", 0, True),
+           ("shuffle_buffer", 1, True), ("warmup_steps", 0, True), ("keep", 0, True), ("loader_workers", 0, True),
            ("threads", 0, True), ("text_trainable_layers", 0, True), ("lr", 0, False), ("clip_grad", 0, False),
            ("temperature", 0, False), ("new_input_lr_scale", 0, False), ("mask_prob", 0, True), ("dropout", 0, True))
 
@@ -223,9 +223,10 @@ def check_flags(args) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be below 1, got {getattr(args, name)}")
 
 
-MEMBER_MB_HELP = ("largest shard member read, in MB per kind: npy, json, text, video, other (default "
-                  "npy=512,json=64,text=64,video=4096,other=64); a sample with a larger member is skipped and "
-                  "counted as skipped/member_too_large")
+MEMBER_MB_HELP = ("largest shard member read, in MB per kind: npy, json, text, video, other, and members=N, "
+                  "the most members of one sample (default npy=512,json=64,text=64,video=4096,other=64,"
+                  "members=256); a sample over a limit is skipped and counted as skipped/member_too_large or "
+                  "skipped/too_many_members")
 
 
 def member_limits(spec: str | None):

@@ -46,7 +46,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .distributed import broadcast_object, ddp_env, gather_objects, pick_device, shutdown_distributed, to_device
-from pipeline.cli import add_common_flags, parse_args
+from pipeline.cli import OldSpelling, add_common_flags, parse_args
+from pipeline.langs import MULTI_HT100M_LANGS, add_langs_flag
 
 from .run_dir import check_run_dir, given_flags, resolve_paths
 from .run_setup import (MEMBER_MB_HELP, TASK_DEFAULTS, ConfigError, check_flags, load_without_video_input, member_limits, lr_at, open_logs, param_groups,
@@ -94,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-grad", type=float, default=0.2, help="gradient norm clipping")
     p.add_argument("--ckpt-every", type=int, default=500, help="steps between checkpoints (the last step always saves)")
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept in --out")
-    p.add_argument("--workers", type=int, default=2, help="data loader processes per rank (0: load in the trainer)")
+    p.add_argument("--loader-workers", "--workers", type=int, default=2, action=OldSpelling, old=("--workers",),
+                   help="data loader processes per rank (0: load in the trainer); --workers in the stages is "
+                        "their number of processes")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--langs", default="en,de,fr,ru,es,cs,sw,zh,vi", help="languages to sample text from")
+    add_langs_flag(p, default=MULTI_HT100M_LANGS, help="the languages to sample text from")
     p.add_argument("--split", default="train", help="finetune: the captions.json split to train on")
     p.add_argument("--max-text-len", type=int, help="tokens per text; default 192 pretrain, 96 finetune")
     p.add_argument("--max-video-len", type=int, help="feature rows per clip; default 128 pretrain, 36 finetune")
@@ -209,7 +212,7 @@ def train(args) -> int:
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(param_groups(model, params, cfg.video_input_lr_scale), lr=args.lr)
-    workers = min(args.workers, max(1, len(urls) // world)) if args.workers > 0 else 0
+    workers = min(args.loader_workers, max(1, len(urls) // world)) if args.loader_workers > 0 else 0
     if resumed:
         opt.load_state_dict(ck["optimizer"])  # the moments continue; the rate is this command's schedule's
         start_step = int(ck["step"])
@@ -223,7 +226,7 @@ def train(args) -> int:
     ddp = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) \
         if world > 1 else model
 
-    clip = ClipConfig(task=args.task, langs=tuple(l.strip() for l in args.langs.split(",") if l.strip()),
+    clip = ClipConfig(task=args.task, langs=tuple(args.langs),
                       members=members, max_text_len=args.max_text_len or text_len,
                       max_video_len=args.max_video_len or video_len, split=args.split, mask_prob=args.mask_prob,
                       pairs="xling" in losses)

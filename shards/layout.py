@@ -96,7 +96,7 @@ def _count_field(stats: dict, name: str, where: str) -> None:
 
 def read_stats(files: "UnitFiles") -> dict:
     """A unit's stats file, checked where readers use it: a JSON object whose ``rows``,
-    ``samples`` and ``failures`` are counts, whose ``counts`` (when there) maps names to counts and
+    ``samples`` and ``failures`` are counts, whose ``counts`` (when there) maps names to counts (or seconds) and
     whose ``files`` (when there) maps ``tar``/``parquet`` to ``{size, sha256}`` entries.
     Raises DamagedUnit, with one sentence, for anything else."""
     where = f"{files.stem}: stats file {files.stats.name}"
@@ -112,7 +112,7 @@ def read_stats(files: "UnitFiles") -> dict:
     if not isinstance(counts, dict):
         raise DamagedUnit(f"{where}: 'counts' is not an object")
     for name, n in counts.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not n >= 0:  # counts and seconds
             raise DamagedUnit(f"{where}: 'counts.{name}' is {n!r}, not a count")
     if not isinstance(stats.get("layout"), (str, type(None))):
         raise DamagedUnit(f"{where}: 'layout' is {stats['layout']!r}, not a stage name")

@@ -48,7 +48,7 @@ def trained(tmp_path_factory):
     run = root / "run"
     assert train_main(["--shards", str(ds), "--out", str(run), "--text-model", str(text), "--task", "finetune",
                        "--steps", "1", "--batch-size", "2", "--d-model", "32", "--text-output-layer", "2",
-                       "--text-trainable-layers", "2", "--workers", "0", "--no-progress"]) == 0
+                       "--text-trainable-layers", "2", "--loader-workers", "0", "--no-progress"]) == 0
     return root, ds, run
 
 
@@ -153,7 +153,7 @@ def test_image_regions_train_and_evaluate(trained, tmp_path):
     run = tmp_path / "run"
     assert train_main(["--shards", str(tmp_path / "m30k"), "--out", str(run), "--text-model", str(root / "textmodel"),
                        "--task", "finetune", "--video-features", "regions", "--steps", "1", "--batch-size", "2",
-                       "--d-model", "16", "--text-output-layer", "1", "--text-trainable-layers", "1", "--workers", "0",
+                       "--d-model", "16", "--text-output-layer", "1", "--text-trainable-layers", "1", "--loader-workers", "0",
                        "--no-progress"]) == 0
     out = tmp_path / "res.json"
     assert eval_main(["--shards", str(tmp_path / "m30k"), "--ckpt", str(run), "--langs", "en,de",

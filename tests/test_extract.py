@@ -55,7 +55,7 @@ def write_aligned(directory: Path, units: list, no_subs=()):
 
 
 def run(aligned, videos, out, *extra):
-    return main(["--aligned", str(aligned), "--videos", str(videos), "--out", str(out), "--gpus", "0",
+    return main(["--aligned", str(aligned), "--video-dir", str(videos), "--out", str(out), "--gpus", "0",
                  "--workers", "1", "--no-progress", *extra])
 
 
@@ -263,7 +263,7 @@ def _units_of_short_videos(tmp_path, n_units):
 
 
 def _cmd(aligned, src, out, workers):
-    return [sys.executable, "-m", "features.extract", "--aligned", str(aligned), "--videos", str(src),
+    return [sys.executable, "-m", "features.extract", "--aligned", str(aligned), "--video-dir", str(src),
             "--out", str(out), "--gpus", "0", "--backbones", "r21d", "--random-weights", "--workers", str(workers),
             "--no-progress"]
 

@@ -91,6 +91,26 @@ def test_msrvtt_all_videos(msrvtt, capsys):
     assert rows["video0"]["languages"] == ["en"] and rows["video0"]["captions"] == 3
 
 
+def test_split_warnings_survive_a_malformed_count_in_a_stats_file(msrvtt, capsys, caplog):
+    root, data, _, feats = msrvtt
+    out = root / "out"
+    argv = ["msrvtt", str(data), "--features", f"s3d={feats}", "--out", str(out), *RUN]
+    assert main(argv) == 0
+    first = capsys.readouterr().out.splitlines()[-3:]
+    stats_file = sorted(out.glob("mmp-*.stats.json"))[0]
+    stats = json.loads(stats_file.read_text())
+    stats["counts"]["split/broken"] = 1  # not split/SPLIT/STATUS
+    stats_file.write_text(json.dumps(stats))
+    assert main(argv) == 0  # resumes: the warnings come from the stats files
+    assert capsys.readouterr().out.splitlines()[-3:] == first
+    assert "'split/broken' in a unit's stats is not split/SPLIT/STATUS" in caplog.text
+    stats["counts"]["split/test/ok"] = "three"  # not a count: the unit's stats are damaged, said in one line
+    stats_file.write_text(json.dumps(stats))
+    caplog.clear()
+    assert main(argv) == 0  # the unit stays complete; its damage is reported (mmp-verify fails it)
+    assert "'counts.split/test/ok' is 'three', not a count" in caplog.text
+
+
 def test_msrvtt_1k_a_with_translations(msrvtt, capsys):
     root, data, jsf, feats = msrvtt
     trans = root / "translations"

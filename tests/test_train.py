@@ -19,7 +19,7 @@ from model.train import main  # noqa: E402
 from tests.textmodel import caption_sample, pretrain_sample, write_tar  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--d-model", "32", "--text-output-layer", "2", "--text-trainable-layers", "2", "--workers", "0",
+TINY = ["--d-model", "32", "--text-output-layer", "2", "--text-trainable-layers", "2", "--loader-workers", "0",
         "--no-progress", "--log-every", "1"]
 
 
@@ -52,7 +52,7 @@ def test_pretrain_then_finetune_then_eval(tmp_path, text_dir, pretrain_shards):
               + [caption_sample(50 + i, split="test") for i in range(5)])
     ft = tmp_path / "ft"
     assert main(["--shards", str(ds), "--out", str(ft), "--init", str(run), "--task", "finetune", "--langs", "en",
-                 "--steps", "2", "--batch-size", "3", "--workers", "0", "--no-progress"]) == 0
+                 "--steps", "2", "--batch-size", "3", "--loader-workers", "0", "--no-progress"]) == 0
     summary = _summary(ft)
     assert summary["steps"] == 2 and summary["counts"]["skipped/other_split"] >= 5
     # fine-tuning trains xling by default; English only: no parallel pair, so it is 0
@@ -72,7 +72,7 @@ def test_loader_workers_feed_training(tmp_path, text_dir, pretrain_shards):
     run = tmp_path / "w2"
     args = ["--shards", str(pretrain_shards / "mmp-*.tar"), "--out", str(run), "--text-model", str(text_dir),
             "--steps", "3", "--batch-size", "2"] + TINY
-    args[args.index("--workers") + 1] = "2"
+    args[args.index("--loader-workers") + 1] = "2"
     assert main(args) == 0
     ck = torch.load(run / "ckpt-000003.pt", weights_only=True)
     position = json.loads(ck["data_position"])
@@ -259,13 +259,13 @@ def test_clear_errors_for_bad_shards_text_model_and_feature_dims(tmp_path, text_
                  "--steps", "1", "--batch-size", "2"] + TINY) == 0
     capsys.readouterr()
     msg = error(["--shards", str(pretrain_shards), "--out", str(tmp_path / "ft"), "--init", str(run),
-                 "--video-features", "r21d", "--steps", "1", "--batch-size", "2", "--workers", "0"])
+                 "--video-features", "r21d", "--steps", "1", "--batch-size", "2", "--loader-workers", "0"])
     assert "8-dimensional" in msg and "expects 24" in msg
     msg = error(["--shards", str(pretrain_shards), "--out", str(run), "--resume", "--video-features", "s3d",
-                 "--steps", "2", "--batch-size", "2", "--workers", "0"])
+                 "--steps", "2", "--batch-size", "2", "--loader-workers", "0"])
     assert "--video-features s3d (the run's: r21d,s3d)" in msg  # a resume keeps the run's members
     assert "refusing" in error(["--shards", str(pretrain_shards), "--out", str(tmp_path / "x"),
-                                "--init", str(_pickled_checkpoint(tmp_path)), "--steps", "1", "--workers", "0"])
+                                "--init", str(_pickled_checkpoint(tmp_path)), "--steps", "1", "--loader-workers", "0"])
     with tarfile.open(tmp_path / "empty.tar", "w"):
         pass
     assert "no sample" in error(["--shards", str(tmp_path / "empty.tar")] + base)

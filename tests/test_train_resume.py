@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 from model.train import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--d-model", "32", "--text-output-layer", "2", "--text-trainable-layers", "2", "--workers", "0",
+TINY = ["--d-model", "32", "--text-output-layer", "2", "--text-trainable-layers", "2", "--loader-workers", "0",
         "--no-progress", "--log-every", "1"]
 
 
@@ -89,7 +89,7 @@ def test_paths_are_stored_absolute(tmp_path, text_dir, pretrain_shards, monkeypa
     ("--batch-size", "-4", "--batch-size must be at least 1, got -4"),
     ("--batch-size", "0", "--batch-size must be at least 1, got 0"),
     ("--lr", "0", "--lr must be more than 0"),
-    ("--workers", "-1", "--workers must be at least 0"),
+    ("--loader-workers", "-1", "--loader-workers must be at least 0"),
     ("--mask-prob", "1.5", "--mask-prob must be below 1"),
     ("--keep", "-2", "--keep must be at least 0"),
 ])
@@ -115,7 +115,7 @@ def test_a_stop_signal_writes_a_checkpoint_and_resume_continues(tmp_path, text_d
     run = tmp_path / "run"
     argv = _base(pretrain_shards, run, text_dir) + ["--steps", "100000", "--batch-size", "2", "--ckpt-every",
                                                     "100000"]
-    argv[argv.index("--workers") + 1] = "1"  # a loader worker gets the signal too, as from a terminal
+    argv[argv.index("--loader-workers") + 1] = "1"  # a loader worker gets the signal too, as from a terminal
     proc = subprocess.Popen([sys.executable, "-m", "model.train"] + argv, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -135,7 +135,7 @@ def test_a_stop_signal_writes_a_checkpoint_and_resume_continues(tmp_path, text_d
     logged = [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert stopped == logged[-1] >= 3  # every step trained is in the checkpoint
     assert not (run / "summary.json").exists()
-    argv[argv.index("--workers") + 1], argv[argv.index("--steps") + 1] = "0", str(stopped + 1)
+    argv[argv.index("--loader-workers") + 1], argv[argv.index("--steps") + 1] = "0", str(stopped + 1)
     assert main(argv + ["--resume"]) == 0
     assert load_checkpoint(run)["step"] == stopped + 1
 

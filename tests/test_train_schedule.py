@@ -60,7 +60,7 @@ def test_epochs_stop_after_n_passes_and_a_resume_counts_on(tmp_path, text_dir, p
     moved = tmp_path / "moved"
     assert main(base + ["--out", str(moved), "--epochs", "1"]) == 0
     argv = base + ["--out", str(moved), "--epochs", "2", "--resume"]
-    argv[argv.index("--workers") + 1] = "2"
+    argv[argv.index("--loader-workers") + 1] = "2"
     assert main(argv) == 0
     s = _summary(moved)
     assert s["started_at_step"] == 4 and s["steps"] == 8 and s["epochs"] == 2
@@ -71,7 +71,7 @@ def test_an_epoch_waits_for_the_slowest_worker(tmp_path, text_dir, pretrain_shar
     run = tmp_path / "w2"
     argv = ["--shards", str(pretrain_shards / "mmp-*.tar"), "--out", str(run), "--text-model", str(text_dir),
             "--epochs", "2", "--batch-size", "2"] + TINY
-    argv[argv.index("--workers") + 1] = "2"
+    argv[argv.index("--loader-workers") + 1] = "2"
     assert main(argv) == 0
     s = _summary(run)
     assert s["epochs"] == 2 and s["steps"] == 8 and s["counts"]["samples/used"] >= 16
