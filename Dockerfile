@@ -17,7 +17,7 @@ COPY model ./model
 # --extractor-args youtubepot-bgutilhttp:base_url=http://HOST:4416).
 RUN pip install --no-cache-dir -e '.[all]' \
  && deno --version \
- && python -c "from pipeline.ytdlp_env import find_js_runtime as f; r = f(); assert r and r.accepted, r"
+ && python -c "from pipeline.crawl.ytdlp_env import find_js_runtime as f; r = f(); assert r and r.accepted, r"
 
 # deno checks for its own updates over the network unless told not to.
 ENV PYTHONUNBUFFERED=1 DENO_NO_UPDATE_CHECK=1

@@ -24,7 +24,7 @@ system-deps:
 	  apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); fi
 
 demo: install
-	$(PY) -m pipeline.demo --out data/demo --fresh
+	$(PY) -m demo --out data/demo --fresh
 
 test: install system-deps
 	$(PY) -m pytest -q

@@ -92,8 +92,8 @@ def main(argv=None) -> int:
 
     import webvtt
 
-    from pipeline.align import align_tracks
-    from pipeline.subtitles import clean_track
+    from pipeline.subtitles.align import align_tracks
+    from pipeline.subtitles.clean import clean_track
 
     rng = random.Random(args.seed)
     t0 = time.time()

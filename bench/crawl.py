@@ -43,12 +43,12 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.fetch import FetchError, Fetcher, RetryPolicy  # noqa: E402
-from pipeline.politeness import RequestBudget  # noqa: E402
-from pipeline.sample import build_sample  # noqa: E402
-from pipeline.sample_server import SampleServer  # noqa: E402
-from pipeline.url_policy import UrlPolicy  # noqa: E402
-from pipeline.errors import TRANSIENT  # noqa: E402
+from pipeline.crawl.fetch import FetchError, Fetcher, RetryPolicy  # noqa: E402
+from pipeline.crawl.politeness import RequestBudget  # noqa: E402
+from demo.sample import build_sample  # noqa: E402
+from demo.server import SampleServer  # noqa: E402
+from pipeline.crawl.url_policy import UrlPolicy  # noqa: E402
+from pipeline.crawl.errors import TRANSIENT  # noqa: E402
 from shards.reader import read_rows  # noqa: E402
 
 LANGS = "en,de,fr,ru,es,cs,sw,zh,vi"
@@ -188,7 +188,7 @@ def storm_bench(work: Path, videos: int, threshold: float, rounds: int = 6, quie
             server.rate_limit(threshold, 1.0)
             out = work / f"storm-out-{adaptive}"
             n0, t0 = len(server.requests), time.time()
-            base = [sys.executable, "-m", "pipeline.crawl", "--videos", str(sample / "ids.txt"), "--out", str(out / "crawl"),
+            base = [sys.executable, "-m", "pipeline.crawl.stage", "--videos", str(sample / "ids.txt"), "--out", str(out / "crawl"),
                     "--info-json", str(info), "--langs", LANGS, "--workers", "4", "--unit-size", "10",
                     "--no-progress", "--max-requests-per-second", str(3 * threshold), "--sleep-subtitles", "0",
                     "--allow-host", urlsplit(server.base_url).netloc,
@@ -253,7 +253,7 @@ def main() -> int:
         for workers in (1, 4):
             out = work / f"out{workers}"
             n0 = len(server.requests)
-            wall, cpu = run_child([sys.executable, "-m", "pipeline.crawl", "--videos", str(work / "ids.txt"),
+            wall, cpu = run_child([sys.executable, "-m", "pipeline.crawl.stage", "--videos", str(work / "ids.txt"),
                                    "--out", str(out / "crawl"), "--info-json", str(info), "--langs", LANGS,
                                    "--workers", str(workers), "--unit-size", "50", "--no-progress",
                                    "--budget-dir", str(work / "budget"), "--no-request-limit",
@@ -286,7 +286,7 @@ def main() -> int:
         rate_ids = ids[: args.rate_videos]
         (work / "rate.txt").write_text("\n".join(rate_ids) + "\n")
         n0 = len(server.requests)
-        run_child([sys.executable, "-m", "pipeline.crawl", "--videos", str(work / "rate.txt"), "--out",
+        run_child([sys.executable, "-m", "pipeline.crawl.stage", "--videos", str(work / "rate.txt"), "--out",
                    str(work / "rate" / "crawl"), "--info-json", str(info), "--langs", LANGS, "--workers", "4",
                    "--unit-size", "5", "--no-progress", "--max-requests-per-second", str(args.rate),
                    "--no-adaptive-rate", "--sleep-subtitles", "0", "--budget-dir", str(work / "budget-rate"),

@@ -14,7 +14,7 @@ What it builds, with no network:
   float16, one row per second, subtitles in 9 languages).
 
 What it runs and measures (every number printed is measured in the run):
-1. ``model.train.main`` (``mmp-train``, ``python -m model.train``) in this process, once per
+1. ``model.trainer.train.main`` (``mmp-train``, ``python -m model.trainer.train``) in this process, once per
    --workers value: --device cuda (bf16 autocast, as the trainer does on a GPU), batch 64,
    192 text tokens, 128 feature rows, D 1024, 2-layer 4-head pooling heads, output layer 12
    with the top 3 layers trained (the trainer's defaults, the paper's). --log-every 1 and
@@ -32,7 +32,7 @@ What it runs and measures (every number printed is measured in the run):
    - the projection: 16 epochs over 1.2M videos at that rate, in GPU-hours:
      1.2e6 * 16 / samples_per_s / 3600. A sample is one clip per video per epoch (the
      loader draws one clip from each video it reads), so an epoch is 1.2M samples.
-2. ``torchrun --nproc_per_node 1 -m model.train`` for a few steps (it reads summary.json's
+2. ``torchrun --nproc_per_node 1 -m model.trainer.train`` for a few steps (it reads summary.json's
    world_size), and a torchrun NCCL probe (init_process_group("nccl"), an all_reduce and a
    DDP step on the GPU): with one rank the trainer itself starts no process group (it
    does so only for world_size > 1), so the probe is what exercises NCCL.
@@ -113,7 +113,7 @@ def build_text_model(directory: Path, texts: list, *, layers: int, hidden: int, 
 
 
 def write_inputs(tmp: Path, args) -> tuple[Path, Path]:
-    from pipeline.sample import load_texts
+    from demo.sample import load_texts
     from train import write_shards  # bench/train.py: the shards bench/train.py measures the loader on
 
     from model.text import load_tokenizer
@@ -175,7 +175,7 @@ def run_trainer(args, text_dir: Path, shard_dir: Path, out: Path, workers: int) 
     import torch
     import torch.utils.data as tud
 
-    from model import train as mmp_train
+    from model.trainer import train as mmp_train
 
     cuda = args.device.startswith("cuda")
     gc.collect()
@@ -284,7 +284,7 @@ def torchrun(args, text_dir: Path, shard_dir: Path, out: Path, budget: float) ->
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "4"))
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
-    cmd = launcher + ["-m", "model.train"] + trainer_argv(args, text_dir, shard_dir, out, args.torchrun_steps,
+    cmd = launcher + ["-m", "model.trainer.train"] + trainer_argv(args, text_dir, shard_dir, out, args.torchrun_steps,
                                                           args.workers[0])
     t0 = time.perf_counter()
     try:
@@ -296,11 +296,11 @@ def torchrun(args, text_dir: Path, shard_dir: Path, out: Path, budget: float) ->
     if rc == 0 and (out / "summary.json").exists():
         s = json.loads((out / "summary.json").read_text())
         rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines() if line.strip()]
-        print(f"  torchrun --nproc_per_node 1 -m model.train: rc 0 in {wall:.1f} s; summary.json: {s['steps']} "
+        print(f"  torchrun --nproc_per_node 1 -m model.trainer.train: rc 0 in {wall:.1f} s; summary.json: {s['steps']} "
               f"steps, world_size {s['world_size']}, final loss {s['final'].get('loss', float('nan')):.4f}; last "
               f"logged samples/s {rows[-1]['samples_per_s'] if rows else 'none'}")
     else:
-        print(f"  torchrun --nproc_per_node 1 -m model.train: rc {rc} after {wall:.1f} s")
+        print(f"  torchrun --nproc_per_node 1 -m model.trainer.train: rc {rc} after {wall:.1f} s")
         for line in tail:
             print(f"    | {line}")
     left = budget - wall
@@ -397,7 +397,7 @@ def main(argv=None) -> int:
                     print(f"\n(1) mmp-train with {workers} loader workers: skipped, {left:.0f} s of the budget left "
                           f"(the last run took {results[-1]['wall']:.0f} s)")
                     continue
-            print(f"\n(1) mmp-train (model.train.main, in this process) on {args.device}, {workers} loader workers")
+            print(f"\n(1) mmp-train (model.trainer.train.main, in this process) on {args.device}, {workers} loader workers")
             out = tmp / f"run-w{workers}"
             res = run_trainer(args, text_dir, shard_dir, out, workers)
             report_trainer(res, args)

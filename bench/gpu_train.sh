@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU pre-training benchmark for a machine with one NVIDIA GPU and no network, done within 8
-# minutes: the real trainer (mmp-train, python -m model.train) at the paper's sizes, an
+# minutes: the real trainer (mmp-train, python -m model.trainer.train) at the paper's sizes, an
 # XLM-R-large-shaped text encoder with random weights built from its config (no download),
 # batch 64, 192 tokens, 128 feature rows, D 1024, bf16 autocast; what bench/gpu_train.py
 # measures (its docstring says what each number is): samples/s, peak GPU memory, the

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.sample import load_texts  # noqa: E402
+from demo.sample import load_texts  # noqa: E402
 
 LANGS = ("en", "de", "fr", "cs", "sw", "ru", "vi", "es", "zh")
 BARE = r"""
@@ -40,7 +40,7 @@ print(n)
 PARTITION = r"""
 import sys
 from pathlib import Path
-from pipeline.release import auto_partitions, partition_language
+from pipeline.release.captions import auto_partitions, partition_language
 out = Path(sys.argv[1]); files = sys.argv[2:]
 partitions = auto_partitions(files)  # what mmp-import's default --partitions auto picks
 for path in files:
@@ -118,7 +118,7 @@ def main() -> int:
                 part, part_rss = min(part, t), max(part_rss, rss)
             imp, imp_rss = (float("nan"), float("nan"))
             if not args.skip_join:
-                imp, imp_rss = _isolated([sys.executable, "-m", "pipeline.importer", "multi-ht100m", "--captions",
+                imp, imp_rss = _isolated([sys.executable, "-m", "pipeline.release.importer", "multi-ht100m", "--captions",
                                           str(caps), "--out", str(work / "data" / "aligned"), "--workers", "2", "--no-progress"])
             print(f"{size:6.2f}G {videos * len(LANGS) // len(LANGS):8d} {mb / bare:16.1f} {mb / part:15.1f} "
                   f"{part / bare:6.2f} {videos * len(LANGS) / part:9.0f} {imp:9.1f} {part_rss:14.0f} / {imp_rss:.0f}")

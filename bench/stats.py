@@ -7,8 +7,8 @@
                                                   # here; or a save_pretrained directory such as XLM-R's)
 
 Generates ``crawl/``, ``aligned/`` and ``mmp/`` in the stages' real parquet schemas
-(``pipeline.crawl.schema_for``, ``pipeline.align_stage.schema_for``,
-``pipeline.import_features.SCHEMA``), each unit with its ``stats.json`` (three crawl
+(``pipeline.crawl.stage.schema_for``, ``pipeline.subtitles.stage.schema_for``,
+``pipeline.release.s3d_features.SCHEMA``), each unit with its ``stats.json`` (three crawl
 runs, the later ones resumes, so the runs table has something to show) and an empty
 tar (mmp-stats never opens tars). Distributions are modelled on the
 paper: most videos with 7 to 9 languages, English ASR, the other languages mostly
@@ -41,9 +41,9 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.align_stage import schema_for as aligned_schema  # noqa: E402
-from pipeline.crawl import schema_for as crawl_schema  # noqa: E402
-from pipeline.import_features import SCHEMA as MMP_SCHEMA  # noqa: E402
+from pipeline.subtitles.stage import schema_for as aligned_schema  # noqa: E402
+from pipeline.crawl.stage import schema_for as crawl_schema  # noqa: E402
+from pipeline.release.s3d_features import SCHEMA as MMP_SCHEMA  # noqa: E402
 
 LANGS = ("en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi")
 TOKENS_PER_CUE = {"en": 8.5, "de": 18.2, "fr": 19.2, "ru": 18.1, "es": 16.5, "cs": 17.7, "sw": 17.7, "zh": 13.6, "vi": 16.4}
@@ -301,7 +301,7 @@ def main() -> int:
               f"{(args.videos + args.unit_size - 1) // args.unit_size:,} units of {args.unit_size:,} rows "
               f"per stage (crawl, aligned, mmp) in {gen:.1f}s")
     report = args.dir / "reports"
-    cmd = [sys.executable, "-m", "pipeline.stats", "--data", str(args.dir), "--out", str(report), "--no-progress"]
+    cmd = [sys.executable, "-m", "pipeline.stats.stage", "--data", str(args.dir), "--out", str(report), "--no-progress"]
     if args.tokenizer:
         cmd += ["--tokenizer", str(tiny_tokenizer(args.dir) if args.tokenizer == "tiny" else args.tokenizer)]
     start = time.time()

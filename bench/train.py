@@ -7,7 +7,7 @@ Measured in one run, on the same freshly written mmp/ shards (r21d [T,512] + s3d
 float16, subtitles in 9 languages from the shipped sample texts):
 - the baseline: reading the tars with ``tarfile`` alone (every member's bytes, nothing
   decoded), with tarfile's defaults, and again with the loader's read buffer (stricter);
-- the real loader (``model.data.ClipStream``: shard shuffle, split, tar reading, .npy and
+- the real loader (``model.trainer.data.ClipStream``: shard shuffle, split, tar reading, .npy and
   JSON decoding, clip sampling, tokenisation, masking, padding) with 0 and 2 worker
   processes; the ratio to the baseline (target >= 0.3x) and samples/s per process, turned
   into the cores that keep 8 GPUs fed at the paper's batch sizes. With 2 workers on a
@@ -49,7 +49,7 @@ def _npy(a) -> bytes:
 
 def write_shards(directory: Path, videos: int, seconds: int, per_shard: int, seed: int = 0) -> list[str]:
     """Shards in the mmp/ layout: features at one row per second, a cue every ~3 s per language."""
-    from pipeline.sample import load_texts
+    from demo.sample import load_texts
 
     rng = random.Random(seed)
     gen = np.random.default_rng(seed)
@@ -90,9 +90,9 @@ def bare_tar_rate(paths: list[str], bufsize: int | None = None) -> tuple[float, 
 
     ``bufsize`` is tarfile's read buffer: its default (``tarfile.RECORDSIZE``, what
     ``tarfile.open(path, 'r|*')`` uses) for the baseline, None for the loader's own
-    (``model.data.TAR_BUFSIZE``), the stricter reference: the same bytes read the same way.
+    (``model.trainer.data.TAR_BUFSIZE``), the stricter reference: the same bytes read the same way.
     """
-    from model.data import TAR_BUFSIZE
+    from model.trainer.data import TAR_BUFSIZE
 
     t0 = time.perf_counter()
     keys = set()
@@ -109,7 +109,7 @@ def loader_rate(paths, text_dir: str, samples: int, workers: int, batch: int, th
     """Samples/s of the real loader over ``samples`` samples: (including start-up, steady after the first batch)."""
     import torch
 
-    from model.data import ClipConfig, ClipStream
+    from model.trainer.data import ClipConfig, ClipStream
     from model.text import load_tokenizer
 
     if threads:
@@ -183,7 +183,7 @@ def train_rate(text_dir: Path, steps: int, batch: int) -> float:
 def retrieval_ms(n: int = 1000, d: int = 1024, repeats: int = 7) -> float:
     import torch
 
-    from model.evaluate import retrieval_metrics
+    from model.trainer.evaluate import retrieval_metrics
 
     g = torch.Generator().manual_seed(0)
     q = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=-1)
@@ -224,14 +224,14 @@ def main(argv=None) -> int:
           f"{os.getloadavg()[0]:.1f}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from model.data import TAR_BUFSIZE
+    from model.trainer.data import TAR_BUFSIZE
     from model.text import load_tokenizer
     from model.tiny import build_text_model
 
     res = {}
     with tempfile.TemporaryDirectory(prefix="mmp-bench-train-") as tmp:
         tmp = Path(tmp)
-        from pipeline.sample import load_texts
+        from demo.sample import load_texts
 
         # a vocabulary learnt from the subtitles' own text, so words split into a realistic
         # number of pieces (a 250k-piece XLM-R vocabulary gives ~1.3 pieces per word)

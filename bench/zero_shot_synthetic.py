@@ -3,7 +3,7 @@
     python bench/zero_shot_synthetic.py                # 3 seeds, about 10 minutes on a 2-core CPU
     python bench/zero_shot_synthetic.py --quick        # 1 seed, fewer steps: a smoke run of under 2 minutes
 
-For each seed the planted-structure corpus (``model/synthetic.py``: concepts shown by noisy
+For each seed the planted-structure corpus (``bench/synthetic.py``: concepts shown by noisy
 video features, captions in 9 synthetic languages) is written as real mmp shards, a tiny
 BERT and WordPiece tokenizer are built from its text (``model/tiny.py``), and every row
 goes through the real ``mmp-train`` and ``mmp-eval``:
@@ -121,7 +121,7 @@ def _common(cfg: BenchConfig, seed: int) -> list[str]:
 
 def _evaluate(corpus: dict, ckpt: Path, out: Path, cfg: BenchConfig) -> dict:
     """R@1 per language (a fraction), queries per language and the number of videos."""
-    from model.evaluate import main as evaluate
+    from model.trainer.evaluate import main as evaluate
 
     _call(evaluate, ["--shards", corpus["shards"]["eval"], "--ckpt", str(ckpt), "--split", "test",
                      "--langs", ",".join(corpus["summary"]["langs"]), "--device", "cpu",
@@ -135,7 +135,7 @@ def _evaluate(corpus: dict, ckpt: Path, out: Path, cfg: BenchConfig) -> dict:
 def run_seed(corpus: dict, text_model: Path, runs: Path, cfg: BenchConfig, seed: int, tick=None) -> dict:
     """Every row of ARMS for one seed: each pre-training once, its checkpoint scored as it is and after
     English fine-tuning; ``{row: {"R@1", "queries", "videos", "seconds", losses}}``."""
-    from model.train import main as train
+    from model.trainer.train import main as train
 
     model = ["--text-model", str(text_model), "--d-model", str(cfg.d_model), "--heads", str(cfg.heads),
              "--head-layers", str(cfg.head_layers), "--dropout", "0", "--text-output-layer", "2",
@@ -214,7 +214,7 @@ def format_table(result: dict) -> str:
 
 def run_benchmark(workdir: Path, cfg: BenchConfig, progress: bool = True) -> dict:
     """Every seed and arm; the result (table, per-seed numbers, losses, timings, settings) as a dict."""
-    from model.synthetic import write_synthetic_corpus
+    from bench.synthetic import write_synthetic_corpus
     from model.tiny import build_text_model
 
     cfg.check()

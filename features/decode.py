@@ -27,7 +27,7 @@ time (a 4K frame never exists at full size in our memory). When decord cannot op
 file, reports unusable timestamps (it returns garbage for some AVI files) or fails part
 way, the whole video is decoded again with PyAV, sequentially, keeping only the needed
 frames, turned upright and resized by FFmpeg's own filters (``_Scaler``). Both use the
-same frame plan and the same scaler, so they give the same bytes (tests/test_s3d_released.py
+same frame plan and the same scaler, so they give the same bytes (tests/features/test_s3d_released.py
 holds both to FFmpeg's chain).
 
 Cost: decoding every frame is the floor (the codec needs them all); beyond it, each

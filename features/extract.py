@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.cli import OldSpelling, add_common_flags, parse_args
-from pipeline.import_features import npy_bytes
-from pipeline.stage import (Stage, Unit, UserError, add_executor_args, executor_options, prepare_output,
+from pipeline.runtime.cli import OldSpelling, add_common_flags, parse_args
+from pipeline.release.s3d_features import npy_bytes
+from pipeline.runtime.stage import (Stage, Unit, UserError, add_executor_args, executor_options, prepare_output,
                             print_summary, run_stage, video_done)
 from shards.layout import MMP, DamagedUnit, UnitFiles, completed_units, is_valid_video_id, read_stats
 from shards.reader import load_json, read_unit
@@ -170,12 +170,12 @@ class ExtractStage(Stage):
                 "specs": {n: spec.to_json() for n, spec in self.specs.items()}}
 
     def built_from(self, unit: Unit) -> dict | None:
-        from pipeline.lineage import unit_identity
+        from pipeline.runtime.lineage import unit_identity
 
         return {"aligned": unit_identity(UnitFiles(self.aligned, "aligned", unit.index))}
 
     def fingerprint(self) -> dict:
-        from pipeline.lineage import content_hash, stage_identity
+        from pipeline.runtime.lineage import content_hash, stage_identity
 
         return {"aligned_identity": stage_identity(self.aligned), "backbones": self.backbones,
                 "weights_identity": {k: content_hash(v) if Path(v).is_file() else str(v)

@@ -1,1 +1,1 @@
-"""The MMP model, its losses, training and retrieval evaluation (mmp-train, mmp-eval)."""
+"""The MMP model library: the model, the text encoder, losses, checkpoints and clip sampling; the trainer is in model.trainer."""

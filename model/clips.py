@@ -3,7 +3,7 @@
 A clip uses little of a sample, so only that little is decoded: the ``.npy`` headers,
 then the clip's rows straight from the tar bytes (``NpyRows``, ``FeatureRows``); the one
 or two subtitle tracks drawn, not all nine (``SubtitleTracks``). ``pretrain_clip`` and
-``caption_clip`` cut one clip from a video and its text; ``model.data.sample_clips`` is
+``caption_clip`` cut one clip from a video and its text; ``model.trainer.data.sample_clips`` is
 the pipeline stage that calls them.
 
 Rows are not assumed to be seconds: ``meta.json`` says, per backbone, where row 0 starts
@@ -28,7 +28,7 @@ import numpy as np
 # JSON members are decoded (and subs.json scanned) by shards.json_members; load_json stays importable here
 from shards.json_members import WS as _WS, load_json, loads as _loads, object_spans as _object_spans  # noqa: F401
 
-from pipeline.langs import MULTI_HT100M_LANGS as LANGS  # the 9 languages of Multi-HowTo100M
+from pipeline.runtime.langs import MULTI_HT100M_LANGS as LANGS  # the 9 languages of Multi-HowTo100M
 FEATURE_MEMBERS = ("r21d", "s3d", "regions")
 MIN_CLIP_SECONDS = 4
 # Rows this close to one second long are taken as one row per second (the contiguous slice).

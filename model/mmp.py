@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .text import TextEncoder, load_text_encoder
+from model.text import TextEncoder, load_text_encoder
 
 # S3D's embedding layer in s3d_howto100m.pth: fc.weight [512, 1024], fc.bias [512].
 S3D_FC_IN, S3D_FC_OUT = 1024, 512
@@ -160,7 +160,7 @@ class MMP(nn.Module):
         return F.normalize(self.text_head(tokens, valid), dim=-1)
 
     def forward(self, batch: dict, with_pairs: bool = True) -> dict:
-        """All embeddings the losses need, for one batch from ``model.data.collate``.
+        """All embeddings the losses need, for one batch from ``model.trainer.data.collate``.
 
         ``with_pairs`` adds the parallel text's embeddings (``pair_text`` and its masked copy
         ``pair_text_noisy``) and the pivoted ones (``pivot_a``, ``pivot_b``). The trainer turns it

@@ -1,1 +1,1 @@
-"""Pipeline stages (crawl, subtitles, alignment, stats) and the machinery that runs them."""
+"""Pipeline stages, one subpackage each (crawl, subtitles, release, downstream, stats), and the runtime they share."""

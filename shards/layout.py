@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .storage import RemotePath, as_path, staging_dir, staging_name
+from shards.storage import RemotePath, as_path, staging_dir, staging_name
 
 VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
 
@@ -185,4 +185,4 @@ MMP = SampleLayout(
 LAYOUTS = {layout.stage: layout for layout in (CRAWL, ALIGNED, MMP)}
 
 # Members that would be unpickled by webdataset's default decoders: never written (nor read).
-from .members import FORBIDDEN_SUFFIXES  # noqa: E402,F401
+from shards.members import FORBIDDEN_SUFFIXES  # noqa: E402,F401

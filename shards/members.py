@@ -13,7 +13,7 @@ member is checked from its header alone, before any of its payload is read:
   claims more than ``MAX_EXTENDED_HEADER`` bytes ends the shard (``BoundedTarInfo``).
 
 ``SampleGrouper`` applies these rules and groups members into samples; both readers (the
-stages' ``shards.reader`` and the trainer's ``model.shard_stream``) use it, and each says
+stages' ``shards.reader`` and the trainer's ``model.trainer.shard_stream``) use it, and each says
 what a refusal or a pickle-format member costs.
 """
 from __future__ import annotations

@@ -17,11 +17,11 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 
-from .json_members import load_json  # noqa: F401  (readers of stage outputs import it from here)
-from .layout import UnitFiles, completed_units
-from .members import (DEFAULT_LIMITS, BoundedTarInfo, MemberLimits, SampleGrouper, is_compressed_name,  # noqa: F401
+from shards.json_members import load_json  # noqa: F401  (readers of stage outputs import it from here)
+from shards.layout import UnitFiles, completed_units
+from shards.members import (DEFAULT_LIMITS, BoundedTarInfo, MemberLimits, SampleGrouper, is_compressed_name,  # noqa: F401
                       split_member_name)
-from .storage import RemotePath, as_path
+from shards.storage import RemotePath, as_path
 
 log = logging.getLogger("mmp.shards")
 

@@ -16,11 +16,11 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from .layout import LAYOUTS, UNIT_RE, DamagedUnit, UnitFiles, read_stats
-from .reader import ShardError, iter_samples, read_rows
-from .storage import RemotePath, as_path, staging_dir, staging_name
-from .versions import add_version_flag
-from .writer import sha256_file
+from shards.layout import LAYOUTS, UNIT_RE, DamagedUnit, UnitFiles, read_stats
+from shards.reader import ShardError, iter_samples, read_rows
+from shards.storage import RemotePath, as_path, staging_dir, staging_name
+from shards.versions import add_version_flag
+from shards.writer import sha256_file
 
 
 @dataclass

@@ -21,8 +21,8 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .layout import FORBIDDEN_SUFFIXES, SampleLayout, UnitFiles
-from .storage import RemotePath, as_path, open_file
+from shards.layout import FORBIDDEN_SUFFIXES, SampleLayout, UnitFiles
+from shards.storage import RemotePath, as_path, open_file
 
 STATS_VERSION = 1
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sample import build_sample
-from pipeline.sample_server import SampleServer
+from demo.sample import build_sample
+from demo.server import SampleServer
 
 REAL_FIXTURES = os.environ.get("MMP_REAL_FIXTURES")
 

@@ -1,0 +1,462 @@
+"""mmp-train: pre-train or fine-tune the MMP model on mmp/ shards, on one CPU or many GPUs.
+
+    mmp-train --shards 'DATA/mmp/mmp-{000000..000099}.tar' --out RUN --text-model xlm-roberta-large
+    torchrun --nproc-per-node 8 -m model.trainer.train --shards ... --out RUN --text-model ...
+
+The run's pieces live beside this file: ``model.trainer.run_setup`` (flags checked against the data and a
+checkpoint, the model config, the step's rate), ``model.trainer.distributed`` (torchrun's environment,
+collectives, teardown), ``model.trainer.validation`` (scoring during training).
+
+DDP is one explicit check of the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK):
+gloo on CPU, nccl on GPU. ``--batch-size`` is the global batch; each rank takes its share,
+and the losses gather embeddings so the negatives span the global batch. Checkpoints
+(model, optimiser, step, configs, every worker's data position) are written atomically
+every ``--ckpt-every`` steps; ``--resume`` continues from the latest.
+
+The paper trains for a number of epochs (16 pre-training, 10 or 20 fine-tuning), so
+``--epochs N`` may stand for ``--steps``: an epoch is one pass over every training shard's
+usable samples, all ranks together. The stream is endless and each loader worker reads its
+own share, so the run stops when the slowest share has been read N times (a faster share
+may start its next pass meanwhile); a resumed run counts on. ``--lr-schedule`` sets the
+rate of each step from the step alone (``constant``, the default, the paper states none;
+``warmup-cosine``), so a resume continues the schedule exactly. With ``--val-shards`` the
+model is scored every ``--val-every`` steps, at each epoch's end and at the last step by
+text->video R@1/5/10 on the validation split (mmp-eval's code, on rank 0 while the others
+wait); the best by R@1 + R@5 + R@10, the paper's selection, is kept as ``RUN/best.pt``,
+for ``mmp-eval --ckpt RUN/best.pt``.
+
+``--s3d-fc s3d_howto100m.pth`` builds the paper's 512 + 512 video input from 1024-d S3D
+rows (released features or extracted mixed_5c): the checkpoint's ``fc`` maps them to
+MIL-NCE's embedding inside the model, fixed, and is saved with it (``model.mmp``).
+
+``--losses`` picks the NCE terms (``model.losses``). The defaults are the paper's: pre-training
+on subtitles trains ``inter,intra``; fine-tuning ``inter,intra,xling``, which uses the parallel
+captions where a sample has them. Without ``xling`` the parallel text is not embedded at all.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+from model.trainer.distributed import broadcast_object, ddp_env, gather_objects, pick_device, shutdown_distributed, to_device
+from pipeline.runtime.cli import OldSpelling, add_common_flags, parse_args
+from pipeline.runtime.langs import MULTI_HT100M_LANGS, add_langs_flag
+
+from model.trainer.run_dir import check_run_dir, given_flags, resolve_paths
+from model.trainer.run_setup import (MEMBER_MB_HELP, TASK_DEFAULTS, ConfigError, check_flags, load_without_video_input, member_limits, lr_at, open_logs, param_groups,
+                        parse_losses, parse_members, read_s3d_fc, resolve_model)
+from model.trainer.stopping import StopRequest, ignore_stop_signals
+from model.trainer.validation import load_validation, validate
+
+log = logging.getLogger("mmp.train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mmp-train",
+        description="Train the MMP model (multilingual text encoder + video encoder, NCE losses) on mmp/ shards. "
+                    "Runs on one CPU as is, and as DDP under torchrun (--nproc-per-node N).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--shards", required=True,
+                   help="shard tars: brace pattern ('mmp/mmp-{000000..000099}.tar'), glob, directory, paths or URLs "
+                        "joined with '::'")
+    p.add_argument("--out", required=True, type=Path, help="run directory: checkpoints, train_log.jsonl, summary.json")
+    p.add_argument("--text-model", help="hub name (xlm-roberta-large, bert-base-multilingual-cased) or a "
+                                        "save_pretrained directory; taken from --init / --resume checkpoints if omitted")
+    p.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="pretrain",
+                   help="pretrain: clips with subtitles (subs.json); finetune: downstream captions (captions.json)")
+    p.add_argument("--init", type=Path, help="start from this checkpoint's weights (e.g. pre-training for fine-tuning)")
+    p.add_argument("--new-video-input", action="store_true",
+                   help="with --init: keep the checkpoint's model but give it a new video input layer for these "
+                        "shards' --video-features (the paper's Multi30K: image region features on an MMP model), "
+                        "trained at --new-input-lr-scale times the rate")
+    p.add_argument("--new-input-lr-scale", type=float, default=2.0,
+                   help="rate multiple of the new video input layer (default 2, the paper's)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out, if any")
+    p.add_argument("--steps", type=int,
+                   help="optimiser steps in total (a resumed run counts on); 1000 when neither this nor --epochs")
+    p.add_argument("--epochs", type=int,
+                   help="train for N passes over the shards' usable samples instead of --steps (a resumed run "
+                        "counts on; the paper: 16 pre-training, 10 or 20 fine-tuning)")
+    p.add_argument("--batch-size", type=int, help="global batch (split over ranks); default 64 pretrain, 128 finetune")
+    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (the peak, with a schedule)")
+    p.add_argument("--lr-schedule", choices=["constant", "warmup-cosine"], default="constant",
+                   help="the rate per step after --warmup-steps of linear warm-up: constant, or cosine decay to 0 "
+                        "over the run (with --epochs its length is known once the first epoch ends; until then "
+                        "the rate stays at --lr)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="steps of linear warm-up from 0 to --lr")
+    p.add_argument("--clip-grad", type=float, default=0.2, help="gradient norm clipping")
+    p.add_argument("--ckpt-every", type=int, default=500, help="steps between checkpoints (the last step always saves)")
+    p.add_argument("--keep", type=int, default=3, help="checkpoints kept in --out")
+    p.add_argument("--loader-workers", "--workers", type=int, default=2, action=OldSpelling, old=("--workers",),
+                   help="data loader processes per rank (0: load in the trainer); --workers in the stages is "
+                        "their number of processes")
+    p.add_argument("--seed", type=int, default=0)
+    add_langs_flag(p, default=MULTI_HT100M_LANGS, help="the languages to sample text from")
+    p.add_argument("--split", default="train", help="finetune: the captions.json split to train on")
+    p.add_argument("--max-text-len", type=int, help="tokens per text; default 192 pretrain, 96 finetune")
+    p.add_argument("--max-video-len", type=int, help="feature rows per clip; default 128 pretrain, 36 finetune")
+    p.add_argument("--video-features", default="r21d,s3d",
+                   help="sample members concatenated as the video input (r21d, s3d, regions); samples lacking one "
+                        "are skipped and counted")
+    p.add_argument("--s3d-fc", type=Path, metavar="PATH",
+                   help="S3D checkpoint (s3d_howto100m.pth) whose fc.weight [512, 1024] / fc.bias [512] map the s3d "
+                        "member's 1024-d mixed_5c rows to the 512-d S3D embedding before the model, fixed (not "
+                        "trained) and saved with the model; the paper's r21d 512 + s3d 512 input")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads per rank (0: torch's default)")
+    g = p.add_argument_group("model (ignored with --init / --resume: the checkpoint's config wins)")
+    g.add_argument("--d-model", type=int, default=1024, help="joint embedding and head width")
+    g.add_argument("--heads", type=int, default=4, help="attention heads per pooling head")
+    g.add_argument("--head-layers", type=int, default=2, help="Transformer layers per pooling head")
+    g.add_argument("--dropout", type=float, default=0.3)
+    g.add_argument("--text-output-layer", type=int, default=12, help="text encoder layer feeding the head (1-based)")
+    g.add_argument("--text-trainable-layers", type=int, default=3,
+                   help="top text encoder layers, up to --text-output-layer, that are trained; the rest is frozen "
+                        "(default 3, the paper's: layers 10-12 of 12; 0 freezes the encoder; the output layer "
+                        "itself trains the embeddings too)")
+    g.add_argument("--text-freeze-below", type=int, help=argparse.SUPPRESS)  # renamed: refused with a pointer
+    g.add_argument("--temperature", type=float, default=0.1, help="NCE softmax temperature")
+    p.add_argument("--losses",
+                   help="NCE terms trained, a comma list from inter (text-video), intra (each against its masked "
+                        "copy), xling (the parallel text: its own inter and intra terms and the visually-pivoted "
+                        "cross-lingual term); default inter,intra for pretrain, inter,intra,xling for finetune")
+    p.add_argument("--mask-prob", type=float, default=0.05, help="intra-modal noise: share of tokens/frames masked")
+    p.add_argument("--shuffle-buffer", type=int, default=100,
+                   help="samples in each worker's shuffle buffer (about 1 MB each for a 5-minute video); shards "
+                        "are shuffled per epoch as well")
+    p.add_argument("--log-every", type=int, default=10, help="steps between log lines")
+    v = p.add_argument_group("validation (text->video retrieval; the best checkpoint is RUN/best.pt)")
+    v.add_argument("--val-shards", help="downstream shards holding the validation split (as --shards); scored at "
+                                        "the last step, each epoch's end with --epochs, and every --val-every steps")
+    v.add_argument("--val-every", type=int,
+                   help="steps between validations; without it, only at epoch ends (--epochs) and the last step")
+    v.add_argument("--val-split", default="val", help="the captions.json split of --val-shards scored")
+    p.add_argument("--max-member-mb", metavar="KIND=MB,...", help=MEMBER_MB_HELP)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_flags(p)
+    return p
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def train(args) -> int:
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from model.checkpoint import load_checkpoint, save_checkpoint
+    from model.trainer.data import ClipConfig, ClipStream, DataError, expand_shards, feature_layout
+    from model.losses import mmp_loss
+    from model.mmp import build_model
+    from model.text import load_tokenizer
+
+    if args.text_freeze_below is not None:
+        keep = max(0, args.text_output_layer - args.text_freeze_below + 1) if args.text_freeze_below else \
+            args.text_output_layer
+        raise ConfigError(f"--text-freeze-below is gone (it trained one layer more than the paper's 'freeze below 9'): "
+                          f"use --text-trainable-layers N, the top N layers trained (the paper: 3; "
+                          f"--text-freeze-below {args.text_freeze_below} was --text-trainable-layers {keep})")
+    check_flags(args)
+    check_run_dir(args, getattr(args, "given", set(vars(args))))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    rank, world, local_rank = ddp_env()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    batch, text_len, video_len = TASK_DEFAULTS[args.task]
+    batch = args.batch_size or batch
+    if batch % world:
+        raise ConfigError(f"--batch-size {batch} is not divisible by the {world} ranks")
+    if args.steps is not None and args.epochs is not None:
+        raise ConfigError(f"--steps {args.steps} and --epochs {args.epochs}: training stops at one of them; "
+                          "give only one")
+    if args.steps is None and args.epochs is None:
+        args.steps = 1000
+    if args.val_every is not None and not args.val_shards:
+        raise ConfigError("--val-every needs --val-shards (the shards holding the validation split)")
+    members = parse_members(args.video_features)
+    losses = parse_losses(args.losses, args.task)
+    urls = expand_shards(args.shards)
+    if len(urls) < world:
+        raise ConfigError(f"--shards names {len(urls)} shards for {world} ranks; every rank needs at least one")
+    limits = member_limits(args.max_member_mb)
+    layout = feature_layout(urls, members, limits=limits)
+    fc = read_s3d_fc(args, members, layout)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    cfg, ck, resumed = resolve_model(args, members, layout, fc)
+    val = load_validation(args, cfg, members, args.max_video_len or video_len, rank, world)
+    tokenizer = load_tokenizer(args.text_model or cfg.text_model)
+    torch.manual_seed(args.seed)
+    model = build_model(cfg)
+    start_step, positions, state = 0, None, {}
+    if ck is not None and not resumed and args.new_video_input:
+        load_without_video_input(model, ck["model"], ck["path"])
+        if fc is not None:
+            model.set_s3d_fc(fc[0], fc[1])
+    elif ck is not None:
+        model.load_state_dict(ck["model"])  # an s3d fc comes with the checkpoint's weights
+    elif fc is not None:
+        model.set_s3d_fc(fc[0], fc[1])
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(param_groups(model, params, cfg.video_input_lr_scale), lr=args.lr)
+    workers = min(args.loader_workers, max(1, len(urls) // world)) if args.loader_workers > 0 else 0
+    if resumed:
+        opt.load_state_dict(ck["optimizer"])  # the moments continue; the rate is this command's schedule's
+        start_step = int(ck["step"])
+        state = ck.get("train_state") or {}
+        dp = ck["data_position"]
+        if dp.get("world_size") == world and dp.get("workers") == workers:
+            positions = dp["ranks"][rank]
+        else:
+            log.warning("resuming with %d ranks x %d workers (checkpoint: %s x %s): the data stream restarts "
+                        "at the epoch start", world, workers, dp.get("world_size"), dp.get("workers"))
+    ddp = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) \
+        if world > 1 else model
+
+    clip = ClipConfig(task=args.task, langs=tuple(args.langs),
+                      members=members, max_text_len=args.max_text_len or text_len,
+                      max_video_len=args.max_video_len or video_len, split=args.split, mask_prob=args.mask_prob,
+                      pairs="xling" in losses)
+    args.batch_size, args.max_text_len, args.max_video_len = batch, clip.max_text_len, clip.max_video_len
+    args.losses = ",".join(losses)  # the run config records what this run trains, defaults resolved
+    dataset = ClipStream(urls, tokenizer, clip, batch // world, seed=args.seed, rank=rank, world_size=world,
+                         shuffle_buffer=args.shuffle_buffer, positions=positions,
+                         start_epoch=int(state.get("epochs_done", 0)), limits=limits)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
+                                         prefetch_factor=4 if workers else None,
+                                         pin_memory=device.type == "cuda",
+                                         worker_init_fn=ignore_stop_signals if workers else None)
+
+    if resumed and (start_step >= args.steps if args.epochs is None else state.get("epochs_done", 0) >= args.epochs):
+        if rank == 0:
+            print(f"mmp-train: the run in {args.out} is complete at step {start_step}; its checkpoints and "
+                  "summary.json stand (give a larger --steps or --epochs to train on)")
+        return 0
+    run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "given"}
+    run_config.update(world_size=world, global_batch=batch, workers_per_rank=workers, clip=asdict(clip),
+                      shards=len(urls), video_dim=cfg.video_dim, row_dim=cfg.row_dim, s3d_fc_map=cfg.s3d_fc,
+                      losses=list(losses))
+    if rank == 0:
+        (args.out / "run_config.json").write_text(json.dumps(run_config, indent=2, sort_keys=True) + "\n")
+    jsonl, tb = open_logs(args.out, rank)
+    worker_pos = {int(k): tuple(v) for k, v in (positions or {}).items()}
+    worker_counts: dict = {}
+
+    def data_position():
+        ranks = gather_objects({w: list(p) for w, p in worker_pos.items()}, world)
+        return {"world_size": world, "workers": workers, "ranks": ranks}
+
+    def counts_total():
+        total = Counter()
+        for part in gather_objects(worker_counts, world):
+            for c in part.values():
+                total.update(c)
+        return dict(sorted(total.items()))
+
+    epochs_done = int(state.get("epochs_done", 0))
+    streams = {w: epochs_done for w in range(max(workers, 1))}  # epochs done per worker on this rank
+    steps_per_epoch = state.get("steps_per_epoch")
+    best = state.get("best")
+    if resumed and rank == 0 and (args.out / "best.pt").is_file():  # it may be newer than the checkpoint resumed
+        kept = load_checkpoint(args.out / "best.pt")["train_state"].get("best")
+        if kept and (best is None or kept["rsum"] > best["rsum"]):
+            best = kept
+    best = broadcast_object(best, world)
+
+    def global_epochs() -> int:
+        """Epochs done by every worker of every rank (the slowest share's count)."""
+        mine = torch.tensor([min(streams.values())], dtype=torch.long, device=device)
+        if world > 1:
+            dist.all_reduce(mine, op=dist.ReduceOp.MIN)
+        return int(mine.item())
+
+    def total_steps():
+        if args.epochs is None:
+            return args.steps
+        return None if steps_per_epoch is None else args.epochs * steps_per_epoch
+
+    def train_state(lr):
+        return {"epochs_done": epochs_done, "steps_per_epoch": steps_per_epoch, "best": best, "lr": lr}
+
+    def finished(at: int) -> bool:
+        return at >= args.steps if args.epochs is None else epochs_done >= args.epochs
+
+    use_amp = device.type == "cuda"
+    bar = None
+    if rank == 0 and not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.steps, initial=start_step, desc="mmp-train", unit="step")
+    def checkpoint(at: int, lr: float) -> None:
+        nonlocal epochs_done
+        if args.epochs is None:
+            epochs_done = global_epochs()
+        position = data_position()
+        if rank == 0:
+            save_checkpoint(args.out, at, model.state_dict(), opt.state_dict(), model_config=cfg.to_json(),
+                            run_config=run_config, data_position=position, keep=args.keep, train_state=train_state(lr))
+
+    stop = StopRequest().__enter__()
+    interrupted = 0
+    it = iter(loader)
+    started, last_time, last_step = time.time(), time.time(), start_step
+    terms = {}
+    step = start_step
+    model.train()
+    try:
+        while not finished(step):
+            step += 1
+            try:
+                b = next(it)
+            except StopIteration:
+                seen = sum((Counter(c) for c in worker_counts.values()), Counter())
+                raise DataError(f"the shards stopped giving batches of {batch // world} samples on rank {rank} "
+                                f"(counts so far: {dict(sorted(seen.items()))}; the log names the cause); check "
+                                "--task, --langs, --video-features and --split against the data") from None
+            worker_pos[b["position"]["worker"]] = (b["position"]["epoch"], b["position"]["raw"])
+            worker_counts[b["position"]["worker"]] = b["counts"]
+            streams[b["position"]["worker"]] = b["position"]["epochs_done"]
+            lr = lr_at(step, args.lr, args.lr_schedule, args.warmup_steps, total_steps())
+            for group in opt.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            tensors = to_device(b, device)
+            with_pairs = False
+            if "xling" in losses:  # every rank takes the same branch: one with pairs makes all embed them
+                has_pairs = tensors["pair_valid"].any().to(torch.int32)
+                if world > 1:
+                    dist.all_reduce(has_pairs, op=dist.ReduceOp.MAX)
+                with_pairs = bool(has_pairs.item())
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = ddp(tensors, with_pairs=with_pairs)
+            terms = mmp_loss(out, cfg.temperature, losses)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
+            opt.step()
+            epoch_end = False
+            if args.epochs is not None:
+                done = global_epochs()
+                epoch_end, epochs_done = done > epochs_done, max(done, epochs_done)
+                if epoch_end and steps_per_epoch is None:
+                    steps_per_epoch = max(1, step // epochs_done)  # the first epoch's length sets the horizon
+            last = finished(step)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{terms['loss'].item():.4f}",
+                                **({"epoch": epochs_done} if args.epochs is not None else {}))
+            if rank == 0 and (step % args.log_every == 0 or last or epoch_end or step == start_step + 1):
+                now = time.time()
+                row = {"step": step, "lr": lr, "grad_norm": float(grad_norm),
+                       "samples_per_s": round((step - last_step) * batch / max(now - last_time, 1e-9), 2),
+                       "time": round(now - started, 3)}
+                row.update({k: v.item() for k, v in terms.items()})
+                if args.epochs is not None:
+                    row["epochs"] = epochs_done
+                jsonl.write(json.dumps(row) + "\n")
+                if tb is not None:
+                    for k, v in row.items():
+                        if k != "step":
+                            tb.add_scalar(f"train/{k}", v, step)
+                last_time, last_step = now, step
+            if args.val_shards and (last or epoch_end or (args.val_every and step % args.val_every == 0)):
+                if args.epochs is None:
+                    epochs_done = global_epochs()
+                scores, better = None, False
+                if rank == 0:  # the others wait in the broadcast, so none runs ahead into a collective
+                    scores = validate(model, tokenizer, val, clip.max_text_len, device)
+                    better = best is None or scores["rsum"] > best["rsum"]
+                    if better:
+                        best = {"step": step, "epochs": epochs_done, **scores}
+                scores, better, best = broadcast_object((scores, better, best), world)
+                if rank == 0:
+                    row = {"step": step, **{f"val/{k}": v for k, v in scores.items()}, "val/best": better}
+                    if args.epochs is not None:
+                        row["epochs"] = epochs_done
+                    jsonl.write(json.dumps(row) + "\n")
+                    if tb is not None:
+                        for k in ("R@1", "R@5", "R@10", "MdR", "rsum"):
+                            tb.add_scalar(f"val/{k}", scores[k], step)
+                if better:
+                    position = data_position()
+                    if rank == 0:
+                        save_checkpoint(args.out, step, model.state_dict(), opt.state_dict(),
+                                        model_config=cfg.to_json(), run_config=run_config, data_position=position, keep=0,
+                                        train_state={**train_state(lr), "val": scores}, name="best.pt")
+            saved = step % args.ckpt_every == 0 or last
+            if saved:
+                checkpoint(step, lr)
+            interrupted = 0 if last else stop.agreed(world, device)
+            if interrupted:
+                if not saved:
+                    checkpoint(step, lr)
+                break
+        if args.epochs is None:
+            epochs_done = global_epochs()
+        counts = counts_total()
+    finally:
+        stop.__exit__()
+        if bar is not None:
+            bar.close()
+        if jsonl is not None:
+            jsonl.close()
+        if tb is not None:
+            tb.close()
+    if interrupted:
+        if rank == 0:
+            print(f"mmp-train: interrupted at step {step}: checkpoint written in {args.out}; run the same command "
+                  "with --resume to continue")
+        return 128 + interrupted
+    if rank == 0:
+        summary = {"steps": step, "started_at_step": start_step, "resumed": resumed, "world_size": world,
+                   "global_batch": batch, "seconds": round(time.time() - started, 3), "epochs": epochs_done,
+                   "steps_per_epoch": steps_per_epoch, "lr_schedule": args.lr_schedule, "best": best,
+                   "final": {k: v.item() for k, v in terms.items()}, "counts": counts}
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        print(f"mmp-train: {step} steps ({epochs_done} epochs) in {summary['seconds']:.1f}s, "
+              f"loss {summary['final'].get('loss', float('nan')):.4f}; checkpoints in {args.out}")
+        if best is not None:
+            print(f"mmp-train: best on {args.val_split}: step {best['step']}, R@1 {best['R@1']:.1f} "
+                  f"R@5 {best['R@5']:.1f} R@10 {best['R@10']:.1f}; {args.out / 'best.pt'}")
+        skipped = {k: v for k, v in counts.items() if k.startswith(("skipped/", "error/"))}
+        if skipped:
+            print(f"mmp-train: skipped input: {skipped}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from model.checkpoint import CheckpointError
+    from model.trainer.data import DataError
+    from model.text import TextModelError
+
+    parser = build_parser()
+    args = parse_args(parser, argv)
+    args.given = given_flags(parser, sys.argv[1:] if argv is None else argv) | set(getattr(args, "config_given", ()))
+    resolve_paths(args)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    finished = False
+    try:
+        code = train(args)
+        finished = True
+        return code
+    except (ConfigError, DataError, TextModelError, CheckpointError) as exc:
+        print(f"mmp-train: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown_distributed(finished)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

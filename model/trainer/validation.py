@@ -1,0 +1,53 @@
+"""Validation during mmp-train: the split is read on rank 0 and scored with mmp-eval's code."""
+from __future__ import annotations
+
+from model.trainer.distributed import broadcast_object
+from model.trainer.run_setup import ConfigError, check_video_dim, member_limits
+
+def load_validation(args, cfg, members, max_video_len: int, rank: int, world: int):
+    """The validation split ``(videos, queries)`` on rank 0 (None elsewhere, and without
+    --val-shards); every rank raises the same ConfigError when it cannot be used."""
+    from model.trainer.data import DataError, expand_shards, feature_dim
+    from model.trainer.evaluate import load_split
+
+    if not args.val_shards:
+        return None
+    val, err = None, None
+    if rank == 0:
+        try:
+            urls = expand_shards(args.val_shards)
+            limits = member_limits(args.max_member_mb)
+            check_video_dim(cfg, feature_dim(urls, members, limits=limits), members, "the model")
+            langs = list(args.langs)
+            _, videos, queries, counts, _ = load_split(urls, members, args.val_split, langs, max_video_len,
+                                                  limits)
+            if not videos or not queries:
+                err = (f"--val-shards hold no {args.val_split!r} video with --video-features {','.join(members)} "
+                       f"and a caption in --langs {','.join(langs)} (counts: {counts}); pick the split with --val-split")
+            val = (videos, queries)
+        except (DataError, ConfigError) as exc:
+            err = str(exc).replace("--shards", "--val-shards")
+    err = broadcast_object(err, world)
+    if err:
+        raise ConfigError(err)
+    return val
+
+
+def validate(model, tokenizer, val, max_text_len: int, device) -> dict:
+    """Text->video retrieval on the validation split, averaged over its query languages, with
+    ``rsum`` = R@1 + R@5 + R@10 (the paper's model selection)."""
+    from model.trainer.evaluate import retrieve
+
+    videos, queries = val
+    model.eval()
+    try:
+        results, average = retrieve(model, tokenizer, videos, queries, batch_size=64, max_text_len=max_text_len,
+                                    device=device)
+    finally:
+        model.train()
+    scores = {k: round(v, 4) for k, v in average.items()}
+    scores["rsum"] = round(average["R@1"] + average["R@5"] + average["R@10"], 4)
+    scores["queries"] = sum(r["queries"] for r in results.values())
+    scores["videos"] = len(videos)
+    return scores
+

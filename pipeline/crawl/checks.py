@@ -1,0 +1,61 @@
+"""What ``mmp-crawl`` checks before it asks YouTube anything, and ``mmp-crawl --check``.
+
+The checks themselves (yt-dlp, the JS runtime, EJS, PO-token plugins, cookies, proxies)
+live in ``pipeline.crawl.ytdlp_env``; this module turns them into the crawl's verdicts.
+"""
+from __future__ import annotations
+
+import logging
+
+from pipeline.crawl.politeness import default_budget_dir
+from pipeline.runtime.stage import UserError
+
+log = logging.getLogger("mmp.crawl")
+
+
+def budget_line(rate, adaptive: bool, quiet: float, sleep_subtitles: float, budget_dir) -> str:
+    if not rate:
+        return f"no request limit; {sleep_subtitles:g} s before each subtitle file"
+    how = f"adaptive: halved on refusals, back up after {quiet:g} s quiet" if adaptive else "fixed"
+    return (f"{rate:g} requests/s per egress address ({how}), {sleep_subtitles:g} s before each subtitle file, "
+            f"shared through {budget_dir or default_budget_dir()}")
+
+
+def check_main(args) -> int:
+    """``mmp-crawl --check``: is this machine ready to crawl? Offline, one line a check."""
+    from pipeline.crawl.ytdlp_env import checks_exit_code, format_checks, run_checks
+
+    proxies = [p.strip() for arg in args.proxy for p in arg.split(",") if p.strip()]
+    checks = run_checks(js_runtime_spec=args.js_runtime, cookies=str(args.cookies) if args.cookies else None,
+                        proxies=proxies, extractor_args=list(args.extractor_args),
+                        budget_line=budget_line(args.max_requests_per_second, args.adaptive_rate,
+                                                args.rate_quiet_seconds, args.sleep_subtitles, args.budget_dir))
+    print(format_checks(checks))
+    return checks_exit_code(checks)
+
+
+def preflight(cfg, allow_no_js_runtime: bool) -> None:
+    """The checks a crawl runs before any worker starts; a problem the user must fix is a UserError."""
+    from pipeline.crawl.ytdlp_env import CookieFileError, find_js_runtime, inspect_cookies, parse_extractor_args
+
+    if cfg.cookies:
+        try:
+            inspect_cookies(cfg.cookies)
+        except CookieFileError as exc:
+            raise UserError(str(exc)) from None
+    try:
+        parse_extractor_args(list(cfg.extractor_args))
+        runtime = find_js_runtime(cfg.js_runtime)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if cfg.info_json:  # nothing is asked of YouTube's player: no challenge to solve
+        return
+    if runtime is None or not runtime.accepted:
+        why = runtime.reason if runtime is not None else "none was found"
+        if not allow_no_js_runtime:
+            raise UserError(f"yt-dlp has no usable JavaScript runtime ({why}), so YouTube would serve it one client "
+                            f"and subtitles may be missing: install the project's dependencies (they bring deno), or "
+                            f"name one with --js-runtime NAME:PATH (see `mmp-crawl --check`); "
+                            f"--allow-no-js-runtime crawls anyway")
+        log.warning("crawling without a usable JavaScript runtime (%s): yt-dlp falls back to one client and "
+                    "subtitles may be missing", why)

@@ -1,0 +1,223 @@
+"""``mmp-crawl``'s flags and the ``CrawlConfig`` they become.
+
+Every number a flag takes is checked where it is parsed (a bad one is argparse's one-line
+error, exit 2), so no worker ever starts with a setting that makes each unit fail.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from shards.storage import is_url, local_copy
+
+from pipeline.crawl import errors
+from pipeline.runtime.cli import add_common_flags
+from pipeline.runtime.langs import MULTI_HT100M_LANGS, add_langs_flag, parse_langs
+from pipeline.runtime.stage import UserError, add_executor_args
+from pipeline.crawl.url_policy import parse_allowed
+
+DEFAULT_LANGS = MULTI_HT100M_LANGS
+DEFAULT_VIDEO_FORMAT = "best[ext=mp4][height<=360]/best[height<=360]/worst[ext=mp4]/worst"
+# Politeness a fresh address survives: YouTube refuses the machine-translated tracks first
+# (yt-dlp issues #13831, #13770, #17536, where users report 429s from bursts of a few
+# subtitle requests a second and recommend pauses; yt-dlp's own "-t sleep" preset waits
+# 5 s per subtitle). Well under one request a second per egress address, shared by every
+# worker, with a pause before each subtitle file; the adaptive budget slows down further.
+DEFAULT_RATE = 0.5
+DEFAULT_SLEEP_SUBTITLES = 1.0
+_POT_VALUE = re.compile(r"(po_token=|\+)[^;,\s]+")  # PO tokens in --extractor-args are credentials
+
+
+@dataclass
+class CrawlConfig:
+    videos: str
+    out: str
+    langs: list = field(default_factory=lambda: list(DEFAULT_LANGS))
+    lang_variants: dict = field(default_factory=dict)  # e.g. {"zh": "zh-Hant"}: the YouTube key tried first
+    info_json: str | None = None
+    download_video: bool = False
+    video_format: str = DEFAULT_VIDEO_FORMAT
+    max_requests_per_second: float | None = DEFAULT_RATE  # None: no limit (--no-request-limit)
+    adaptive_rate: bool = True          # halve on 429 / bot checks, creep back after a quiet period
+    rate_quiet_seconds: float = 60.0
+    sleep_subtitles: float = DEFAULT_SLEEP_SUBTITLES
+    js_runtime: str | None = None       # NAME[:PATH]; default: the deno installed with the project
+    extractor_args: list = field(default_factory=list)  # yt-dlp's --extractor-args, in its syntax
+    cookies: str | None = None
+    proxies: list = field(default_factory=list)
+    allow_hosts: list = field(default_factory=list)  # hosts fetched from besides YouTube's (url_policy)
+    socket_timeout: float = 20.0
+    retries: int = 4
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    unit_size: int = 1000
+    budget_dir: str | None = None
+    budget_name: str = "youtube"
+    breaker_threshold: int = 5
+    breaker_pause: float = 60.0
+    breaker_max_pauses: int = 6
+    egress: list = field(default_factory=list)  # egress address labels; units spread over them (Ray)
+    budget_backend: str = "file"  # "file": one budget per machine; "ray": one actor per egress address
+
+    def public(self) -> dict:
+        """For config.json: cookie path kept, cookie contents never read here; proxy passwords hidden."""
+        d = asdict(self)
+        d["proxies"] = [errors.redact(p) for p in self.proxies]
+        d["extractor_args"] = [_POT_VALUE.sub(r"\1***", a) for a in self.extractor_args]
+        return d
+
+
+# ---------------------------------------------------------------- flag types
+
+def _number(kind, test, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; give {what}") from None
+        if not math.isfinite(value) or not test(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range; give {what}")
+        return value
+    return parse
+
+
+count = _number(int, lambda v: v >= 0, "a whole number, 0 or more")
+at_least_one = _number(int, lambda v: v >= 1, "a whole number, 1 or more")
+seconds = _number(float, lambda v: v >= 0, "seconds, 0 or more")
+positive_seconds = _number(float, lambda v: v > 0, "seconds, more than 0")
+rate = _number(float, lambda v: v > 0, "requests per second, more than 0 (--no-request-limit for none)")
+
+
+def allowed_host(text: str) -> str:
+    try:
+        return parse_allowed(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--allow-host ")) from None
+
+
+# ---------------------------------------------------------------- the parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mmp-crawl",
+        description="Fetch YouTube subtitles in several languages (one manual, ASR or machine-translated "
+        "track per language, as WebVTT) for a list of videos, into resumable WebDataset shards in --out "
+        "(e.g. DATA/crawl).",
+        epilog="Re-running the same command resumes: finished units are skipped. --retry-failed asks again "
+        "for what failed transiently in earlier runs (rate_limited, bot_check, network, server_error, "
+        "bad_response, po_token_required), whole videos or single tracks, keeping every track already fetched. "
+        "Run `mmp-crawl --check` first on a new machine.",
+    )
+    p.add_argument("--check", action="store_true",
+                   help="only check, offline, whether this machine is ready to crawl (yt-dlp, JS runtime, EJS "
+                   "scripts, PO-token plugins, and --cookies, --proxy and the request budget when given); "
+                   "one line each, exit 0 when ready")
+    p.add_argument("--videos",
+                   help="CSV/TSV (e.g. HowTo100M_v1.csv), Parquet, or a text file of ids or YouTube URLs "
+                   "(a path or an fsspec URL such as s3://bucket/videos.csv)")
+    p.add_argument("--out",
+                   help="the crawl directory, a path or an fsspec URL (e.g. DATA/crawl or s3://bucket/data/crawl): "
+                   "crawl-NNNNNN.tar/.parquet/.stats.json and config.json go straight into it")
+    add_langs_flag(p, default=DEFAULT_LANGS, read=parse_langs,
+                   help="the languages to ask YouTube for, as YouTube spells them; a variant (zh-Hant, pt-BR) is "
+                   "stored as its language (zh, pt), that variant tried first and recorded")
+    p.add_argument("--info-json", type=Path, help="read saved info JSON (DIR/ID.info.json) instead of asking YouTube")
+    p.add_argument("--download-video", action="store_true", help="also fetch the video into the sample")
+    p.add_argument("--video-format", default=DEFAULT_VIDEO_FORMAT, help="yt-dlp format selector for --download-video")
+    p.add_argument("--unit-size", type=at_least_one, default=1000, help="videos per work unit (default 1000)")
+    p.add_argument("--retry-failed", action="store_true", help="re-crawl the transient failures of earlier runs")
+    p.add_argument("--allow-host", action="append", default=[], type=allowed_host, metavar="HOST[:PORT]",
+                   help="also fetch from this host (only YouTube's are fetched otherwise, and never an address "
+                   "on this machine or its network); repeatable. For a stand-in server, e.g. 127.0.0.1:8000")
+    _add_politeness_args(p)
+    yt = p.add_argument_group("yt-dlp")
+    yt.add_argument("--js-runtime", metavar="NAME[:PATH]",
+                    help="the JavaScript runtime yt-dlp solves YouTube's challenges with: deno, node, bun or "
+                    "quickjs, optionally with its path (default: the deno installed with this project, else "
+                    "one on PATH)")
+    yt.add_argument("--allow-no-js-runtime", action="store_true",
+                    help="crawl YouTube even without a usable JavaScript runtime (yt-dlp then falls back to one "
+                    "client and subtitles may be missing)")
+    yt.add_argument("--extractor-args", action="append", default=[], metavar="KEY:ARGS",
+                    help="passed to yt-dlp as its own --extractor-args, e.g. "
+                    "'youtube:player_client=default,mweb' (repeatable)")
+    add_executor_args(p)
+    add_common_flags(p)
+    return p
+
+
+def _add_politeness_args(p) -> None:
+    pol = p.add_argument_group("politeness and robustness")
+    pol.add_argument("--max-requests-per-second", type=rate, default=DEFAULT_RATE,
+                     help=f"request budget of one egress address, shared by every crawl process on this machine "
+                     f"(default {DEFAULT_RATE}). It is the ceiling: on a 429 or a bot check the rate "
+                     "is halved, and creeps back up after a quiet period")
+    pol.add_argument("--no-request-limit", dest="max_requests_per_second", action="store_const", const=None,
+                     help="no request budget at all (for a local stand-in server, never for YouTube)")
+    pol.add_argument("--no-adaptive-rate", dest="adaptive_rate", action="store_false",
+                     help="keep the request rate fixed at --max-requests-per-second, whatever YouTube answers")
+    pol.add_argument("--rate-quiet-seconds", type=positive_seconds, default=60.0,
+                     help="seconds without a refusal before the adaptive rate creeps back up (default 60)")
+    pol.add_argument("--sleep-subtitles", type=seconds, default=DEFAULT_SLEEP_SUBTITLES,
+                     help=f"seconds to pause before each subtitle file (default {DEFAULT_SLEEP_SUBTITLES})")
+    pol.add_argument("--cookies", type=Path, help="Netscape cookies file (its contents are never logged or copied to outputs)")
+    pol.add_argument("--proxy", action="append", default=[],
+                     help="proxy URL; repeat or comma-separate several to rotate between them")
+    pol.add_argument("--socket-timeout", type=positive_seconds, default=20.0,
+                     help="seconds before a silent connection fails")
+    pol.add_argument("--retries", type=count, default=4, help="retries of a transient failure (backoff with jitter)")
+    pol.add_argument("--backoff-base", type=seconds, default=1.0, help="first backoff in seconds; doubles per retry")
+    pol.add_argument("--backoff-max", type=seconds, default=60.0, help="longest single backoff, Retry-After included")
+    pol.add_argument("--budget-dir", type=Path, help="where the machine-wide request budget lives (default: a temp dir; "
+                     "with --executor ray the budget is a Ray actor per egress address instead)")
+    pol.add_argument("--egress", action="append", default=[],
+                     help="with --executor ray: name of an outbound address (repeat or comma-separate several); "
+                     "units are dealt over them, each needs one Ray resource egress_NAME (nodes that send from "
+                     "that address advertise it: ray start --resources '{\"egress_NAME\": 4}') and shares one "
+                     "request budget per name. Without it the budget is per node (or per --proxy set)")
+    pol.add_argument("--breaker-threshold", type=at_least_one, default=5,
+                     help="429s or bot checks in a row that pause the whole crawl")
+    pol.add_argument("--breaker-pause", type=positive_seconds, default=60.0,
+                     help="first pause in seconds; doubles each time")
+    pol.add_argument("--breaker-max-pauses", type=at_least_one, default=6, help="pauses in a row before the crawl halts")
+
+
+def config_from_args(args) -> CrawlConfig:
+    if not args.videos or not args.out:
+        raise UserError("--videos and --out are required (or run `mmp-crawl --check` alone)")
+    langs, variants = args.langs
+    proxies = [p.strip() for arg in args.proxy for p in arg.split(",") if p.strip()]
+    egress = [e.strip() for arg in args.egress for e in arg.split(",") if e.strip()]
+    bad_egress = [e for e in egress if not e.replace("_", "").replace("-", "").isalnum()]
+    if bad_egress:
+        raise UserError(f"--egress names are letters, digits, - and _ (got {bad_egress[0]!r})")
+    if egress and args.executor != "ray":
+        raise UserError("--egress places units on Ray nodes by address; use it with --executor ray")
+    videos = args.videos
+    if is_url(videos):  # a small list: read from a local copy
+        try:
+            videos = local_copy(videos)
+        except FileNotFoundError:
+            raise UserError(f"--videos {videos} does not exist") from None
+    if args.info_json is not None and not args.info_json.is_dir():
+        raise UserError(f"--info-json {args.info_json} is not a directory of ID.info.json files")
+    if args.cookies is not None and not args.cookies.is_file():
+        raise UserError(f"--cookies {args.cookies} does not exist or is not a file")
+    return CrawlConfig(
+        videos=str(videos), out=str(args.out), langs=langs, lang_variants=variants, egress=egress,
+        budget_backend="ray" if args.executor == "ray" else "file",
+        info_json=str(args.info_json) if args.info_json else None,
+        download_video=args.download_video, video_format=args.video_format,
+        max_requests_per_second=args.max_requests_per_second, sleep_subtitles=args.sleep_subtitles,
+        adaptive_rate=args.adaptive_rate, rate_quiet_seconds=args.rate_quiet_seconds,
+        js_runtime=args.js_runtime, extractor_args=list(args.extractor_args),
+        cookies=str(args.cookies) if args.cookies else None, proxies=proxies, allow_hosts=list(args.allow_host),
+        socket_timeout=args.socket_timeout, retries=args.retries, backoff_base=args.backoff_base,
+        backoff_max=args.backoff_max, unit_size=args.unit_size,
+        budget_dir=str(args.budget_dir) if args.budget_dir else None,
+        breaker_threshold=args.breaker_threshold, breaker_pause=args.breaker_pause,
+        breaker_max_pauses=args.breaker_max_pauses,
+    )

@@ -1,0 +1,165 @@
+"""HTTP fetching for the crawl: one request per file, retried politely.
+
+Every request waits for the shared ``RequestBudget``. Transient failures (429,
+5xx, resets, stalls, truncated bodies) are retried with exponential backoff and
+full jitter; a ``Retry-After`` header is honoured. The error raised at the end
+carries the real cause of the last attempt. A URL the ``UrlPolicy`` refuses (another
+scheme or host, an address on this machine or its network, directly or by a redirect)
+is never requested and fails for good as ``refused_url``.
+"""
+from __future__ import annotations
+
+import email.utils
+import http.client
+import http.cookiejar
+import itertools
+import logging
+import random
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from pipeline.crawl import errors
+from pipeline.crawl.politeness import RequestBudget
+from pipeline.crawl.url_policy import REFUSED_URL, UrlPolicy, UrlRefused, build_opener
+
+log = logging.getLogger("mmp.fetch")
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+
+
+class FetchError(Exception):
+    def __init__(self, status: str, message: str, http_status: int | None = None):
+        super().__init__(message)
+        self.status, self.message, self.http_status = status, message, http_status
+
+    @property
+    def transient(self) -> bool:
+        return self.status in errors.TRANSIENT
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@dataclass
+class RetryPolicy:
+    retries: int = 4            # attempts after the first
+    backoff_base: float = 1.0   # seconds; doubles per attempt
+    backoff_max: float = 60.0   # cap for one wait (Retry-After included)
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        jittered = random.uniform(0, min(self.backoff_max, self.backoff_base * (2 ** attempt)))
+        if retry_after is not None:
+            return min(self.backoff_max, max(retry_after, jittered))
+        return jittered
+
+
+class Fetcher:
+    """Fetches URLs through the shared budget, rotating proxies, with cookies if given."""
+
+    def __init__(self, budget: RequestBudget, *, timeout: float = 20.0, policy: RetryPolicy | None = None,
+                 proxies: list[str] | None = None, cookies: str | None = None, max_bytes: int = 256 << 20,
+                 url_policy: UrlPolicy | None = None):
+        self.budget = budget
+        self.url_policy = url_policy or UrlPolicy()
+        self.timeout = timeout
+        self.policy = policy or RetryPolicy()
+        self.max_bytes = max_bytes
+        jar = None
+        if cookies:
+            jar = http.cookiejar.MozillaCookieJar(cookies)
+            try:
+                jar.load(ignore_discard=True, ignore_expires=True)
+            except (OSError, http.cookiejar.LoadError) as exc:
+                raise ValueError(f"cookie file {cookies} could not be loaded ({type(exc).__name__}); "
+                                 f"export it in Netscape format") from None
+        self._openers = []
+        for proxy in proxies or [None]:
+            cookie_handlers = [urllib.request.HTTPCookieProcessor(jar)] if jar is not None else []
+            self._openers.append(build_opener(self.url_policy, *cookie_handlers, proxy=proxy))
+        self._rotation = itertools.cycle(range(len(self._openers)))
+        self.requests = 0
+
+    def _once(self, url: str) -> bytes:
+        opener = self._openers[next(self._rotation)]
+        self.budget.acquire()
+        self.requests += 1
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Language": "en-US,en;q=0.8"})
+        with opener.open(request, timeout=self.timeout) as response:
+            final_url = response.geturl() or url
+            length = response.headers.get("Content-Length")
+            body = response.read(self.max_bytes + 1)
+            if len(body) > self.max_bytes:
+                raise FetchError(errors.ERROR, f"response larger than {self.max_bytes} bytes from {_short(url)}")
+            if length is not None and length.isdigit() and int(length) != len(body):
+                raise http.client.IncompleteRead(body, int(length) - len(body))
+            if "/sorry/" in final_url:
+                raise FetchError(errors.BOT_CHECK, f"redirected to a bot check page ({_short(final_url)})")
+            return body
+
+    def get(self, url: str, check=None) -> bytes:
+        """The body of ``url``. ``check(body)`` may return a FetchError for a 200 that is not
+        the file (an empty body, an HTML page): a transient one is retried like a 429."""
+        why = self.url_policy.problem(url)
+        if why is not None:
+            raise FetchError(REFUSED_URL, f"not fetched: {why} ({_short(url)})")
+        last: FetchError | None = None
+        for attempt in range(self.policy.retries + 1):
+            retry_after = None
+            try:
+                body = self._once(url)
+                problem = check(body) if check is not None else None
+                if problem is not None:
+                    raise problem
+                self.budget.record("ok")
+                return body
+            except FetchError as exc:
+                last = exc
+            except UrlRefused as exc:
+                if "/sorry/" in exc.url:  # YouTube's bot check lives on www.google.com: no need to open it
+                    last = FetchError(errors.BOT_CHECK, f"redirected to a bot check page ({_short(exc.url)})")
+                else:
+                    last = FetchError(REFUSED_URL, f"not fetched: {exc.reason} ({_short(exc.url)})")
+            except urllib.error.HTTPError as exc:
+                snippet = ""
+                try:
+                    snippet = exc.read(2048).decode("utf-8", "replace")
+                except Exception:  # the error body is a hint only
+                    pass
+                status = errors.classify_message(f"HTTP {exc.code} {exc.reason} {snippet}", exc.code)
+                last = FetchError(status, f"HTTP {exc.code} {exc.reason} from {_short(url)}", exc.code)
+                retry_after = parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+            except (urllib.error.URLError, http.client.HTTPException, socket.timeout, TimeoutError,
+                    ConnectionError, OSError) as exc:
+                cause = getattr(exc, "reason", exc)
+                last = FetchError(errors.NETWORK, f"{type(cause).__name__}: {errors.redact(str(cause)) or 'no detail'} "
+                                                  f"from {_short(url)}")
+            if last.status in errors.REFUSALS:
+                self.budget.record(last.status)
+            if not last.transient or attempt == self.policy.retries:
+                break
+            delay = self.policy.delay(attempt, retry_after)
+            log.info("%s; retry %d/%d in %.1fs", last.message, attempt + 1, self.policy.retries, delay)
+            time.sleep(delay)
+        if last.transient and self.policy.retries:
+            last.message += f" (after {self.policy.retries} retries)"
+        raise last
+
+
+def _short(url: str, limit: int = 120) -> str:
+    """A URL for messages: credentials hidden, query cut."""
+    url = errors.redact(url)
+    return url if len(url) <= limit else url[:limit] + "..."

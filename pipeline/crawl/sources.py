@@ -1,0 +1,224 @@
+"""Where the crawl's info dicts and videos come from: saved info JSON, or YouTube via yt-dlp.
+
+Every call to YouTube waits for the shared request budget and is retried on
+transient failures by one loop, ``with_retries``, which also tells the circuit
+breaker about rate limits and bot checks. A saved info JSON that cannot be read (not
+JSON, nested beyond reason, not an object) fails its video only. Before yt-dlp
+downloads a video, the URLs of the formats it chose are checked by the crawl's
+``UrlPolicy``: a refused one fails the video as ``refused_url``, unrequested.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from pipeline.crawl import errors
+from pipeline.crawl.fetch import FetchError, RetryPolicy
+from pipeline.crawl.politeness import RequestBudget
+from pipeline.runtime.stage import report_warning
+from pipeline.crawl.url_policy import REFUSED_URL, UrlPolicy
+
+log = logging.getLogger("mmp.crawl")
+
+
+def with_retries(call, policy: RetryPolicy, budget: RequestBudget):
+    """Run ``call()`` (which talks to YouTube once) until it succeeds or fails for good.
+
+    ``call`` may raise FetchError (already classified) or anything yt-dlp raises, which is
+    classified from its real cause. Raises the last FetchError.
+    """
+    last = None
+    for attempt in range(policy.retries + 1):
+        budget.acquire()
+        try:
+            result = call()
+            budget.record("ok")
+            return result
+        except FetchError as exc:
+            last = exc
+        except Exception as exc:  # yt-dlp wraps everything in DownloadError
+            last = FetchError(*errors.classify_exception(exc))
+        if last.status in errors.REFUSALS:
+            budget.record(last.status)
+        if not last.transient or attempt == policy.retries:
+            break
+        time.sleep(policy.delay(attempt, None))
+    raise last
+
+
+class InfoJsonSource:
+    """Saved info JSON files (``DIR/{video_id}.info.json``, as ``yt-dlp --write-info-json`` writes them)."""
+
+    def __init__(self, directory: str):
+        self.directory = Path(directory)
+
+    def take_warnings(self) -> list[str]:
+        return []
+
+    def get(self, video_id: str) -> dict:
+        path = self.directory / f"{video_id}.info.json"
+        if not path.exists():
+            raise FetchError(errors.UNAVAILABLE, f"no saved info JSON {path.name} in {self.directory}")
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise FetchError(errors.ERROR, f"saved info JSON {path.name} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise FetchError(errors.ERROR, f"saved info JSON {path.name} is nested too deeply to read") from None
+        except OSError as exc:
+            raise FetchError(errors.ERROR, f"saved info JSON {path.name} could not be read: {exc}") from None
+        if not isinstance(info, dict):
+            raise FetchError(errors.ERROR, f"saved info JSON {path.name} is not an object")
+        return info
+
+
+class _YtdlpLogger:
+    """yt-dlp's messages: warnings and errors are kept for the video being crawled (counted by
+    kind in its row and the unit's stats) and each distinct one is shown once on the console."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def debug(self, msg):
+        pass
+
+    def info(self, msg):
+        pass
+
+    def warning(self, msg):
+        msg = errors.redact(str(msg))
+        self.seen.append(msg)
+        log.info("yt-dlp: %s", msg)
+        report_warning(f"yt-dlp: {errors.warning_text(msg)}")
+
+    def error(self, msg):
+        log.info("yt-dlp: %s", errors.redact(str(msg)))
+
+    def take(self) -> list[str]:
+        seen, self.seen = self.seen, []
+        return seen
+
+
+def _policy(cfg) -> RetryPolicy:
+    return RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max)
+
+
+class YtdlpSource:
+    """Asks YouTube through yt-dlp's Python API: one ``extract_info`` per video, no download."""
+
+    def __init__(self, cfg, budget: RequestBudget, cookie_copy: str | None):
+        import yt_dlp
+
+        self.budget, self.policy = budget, _policy(cfg)
+        self.logger = _YtdlpLogger()
+        self._ydls = []
+        for proxy in cfg.proxies or [None]:
+            # writesubtitles/writeautomaticsub: without them yt-dlp leaves out the translations
+            # of manual tracks ("fr-de") and hides its PO-token warnings; nothing is written,
+            # since the info is only extracted.
+            params = {"quiet": True, "no_warnings": False, "skip_download": True, "noplaylist": True,
+                      "socket_timeout": cfg.socket_timeout, "extractor_retries": 0, "logger": self.logger,
+                      "retries": 0, "noprogress": True, "writesubtitles": True, "writeautomaticsub": True,
+                      **ytdlp_params_for(cfg)}
+            if proxy:
+                params["proxy"] = proxy
+            if cookie_copy:
+                params["cookiefile"] = cookie_copy
+            self._ydls.append(yt_dlp.YoutubeDL(params))
+        self._turn = 0
+
+    def get(self, video_id: str) -> dict:
+        def call():
+            ydl = self._ydls[self._turn % len(self._ydls)]
+            self._turn += 1
+            # The id is validated and sits inside a URL: it can never be read as an option.
+            info = ydl.extract_info(f"https://www.youtube.com/watch?v={video_id}", download=False, process=False)
+            return ydl.sanitize_info(info)
+
+        self.logger.take()
+        return with_retries(call, self.policy, self.budget)
+
+    def take_warnings(self) -> list[str]:
+        """yt-dlp's warnings since the last ``get`` began."""
+        return self.logger.take()
+
+
+def ytdlp_params_for(cfg) -> dict:
+    """What yt-dlp needs from the crawl's configuration: the JS runtime and ``--extractor-args``."""
+    return dict(_ytdlp_params(cfg.js_runtime, tuple(cfg.extractor_args)))
+
+
+@functools.lru_cache(maxsize=8)
+def _ytdlp_params(js_runtime: str | None, extractor_args: tuple) -> dict:
+    # Resolved once per process: finding the runtime runs it for its version.
+    from pipeline.crawl.ytdlp_env import find_js_runtime, parse_extractor_args, ytdlp_params
+
+    return ytdlp_params(find_js_runtime(js_runtime), parse_extractor_args(list(extractor_args)))
+
+
+_FORMAT_URL_KEYS = ("url", "manifest_url", "fragment_base_url")
+
+
+def format_urls(fmt: dict) -> list[str]:
+    """Every URL one format of an info dict would have yt-dlp request."""
+    urls = [fmt[k] for k in _FORMAT_URL_KEYS if isinstance(fmt.get(k), str)]
+    for fragment in fmt.get("fragments") or ():
+        if isinstance(fragment, dict) and isinstance(fragment.get("url"), str):
+            urls.append(fragment["url"])
+    return urls
+
+
+def chosen_formats(ydl, info: dict) -> list[dict]:
+    """The formats yt-dlp picks for ``info`` under its ``format`` setting, found without downloading."""
+    chosen = ydl.process_ie_result(copy.deepcopy(info), download=False)
+    return list(chosen.get("requested_formats") or [chosen])
+
+
+def refused_format(ydl, info: dict, url_policy: UrlPolicy) -> FetchError | None:
+    """A ``refused_url`` error when a URL of a chosen format may not be requested, else None."""
+    for fmt in chosen_formats(ydl, info):
+        for url in format_urls(fmt):
+            why = url_policy.problem(url)
+            if why is not None:
+                return FetchError(REFUSED_URL, f"video format {fmt.get('format_id') or '?'} not fetched: {why}")
+    return None
+
+
+def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie_copy: str | None,
+                   url_policy: UrlPolicy | None = None) -> tuple[str, bytes]:
+    """Fetch the video in ``cfg.video_format`` with yt-dlp from the info already at hand: (ext, bytes)."""
+    import yt_dlp
+
+    url_policy = url_policy or UrlPolicy()
+    target = Path(tempfile.mkdtemp(dir=scratch))
+    params = {"quiet": True, "no_warnings": True, "noprogress": True, "format": cfg.video_format,
+              "outtmpl": str(target / "video.%(ext)s"), "socket_timeout": cfg.socket_timeout,
+              "retries": 0, "fragment_retries": 0, "logger": _YtdlpLogger(), "noplaylist": True,
+              "writesubtitles": False, "writeautomaticsub": False, "cachedir": False, **ytdlp_params_for(cfg)}
+    if cfg.proxies:
+        params["proxy"] = cfg.proxies[0]
+    if cookie_copy:
+        params["cookiefile"] = cookie_copy
+
+    def call():
+        with yt_dlp.YoutubeDL(params) as ydl:
+            refused = refused_format(ydl, info, url_policy)
+            if refused is not None:
+                raise refused
+            ydl.process_ie_result(copy.deepcopy(info), download=True)
+        files = [p for p in target.iterdir() if p.is_file() and not p.name.endswith((".part", ".ytdl"))]
+        if not files:
+            raise FetchError(errors.ERROR, "yt-dlp finished without writing a video file")
+        path = max(files, key=lambda p: p.stat().st_size)
+        return path.suffix.lstrip(".").lower(), path.read_bytes()
+
+    try:
+        return with_retries(call, _policy(cfg), budget)
+    finally:
+        shutil.rmtree(target, ignore_errors=True)

@@ -1,0 +1,411 @@
+"""``mmp-crawl``: fetch YouTube subtitles in many languages (and optionally the video) with yt-dlp.
+
+One ``extract_info`` per video serves every language (or a saved info JSON with
+``--info-json``); one track is chosen per language (``tracks.select_tracks``) and
+fetched as WebVTT, each through the machine's shared request budget. A unit of
+~1,000 videos becomes ``crawl-000123.{tar,parquet,stats.json}``: a sample per
+video whose metadata was read (``info.json`` plus ``<lang>.vtt`` per track
+found), a parquet row per input video whatever became of it. The per-video work is
+``pipeline.crawl.video``; the checks run before a crawl, ``pipeline.crawl.checks``;
+the flags, ``pipeline.crawl.config``. Every URL an info dict names is checked by
+``pipeline.crawl.url_policy`` before it is requested, and each process's scratch (its copy
+of the cookies included) lives in the output's private work area, ``OUT/.work``.
+``--out`` is the crawl directory itself (``DATA/crawl``); an earlier run's ``--out DATA`` resumes
+in ``DATA/crawl`` (``pipeline.runtime.out_dir``). Everything a run writes there, ``--retry-failed``'s
+reopening of units included, happens under the output's run lock.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+
+from shards.layout import CRAWL, UnitFiles, completed_units
+from shards.storage import RemotePath, as_path, staging_dir, staging_name
+from shards.reader import ShardError, iter_samples, read_rows
+from shards.writer import UnitWriter, atomic_write_json, sha256_file
+
+from pipeline.crawl import errors
+from pipeline.crawl.fetch import Fetcher, RetryPolicy
+from pipeline.crawl.politeness import RayRequestBudget, RequestBudget, default_budget_dir
+from pipeline.crawl.sources import InfoJsonSource, YtdlpSource, download_video
+from pipeline.runtime.cli import parse_args
+from pipeline.runtime.out_dir import stage_out
+from pipeline.runtime.stage import (Stage, Unit, UserError, check_config, executor_options, lock_output, prepare_output,
+                    print_summary, run_stage, video_done)
+from pipeline.crawl.checks import check_main, preflight
+from pipeline.crawl.config import (DEFAULT_LANGS, DEFAULT_RATE, DEFAULT_SLEEP_SUBTITLES, DEFAULT_VIDEO_FORMAT,  # noqa: F401
+                           CrawlConfig, build_parser, config_from_args)
+from pipeline.crawl.video import crawl_video, held_from, needs_retry
+from pipeline.crawl.url_policy import UrlPolicy
+from pipeline.crawl.videolist import dedupe, read_video_list
+
+log = logging.getLogger("mmp.crawl")
+
+def schema_for(langs) -> pa.Schema:
+    fields = [
+        ("video_id", pa.string()), ("input", pa.string()), ("status", pa.string()), ("error", pa.string()),
+        ("attempts", pa.int32()), ("crawled_at", pa.float64()), ("seconds", pa.float64()),
+        ("title", pa.string()), ("duration", pa.float64()), ("channel", pa.string()),
+        ("language", pa.string()), ("upload_date", pa.string()),
+        ("category_1", pa.string()), ("category_2", pa.string()), ("rank", pa.string()), ("task_id", pa.string()),
+        ("n_tracks", pa.int32()), ("video_ext", pa.string()), ("video_bytes", pa.int64()),
+        ("video_status", pa.string()), ("video_error", pa.string()), ("ytdlp_warnings", pa.string()),
+    ]
+    for lang in langs:
+        fields += [(f"{lang}_kind", pa.string()), (f"{lang}_source", pa.string()),
+                   (f"{lang}_bytes", pa.int64()), (f"{lang}_error", pa.string()), (f"{lang}_status", pa.string())]
+    return pa.schema(fields)
+
+
+def egress_label(cfg: CrawlConfig, egress: str | None = None) -> str:
+    """Which outbound address the requests of this process leave from, for the Ray budget.
+
+    An ``--egress`` label names it; with proxies, the proxies are the address (any node
+    can use them); otherwise it is the node's own address.
+    """
+    if egress:
+        return f"egress-{egress}"
+    if cfg.proxies:
+        import hashlib
+
+        hosts = ",".join(sorted(errors.redact(p) for p in cfg.proxies))
+        return f"proxy-{hashlib.sha256(hosts.encode()).hexdigest()[:12]}"
+    import ray
+
+    return f"node-{ray.util.get_node_ip_address()}"
+
+
+def make_budget(cfg: CrawlConfig, egress: str | None = None):
+    """The request budget: a file shared by this machine's processes, or (``budget_backend
+    == "ray"``) an actor shared by every task that uses the same egress address."""
+    if cfg.budget_backend == "ray":
+        return RayRequestBudget(f"{cfg.budget_name}:{egress_label(cfg, egress)}", cfg.max_requests_per_second,
+                                breaker_threshold=cfg.breaker_threshold, pause_seconds=cfg.breaker_pause,
+                                max_trips=cfg.breaker_max_pauses, adaptive=cfg.adaptive_rate,
+                                quiet_seconds=cfg.rate_quiet_seconds)
+    budget_dir = Path(cfg.budget_dir) if cfg.budget_dir else default_budget_dir()
+    return RequestBudget(budget_dir / f"{cfg.budget_name}.budget", cfg.max_requests_per_second,
+                         breaker_threshold=cfg.breaker_threshold, pause_seconds=cfg.breaker_pause,
+                         max_trips=cfg.breaker_max_pauses, adaptive=cfg.adaptive_rate,
+                         quiet_seconds=cfg.rate_quiet_seconds)
+
+
+# ---------------------------------------------------------------- the private work area
+
+def work_area(cfg: CrawlConfig) -> Path:
+    """Where the crawl's processes keep their scratch (cookie copies, videos being fetched).
+
+    A hidden directory of the output (``OUT/.work``), not the shared temp folder, so
+    that a copy of the user's cookies never outlives the crawl there, even after a
+    SIGKILL: the next run clears it. A remote output's is a local directory named after it.
+    """
+    out = as_path(cfg.out)
+    if isinstance(out, RemotePath):
+        return staging_dir() / f"crawl-work-{staging_name(out)}"
+    return out / ".work"
+
+
+def start_run_dir(cfg: CrawlConfig) -> Path:
+    """This run's own directory in the work area (``HOST@PID``, mode 0700), after removing
+    what runs killed on this host left. Other live runs on the same output (``--rank``
+    slices) keep theirs."""
+    root = work_area(cfg)
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    host = socket.gethostname()
+    for old in root.iterdir():
+        name, _, pid = old.name.rpartition("@")
+        if name == host and not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
+    run = root / f"{host}@{os.getpid()}"
+    run.mkdir(mode=0o700, exist_ok=True)
+    return run
+
+
+def end_run_dir(run: Path) -> None:
+    shutil.rmtree(run, ignore_errors=True)
+    try:
+        run.parent.rmdir()  # the work area goes too when no other run uses it
+    except OSError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
+def private_scratch(run_dir: Path) -> Path:
+    """A directory of this process's own in the run's directory, removed when the process exits."""
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=run_dir))
+    atexit.register(shutil.rmtree, scratch, True)
+    return scratch
+
+
+def private_copy(src: str, target: Path) -> str:
+    """Copy ``src`` to ``target``, readable by the owner only from the moment it exists."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "wb") as dst, open(src, "rb") as f:
+        shutil.copyfileobj(f, dst)
+    return str(target)
+
+
+class CrawlContext:
+    """Per-process resources: the budget, the fetcher, the info source, a scratch directory."""
+
+    def __init__(self, cfg: CrawlConfig, egress: str | None = None, run_dir: Path | None = None):
+        self.cfg = cfg
+        self.budget = make_budget(cfg, egress)
+        self.scratch = private_scratch(run_dir or work_area(cfg) / f"{socket.gethostname()}@{os.getpid()}")
+        # yt-dlp writes cookies back to its file: give each process a private copy.
+        cookie_copy = private_copy(cfg.cookies, self.scratch / "cookies.txt") if cfg.cookies else None
+        self.url_policy = UrlPolicy.allowing(cfg.allow_hosts)
+        self.fetcher = Fetcher(self.budget, timeout=cfg.socket_timeout,
+                               policy=RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max),
+                               proxies=cfg.proxies, cookies=cookie_copy, url_policy=self.url_policy)
+        self.info_source = InfoJsonSource(cfg.info_json) if cfg.info_json else YtdlpSource(cfg, self.budget, cookie_copy)
+        self.cookie_copy = cookie_copy
+
+    def download_video(self, info: dict) -> tuple[str, bytes]:
+        return download_video(info, self.cfg, self.budget, self.scratch, self.cookie_copy, self.url_policy)
+
+
+# ---------------------------------------------------------------- the stage
+
+def retry_marker(files: UnitFiles) -> Path:
+    return files.directory / f".{files.stem}.retry.json"
+
+
+def load_previous(files: UnitFiles) -> tuple[dict, dict]:
+    """Rows and samples of an earlier version of a unit being retried, if intact."""
+    marker = retry_marker(files)
+    if not marker.exists():
+        return {}, {}
+    try:
+        old = json.loads(marker.read_text())
+        for kind, path in (("tar", files.tar), ("parquet", files.parquet)):
+            if not path.exists() or sha256_file(path) != old["files"][kind]["sha256"]:
+                log.warning("%s: earlier version changed or missing; re-crawling the whole unit", files.stem)
+                return {}, {}
+        rows = {r["video_id"]: r for r in read_rows(files.parquet)}
+        samples = {s.pop("__key__"): s for s in iter_samples(files.tar)}
+        return rows, samples
+    except (ValueError, KeyError, ShardError, OSError, RecursionError) as exc:
+        log.warning("%s: earlier version unreadable (%s); re-crawling the whole unit", files.stem, exc)
+        return {}, {}
+
+
+class CrawlStage(Stage):
+    name = "crawl"
+    layout = CRAWL
+
+    def __init__(self, cfg: CrawlConfig):
+        self.cfg = cfg
+        self.schema = schema_for(cfg.langs)
+        self.out = as_path(cfg.out)
+        self._ctxs: dict = {}
+        self._input_sha = None
+        self.duplicates = 0
+        self.run_dir: Path | None = None  # set by main: this run's part of the private work area
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_ctxs"] = {}
+        return state
+
+    def egress_for(self, unit: Unit) -> str | None:
+        """Units are dealt round-robin over the ``--egress`` addresses (None without any)."""
+        return self.cfg.egress[unit.index % len(self.cfg.egress)] if self.cfg.egress else None
+
+    def unit_resources(self, unit: Unit) -> dict:
+        egress = self.egress_for(unit)
+        return {"num_cpus": 1, f"egress_{egress}": 1} if egress else {"num_cpus": 1}
+
+    def context(self, egress: str | None = None) -> "CrawlContext":
+        if egress not in self._ctxs:
+            self._ctxs[egress] = CrawlContext(self.cfg, egress, self.run_dir)
+        return self._ctxs[egress]
+
+    def plan(self) -> list[Unit]:
+        entries, self.duplicates = dedupe(read_video_list(Path(self.cfg.videos)))
+        if self.duplicates:
+            log.warning("%d duplicate ids in %s are crawled once", self.duplicates, self.cfg.videos)
+        size = max(1, self.cfg.unit_size)
+        return [Unit(i, entries[start:start + size]) for i, start in enumerate(range(0, len(entries), size))]
+
+    def fingerprint(self) -> dict:
+        if self._input_sha is None:
+            self._input_sha = sha256_file(Path(self.cfg.videos))
+        return {"input_sha256": self._input_sha, "unit_size": self.cfg.unit_size, "langs": list(self.cfg.langs)}
+
+    def config(self) -> dict:
+        return self.cfg.public()
+
+    def setup_worker(self) -> None:
+        if not self.cfg.egress:
+            self.context()
+
+    def process(self, unit: Unit, writer: UnitWriter) -> None:
+        ctx = self.context(self.egress_for(unit))
+        files = writer.files
+        prev_rows, prev_samples = load_previous(files)
+        for entry in unit.items:
+            key = entry.video_id if entry.valid else None
+            prev = prev_rows.get(key) if key else None
+            if prev is not None and not needs_retry(prev, self.cfg.langs):
+                row, members = prev, prev_samples.get(key)
+                writer.count("carried_over")
+            else:
+                held = held_from(prev, prev_samples.get(key)) if prev is not None else None
+                row, members = crawl_video(entry, ctx, held)
+                if prev is not None:
+                    row["attempts"] = int(prev.get("attempts") or 1) + 1
+                    writer.count("retried")
+            if members is not None:
+                writer.write_sample(entry.video_id, members)
+                if row.get("video_ext") and row.get("video_status") == "ok":
+                    writer.count("videos_downloaded")
+                writer.count("tracks", sum(1 for m in members if m.endswith(".vtt")))
+            for lang in self.cfg.langs:
+                if row.get(f"{lang}_status"):
+                    writer.count(f"track_status/{row[f'{lang}_status']}")
+            for kind in (row.get("ytdlp_warnings") or "").split(","):
+                if kind:
+                    writer.count(f"ytdlp_warnings/{kind}")
+            writer.add_row(row)
+            video_done(row["status"])
+            log.info("%s %s %s", row["video_id"], row["status"], row.get("error") or "")
+        writer.count("videos", len(unit.items))
+        writer.count("requests", ctx.budget.requests)
+        writer.count("rate_decreases", ctx.budget.decreases)
+        writer.count("rate_increases", ctx.budget.increases)
+        ctx.budget.requests = ctx.budget.decreases = ctx.budget.increases = 0
+
+    def after_publish(self, files: UnitFiles) -> None:
+        retry_marker(files).unlink(missing_ok=True)
+
+
+def mark_transient_units(out, langs) -> int:
+    """For --retry-failed: reopen every complete unit that holds transient failures
+    (of whole videos, or of single tracks of ``partial`` ones).
+
+    The unit's stats go to a retry marker (with the checksums of its files) and the
+    stats file is removed, so the unit is redone; its final rows are carried over, and
+    a partial video keeps the tracks it has.
+    A kill in between is safe: the unit is simply incomplete and is redone.
+    """
+    reopened = 0
+    for files in completed_units(out, "crawl"):
+        try:
+            retry = any(needs_retry(r, langs) for r in read_rows(files.parquet))
+        except Exception as exc:  # pyarrow raises several kinds for a damaged file
+            log.warning("%s: parquet unreadable (%s); redoing the unit", files.stem, exc)
+            retry = True
+        if retry:
+            atomic_write_json(retry_marker(files), json.loads(files.stats.read_text()))
+            files.stats.unlink()
+            reopened += 1
+    return reopened
+
+
+def reset_budgets(cfg: CrawlConfig, args) -> None:
+    """Clear a halt an earlier run left in the budgets this crawl will use."""
+    if cfg.budget_backend != "ray":
+        make_budget(cfg).reset_halt()
+        return
+    from pipeline.runtime.executors import RayUnavailable, ensure_ray
+
+    try:
+        ensure_ray(args.ray_address, args.workers, {f"egress_{e}": 1 for e in cfg.egress})
+    except RayUnavailable as exc:
+        raise UserError(str(exc)) from exc
+    if cfg.egress:
+        for egress in cfg.egress:
+            make_budget(cfg, egress).reset_halt()
+    elif cfg.proxies:
+        make_budget(cfg).reset_halt()
+    else:
+        import ray
+
+        for node in ray.nodes():
+            if node.get("Alive"):
+                RayRequestBudget(f"{cfg.budget_name}:node-{node['NodeManagerAddress']}",
+                                 max_trips=cfg.breaker_max_pauses).reset_halt()
+
+
+def video_hint(cfg: CrawlConfig, summary) -> str | None:
+    """One line for a crawl that leaves mmp-extract-features nothing to read, else None."""
+    if not cfg.download_video:
+        return ("mmp-crawl: no video was downloaded (subtitles only); mmp-extract-features needs the videos: "
+                "crawl with --download-video to fetch them")
+    if summary.units_done and not summary.counts.get("videos_downloaded"):
+        return ("mmp-crawl: --download-video fetched no video in this run; the video_status and video_error "
+                "columns of the parquet rows say why")
+    return None
+
+
+def run_crawl(stage: CrawlStage, args):
+    """Everything a crawl writes, under its output's run lock: the units reopened by
+    --retry-failed, the budgets' halts cleared, the work area, then the units."""
+    cfg = stage.cfg
+    prepare_output(stage.out)
+    with lock_output(stage.out, args.rank, args.world_size):
+        check_config(stage.out, stage)  # before reopening any unit of a crawl over other input
+        if args.retry_failed:
+            reopened = mark_transient_units(stage.out, cfg.langs)
+            print(f"mmp-crawl: {reopened} units hold transient failures and will be retried")
+        reset_budgets(cfg, args)
+        stage.run_dir = start_run_dir(cfg)
+        try:
+            return run_stage(stage, stage.out, **executor_options(args))  # takes the lock held here: a no-op
+        finally:
+            end_run_dir(stage.run_dir)
+
+
+def main(argv=None) -> int:
+    try:
+        args = parse_args(build_parser(), argv)
+    except SystemExit as exc:  # argparse has printed its one-line error (or --help, --version)
+        if exc.code:
+            return exc.code
+        raise
+    if args.check:
+        return check_main(args)
+    try:
+        cfg = config_from_args(args)
+        preflight(cfg, args.allow_no_js_runtime)
+        cfg.out = str(stage_out(cfg.out, "crawl", "mmp-crawl"))
+        stage = CrawlStage(cfg)
+        summary = run_crawl(stage, args)
+    except UserError as exc:
+        print(f"mmp-crawl: error: {exc}", file=sys.stderr)
+        return 2
+    print_summary("mmp-crawl", stage.out, summary)
+    hint = video_hint(cfg, summary)
+    if hint:
+        print(hint)
+    if any("CrawlHalted" in err for _, err in summary.failures):
+        print("mmp-crawl: halted by the circuit breaker: YouTube keeps refusing requests from this address. "
+              "Completed units are kept; re-run later (add --cookies, --proxy or lower --max-requests-per-second).",
+              file=sys.stderr)
+        return 3
+    return 1 if summary.units_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""The crawl's per-video work: one info dict, one track per language, each fetched once.
+
+``crawl_video`` turns a video id into a parquet row and a sample (``info.json`` plus a
+``<lang>.vtt`` per track fetched). Every language ends with a ``{lang}_status``;
+a track that failed transiently is marked so, and the tracks fetched before it are kept,
+so ``--retry-failed`` (``Held``) asks YouTube only for what is missing. Nothing here
+knows about units or executors (``pipeline.crawl.stage`` maps this over a unit).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from pipeline.crawl import errors
+from pipeline.crawl.fetch import FetchError
+from pipeline.crawl.tracks import NONE, select_tracks
+from pipeline.crawl.url_policy import REFUSED_URL
+from pipeline.crawl.videolist import VideoEntry
+
+INFO_KEYS = ("id", "title", "duration", "channel", "channel_id", "upload_date", "language",
+             "categories", "availability", "webpage_url")
+META_COLUMNS = ("category_1", "category_2", "rank", "task_id")
+_TEXT_FIELDS = ("id", "title", "channel", "channel_id", "uploader", "upload_date", "language", "availability",
+                "webpage_url")
+_FORMAT_TEXT = ("url", "ext", "protocol", "name")
+
+
+def info_problem(info: dict) -> str | None:
+    """Why an info dict cannot be crawled (a field of the wrong type), else None.
+
+    An info dict may come from any file; what the crawl reads of it (the row's columns,
+    ``info.json``, the track lists) must have yt-dlp's types, so that one bad dict fails
+    its own video and never the unit.
+    """
+    for key in _TEXT_FIELDS:
+        if info.get(key) is not None and not isinstance(info[key], str):
+            return f"{key!r} is not a string"
+    duration = info.get("duration")
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
+        return "'duration' is not a number"
+    categories = info.get("categories")
+    if categories is not None and not (isinstance(categories, list) and all(isinstance(c, str) for c in categories)):
+        return "'categories' is not a list of strings"
+    for key in ("subtitles", "automatic_captions"):
+        tracks = info.get(key)
+        if tracks is None:
+            continue
+        if not isinstance(tracks, dict):
+            return f"{key!r} is not an object"
+        for lang, formats in tracks.items():
+            if formats is None:
+                continue
+            if not isinstance(formats, list) or not all(isinstance(f, dict) for f in formats):
+                return f"{key}[{lang!r}] is not a list of formats"
+            for fmt in formats:
+                bad = next((k for k in _FORMAT_TEXT if fmt.get(k) is not None and not isinstance(fmt[k], str)), None)
+                if bad:
+                    return f"{key}[{lang!r}] has a format whose {bad!r} is not a string"
+    return None
+
+
+def needs_retry(row: dict, langs) -> bool:
+    """Whether ``--retry-failed`` asks YouTube again for (part of) this video."""
+    if row.get("status") in errors.TRANSIENT or row.get("video_status") in errors.TRANSIENT:
+        return True
+    return any(row.get(f"{l}_status") in errors.TRANSIENT for l in langs)
+
+
+def vtt_problem(body: bytes, needs_po_token: bool = False):
+    """None if ``body`` is a WebVTT file, else a FetchError saying why not.
+
+    YouTube answers a request it will not serve with a 200: an empty body when a PO token
+    is missing (or the client is throttled), an HTML page for a consent or bot check.
+    Those are transient (retried with backoff, seen by the breaker); a body that is some
+    other file is final.
+    """
+    head = body.lstrip(b"\xef\xbb\xbf").lstrip()[:512]
+    if not head:
+        if needs_po_token:
+            return FetchError(errors.PO_TOKEN_REQUIRED, "an empty 200 response for a track that needs a PO token "
+                              "(see mmp-crawl --check and the README on PO-token providers)")
+        return FetchError(errors.BAD_RESPONSE, "an empty 200 response where WebVTT was expected "
+                          "(YouTube sends this when a PO token is missing or requests are throttled)")
+    if head.startswith(b"WEBVTT"):
+        return None
+    lowered = head.lower()
+    if lowered.startswith((b"<!doctype html", b"<html")) or b"<html" in lowered:
+        status = errors.BOT_CHECK if errors.classify_message(head.decode("utf-8", "replace")) == errors.BOT_CHECK \
+            else errors.BAD_RESPONSE
+        return FetchError(status, "an HTML page where WebVTT was expected")
+    return FetchError(errors.ERROR, "not a WebVTT file (no WEBVTT header)")
+
+
+def trim_info(info: dict, entry: VideoEntry) -> dict:
+    trimmed = {k: info.get(k) for k in INFO_KEYS}
+    trimmed["id"] = entry.video_id
+    if entry.meta:
+        trimmed["input_meta"] = entry.meta
+    return trimmed
+
+
+@dataclass
+class Held:
+    """What an earlier version of a unit holds for one video (``--retry-failed``): its row,
+    info.json and members. Tracks with a final outcome there are kept as they are; only
+    the languages that failed transiently are asked again."""
+
+    row: dict
+    info: dict | None = None
+    members: dict = field(default_factory=dict)
+
+    def final_langs(self, langs) -> list[str]:
+        return [l for l in langs if self.row.get(f"{l}_status") not in (None, *errors.TRANSIENT)]
+
+    def has_work(self) -> bool:
+        return any(k.endswith(".vtt") for k in self.members)
+
+
+TRACK_COLUMNS = ("kind", "source", "bytes", "error", "status")
+
+
+def _carry_track(lang: str, held: Held, row: dict, tracks: dict, members: dict) -> None:
+    for name in TRACK_COLUMNS:
+        row[f"{lang}_{name}"] = held.row.get(f"{lang}_{name}")
+    old = (held.info or {}).get("tracks") or {}
+    tracks[lang] = dict(old.get(lang) or {"kind": row[f"{lang}_kind"], "source_lang": row[f"{lang}_source"]})
+    tracks[lang]["status"] = row[f"{lang}_status"]
+    if f"{lang}.vtt" in held.members:
+        members[f"{lang}.vtt"] = held.members[f"{lang}.vtt"]
+
+
+def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict, dict | None]:
+    """Crawl one video: (parquet row, sample members or None). Failures are values; bugs raise.
+
+    Every language ends with a ``{lang}_status``: ``ok``, ``none``, ``no_url``, or why it
+    failed; a transient one (``rate_limited``, ``po_token_required``...) is asked again by
+    ``--retry-failed`` while the tracks already fetched are kept. After a refusal (429, bot
+    check, a 200 that is not the file) the video's remaining tracks are not requested:
+    they are marked with the same transient status, for the next run.
+    """
+    cfg = ctx.cfg
+    started = time.time()
+    row = {"video_id": entry.video_id if entry.valid else None, "input": entry.raw, "attempts": 1,
+           "crawled_at": started}
+    for col in META_COLUMNS:
+        if col in entry.meta:
+            row[col] = str(entry.meta[col])
+
+    def finish(status, error=None, members=None):
+        row.update(status=status, error=error, seconds=round(time.time() - started, 4))
+        return row, members
+
+    if not entry.valid:
+        row["video_id"] = entry.raw
+        return finish(errors.INVALID_ID, f"not a YouTube video id (11 characters of A-Z a-z 0-9 _ -): {entry.raw!r}")
+    try:
+        info = ctx.info_source.get(entry.video_id)
+    except FetchError as exc:
+        if held is not None and held.has_work():  # keep what the earlier run fetched
+            kept = dict(held.row, error=f"retry failed ({exc.status}: {exc.message}); earlier tracks kept")
+            return kept, dict(held.members)
+        return finish(exc.status, exc.message)
+    problem = info_problem(info)
+    if problem is not None:
+        return finish(errors.ERROR, f"unusable info dict: {problem}")
+    warnings = ctx.info_source.take_warnings()
+    row["ytdlp_warnings"] = ",".join(sorted({errors.warning_kind(w) for w in warnings})) or None
+    pot_dropped, pot_langs = False, set()  # pot_langs None: every language may have been dropped
+    for w in warnings:
+        dropped, named = errors.pot_missing_languages(w)
+        if dropped:
+            pot_dropped = True
+            pot_langs = None if named is None or pot_langs is None else pot_langs | named
+    row.update(title=info.get("title"), channel=info.get("channel") or info.get("uploader"),
+               language=info.get("language"), upload_date=info.get("upload_date"))
+    duration = info.get("duration")
+    row["duration"] = float(duration) if isinstance(duration, (int, float)) else None
+
+    choices = select_tracks(info, cfg.langs, cfg.lang_variants)
+    carried = set(held.final_langs(cfg.langs)) if held is not None else set()
+    members: dict = {}
+    tracks: dict = {}
+    by_url: dict = {}
+    refused: tuple | None = None  # (lang, status) of the refusal that stops this video's requests
+
+    def outcome(lang, status, error=None):
+        row[f"{lang}_status"] = status
+        tracks[lang]["status"] = status
+        if error:
+            row[f"{lang}_error"] = tracks[lang]["error"] = error
+
+    for lang, choice in choices.items():
+        if lang in carried:
+            _carry_track(lang, held, row, tracks, members)
+            continue
+        tracks[lang] = choice.record()
+        row[f"{lang}_kind"] = choice.kind
+        row[f"{lang}_source"] = choice.source_lang
+        if choice.kind == NONE:
+            if pot_dropped and (pot_langs is None or lang in pot_langs):
+                outcome(lang, errors.PO_TOKEN_REQUIRED, "yt-dlp dropped this video's subtitles: a PO token was "
+                        "not provided (see mmp-crawl --check and the README on PO-token providers)")
+            else:
+                outcome(lang, errors.TRACK_NONE)
+            continue
+        if not choice.url:
+            outcome(lang, errors.TRACK_NO_URL, "no fetchable WebVTT (or timedtext) format offered for this track")
+            continue
+        if refused is not None:
+            outcome(lang, refused[1], f"not requested: the {refused[0]} track was refused ({refused[1]}) just "
+                    "before; --retry-failed fetches it")
+            continue
+        if choice.url in by_url:  # the same file serves two languages: fetch it once
+            body = by_url[choice.url]
+        else:
+            if cfg.sleep_subtitles > 0:
+                time.sleep(cfg.sleep_subtitles)
+            try:
+                body = ctx.fetcher.get(choice.url, check=lambda b, c=choice: vtt_problem(b, c.po_token))
+            except FetchError as exc:
+                outcome(lang, exc.status, exc.message)
+                if exc.status in errors.REFUSALS:
+                    refused = (lang, exc.status)
+                continue
+            by_url[choice.url] = body
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad = sum(1 for _ in body.decode("utf-8", "replace") if _ == "\ufffd")
+            body = body.decode("utf-8", "replace").encode("utf-8")
+            tracks[lang]["warning"] = f"invalid UTF-8 ({bad} characters replaced, first at byte {exc.start})"
+        members[f"{lang}.vtt"] = body
+        row[f"{lang}_bytes"] = len(body)
+        outcome(lang, errors.TRACK_OK)
+
+    if held is not None and held.row.get("video_ext") and held.row["video_ext"] in held.members:
+        ext = held.row["video_ext"]
+        members[ext] = held.members[ext]
+        row["video_ext"], row["video_bytes"], row["video_status"] = ext, held.row.get("video_bytes"), errors.TRACK_OK
+    elif cfg.download_video:
+        try:
+            ext, data = ctx.download_video(info)
+            members[ext] = data
+            row["video_ext"], row["video_bytes"], row["video_status"] = ext, len(data), errors.TRACK_OK
+        except FetchError as exc:
+            row["video_status"], row["video_error"] = exc.status, exc.message
+
+    fetched = sum(1 for m in members if m.endswith(".vtt"))
+    row["n_tracks"] = fetched
+    trimmed = trim_info(info, entry)
+    trimmed["tracks"] = tracks
+    members["info.json"] = trimmed
+    failed = {l: row[f"{l}_status"] for l in cfg.langs if row.get(f"{l}_status") != errors.TRACK_OK}
+    transient = {l: st for l, st in failed.items() if st in errors.TRANSIENT}
+    video_transient = row.get("video_status") in errors.TRANSIENT
+    if not failed and not video_transient:
+        return finish(errors.OK, None, members)
+    missing = "missing: " + ", ".join(f"{l} ({st})" for l, st in failed.items())
+    if video_transient:
+        missing = "; ".join(x for x in (failed and missing, f"video: {row.get('video_error')}") if x)
+    if fetched or (video_transient and not transient):
+        return finish(errors.PARTIAL, missing, members)
+    if transient:  # nothing fetched yet: the whole video is retried later
+        first = next(iter(transient))
+        return finish(transient[first], f"{first} track: {row.get(f'{first}_error')}")
+    offered = {l: st for l, st in failed.items() if st != errors.TRACK_NONE}
+    if offered and all(st == REFUSED_URL for st in offered.values()):
+        return finish(REFUSED_URL, "every offered track's URL was refused: " + "; ".join(
+            f"{l}: {row.get(f'{l}_error')}" for l in offered), members)
+    if offered:
+        return finish(errors.ERROR, "every offered track failed: " + "; ".join(
+            f"{l}: {row.get(f'{l}_error')}" for l, st in failed.items() if st != errors.TRACK_NONE), members)
+    return finish(errors.NO_SUBTITLES, "YouTube offers no subtitles in the requested languages", members)
+
+
+def held_from(row: dict, sample: dict | None) -> Held:
+    """An earlier row and sample as a ``Held`` (the sample's info.json parsed)."""
+    sample = {k: v for k, v in (sample or {}).items() if not k.startswith("__")}
+    info = None
+    if "info.json" in sample:
+        raw = sample.pop("info.json")
+        try:
+            info = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
+        except (ValueError, RecursionError):
+            info = None
+    return Held(row, info if isinstance(info, dict) else None, sample)

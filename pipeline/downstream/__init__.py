@@ -1,0 +1,1 @@
+"""mmp-prepare: the downstream sets' annotation files (annotations) and the stage that turns them into retrieval shards (prepare)."""

@@ -1,0 +1,479 @@
+"""The pattern every stage follows: work units, atomic outputs, resume by marker.
+
+A stage plans its input into work units (picklable), and processes one unit into a
+``UnitWriter``. ``run_stage`` saves the resolved configuration, skips the units that
+already have a stats file, hands the rest to an executor, shows progress and adds
+up the per-unit counters. The per-video work lives in the stage's own module as
+plain functions; nothing here knows what a video is.
+
+Output directories may be local paths or fsspec URLs (``s3://bucket/prefix``; see
+``shards.storage``); logs always go to a local directory. A run holds its output's
+lock (``pipeline.runtime.runlock``), stops cleanly on Ctrl-C or SIGTERM (``pipeline.runtime.interrupt``)
+and turns an output it cannot write (read-only, a file in the way, a full disk) into
+one sentence; progress is shown by ``pipeline.runtime.progress``.
+"""
+from __future__ import annotations
+
+import abc
+import argparse
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shards.layout import SampleLayout, UnitFiles
+from shards.storage import RemotePath, as_path, staging_name
+from shards.versions import versions
+from shards.writer import UnitWriter, atomic_write_json
+
+from pipeline.crawl.errors import output_problem
+from pipeline.runtime.executors import RayUnavailable, make_executor, report_event
+from pipeline.runtime.interrupt import StageInterrupted, StopRequest, UnitAbandoned
+from pipeline.runtime.lineage import stale
+from pipeline.runtime.progress import StageProgress
+from pipeline.runtime.runlock import RunLock, RunLocked
+
+log = logging.getLogger("mmp")
+
+FAILED_STATUSES_OK = ("ok", "partial")
+
+
+class UserError(Exception):
+    """An error the user can fix (bad flag, missing file): printed as one sentence, no traceback."""
+
+
+@contextlib.contextmanager
+def output_errors(out):
+    """Turn a storage error of ``out`` (read-only, a file in the way, full) into a UserError."""
+    try:
+        yield
+    except OSError as exc:
+        problem = output_problem(exc, out)
+        if problem is None:
+            raise
+        raise UserError(problem) from exc
+
+
+@dataclass
+class Unit:
+    """A work unit: its index (fixes its output names) and its items (video rows, a shard path...)."""
+
+    index: int
+    items: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class Stage(abc.ABC):
+    """Subclasses set ``name`` (the output prefix), ``layout`` and ``schema`` and implement
+    ``plan()`` and ``process(unit, writer)``.
+
+    ``resources`` is what one unit needs from a Ray node (``--executor ray``):
+    ``{"num_cpus": 1}`` unless a stage says otherwise, e.g. ``{"num_cpus": 1, "num_gpus": 1}``
+    for GPU feature extraction, or a custom resource such as ``{"egress_a": 1}`` that
+    only nodes started with ``ray start --resources '{"egress_a": 4}'`` offer. Override
+    ``unit_resources`` when units differ (the crawl spreads units over egress addresses).
+    """
+
+    name: str = "stage"
+    layout: SampleLayout | None = None
+    schema = None
+    resources: dict | None = None
+
+    @abc.abstractmethod
+    def plan(self) -> list[Unit]:
+        """The work units, in a deterministic order (their index fixes their output names)."""
+
+    @abc.abstractmethod
+    def process(self, unit: Unit, writer: UnitWriter) -> None:
+        """Write one unit: a sample and a row per input video into ``writer``."""
+
+    def config(self) -> dict:
+        """The resolved configuration saved as config.json (no secrets)."""
+        return {}
+
+    def fingerprint(self) -> dict:
+        """What must not change between a run and its resumption (input identity, unit size)."""
+        return {}
+
+    def built_from(self, unit: Unit) -> dict | None:
+        """The identity of the upstream data ``unit`` is made from (``pipeline.runtime.lineage``), kept in
+        its stats as ``built_from``; a re-run redoes a finished unit whose upstream changed since.
+        None: the unit has no upstream unit (its input is in the fingerprint)."""
+        return None
+
+    def setup_worker(self) -> None:
+        """Called once in each worker process before its first unit."""
+
+    def after_publish(self, files: UnitFiles) -> None:
+        """Called after a unit's stats file is written (e.g. to drop a retry marker)."""
+
+    def progress_ok(self, status: str) -> bool:
+        return status in FAILED_STATUSES_OK
+
+    def unit_resources(self, unit: Unit) -> dict:
+        """Ray resources of one unit (default: the class's ``resources``, else one CPU)."""
+        return dict(self.resources or {"num_cpus": 1})
+
+
+def video_done(status: str) -> None:
+    """Called by a stage once per input video, for the progress bar."""
+    report_event(status)
+
+
+_WARNED: set = set()  # what this worker process has already sent
+
+
+def report_warning(text: str) -> None:
+    """A warning worth a user's eye (e.g. one of yt-dlp's), shown once per run on the console
+    by the process that shows progress, however many workers and videos meet it."""
+    if text not in _WARNED:
+        _WARNED.add(text)
+        report_event(("warning", text))
+
+
+def log_dir_for(out) -> Path:
+    """``out/logs`` for a local ``out``; for a URL, a local directory named after it
+    (``$MMP_LOG_DIR``, default ``/tmp/mmp-logs``): log files are appended line by line,
+    which an object store cannot do."""
+    out = as_path(out)
+    if isinstance(out, RemotePath):
+        import tempfile
+
+        base = Path(os.environ.get("MMP_LOG_DIR") or Path(tempfile.gettempdir()) / "mmp-logs")
+        return base / staging_name(out)
+    return out / "logs"
+
+
+def setup_logging(out, stage: str, role: str) -> Path:
+    """Log to ``out/logs/{stage}-{host}-{role}.log`` (see ``log_dir_for``); warnings also to stderr."""
+    log_dir = log_dir_for(out)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / f"{stage}-{socket.gethostname()}-{role}.log"
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_mmp", False):
+            root.removeHandler(handler)
+    fh = logging.FileHandler(path)
+    fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    fh._mmp = True
+    root.addHandler(fh)
+    root.setLevel(logging.INFO)
+    if role == "main":
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setLevel(logging.WARNING)
+        sh.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        sh._mmp = True
+        root.addHandler(sh)
+    return path
+
+
+def _worker_setup(stage: Stage, out: str) -> None:
+    setup_logging(out, stage.name, f"worker{os.getpid()}")
+    stage.setup_worker()
+
+
+class _UnitRunner:
+    """Picklable callable that processes one unit in a worker process."""
+
+    def __init__(self, stage: Stage, out):
+        self.stage, self.out = stage, as_path(out)
+
+    def __call__(self, unit: Unit) -> dict:
+        files = UnitFiles(self.out, self.stage.name, unit.index)
+        try:
+            if files.is_complete():  # another runner finished it meanwhile
+                return {"skipped": True, "counts": {}}
+            for tmp in files.temporaries():
+                tmp.unlink(missing_ok=True)
+            source = self.stage.built_from(unit)
+            with UnitWriter(files, self.stage.schema, self.stage.layout) as writer:
+                if source:
+                    writer.extra["built_from"] = source
+                self.stage.process(unit, writer)
+        except OSError as exc:
+            problem = output_problem(exc, self.out)
+            if problem is None:
+                raise
+            log.error("unit %s not written: %s", files.stem, problem)
+            return {"output_error": problem, "counts": {}}
+        self.stage.after_publish(files)
+        log.info("unit %s done: %s", files.stem, dict(writer.counts))
+        return writer.stats
+
+
+def prepare_output(out) -> None:
+    """Create ``out``; an ``out`` that cannot be (a file in the way, read-only) is a UserError."""
+    with output_errors(out):
+        as_path(out).mkdir(parents=True, exist_ok=True)
+
+
+def lock_output(out, rank: int = 0, world_size: int = 1) -> RunLock:
+    """Take ``out``'s run lock (see ``pipeline.runtime.runlock``); a live holder is a UserError naming it.
+    A main that prepares its output before ``run_stage`` takes it first (``with lock_output(out):``)."""
+    lock = RunLock(out, rank, world_size)
+    try:
+        with output_errors(out):
+            return lock.acquire()
+    except RunLocked as exc:
+        raise UserError(f"{exc}; wait for it to finish or stop it, or choose another --out") from exc
+
+
+@dataclass
+class RunSummary:
+    units_total: int
+    units_skipped: int
+    units_done: int
+    units_failed: int
+    counts: Counter
+    seconds: float
+    failures: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "units_total": self.units_total, "units_skipped": self.units_skipped,
+            "units_done": self.units_done, "units_failed": self.units_failed,
+            "counts": dict(sorted(self.counts.items())), "seconds": round(self.seconds, 3),
+        }
+
+
+def check_config(out, stage: Stage) -> None:
+    """Refuse to resume into ``out`` if it holds a run over a different input or plan."""
+    path = as_path(out) / "config.json"
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text()).get("fingerprint", {})
+    except (ValueError, RecursionError, AttributeError):
+        return
+    new = stage.fingerprint()
+    diffs = [k for k in new if isinstance(old, dict) and k in old and old[k] != new[k]]
+    if diffs:
+        said = ", ".join(k.removesuffix("_identity") + (" (by content)" if k.endswith("_identity") else "")
+                         for k in diffs)
+        raise UserError(
+            f"{out} already holds a {stage.name} run over a different {said} ({', '.join(diffs)} in its "
+            f"config.json); run the command that made it to resume, or choose a new --out"
+        )
+
+
+def run_stage(stage: Stage, out, *, executor: str = "local", workers: int = 1,
+              rank: int = 0, world_size: int = 1, progress: bool = True,
+              ray_address: str | None = None, max_unit_retries: int | None = None) -> RunSummary:
+    """Run ``stage``'s pending units into ``out`` (a path or an fsspec URL) on an executor.
+
+    ``ray_address`` and ``max_unit_retries`` apply to ``executor="ray"``: join that
+    cluster (else ``$RAY_ADDRESS``, else start a local instance bound to 127.0.0.1),
+    and re-run a unit whose worker process or node died up to that many times.
+
+    The run holds ``out``'s run lock throughout (a second run on it is a UserError).
+    SIGINT or SIGTERM stops it (see ``pipeline.runtime.interrupt``): ``StageInterrupted`` is
+    raised, which exits the program with 130 or 143 unless caught.
+    """
+    out = as_path(out)
+    if max_unit_retries is None:
+        max_unit_retries = _PARSED.get("max_unit_retries", DEFAULT_UNIT_RETRIES)
+    if max_unit_retries < 0:
+        raise UserError("--max-unit-retries must be 0 or more")
+    if workers < 1:
+        raise UserError(f"--workers {workers} is not a number of processes; give 1 or more")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise UserError(f"--rank {rank} is outside --world-size {world_size}; use 0 <= rank < world-size")
+    prepare_output(out)
+    lock = lock_output(out, rank, world_size)
+    stop = StopRequest(on_exit=lock.release)
+    try:
+        stop.install()
+        return _run_locked(stage, out, stop, executor=executor, workers=workers, rank=rank, world_size=world_size,
+                           progress=progress, ray_address=ray_address, max_unit_retries=max_unit_retries)
+    finally:
+        stop.uninstall()
+        lock.release()
+
+
+def reopen_changed(stage: Stage, out, done: list) -> list:
+    """The finished units among ``done`` whose upstream changed since they were built: their
+    stats file (the completion mark) is removed, so they are done again."""
+    if type(stage).built_from is Stage.built_from:
+        return []
+    redo = []
+    for unit in done:
+        files = UnitFiles(out, stage.name, unit.index)
+        try:
+            recorded = json.loads(files.stats.read_text()).get("built_from")
+        except (OSError, ValueError, RecursionError, AttributeError):
+            continue  # a damaged stats file is mmp-verify's to report
+        if stale(recorded, stage.built_from(unit)):
+            with output_errors(out):
+                files.stats.unlink()
+            redo.append(unit)
+    if redo:
+        log.warning("%s: %d finished units are redone: what they were built from changed", stage.name, len(redo))
+        print(f"{stage.name}: {len(redo)} finished units are redone because their upstream units changed",
+              file=sys.stderr)
+    return redo
+
+
+def _run_locked(stage: Stage, out, stop: StopRequest, *, executor, workers, rank, world_size, progress,
+                ray_address, max_unit_retries) -> RunSummary:
+    with output_errors(out):
+        setup_logging(out, stage.name, "main" if world_size == 1 else f"rank{rank}")
+        check_config(out, stage)
+        units = stage.plan()
+        config = {"stage": stage.name, "config": stage.config(), "fingerprint": stage.fingerprint(),
+                  "units": len(units), "executor": executor, "workers": workers, "world_size": world_size,
+                  "versions": versions()}
+        atomic_write_json(out / "config.json", config)
+
+    mine = [u for u in units if u.index % world_size == rank]
+    published = {p.name for p in out.glob(f"{stage.name}-*.stats.json")}  # one listing, also on an object store
+    redo = reopen_changed(stage, out, [u for u in mine if UnitFiles(out, stage.name, u.index).stats.name in published])
+    published -= {UnitFiles(out, stage.name, u.index).stats.name for u in redo}
+    pending = [u for u in mine if UnitFiles(out, stage.name, u.index).stats.name not in published]
+    skipped = len(mine) - len(pending)
+    if skipped:
+        log.warning("%s: %d of %d units already complete; doing the other %d", stage.name, skipped, len(mine), len(pending))
+    counts: Counter = Counter()
+    failures: list = []
+    start = time.time()
+    bar = StageProgress(stage.name, sum(len(u) for u in pending), len(pending), enabled=progress)
+    shown: set = set()
+
+    def on_event(status):
+        if isinstance(status, tuple) and status[0] == "warning":
+            if status[1] not in shown:
+                shown.add(status[1])
+                bar.write(f"WARNING: {status[1]}")
+                log.info("warning shown: %s", status[1])
+            return
+        bar.video(status, stage.progress_ok(status))
+
+    done = 0
+    finished: set = set()
+    runner = _UnitRunner(stage, out)
+    ex = make_executor(executor, workers, initializer=_worker_setup, initargs=(stage, str(out)),
+                       ray_address=ray_address, max_unit_retries=max_unit_retries,
+                       resources_for=stage.unit_resources)
+    try:
+        for outcome in _outcomes(ex, runner, pending, on_event, stop):
+            if outcome.error is not None:
+                failures.append((outcome.unit.index, outcome.error))
+                log.error("unit %d of %s raised; it will be redone on the next run:\n%s",
+                          outcome.unit.index, stage.name, outcome.error)
+            elif outcome.result.get("output_error"):
+                stop.stop(outcome.result["output_error"])
+            else:
+                done += 1
+                finished.add(outcome.unit.index)
+                counts.update(outcome.result.get("counts", {}))
+                bar.unit_done()
+    finally:
+        bar.close()
+    if stop.requested:
+        _clear_abandoned(out, stage.name, [u for u in pending if u.index not in finished])
+        if stop.reason is not None and stop.signum is None:
+            raise UserError(stop.reason)
+        complete = skipped + done
+        message = f"interrupted: {complete} of {len(mine)} units complete; run the same command to resume"
+        print(message, file=sys.stderr, flush=True)
+        log.warning("%s %s", stage.name, message)
+        raise StageInterrupted(stop.signum, message)
+    summary = RunSummary(len(mine), skipped, done, len(failures), counts, time.time() - start, failures)
+    log.info("%s finished: %s", stage.name, summary.as_dict())
+    return summary
+
+
+def _clear_abandoned(out, name: str, units) -> None:
+    """Remove the temporaries of units stopped mid-way (their workers are gone; this run holds the lock)."""
+    for unit in units:
+        try:
+            for tmp in UnitFiles(out, name, unit.index).temporaries():
+                tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not remove the temporaries of unit %d: %s", unit.index, exc)
+
+
+def _outcomes(ex, runner, pending, on_event, stop):
+    try:
+        yield from ex.run(runner, pending, on_event, stop)
+    except RayUnavailable as exc:
+        raise UserError(str(exc)) from exc
+    except UnitAbandoned:  # a signal between an inline unit's end and the executor's bookkeeping
+        return
+
+
+DEFAULT_UNIT_RETRIES = 3
+_PARSED: dict = {}  # --max-unit-retries as last parsed, for callers of run_stage that do not pass it
+
+
+class _RayAddress(argparse.Action):
+    """Also exports the address as RAY_ADDRESS (Ray's own convention), so a stage whose
+    main does not pass ``ray_address`` to ``run_stage`` still joins the cluster asked for."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        os.environ["RAY_ADDRESS"] = values
+
+
+class _UnitRetries(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        _PARSED["max_unit_retries"] = values
+
+
+def _process_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of worker processes; give 1 or more")
+    return value
+
+
+def add_executor_args(parser) -> None:
+    group = parser.add_argument_group("execution")
+    group.add_argument("--executor", default="local", choices=["local", "ray", "inline"],
+                       help="where units run: 'local' is a process pool on this machine; 'ray' one Ray task "
+                       "per unit on a Ray cluster (--ray-address) or, without an address, on a local Ray "
+                       "instance bound to 127.0.0.1; 'inline' this process (debugging)")
+    group.add_argument("--workers", type=_process_count, default=max(1, min(8, os.cpu_count() or 1)),
+                       help="worker processes for the local executor, CPUs of a local Ray instance "
+                       "(default: cores, at most 8)")
+    group.add_argument("--ray-address", default=None, action=_RayAddress,
+                       help="join this Ray cluster (HEAD:6379, as printed by `ray start --head`; default: "
+                       "$RAY_ADDRESS, else a local instance). Never expose a Ray cluster's ports beyond a "
+                       "trusted network: anyone who reaches them can run code on it")
+    group.add_argument("--max-unit-retries", type=int, default=DEFAULT_UNIT_RETRIES, action=_UnitRetries,
+                       help="with --executor ray, re-run a unit whose worker process or node died up to N "
+                       "times (default 3); a unit that raises is not retried")
+    group.add_argument("--rank", type=int, default=0, help="this job's slice of the units (Slurm arrays etc.)")
+    group.add_argument("--world-size", type=int, default=1, help="how many slices the units are split into")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def executor_options(args) -> dict:
+    """The keyword arguments of ``run_stage`` given by ``add_executor_args``' flags:
+    ``run_stage(stage, out, **executor_options(args))``."""
+    return {"executor": args.executor, "workers": args.workers, "rank": args.rank,
+            "world_size": args.world_size, "progress": not args.no_progress,
+            "ray_address": args.ray_address, "max_unit_retries": args.max_unit_retries}
+
+
+def print_summary(stage_name: str, out, summary: RunSummary) -> None:
+    c = summary.counts
+    statuses = {k.split("/", 1)[1]: v for k, v in c.items() if k.startswith("status/")}
+    print(f"{stage_name}: {summary.units_done} units written, {summary.units_skipped} already complete, "
+          f"{summary.units_failed} units failed, in {summary.seconds:.1f}s -> {out}")
+    if statuses:
+        print("  videos by status: " + ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())))
+    if summary.units_failed:
+        print(f"  {summary.units_failed} units raised (see {log_dir_for(out)}); re-run the same command to redo them",
+              file=sys.stderr)

@@ -1,0 +1,351 @@
+"""``mmp-align``: clean every crawled subtitle track and put each video's languages on one timeline.
+
+One work unit per completed crawl unit, same index: ``crawl-000123`` becomes
+``aligned-000123.{tar,parquet,stats.json}``. Every row of the crawl parquet gets
+exactly one aligned row, whatever became of it; a video with at least one usable
+track also gets a ``subs.json`` sample (``shards.layout.ALIGNED``).
+
+Video statuses:
+  ok                every requested language has a usable track
+  partial           some do; ``error`` lists what is missing or failed and why
+  no_subtitles      the crawl found no track in the requested languages
+  no_text           tracks were there but hold no text once cleaned (e.g. only [Music])
+  parse_error       no track could be read (binary, too large, no cue readable)
+  upstream_failed   the crawl failed for this video (its status is in ``crawl_status``)
+  missing_sample    the crawl parquet promises a sample the crawl tar does not hold
+  shard_unreadable  the crawl tar broke before this video's sample
+  bad_sample        the sample is there but its info.json or key is unusable
+Track statuses (``{lang}_status``): ok, missing, crawl_error, wrong_script (kept under
+``flagged_tracks``, out of ``tracks`` and ``segments``), and subtitles' empty,
+not_text, too_large, parse_error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+
+from shards.layout import ALIGNED, DamagedUnit, UnitFiles, completed_units, is_valid_video_id, read_stats
+from shards.reader import ShardError, iter_samples, load_json, read_rows
+from shards.storage import RemotePath, as_path
+from shards.writer import UnitWriter
+
+from pipeline.subtitles.align import align_tracks, track_stats
+from pipeline.runtime.cli import add_common_flags, parse_args
+from pipeline.runtime.langs import MULTI_HT100M_LANGS, add_langs_flag
+from pipeline.runtime.stage import (Stage, Unit, UserError, add_executor_args, check_config, executor_options, lock_output,
+                    prepare_output, print_summary,
+                    run_stage, video_done)
+from pipeline.subtitles.clean import DEFAULT_MAX_BYTES, OK as TRACK_OK, clean_track
+
+log = logging.getLogger("mmp.align")
+
+DEFAULT_LANGS = MULTI_HT100M_LANGS
+WITH_SAMPLE = frozenset({"ok", "partial", "no_subtitles"})  # crawl statuses that come with a sample
+READ_FAILURES = frozenset({"not_text", "too_large", "parse_error"})
+LANG_FIELDS = (("kind", pa.string()), ("source", pa.string()), ("status", pa.string()), ("error", pa.string()),
+               ("cues", pa.int32()), ("tokens", pa.int64()), ("chars", pa.int64()), ("seconds", pa.float64()),
+               ("coverage", pa.float64()), ("rolling", pa.bool_()), ("parser", pa.string()),
+               ("repairs", pa.string()), ("flags", pa.string()))
+
+
+def schema_for(langs) -> pa.Schema:
+    fields = [("video_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
+              ("crawl_status", pa.string()), ("crawl_unit", pa.int32()), ("duration", pa.float64()),
+              ("language", pa.string()), ("n_langs", pa.int32()), ("langs", pa.string()),
+              ("timeline", pa.string()), ("timeline_kind", pa.string()), ("n_segments", pa.int32()),
+              ("seconds", pa.float64())]
+    for lang in langs:
+        fields += [(f"{lang}_{name}", typ) for name, typ in LANG_FIELDS]
+    return pa.schema(fields)
+
+
+@dataclass
+class AlignConfig:
+    crawl: str
+    out: str
+    langs: list = field(default_factory=lambda: list(DEFAULT_LANGS))
+    keep_annotations: bool = False
+    max_track_bytes: int = DEFAULT_MAX_BYTES
+
+
+# ---------------------------------------------------------------- per-video work
+
+def align_video(video_id: str, info: dict, members: dict, cfg: AlignConfig) -> tuple[dict, dict | None]:
+    """One crawl sample -> (parquet row, subs.json or None). Bad tracks are values; bugs raise."""
+    declared = info.get("tracks") if isinstance(info.get("tracks"), dict) else {}
+    cleaned = {}
+    for lang in cfg.langs:
+        data = members.get(f"{lang}.vtt")
+        if data is None:
+            continue
+        meta = declared.get(lang) if isinstance(declared.get(lang), dict) else {}
+        cues, report = clean_track(data, lang, keep_annotations=cfg.keep_annotations, max_bytes=cfg.max_track_bytes)
+        cleaned[lang] = (cues, report, meta.get("kind") or "none", meta.get("source_lang"))
+    return assemble_video(video_id, info, cleaned, cfg.langs, declared)
+
+
+def assemble_video(video_id: str, info: dict, cleaned: dict, langs, declared: dict | None = None,
+                   started: float | None = None) -> tuple[dict, dict | None]:
+    """Cleaned tracks ``{lang: (cues, TrackReport, kind, source_lang)}`` -> (parquet row, subs.json or None).
+
+    Shared by mmp-align (tracks from VTT) and mmp-import (tracks from the published files),
+    so both write the same rows and samples.
+    """
+    started = time.time() if started is None else started
+    declared = declared or {}
+    duration = info.get("duration")
+    row = {"video_id": video_id, "language": info.get("language"),
+           "duration": float(duration) if isinstance(duration, (int, float)) else None}
+    usable, flagged, problems = {}, {}, {}
+    present = 0
+    for lang in langs:
+        meta = declared.get(lang) if isinstance(declared.get(lang), dict) else {}
+        if lang not in cleaned:
+            row[f"{lang}_kind"], row[f"{lang}_source"] = meta.get("kind") or "none", meta.get("source_lang")
+            status = "crawl_error" if meta.get("error") else "missing"
+            row[f"{lang}_status"], row[f"{lang}_error"] = status, meta.get("error")
+            if meta.get("error"):
+                problems[lang] = {"status": status, "error": meta["error"]}
+            continue
+        cues, report, kind, source = cleaned[lang]
+        row[f"{lang}_kind"], row[f"{lang}_source"] = kind, source
+        present += 1
+        row.update({f"{lang}_rolling": report.rolling, f"{lang}_parser": report.parser,
+                    f"{lang}_repairs": json.dumps(report.repairs, sort_keys=True) if report.repairs else None,
+                    f"{lang}_flags": ",".join(report.flags) or None})
+        if report.status != TRACK_OK:
+            row[f"{lang}_status"], row[f"{lang}_error"] = report.status, report.error
+            problems[lang] = {"status": report.status, "error": report.error, "report": report.as_dict()}
+            continue
+        row.update({f"{lang}_{k}": v for k, v in track_stats(cues, lang).items()})
+        entry = {"kind": kind, "source_lang": source, "cues": [list(c) for c in cues], "report": report.as_dict()}
+        if "wrong_script" in report.flags:
+            row[f"{lang}_status"], row[f"{lang}_error"] = "wrong_script", "; ".join(report.warnings)[:300]
+            flagged[lang] = entry
+        else:
+            row[f"{lang}_status"] = "ok"
+            usable[lang] = entry
+
+    timeline, segments, coverage = align_tracks(usable, info.get("language"))
+    for lang, frac in coverage.items():
+        row[f"{lang}_coverage"] = frac
+    row.update(n_langs=len(usable), langs=",".join(l for l in langs if l in usable) or None,
+               timeline=timeline, timeline_kind=usable[timeline]["kind"] if timeline else None,
+               n_segments=len(segments))
+    failed = [f"{l} ({row[f'{l}_status']})" for l in langs if row.get(f"{l}_status") not in ("ok", "missing")]
+    missing = [l for l in langs if row.get(f"{l}_status") == "missing"]
+    why = "; ".join(p for p in (("missing: " + ", ".join(missing)) if missing else "",
+                                ("failed: " + ", ".join(failed)) if failed else "") if p) or None
+    if usable:
+        status = "ok" if len(usable) == len(langs) else "partial"
+    elif present == 0:
+        status = "no_subtitles"
+    elif any(p["status"] in READ_FAILURES for p in problems.values()):
+        status = "parse_error"
+    else:
+        status = "no_text"
+    row.update(status=status, error=why if status != "ok" else None, seconds=round(time.time() - started, 4))
+    if not usable:
+        return row, None
+    subs = {"video_id": video_id, "duration": row["duration"], "language": info.get("language"),
+            "timeline": timeline, "tracks": usable, "segments": segments, "coverage": coverage}
+    if flagged:
+        subs["flagged_tracks"] = flagged
+    if problems:
+        subs["track_problems"] = problems
+    return row, subs
+
+
+# ---------------------------------------------------------------- the stage
+
+class AlignStage(Stage):
+    name = "aligned"
+    layout = ALIGNED
+
+    def __init__(self, cfg: AlignConfig):
+        self.cfg = cfg
+        self.schema = schema_for(cfg.langs)
+        self.crawl = as_path(cfg.crawl)
+
+    def plan(self) -> list[Unit]:
+        units = []
+        for files in completed_units(self.crawl, "crawl"):
+            try:  # the row count only sizes the progress bar; the unit reads the parquet itself
+                rows = read_stats(files)["rows"]
+            except DamagedUnit as exc:  # reported; the unit still runs and records what its files hold
+                log.warning("%s", exc)
+                rows = 0
+            units.append(Unit(files.index, list(range(rows))))
+        return units
+
+    def config(self) -> dict:
+        return asdict(self.cfg)
+
+    def built_from(self, unit: Unit) -> dict | None:
+        from pipeline.runtime.lineage import unit_identity
+
+        return {"crawl": unit_identity(UnitFiles(self.crawl, "crawl", unit.index))}
+
+    def fingerprint(self) -> dict:
+        from pipeline.runtime.lineage import stage_identity
+
+        return {"crawl_identity": stage_identity(self.crawl), "langs": list(self.cfg.langs),
+                "keep_annotations": self.cfg.keep_annotations, "max_track_bytes": self.cfg.max_track_bytes}
+
+    def process(self, unit: Unit, writer: UnitWriter) -> None:
+        source = UnitFiles(self.crawl, "crawl", unit.index)
+        try:
+            crawl_rows = {r["video_id"]: r for r in read_rows(source.parquet)}
+        except Exception as exc:  # pyarrow raises several kinds for a damaged file
+            log.warning("%s: parquet unreadable (%s); rows rebuilt from the tar", source.stem, exc)
+            writer.count("crawl_parquet_unreadable")
+            crawl_rows = {}
+        done: set = set()
+
+        def emit(row: dict, subs: dict | None) -> None:
+            row["crawl_unit"] = unit.index
+            if subs is not None:
+                writer.write_sample(row["video_id"], {"subs.json": subs})
+                writer.count("segments", len(subs["segments"]))
+            for lang in self.cfg.langs:
+                status = row.get(f"{lang}_status")
+                if status and status != "missing":
+                    writer.count(f"tracks/{status}")
+                writer.count("cues", row.get(f"{lang}_cues") or 0)
+            writer.add_row(row)
+            done.add(row["video_id"])
+            video_done(row["status"])
+
+        broken = None
+        try:
+            for sample in iter_samples(source.tar):
+                key = sample.pop("__key__")
+                crawl = crawl_rows.get(key, {})
+                base = {"crawl_status": crawl.get("status", "unknown")}
+                if key in done:
+                    writer.count("duplicate_samples")
+                    continue
+                if not is_valid_video_id(key):
+                    emit({**base, "video_id": key, "status": "bad_sample", "error": "sample key is not a video id"}, None)
+                    continue
+                try:
+                    info = load_json(sample["info.json"])
+                    if not isinstance(info, dict):
+                        raise ValueError("info.json is not an object")
+                except (KeyError, ValueError, UnicodeDecodeError) as exc:
+                    emit({**base, "video_id": key, "status": "bad_sample", "error": f"info.json unusable: {exc}"[:300]}, None)
+                    continue
+                row, subs = align_video(key, info, sample, self.cfg)
+                emit({**base, **row}, subs)
+        except ShardError as exc:
+            broken = str(exc)
+            log.warning("%s: tar unreadable after %d samples: %s", source.stem, len(done), exc)
+            writer.count("crawl_tar_unreadable")
+
+        for vid, crawl in crawl_rows.items():
+            if vid in done:
+                continue
+            status = crawl.get("status")
+            if status not in WITH_SAMPLE:
+                row = {"status": "upstream_failed", "error": f"crawl {status}: {crawl.get('error') or ''}".strip()[:500]}
+            elif broken:
+                row = {"status": "shard_unreadable", "error": f"crawl tar unreadable: {broken}"[:500]}
+            else:
+                row = {"status": "missing_sample", "error": f"crawl row says {status} but its tar has no sample"}
+            emit({"video_id": vid, "crawl_status": status, **row}, None)
+        writer.count("videos", len(done))
+
+
+def reopen_stale_units(crawl, out) -> int:
+    """Redo aligned units written before units recorded what they were built from (``built_from``,
+    compared by ``run_stage``) whose crawl unit is newer than they are."""
+    reopened = 0
+    for files in completed_units(out, "aligned"):
+        try:
+            if "built_from" in json.loads(files.stats.read_text()):
+                continue
+        except (OSError, ValueError, RecursionError):
+            continue
+        source = UnitFiles(crawl, "crawl", files.index)
+        newer = source.stats.stat().st_mtime if source.is_complete() else None
+        own = files.stats.stat().st_mtime
+        if newer is not None and (isinstance(source.directory, RemotePath) or isinstance(files.directory, RemotePath)):
+            newer, own = int(newer), int(own)  # object stores keep whole seconds
+        if newer is not None and newer > own:
+            files.stats.unlink()
+            reopened += 1
+    return reopened
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mmp-align",
+        description="Clean the crawled subtitles (rolling ASR captions unrolled, tags, entities and "
+        "annotations removed) and put each video's languages on one timeline, into DATA/aligned/.",
+        epilog="Re-running the same command resumes: finished units are skipped, and units whose crawl "
+        "unit changed since are redone.")
+    p.add_argument("--crawl", required=True,
+                   help="the crawl's output directory (crawl-*.tar/parquet), a path or an fsspec URL (s3://b/crawl)")
+    p.add_argument("--out", required=True,
+                   help="where aligned-*.{tar,parquet,stats.json} go, a path or an fsspec URL (s3://b/aligned)")
+    add_langs_flag(p, default=None, help="the languages to keep",
+                   default_text="the languages the crawl was run with, from its config.json; else "
+                   + ",".join(DEFAULT_LANGS))
+    p.add_argument("--keep-annotations", action="store_true", help="keep [Music]-style annotations and >> markers")
+    p.add_argument("--max-track-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20,
+                   help="tracks larger than this are recorded as too_large, not parsed (default 32)")
+    add_executor_args(p)
+    add_common_flags(p)
+    return p
+
+
+def crawl_langs(crawl) -> list[str] | None:
+    """The languages the crawl in ``crawl`` was run with (its config.json), if it says."""
+    try:
+        langs = json.loads((as_path(crawl) / "config.json").read_text())["config"]["langs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    ok = isinstance(langs, list) and langs and all(isinstance(l, str) for l in langs)
+    return list(langs) if ok else None
+
+
+def config_from_args(args) -> AlignConfig:
+    langs = args.langs or crawl_langs(args.crawl) or list(DEFAULT_LANGS)  # --langs is checked as it is read
+    if not as_path(args.crawl).is_dir():
+        raise UserError(f"--crawl {args.crawl} is not a directory; point it at mmp-crawl's output (DATA/crawl)")
+    if not completed_units(args.crawl, "crawl"):
+        raise UserError(f"--crawl {args.crawl} holds no completed crawl unit (crawl-*.stats.json); run mmp-crawl first")
+    if args.max_track_mb <= 0:
+        raise UserError("--max-track-mb must be positive")
+    return AlignConfig(crawl=str(args.crawl), out=str(args.out), langs=list(langs),
+                       keep_annotations=args.keep_annotations, max_track_bytes=int(args.max_track_mb * 2**20))
+
+
+def main(argv=None) -> int:
+    args = parse_args(build_parser(), argv)
+    try:
+        cfg = config_from_args(args)
+        stage = AlignStage(cfg)
+        out = as_path(args.out)
+        prepare_output(out)
+        with lock_output(out, args.rank, args.world_size):
+            check_config(out, stage)  # before touching any unit of a run over other input
+            stale = reopen_stale_units(stage.crawl, out)
+            if stale:
+                print(f"mmp-align: {stale} units are redone because their crawl units changed")
+            summary = run_stage(stage, out, **executor_options(args))
+    except UserError as exc:
+        print(f"mmp-align: error: {exc}", file=sys.stderr)
+        return 2
+    print_summary("mmp-align", out, summary)
+    return 1 if summary.units_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
