@@ -17,7 +17,8 @@ import random
 import sys
 import time
 
-LANGS = ("en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi")
+from shards.samples import LANGS
+
 VOCAB = {
     "en": "now we add the onion and stir it for two minutes until it gets soft then cut tomato".split(),
     "de": "jetzt geben wir die Zwiebel dazu und rühren zwei Minuten bis sie weich wird dann".split(),

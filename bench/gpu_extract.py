@@ -43,8 +43,8 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from extract import (HOWTO100M_HOURS, first_windows, input_rate, loop_video, plain_decord,  # noqa: E402
-                     plain_threads, precision_rows, print_precision_table)
+from bench.extract import HOWTO100M_HOURS, input_rate, plain_threads  # noqa: E402
+from bench.extract_parts import first_windows, loop_video, plain_decord, precision_rows, print_precision_table  # noqa: E402
 
 SOURCES = "v_ZNVhz7ctTq0.mp4,decord_flipping_a_pancake.mkv"
 

@@ -28,7 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from features.decode import DecodeError, decode_all  # noqa: E402
+from features.decode import decode_all  # noqa: E402
+from features.video import DecodeError  # noqa: E402
 from features.spec import S3D, crop_offsets, resized_size  # noqa: E402
 from tests.s3d_oracle import ffmpeg_s3d_frames  # noqa: E402
 

@@ -7,7 +7,7 @@
                                                   # here; or a save_pretrained directory such as XLM-R's)
 
 Generates ``crawl/``, ``aligned/`` and ``mmp/`` in the stages' real parquet schemas
-(``pipeline.crawl.stage.schema_for``, ``pipeline.subtitles.stage.schema_for``,
+(``shards.rows.crawl_schema``, ``shards.rows.aligned_schema``,
 ``pipeline.release.s3d_features.SCHEMA``), each unit with its ``stats.json`` (three crawl
 runs, the later ones resumes, so the runs table has something to show) and an empty
 tar (mmp-stats never opens tars). Distributions are modelled on the
@@ -41,11 +41,10 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.subtitles.stage import schema_for as aligned_schema  # noqa: E402
-from pipeline.crawl.stage import schema_for as crawl_schema  # noqa: E402
+from shards.rows import aligned_schema, crawl_schema  # noqa: E402
 from pipeline.release.s3d_features import SCHEMA as MMP_SCHEMA  # noqa: E402
+from shards.samples import LANGS  # noqa: E402
 
-LANGS = ("en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi")
 TOKENS_PER_CUE = {"en": 8.5, "de": 18.2, "fr": 19.2, "ru": 18.1, "es": 16.5, "cs": 17.7, "sw": 17.7, "zh": 13.6, "vi": 16.4}
 CATEGORIES = ["Food and Entertaining", "Hobbies and Crafts", "Home and Garden", "Cars & Other Vehicles",
               "Pets and Animals", "Personal Care and Style", "Sports and Fitness", "Health",

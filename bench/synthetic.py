@@ -44,97 +44,12 @@ import numpy as np
 from shards.layout import MMP, UnitFiles
 from shards.writer import UnitWriter, atomic_write_bytes, atomic_write_json
 
-from pipeline.downstream.prepare import SCHEMA, npy_bytes
+from pipeline.downstream.prepare import SCHEMA
+from shards.codec import npy_bytes
+from shards.samples import CAPTIONS_JSON, META_JSON, SUBS_JSON, feature_member
 
-LANGS = ("en", "de", "fr", "cs", "sw", "ru", "vi", "es", "zh")
-
-# Per language: syllable onsets (disjoint across languages, so every word is too) and vowels.
-ALPHABETS = {
-    "en": ("bdk", "aeiou"),
-    "de": ("fgh", "aäeöü"),
-    "fr": ("lmn", "aéèiou"),
-    "cs": ("čřš", "aeiouý"),
-    "sw": ("jwz", "aeiou"),
-    "ru": ("бгдклмнпрст", "аеиоуыя"),
-    "vi": ("rvx", "ăâêôơư"),
-    "es": ("cñp", "aeiouá"),
-    "zh": None,  # words of two CJK characters
-}
-SHARED_TOKENS = [str(d) for d in range(1, 10)] + ["."]
-NON_LATIN = ("ru", "zh")  # scripts of their own: no loanwords spelt as in English
-FILLERS = 8
-PARTS = {"pretrain": 1, "finetune": 2, "eval": 3}
-
-
-@dataclass
-class Lexicon:
-    """One synthetic language: a word per concept, filler words and a connector ("and")."""
-
-    lang: str
-    concepts: list[str]
-    fillers: list[str]
-    connector: str
-
-    def words(self) -> set[str]:
-        return set(self.concepts) | set(self.fillers) | {self.connector}
-
-
-def make_lexicon(lang: str, n_concepts: int, rng: np.random.Generator) -> Lexicon:
-    alphabet = ALPHABETS.get(lang)
-    if alphabet is None:  # CJK ideographs: a block no other language uses
-        syllables = [chr(0x4E00 + i) for i in range(400)]
-    else:
-        onsets, vowels = alphabet
-        syllables = [o + v for o in onsets for v in vowels]
-    need = n_concepts + FILLERS + 1
-    order = rng.permutation(len(syllables))
-    words: list[str] = []
-    seen = set()
-    while len(words) < need:
-        a, b = rng.integers(len(syllables), size=2)
-        word = syllables[order[a]] + syllables[order[b]]
-        if word not in seen:
-            seen.add(word)
-            words.append(word)
-    return Lexicon(lang, words[:n_concepts], words[n_concepts:n_concepts + FILLERS], words[-1])
-
-
-def cognate_concepts(n_concepts: int, cognates: float, seed: int) -> list[int]:
-    """The concepts named by one (English) word in every Latin-script language."""
-    k = int(round(cognates * n_concepts))
-    return sorted(int(c) for c in np.random.default_rng([seed, 0, 100]).choice(n_concepts, size=k, replace=False))
-
-
-def make_lexicons(langs, n_concepts: int, seed: int, cognates: float = 0.0) -> dict[str, Lexicon]:
-    unknown = [l for l in langs if l not in ALPHABETS]
-    if unknown:
-        raise ValueError(f"no synthetic alphabet for {unknown}; languages are {', '.join(ALPHABETS)}")
-    if not 0.0 <= cognates <= 1.0:
-        raise ValueError("cognates is a share of the concepts, between 0 and 1")
-    # the English lexicon is drawn whether or not en is listed, so a loanword is spelt the same either way
-    english = make_lexicon("en", n_concepts, np.random.default_rng([seed, 0, LANGS.index("en")]))
-    lexicons = {l: make_lexicon(l, n_concepts, np.random.default_rng([seed, 0, LANGS.index(l)])) for l in langs}
-    words = [w for lex in lexicons.values() for w in lex.words()]
-    assert len(words) == len(set(words)), "synthetic vocabularies overlap"  # disjoint onsets guarantee it
-    for c in cognate_concepts(n_concepts, cognates, seed):
-        for lang, lex in lexicons.items():
-            if lang not in NON_LATIN:
-                lex.concepts[c] = english.concepts[c]
-    return lexicons
-
-
-def sentence(lex: Lexicon, concepts: list[int], rng: np.random.Generator) -> str:
-    """Filler, the concept words in order joined by the connector, maybe a number, a full stop."""
-    words = [lex.fillers[rng.integers(FILLERS)]]
-    for j, c in enumerate(concepts):
-        if j:
-            words.append(lex.connector)
-        words.append(lex.concepts[c])
-        if rng.random() < 0.3:
-            words.append(lex.fillers[rng.integers(FILLERS)])
-    if rng.random() < 0.5:
-        words.insert(int(rng.integers(len(words) + 1)), str(int(rng.integers(1, 10))))
-    return " ".join(words) + " ."
+from bench.synthetic_words import (LANGS, PARTS, SHARED_TOKENS, Lexicon, cognate_concepts, make_lexicons,
+                                   sentence)
 
 
 @dataclass
@@ -325,15 +240,15 @@ def write_synthetic_corpus(out: Path, seed: int, *, concepts: int = 24, langs=LA
     words_by_lang: dict[str, set] = {lang: set() for lang in langs}
     pretrain, pretrain_en, finetune, evaluation = [], [], [], []
     for video, subs in parts["pretrain"]:
-        feats = {f"{n}.npy": npy_bytes(a) for n, a in video.features.items()}
+        feats = {feature_member(n): npy_bytes(a) for n, a in video.features.items()}
         en = english_only(subs)
         for lang, track in subs["tracks"].items():
             texts.update((c[2], None) for c in track["cues"])
             words_by_lang[lang].update(w for c in track["cues"] for w in c[2].split())
         cues = sum(len(t["cues"]) for t in subs["tracks"].values())
-        pretrain.append((video.video_id, {**feats, "subs.json": subs, "meta.json": meta(video, "pretrain")},
+        pretrain.append((video.video_id, {**feats, SUBS_JSON: subs, META_JSON: meta(video, "pretrain")},
                          row(video, "pretrain", list(subs["tracks"]), cues)))
-        pretrain_en.append((video.video_id, {**feats, "subs.json": en, "meta.json": meta(video, "pretrain")},
+        pretrain_en.append((video.video_id, {**feats, SUBS_JSON: en, META_JSON: meta(video, "pretrain")},
                             row(video, "pretrain", ["en"], len(en["tracks"]["en"]["cues"]))))
     for part, split, target in (("finetune", "train", finetune), ("eval", "test", evaluation)):
         for video, caps in parts[part]:
@@ -342,8 +257,8 @@ def write_synthetic_corpus(out: Path, seed: int, *, concepts: int = 24, langs=LA
                 words_by_lang[lang].update(w for t in lines for w in t.split())
             parallel = [{lang: lines[0] for lang, lines in caps.items()}] if len(caps) > 1 else []
             captions = {"video_id": video.video_id, "split": split, "captions": caps, "parallel": parallel}
-            members = {**{f"{n}.npy": npy_bytes(a) for n, a in video.features.items()},
-                       "captions.json": captions, "meta.json": meta(video, split)}
+            members = {**{feature_member(n): npy_bytes(a) for n, a in video.features.items()},
+                       CAPTIONS_JSON: captions, META_JSON: meta(video, split)}
             target.append((video.video_id, members,
                            row(video, split, list(caps), sum(len(c) for c in caps.values()), len(parallel))))
 

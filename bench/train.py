@@ -38,13 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-LANGS = ("en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi")
-
-
-def _npy(a) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()
+from shards.codec import npy_bytes as _npy  # noqa: E402
+from shards.samples import LANGS, META_JSON, SUBS_JSON, feature_member  # noqa: E402
 
 
 def write_shards(directory: Path, videos: int, seconds: int, per_shard: int, seed: int = 0) -> list[str]:
@@ -71,11 +66,11 @@ def write_shards(directory: Path, videos: int, seconds: int, per_shard: int, see
                         t += 3.0
                     tracks[lang] = {"kind": "manual", "source_lang": lang, "cues": cues}
                 members = {
-                    "r21d.npy": _npy(gen.standard_normal((seconds, 512), dtype=np.float32).astype(np.float16)),
-                    "s3d.npy": _npy(gen.standard_normal((seconds, 1024), dtype=np.float32).astype(np.float16)),
-                    "subs.json": json.dumps({"video_id": key, "duration": seconds, "tracks": tracks,
+                    feature_member("r21d"): _npy(gen.standard_normal((seconds, 512), dtype=np.float32).astype(np.float16)),
+                    feature_member("s3d"): _npy(gen.standard_normal((seconds, 1024), dtype=np.float32).astype(np.float16)),
+                    SUBS_JSON: json.dumps({"video_id": key, "duration": seconds, "tracks": tracks,
                                              "segments": []}).encode(),
-                    "meta.json": json.dumps({"duration": seconds}).encode(),
+                    META_JSON: json.dumps({"duration": seconds}).encode(),
                 }
                 for name, data in members.items():
                     info = tarfile.TarInfo(f"{key}.{name}")
@@ -90,9 +85,9 @@ def bare_tar_rate(paths: list[str], bufsize: int | None = None) -> tuple[float, 
 
     ``bufsize`` is tarfile's read buffer: its default (``tarfile.RECORDSIZE``, what
     ``tarfile.open(path, 'r|*')`` uses) for the baseline, None for the loader's own
-    (``model.trainer.data.TAR_BUFSIZE``), the stricter reference: the same bytes read the same way.
+    (``model.trainer.shard_stream.TAR_BUFSIZE``), the stricter reference: the same bytes read the same way.
     """
-    from model.trainer.data import TAR_BUFSIZE
+    from model.trainer.shard_stream import TAR_BUFSIZE
 
     t0 = time.perf_counter()
     keys = set()
@@ -109,7 +104,8 @@ def loader_rate(paths, text_dir: str, samples: int, workers: int, batch: int, th
     """Samples/s of the real loader over ``samples`` samples: (including start-up, steady after the first batch)."""
     import torch
 
-    from model.trainer.data import ClipConfig, ClipStream
+    from model.clips import ClipConfig
+    from model.trainer.data import ClipStream
     from model.text import load_tokenizer
 
     if threads:
@@ -224,7 +220,7 @@ def main(argv=None) -> int:
           f"{os.getloadavg()[0]:.1f}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from model.trainer.data import TAR_BUFSIZE
+    from model.trainer.shard_stream import TAR_BUFSIZE
     from model.text import load_tokenizer
     from model.tiny import build_text_model
 

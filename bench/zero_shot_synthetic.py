@@ -113,7 +113,7 @@ def _call(fn, argv: list[str], log: Path) -> None:
 
 
 def _common(cfg: BenchConfig, seed: int) -> list[str]:
-    return ["--video-features", "s3d", "--device", "cpu", "--threads", str(cfg.threads), "--workers", "0",
+    return ["--video-features", "s3d", "--device", "cpu", "--threads", str(cfg.threads), "--loader-workers", "0",
             "--no-progress", "--ckpt-every", "1000000", "--keep", "1", "--seed", str(seed),
             "--batch-size", str(cfg.batch_size), "--lr", str(cfg.lr),
             "--max-text-len", str(cfg.max_text_len), "--max-video-len", str(cfg.max_video_len)]

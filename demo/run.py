@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.runtime.cli import add_common_flags, parse_args
+from pipeline.runtime.cli import add_common_flags, command, parse_args
 from demo.sample import build_sample
 from demo.server import SampleServer
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("mmp-demo")
 def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
     out = args.out.resolve()
@@ -181,19 +182,21 @@ def _msrvtt_from_demo(mmp: Path, dest: Path, backbones: list) -> Path:
 
     import numpy as np
 
-    from shards.reader import iter_stage_samples, load_json, load_npy
+    from shards.codec import load_json, load_npy
+    from shards.reader import iter_stage_samples
+    from shards.samples import SUBS_JSON, feature_member
 
     for b in backbones:
         (dest / b).mkdir(parents=True, exist_ok=True)
     videos, sentences, translations = [], [], {}
     for _, sample in iter_stage_samples(mmp, "mmp"):
         vid = sample["__key__"]
-        subs = load_json(sample["subs.json"])
+        subs = load_json(sample[SUBS_JSON])
         tracks = subs.get("tracks", {})
         if "en" not in tracks or not tracks["en"].get("cues"):
             continue
         for b in backbones:
-            np.save(dest / b / f"{vid}.npy", load_npy(sample[f"{b}.npy"]).astype(np.float32), allow_pickle=False)
+            np.save(dest / b / f"{vid}.npy", load_npy(sample[feature_member(b)]).astype(np.float32), allow_pickle=False)
         split = "test" if len(videos) % 2 else "train"  # every other video is held out for mmp-eval
         videos.append({"video_id": vid, "split": split, "category": 0, "start time": 0.0,
                        "end time": float(subs.get("duration") or 0.0)})

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.runtime.langs import MULTI_HT100M_LANGS as LANGS  # the 9 languages of Multi-HowTo100M
+from shards.samples import LANGS
 LANG_NAMES = {"en": "English", "de": "German", "fr": "French", "ru": "Russian", "es": "Spanish",
               "cs": "Czech", "sw": "Swahili", "zh": "Chinese (Simplified)", "vi": "Vietnamese"}
 SUB_FORMATS = ("json3", "srv1", "srv2", "srv3", "ttml", "vtt")

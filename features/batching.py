@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from features.decode import DEFAULT_CHUNK_SECONDS, DecodedVideo, DecodeError
+from features.decode import DEFAULT_CHUNK_SECONDS, DecodedVideo
+from features.video import DecodeError
 from features.frames import Normaliser, stack_windows
 
 log = logging.getLogger("mmp.extract")
@@ -58,12 +59,6 @@ class VideoResult:
     seconds_model: float = 0.0
 
 
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.cuda.OutOfMemoryError)
-
-
 class BatchRunner:
     """Runs one backbone on batches of uint8 windows; halves the batch on CUDA out-of-memory."""
 
@@ -85,6 +80,8 @@ class BatchRunner:
 
     def run(self, windows, owners: list) -> tuple[np.ndarray | None, set]:
         """windows uint8 [B, 3, T, H, W] -> (float16 [B, D] with rows of failed owners zero, failed owners)."""
+        import torch
+
         out = np.zeros((len(windows), self.backbone.spec.output_dim), dtype=np.float16)
         failed: set = set()
         start = 0
@@ -92,9 +89,7 @@ class BatchRunner:
             size = min(self.batch_size, len(windows) - start)
             try:
                 out[start:start + size] = self._forward(windows[start:start + size])
-            except Exception as exc:
-                if not _is_oom(exc):
-                    raise
+            except torch.cuda.OutOfMemoryError:  # only this: any other error is a bug and goes on up
                 _free_cuda()
                 if size > 1:
                     self.batch_size = max(1, size // 2)

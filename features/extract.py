@@ -32,7 +32,6 @@ or unreadable, with the reason); oom.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import tarfile
@@ -41,22 +40,24 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.runtime.cli import OldSpelling, add_common_flags, parse_args
-from pipeline.release.s3d_features import npy_bytes
-from pipeline.runtime.stage import (Stage, Unit, UserError, add_executor_args, executor_options, prepare_output,
-                            print_summary, run_stage, video_done)
+from pipeline.runtime.cli import command, executor_options, parse_args
+from pipeline.runtime.stage import Stage, Unit, prepare_output, print_summary, run_stage, video_done
+from shards.errors import UserError
 from shards.layout import MMP, DamagedUnit, UnitFiles, completed_units, is_valid_video_id, read_stats
-from shards.reader import load_json, read_unit
+from shards.codec import load_json, npy_bytes
+from shards.reader import read_unit
+from shards.samples import CARRIED_KEYS, META_JSON, SUBS_JSON, MmpMeta
 from shards.storage import as_path
 from shards.versions import versions
 from shards.writer import UnitWriter
 
-# The batched core lives in features.batching, devices and slots in features.devices; their
-# names stay importable from here.
-from features.devices import WORKER as _WORKER, NoFreeSlot, claim_slot, pick_device  # noqa: F401
-from features.batching import Backbone, BatchRunner, VideoJob, VideoResult, extract_videos  # noqa: F401
-from features.decode import DEFAULT_CHUNK_SECONDS, VIDEO_EXTENSIONS
-from features.spec import DEFAULT_RECIPES, OUTPUTS, PRECISIONS, RECIPES, SPECS, get_spec
+from shards.members import VIDEO_SUFFIXES
+
+from features.batching import Backbone, VideoJob, extract_videos
+from features.decode import DEFAULT_CHUNK_SECONDS
+from features.devices import WORKER as _WORKER, pick_device
+from features.extract_flags import build_parser, parse_recipes, parse_weights
+from features.spec import SPECS, get_spec
 
 log = logging.getLogger("mmp.extract")
 
@@ -69,7 +70,6 @@ SCHEMA = pa.schema([
     ("length_mismatch", pa.float64()), ("seconds_decode", pa.float64()),
     ("seconds_model", pa.float64()), ("device", pa.string()), ("source", pa.string()), ("aligned_unit", pa.int32()),
 ])
-DEFAULT_BACKBONES = ("r21d", "s3d")
 RANDOM_SEED = 0
 
 
@@ -106,7 +106,7 @@ def find_video_file(src: Path, video_id: str) -> Path | None:
 
     A few stat calls per video instead of listing a directory that may hold a million files.
     """
-    for ext in VIDEO_EXTENSIONS:
+    for ext in VIDEO_SUFFIXES:
         path = src / f"{video_id}.{ext}"
         if path.is_file():
             return path
@@ -122,7 +122,7 @@ def _crawl_members(tar_path: Path) -> dict:
                 if not info.isfile():
                     continue
                 key, _, member = info.name.rsplit("/", 1)[-1].partition(".")
-                if member in VIDEO_EXTENSIONS:
+                if member in VIDEO_SUFFIXES:
                     found.setdefault(key, (str(tar_path), info.offset_data, info.size, "." + member))
     except (tarfile.TarError, OSError, EOFError) as exc:
         log.warning("%s unreadable: %s", tar_path, exc)
@@ -267,93 +267,27 @@ class ExtractStage(Stage):
             video_done(row["status"])
 
     def _members(self, row, sample, info, result, backbones) -> dict:
-        meta = {"video_id": row["video_id"], "duration": info.duration, "fps": info.fps, "width": info.width,
-                "height": info.height, "rotation": info.rotation, "decoder": info.decoder,
-                "decoder_note": info.fallback_reason, "source": row.get("source"),
-                "features": {name: {**b.spec.to_json(), **b.weights, **info.row_times(name)}
-                             for name, b in backbones.items()},
-                "versions": versions("torch", "torchvision", "decord", "av")}
-        if "meta.json" in sample:
+        carried = {}
+        if META_JSON in sample:
             try:
-                extra = load_json(sample["meta.json"])
+                extra = load_json(sample[META_JSON])
             except ValueError:
                 extra = {}
-            for key in ("title", "categories", "category_1", "category_2", "task_id", "channel", "language"):
-                if isinstance(extra, dict) and key in extra:
-                    meta[key] = extra[key]
-        members = {"meta.json": meta, "subs.json": sample["subs.json"]}
+            if isinstance(extra, dict):
+                carried = {key: extra[key] for key in CARRIED_KEYS if key in extra}
+        meta = MmpMeta(video_id=row["video_id"], duration=info.duration, fps=info.fps, width=info.width,
+                       height=info.height, rotation=info.rotation, decoder=info.decoder,
+                       decoder_note=info.fallback_reason, source=row.get("source"),
+                       features={name: {**b.spec.to_json(), **b.weights, **info.row_times(name)}
+                                 for name, b in backbones.items()},
+                       versions=versions("torch", "torchvision", "decord", "av"), **carried)
+        members = {META_JSON: meta.to_member(), SUBS_JSON: sample[SUBS_JSON]}
         for name, b in backbones.items():
             members[b.spec.member] = npy_bytes(result.features[name].astype(np.float16))
         return members
 
 
 # ---------------------------------------------------------------- CLI
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mmp-extract-features",
-        description="Decode each aligned video and write one feature row per second per backbone into training "
-        "shards (mmp-*.tar), each backbone following a named recipe (features/spec.py): r21d=paper (R(2+1)D-34 "
-        "IG65M clip8, 30 fps, 8 frames from the start of every second, 112x112) and s3d=released (S3D-G MIL-NCE, "
-        "the released HowTo100M features' own FFmpeg chain: fps=16, short side 224 truncated, bilinear, centre "
-        "crop 224, 16-frame chunks, pooled mixed_5c, fp32).",
-        epilog="Re-running the same command resumes: finished units are skipped. Rows: r21d=paper gives "
-        "ceil(duration); s3d=released gives ceil(frames at 16 fps / 16), the last chunk padded with black frames, "
-        "and a video under 16 frames is 'too_short'. meta.json records each recipe whole and how its rows map "
-        "to seconds. Example: mmp-extract-features --aligned DATA/aligned --video-dir DATA/videos --out DATA/mmp "
-        "--gpus 8 --weights r21d=r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth s3d=s3d_howto100m.pth")
-    p.add_argument("--aligned", required=True, type=as_path, help="mmp-align / mmp-import output (aligned-*.tar)")
-    p.add_argument("--video-dir", "--videos", dest="video_dir", required=True, type=Path, action=OldSpelling,
-                   old=("--videos",), help="a directory of VIDEO_ID.mp4/.webm/... files, or an mmp-crawl output "
-                   "made with --download-video (detected by its crawl-*.stats.json files); --videos elsewhere is "
-                   "a list of videos")
-    p.add_argument("--out", required=True, type=as_path, help="where mmp-*.{tar,parquet,stats.json} go")
-    p.add_argument("--gpus", type=int, default=0,
-                   help="0: run on the CPU (with --workers processes); N: one worker process per GPU, cuda:0..N-1")
-    p.add_argument("--weights", nargs="+", default=[], metavar="NAME=PATH",
-                   help="checkpoint per backbone: r21d=r2plus1d_34_clip8_ig65m_*.pth s3d=s3d_howto100m.pth")
-    p.add_argument("--random-weights", action="store_true",
-                   help="random weights for backbones without --weights (smoke runs only: features are meaningless)")
-    p.add_argument("--backbones", default=",".join(DEFAULT_BACKBONES),
-                   help=f"comma-separated, from {', '.join(sorted(SPECS))} (default r21d,s3d)")
-    p.add_argument("--recipe", nargs="+", default=[], metavar="NAME=RECIPE",
-                   help="recipe per backbone: " + "; ".join(f"{n}: {', '.join(RECIPES[n])} (default {DEFAULT_RECIPES[n]})"
-                                                           for n in sorted(RECIPES)))
-    p.add_argument("--precision", nargs="+", default=[], metavar="[NAME=]P",
-                   help="model arithmetic, fp32 | tf32 | bf16, for every backbone or per backbone (s3d=fp32 "
-                   "r21d=bf16); default: the recipe's own (fp32 for both; bf16 is faster on GPUs and moves rows, "
-                   "see bench/extract.py). tf32 differs from fp32 only on CUDA")
-    p.add_argument("--s3d-output", choices=OUTPUTS["s3d"], default="mixed_5c",
-                   help="mixed_5c: the 1024-d pooled mixed_5c (the released features' format, default); embedding: "
-                   "MIL-NCE's 512-d video embedding, the checkpoint's fc over it (the paper's 512-d S3D vector)")
-    p.add_argument("--batch-size", type=int, default=32, help="windows per model call, across videos (default 32)")
-    p.add_argument("--decode-workers", type=int, default=2, help="decoding threads per worker (default 2)")
-    p.add_argument("--chunk-seconds", type=int, default=DEFAULT_CHUNK_SECONDS,
-                   help="seconds of windows decoded at a time; bounds memory (default 4)")
-    add_executor_args(p)
-    add_common_flags(p)
-    return p
-
-
-def split_named(item: str, flag: str, value_name: str, example: str, backbones: list) -> tuple[str, str]:
-    """``NAME=VALUE`` of a per-backbone flag, NAME one of --backbones; UserError otherwise."""
-    name, sep, value = item.partition("=")
-    if not sep or not value:
-        raise UserError(f"{flag} takes NAME={value_name} (e.g. {example}), got {item!r}")
-    if name not in backbones:
-        raise UserError(f"{flag} {name}=... names a backbone not in --backbones {','.join(backbones)}")
-    return name, value
-
-
-def parse_weights(items: list, backbones: list) -> dict:
-    weights = {}
-    for item in items:
-        name, path = split_named(item, "--weights", "PATH", "s3d=s3d_howto100m.pth", backbones)
-        if not Path(path).is_file():
-            raise UserError(f"--weights {name}={path}: no such file")
-        weights[name] = str(Path(path))
-    return weights
-
 
 def check_weights(weights: dict) -> None:
     """Load each --weights file once on the CPU, so a wrong file is one clear error before any unit runs."""
@@ -365,31 +299,6 @@ def check_weights(weights: dict) -> None:
         except WeightsError as exc:
             raise UserError(str(exc)) from None
         _PRELOADED[(name, path)] = (model, sha)
-
-
-def parse_recipes(recipes: list, precisions: list, s3d_output: str, backbones: list) -> dict:
-    """backbone -> BackboneSpec from --recipe NAME=RECIPE, --precision [NAME=]P and --s3d-output."""
-    chosen = {}
-    for item in recipes:
-        name, recipe = split_named(item, "--recipe", "RECIPE", "s3d=released", backbones)
-        try:
-            chosen[name] = get_spec(name, recipe)
-        except ValueError as exc:
-            raise UserError(f"--recipe {item}: {exc}") from None
-    precision: dict = {}
-    for item in precisions:
-        name, sep, value = item.rpartition("=")
-        targets = [name] if sep else list(backbones)
-        if sep and name not in backbones:
-            raise UserError(f"--precision {item} names a backbone not in --backbones {','.join(backbones)}")
-        if value not in PRECISIONS:
-            raise UserError(f"--precision {item}: choose one of {', '.join(PRECISIONS)}")
-        precision.update({t: value for t in targets})
-    specs = {}
-    for name in backbones:
-        spec = chosen.get(name) or get_spec(name)
-        specs[name] = spec.with_options(precision=precision.get(name), output=s3d_output if name == "s3d" else None)
-    return specs
 
 
 def stage_from_args(args) -> ExtractStage:
@@ -428,17 +337,14 @@ def stage_from_args(args) -> ExtractStage:
                         decode_workers=args.decode_workers, chunk_seconds=args.chunk_seconds, specs=specs)
 
 
+@command("mmp-extract-features")
 def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
-    try:
-        stage = stage_from_args(args)
-        if args.gpus > 0 or args.workers > 1 or args.executor != "local":
-            _PRELOADED.clear()  # workers load their own copies; this process needs none
-        prepare_output(args.out)
-        summary = run_stage(stage, args.out, **executor_options(args))
-    except UserError as exc:
-        print(f"mmp-extract-features: error: {exc}", file=sys.stderr)
-        return 2
+    stage = stage_from_args(args)
+    if args.gpus > 0 or args.workers > 1 or args.executor != "local":
+        _PRELOADED.clear()  # workers load their own copies; this process needs none
+    prepare_output(args.out)
+    summary = run_stage(stage, args.out, **executor_options(args))
     print_summary("mmp-extract-features", args.out, summary)
     hint = nothing_usable(summary.counts, args.video_dir)
     if hint:

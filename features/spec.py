@@ -53,6 +53,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from shards.samples import feature_member
+
 # A container duration like 3.0000001 s is float noise, not a fourth second of video.
 # A window must cover more than this much video to count.
 _DURATION_EPS_S = 1e-3
@@ -66,6 +68,8 @@ SCALERS = ("torch_bilinear_antialias", "swscale_bilinear", "torch_bilinear_float
 TAILS = ("repeat_last", "zero_pad", "drop")
 PRECISIONS = ("fp32", "tf32", "bf16")
 OUTPUTS = {"r21d": ("layer4",), "s3d": ("mixed_5c", "embedding")}
+# Architectures a recipe runs (features.weights builds each): R(2+1)D-34 and S3D-G.
+FAMILIES = ("r2plus1d_34", "s3dg")
 
 
 @dataclass(frozen=True)
@@ -123,10 +127,13 @@ class BackboneSpec:
     row_seconds: float = 1.0
     # For the torch scaler: the short side of the decoded frames it starts from.
     source_short_side: int = 224
+    # The architecture (one of FAMILIES), which features.weights builds and loads weights into;
+    # not in meta.json, where ``architecture`` says it in words.
+    family: str = ""
 
     def __post_init__(self) -> None:
         for field, allowed in (("frame_choice", FRAME_CHOICES), ("size_rule", SIZE_RULES), ("scaler", SCALERS),
-                               ("tail", TAILS), ("precision", PRECISIONS)):
+                               ("tail", TAILS), ("precision", PRECISIONS), ("family", FAMILIES)):
             if getattr(self, field) not in allowed:
                 raise ValueError(f"{self.name}={self.recipe}: {field} must be one of {', '.join(allowed)}, "
                                  f"not {getattr(self, field)!r}")
@@ -149,6 +156,7 @@ class BackboneSpec:
     def to_json(self) -> dict:
         """Plain JSON types (tuples become lists) for meta.json."""
         out = asdict(self)
+        del out["family"]
         out["crop"] = None if self.crop is None else list(self.crop)
         out["mean"] = None if self.mean is None else list(self.mean)
         out["std"] = None if self.std is None else list(self.std)
@@ -159,6 +167,7 @@ class BackboneSpec:
         """Inverse of to_json, so a reader can rebuild the spec a shard was made with."""
         names = set(cls.__dataclass_fields__)
         fields = {k: v for k, v in data.items() if k in names}
+        fields.setdefault("family", get_spec(fields["name"]).family)  # one per backbone name
         fields["crop"] = None if fields["crop"] is None else tuple(fields["crop"])
         for key in ("mean", "std"):
             if fields[key] is not None:
@@ -200,7 +209,8 @@ R21D = BackboneSpec(
     output="layer4",
     output_dim=512,
     pooling="mean over T,H,W",
-    member="r21d.npy",
+    member=feature_member("r21d"),
+    family="r2plus1d_34",
 )
 
 S3D = BackboneSpec(
@@ -222,7 +232,8 @@ S3D = BackboneSpec(
     output="mixed_5c",
     output_dim=1024,
     pooling="mean over T,H,W",
-    member="s3d.npy",
+    member=feature_member("s3d"),
+    family="s3dg",
 )
 
 R21D_IG65M = BackboneSpec(
@@ -244,8 +255,9 @@ R21D_IG65M = BackboneSpec(
     output="layer4",
     output_dim=512,
     pooling="mean over T,H,W",
-    member="r21d.npy",
+    member=feature_member("r21d"),
     row_seconds=0.0,  # 32 source frames: 32 / fps, per video (meta.json's row_seconds)
+    family="r2plus1d_34",
 )
 
 RECIPES: dict[str, dict[str, BackboneSpec]] = {"r21d": {"paper": R21D, "ig65m": R21D_IG65M},

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from shards.errors import UserError
+
 from features.r2plus1d import IG65M_NUM_CLASSES, build_r2plus1d_34, num_classes_in
 from features.s3d import build_s3dg
 from features.spec import get_spec
@@ -32,7 +34,7 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "ne
 # extraction wrapper).
 _KEY_PREFIXES = ("module.", "_orig_mod.", "model.")
 # Parts of a checkpoint that are not in our modules, by backbone family.
-_IGNORED_PREFIXES = {"r21d": (), "s3d": ("text_module.",)}
+_IGNORED_PREFIXES = {"r2plus1d_34": (), "s3dg": ("text_module.",)}
 # BatchNorm's step counter: unused in eval mode, present or absent depending on the torch
 # version that saved the file.
 _OPTIONAL_SUFFIX = "num_batches_tracked"
@@ -41,20 +43,23 @@ _EXAMPLES = 4  # keys named per error list
 log = logging.getLogger(__name__)
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """A weights file that cannot be used for the requested backbone (user-fixable)."""
 
 
 def _family(name: str) -> str:
-    # Every r21d recipe runs the same architecture; the weights file says clip8 or clip32.
-    get_spec(name)
-    return "s3d" if name == "s3d" else "r21d"
+    # Every recipe of a backbone runs the same architecture; an r21d weights file says clip8 or clip32.
+    return get_spec(name).family
+
+
+# The architecture of each family, built with the head size its weights file has (R(2+1)D's
+# IG65M pre-training head; S3D's fc is separate, see --s3d-output).
+_BUILDERS = {"r2plus1d_34": lambda num_classes: build_r2plus1d_34(num_classes=num_classes or 359),
+             "s3dg": lambda num_classes: build_s3dg()}
 
 
 def _build(name: str, num_classes: int | None = None) -> nn.Module:
-    if _family(name) == "s3d":
-        return build_s3dg()
-    return build_r2plus1d_34(num_classes=num_classes or 359)
+    return _BUILDERS[_family(name)](num_classes)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -166,7 +171,7 @@ def load_backbone(name: str, path: str | Path, device: str | torch.device = "cpu
     ignored = _IGNORED_PREFIXES[family]
     state = {k: v for k, v in state.items() if not k.startswith(ignored)} if ignored else state
     # The IG65M files differ in their pretraining head (359 or 487 classes); size ours to it.
-    num_classes = num_classes_in(state) if family == "r21d" else None
+    num_classes = num_classes_in(state) if family == "r2plus1d_34" else None
     if num_classes is not None and num_classes not in IG65M_NUM_CLASSES:
         # Loads (features stop before fc) but is not an IG65M pre-training file, e.g. a
         # Kinetics fine-tune (400): worth one line, since features then differ.
@@ -185,7 +190,7 @@ def random_backbone(name: str, seed: int = 0, device: str | torch.device = "cpu"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _build(name)
-        if _family(name) == "s3d":
+        if _family(name) == "s3dg":
             # With PyTorch's default init S3D's ~20 gated layers shrink the rows to ~1e-9, below
             # float16 (s3d.npy would be all zeros and hide any row-order bug); He init keeps ~1e-3.
             for module in model.modules():

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import torch
 
+from shards.errors import UserError
+
 CKPT_RE = re.compile(r"^ckpt-(\d{6,})\.pt$")
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable, or holds more than tensors and plain values."""
 
 

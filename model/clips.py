@@ -17,7 +17,6 @@ Nothing is unpickled: ``.json`` is read as JSON and ``.npy`` with ``allow_pickle
 """
 from __future__ import annotations
 
-import io
 import math
 import random
 import re
@@ -25,21 +24,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# JSON members are decoded (and subs.json scanned) by shards.json_members; load_json stays importable here
-from shards.json_members import WS as _WS, load_json, loads as _loads, object_spans as _object_spans  # noqa: F401
+from shards.codec import WS as _WS, load_json, load_npy, loads as _loads, object_spans as _object_spans
+from shards.errors import UserError
+from shards.samples import LANGS, META_JSON, feature_member
 
-from pipeline.runtime.langs import MULTI_HT100M_LANGS as LANGS  # the 9 languages of Multi-HowTo100M
-FEATURE_MEMBERS = ("r21d", "s3d", "regions")
 MIN_CLIP_SECONDS = 4
 # Rows this close to one second long are taken as one row per second (the contiguous slice).
 ROW_SECONDS_TOLERANCE = 1e-6
 
 
 # ---------------------------------------------------------------------------- decoding
-
-
-def load_npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 _NPY_HEADER = re.compile(r"\{'descr': '([<>|=][a-z]\d+)', 'fortran_order': (True|False), "
@@ -81,7 +75,7 @@ class NpyRows:
                              offset=self.offset + start * width * self.dtype.itemsize).reshape(end - start, width)
 
 
-class RowTimesError(ValueError):
+class RowTimesError(UserError, ValueError):
     """A ``meta.json`` whose rows-to-time mapping cannot be used: the sample is skipped and counted."""
 
 
@@ -185,14 +179,14 @@ class FeatureRows:
     def __init__(self, sample: dict, members: tuple[str, ...]):
         self.members = []
         for name in members:
-            member = f"{name}.npy"
+            member = feature_member(name)
             if member not in sample:
                 raise KeyError(name)
             a = NpyRows(sample[member])
             if len(a.shape) != 2 or a.shape[0] == 0 or a.dtype.kind != "f":
                 raise ValueError(f"{member} has shape {a.shape} and dtype {a.dtype}; expected float [T, D]")
             self.members.append(a)
-        self.times = row_times(sample.get("meta.json"), tuple(members))
+        self.times = row_times(sample.get(META_JSON), tuple(members))
         width = sum(a.shape[1] for a in self.members)
         if all(t.per_second for t in self.times):
             self.index = None  # the contiguous path

@@ -25,13 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shards.errors import UserError
+
 from model.text import TextEncoder, load_text_encoder
 
 # S3D's embedding layer in s3d_howto100m.pth: fc.weight [512, 1024], fc.bias [512].
 S3D_FC_IN, S3D_FC_OUT = 1024, 512
 
 
-class S3DFcError(ValueError):
+class S3DFcError(UserError, ValueError):
     """An ``--s3d-fc`` file that does not hold S3D's embedding layer."""
 
 

@@ -11,8 +11,10 @@ import os
 import torch
 from torch import nn
 
+from shards.errors import UserError
 
-class TextModelError(Exception):
+
+class TextModelError(UserError):
     """A --text-model that cannot be loaded, or layer settings it cannot satisfy."""
 
 

@@ -13,6 +13,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shards.errors import UserError
+from shards.members import VIDEO_SUFFIXES
+from shards.samples import (CAPTIONS_JSON, FEATURE_NAMES, INFO_JSON, META_JSON, SUBS_JSON, TRACK_EXT,
+                            feature_member)
 from shards.storage import RemotePath, as_path, staging_dir, staging_name
 
 VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
@@ -83,7 +87,7 @@ class UnitFiles:
 MAX_UNIT_ROWS = 10_000_000
 
 
-class DamagedUnit(ValueError):
+class DamagedUnit(UserError, ValueError):
     """A unit whose stats file cannot be used: unreadable, not a JSON object, or a field of
     the wrong type. Its message is one sentence naming the file."""
 
@@ -167,22 +171,20 @@ class SampleLayout:
 # optionally the video file.
 CRAWL = SampleLayout(
     stage="crawl",
-    required=("info.json",),
-    optional_patterns=(r"[a-z]{2,3}(-[A-Za-z]+)?\.vtt", r"mp4|webm|mkv|m4a|mov|flv|3gp"),
+    required=(INFO_JSON,),
+    optional_patterns=(rf"[a-z]{{2,3}}(-[A-Za-z]+)?\.{TRACK_EXT}", "|".join(VIDEO_SUFFIXES)),
 )
 
 # aligned/: subs.json with cleaned cues per language and the common timeline.
-ALIGNED = SampleLayout(stage="aligned", required=("subs.json",), optional_patterns=(r"meta\.json",))
+ALIGNED = SampleLayout(stage="aligned", required=(SUBS_JSON,), optional_patterns=(re.escape(META_JSON),))
 
 # mmp/: features at one row per second (or image regions, for Multi30K), subtitles or
 # downstream captions, metadata.
 MMP = SampleLayout(
     stage="mmp",
-    required=("meta.json",),
-    optional_patterns=(r"r21d\.npy", r"s3d\.npy", r"regions\.npy", r"subs\.json", r"captions\.json"),
+    required=(META_JSON,),
+    optional_patterns=tuple(re.escape(m) for m in (*map(feature_member, FEATURE_NAMES), SUBS_JSON, CAPTIONS_JSON)),
 )
 
 LAYOUTS = {layout.stage: layout for layout in (CRAWL, ALIGNED, MMP)}
 
-# Members that would be unpickled by webdataset's default decoders: never written (nor read).
-from shards.members import FORBIDDEN_SUFFIXES  # noqa: E402,F401

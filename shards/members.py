@@ -28,7 +28,10 @@ MAX_EXTENDED_HEADER = 1 * MB
 
 COMPRESSED_SUFFIXES = (".tar.gz", ".tgz")
 
-VIDEO_SUFFIXES = ("mp4", "webm", "mkv", "m4a", "mov", "flv", "3gp")
+# Extensions a downloaded video may carry (crawl members, a directory of videos), in lookup order;
+# audio-only downloads too (m4a, mka): they get a recorded no_video_stream.
+VIDEO_SUFFIXES = ("mp4", "webm", "mkv", "mov", "avi", "flv", "3gp", "m4v", "ts", "mpg", "mpeg", "ogv", "wmv",
+                  "m4a", "mka")
 TEXT_SUFFIXES = ("vtt", "txt", "srt")
 
 

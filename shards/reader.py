@@ -1,7 +1,7 @@
 """Reading work units back: samples from a tar, rows from a parquet file.
 
-Nothing here unpickles: JSON and text are decoded as such, arrays are ``.npy``
-loaded with ``allow_pickle=False``. Paths may be local or fsspec URLs
+Nothing here unpickles: members come back as bytes, decoded by ``shards.codec``
+(JSON as such, ``.npy`` with ``allow_pickle=False``). Paths may be local or fsspec URLs
 (``shards.storage``). A tar is read as a plain tar unless its name says gzip; members
 are checked from their headers before their payload is read (``shards.members``), and
 a tar that ends without its end-of-archive marker is truncated.
@@ -9,18 +9,17 @@ a tar that ends without its end-of-archive marker is truncated.
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 import tarfile
 from contextlib import contextmanager
 from typing import Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shards.json_members import load_json  # noqa: F401  (readers of stage outputs import it from here)
+from shards.errors import UserError
 from shards.layout import UnitFiles, completed_units
-from shards.members import (DEFAULT_LIMITS, BoundedTarInfo, MemberLimits, SampleGrouper, is_compressed_name,  # noqa: F401
-                      split_member_name)
+from shards.members import DEFAULT_LIMITS, BoundedTarInfo, MemberLimits, SampleGrouper, is_compressed_name
 from shards.storage import RemotePath, as_path
 
 log = logging.getLogger("mmp.shards")
@@ -28,7 +27,7 @@ log = logging.getLogger("mmp.shards")
 END_OF_ARCHIVE = b"\0" * 1024
 
 
-class ShardError(Exception):
+class ShardError(UserError):
     """A shard that cannot be read (truncated, not a tar, ...)."""
 
 
@@ -76,18 +75,17 @@ def iter_samples(path, limits: MemberLimits = DEFAULT_LIMITS, on_refused=_log_re
         yield last
 
 
+# What pyarrow raises for a parquet file it cannot read (not parquet, truncated, a damaged page,
+# gone): ArrowInvalid (a ValueError), OSError, other ArrowExceptions. Anything else is a bug.
+UNREADABLE_PARQUET = (pa.ArrowException, OSError, ValueError)
+
+
 def read_rows(path) -> list[dict]:
     path = as_path(path)
     if isinstance(path, RemotePath):
         with path.open("rb") as f:
             return pq.read_table(f).to_pylist()
     return pq.read_table(path).to_pylist()
-
-
-def load_npy(data: bytes):
-    import numpy as np
-
-    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def read_unit(files: UnitFiles) -> tuple[list[dict], dict, str | None]:

@@ -17,7 +17,9 @@ import sys
 from dataclasses import dataclass, field
 
 from shards.layout import LAYOUTS, UNIT_RE, DamagedUnit, UnitFiles, read_stats
-from shards.reader import ShardError, iter_samples, read_rows
+from shards.reader import UNREADABLE_PARQUET, ShardError, iter_samples, read_rows
+from shards.rows import lang_column
+from shards.samples import feature_member, track_member
 from shards.storage import RemotePath, as_path, staging_dir, staging_name
 from shards.versions import add_version_flag
 from shards.writer import sha256_file
@@ -43,14 +45,15 @@ def recorded_members(row: dict) -> dict[str, int | None]:
     members: dict[str, int | None] = {}
     for column, value in row.items():
         lang = column[:-len("_bytes")]
-        if column.endswith("_bytes") and lang != "video" and value is not None and row.get(f"{lang}_status") == "ok":
-            members[f"{lang}.vtt"] = int(value)
+        if column.endswith("_bytes") and lang != "video" and value is not None \
+                and row.get(lang_column(lang, "status")) == "ok":
+            members[track_member(lang)] = int(value)
     if row.get("video_ext") and row.get("video_status") == "ok":
         members[str(row["video_ext"])] = row.get("video_bytes")
     arrays = row.get("backbones") or row.get("features") or []
     for name in arrays.split(",") if isinstance(arrays, str) else arrays:
         if name:
-            members[f"{name}.npy"] = None
+            members[feature_member(name)] = None
     return members
 
 
@@ -92,7 +95,7 @@ def verify_unit(unit: UnitFiles, report: VerifyReport, deep: bool = True) -> Non
             report.problems.append(f"{name}: {path.name} sha256 differs from the one recorded")
     try:
         rows = read_rows(unit.parquet)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
+    except UNREADABLE_PARQUET as exc:
         report.problems.append(f"{name}: parquet unreadable: {exc}")
         return
     keys: list[str] = []

@@ -21,7 +21,9 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shards.layout import FORBIDDEN_SUFFIXES, SampleLayout, UnitFiles
+from shards.codec import json_bytes
+from shards.layout import SampleLayout, UnitFiles
+from shards.members import FORBIDDEN_SUFFIXES  # pickle formats: never written
 from shards.storage import RemotePath, as_path, open_file
 
 STATS_VERSION = 1
@@ -66,7 +68,7 @@ def _encode(value) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8")
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True).encode("utf-8")
+        return json_bytes(value)
     raise TypeError(f"cannot write a sample member of type {type(value).__name__}; give bytes, str, dict or list")
 
 

@@ -24,6 +24,17 @@ class Sample:
         self.info = Path(summary["info_json"])
         self.files = Path(summary["files"])
 
+    def many_videos(self, n: int, prefix: str) -> tuple[list[str], Path]:
+        """``n`` more videos, copies of the pancake video's info JSON under ids ``PREFIX0000000``...,
+        and a list file of them."""
+        base = json.loads((self.info / "smplPancak1.info.json").read_text())
+        ids = [f"{prefix}{i:07d}" for i in range(n)]
+        for vid in ids:
+            (self.info / f"{vid}.info.json").write_text(json.dumps(dict(base, id=vid)))
+        path = self.root / "many.txt"
+        path.write_text("\n".join(ids) + "\n")
+        return ids, path
+
     def crawl_args(self, out: Path, *extra: str) -> list[str]:
         """A crawl of the sample into the dataset ``out`` (a path or a URL): its crawl goes to ``out/crawl``."""
         from shards.storage import as_path

@@ -33,21 +33,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shards.errors import UserError
 from shards.members import DEFAULT_LIMITS, MemberLimits
+from shards.samples import CAPTIONS_JSON, META_JSON, SUBS_JSON
 
-# what a sample is decoded into, and its tokenisation, live in their own modules; their
-# names stay importable from here, where the trainer, evaluation and tests look for them
-from model.clips import (FEATURE_MEMBERS, LANGS, MIN_CLIP_SECONDS, ClipConfig, FeatureRows,  # noqa: F401
-                    NpyRows, RowTimes, RowTimesError, SubtitleTracks, _caption_clip, _pretrain_clip, caption_clip,
-                    load_json, load_npy, pretrain_clip, row_times, video_features)
-from model.trainer.shard_stream import (TAR_BUFSIZE, StreamState, barren, counting_handler, shard_samples,  # noqa: F401
-                           tar_samples)
-from model.trainer.tokens import ClipTokenizer, tokenize  # noqa: F401
+from model.clips import ClipConfig, FeatureRows, RowTimesError, SubtitleTracks, _caption_clip, _pretrain_clip
+from model.trainer.shard_stream import StreamState, tar_samples
+from model.trainer.tokens import tokenize
+from shards.codec import load_json
 
 log = logging.getLogger("mmp.data")
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A shard specification that cannot be used (empty list, glob matching nothing)."""
 
 
@@ -163,7 +161,7 @@ def feature_layout(urls: list[str], members: tuple[str, ...], limit: int = 64,
                 break
             continue
         try:
-            features = load_json(sample["meta.json"]).get("features") if "meta.json" in sample else None
+            features = load_json(sample[META_JSON]).get("features") if META_JSON in sample else None
         except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
             features = None
         features = features if isinstance(features, dict) else {}
@@ -193,15 +191,15 @@ def sample_clips(src, cfg: ClipConfig, state: StreamState, seed: int):
         try:
             video = FeatureRows(sample, cfg.members)
             if cfg.task == "pretrain":
-                if "subs.json" not in sample:
+                if SUBS_JSON not in sample:
                     state.count("skipped/no_subs")
                     continue
-                clip = _pretrain_clip(SubtitleTracks(sample["subs.json"]), video, cfg, rng)
+                clip = _pretrain_clip(SubtitleTracks(sample[SUBS_JSON]), video, cfg, rng)
             else:
-                if "captions.json" not in sample:
+                if CAPTIONS_JSON not in sample:
                     state.count("skipped/no_captions")
                     continue
-                captions = load_json(sample["captions.json"])
+                captions = load_json(sample[CAPTIONS_JSON])
                 if captions.get("split", "train") != cfg.split:
                     state.count("skipped/other_split")
                     continue

@@ -21,8 +21,9 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.runtime.cli import add_common_flags, parse_args
-from pipeline.runtime.langs import MULTI_HT100M_LANGS, add_langs_flag
+from pipeline.runtime.cli import add_common_flags, command, parse_args
+from pipeline.runtime.langs import add_langs_flag
+from shards.samples import CAPTIONS_JSON, LANGS, META_JSON
 
 log = logging.getLogger("mmp.eval")
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, type=Path,
                    help="a checkpoint file, or a run directory (its latest); RUN/best.pt is the run's best on "
                         "its validation split (mmp-train --val-shards)")
-    add_langs_flag(p, default=MULTI_HT100M_LANGS, help="the query languages (those present are used)")
+    add_langs_flag(p, default=LANGS, help="the query languages (those present are used)")
     p.add_argument("--split", default="test", help="the captions.json split evaluated")
     p.add_argument("--require-complete", action="store_true",
                    help="refuse (exit 2) when fewer videos of the split are evaluated than the split holds (as "
@@ -99,17 +100,19 @@ def load_split(urls, members, split: str, langs, max_video_len: int, limits=None
     found in the shards, usable or not."""
     from collections import Counter
 
-    from model.trainer.data import StreamState, load_json, tar_samples, video_features
+    from model.clips import video_features
+    from model.trainer.shard_stream import StreamState, tar_samples
+    from shards.codec import load_json
 
     state = StreamState()
     keys, videos, queries, counts = [], [], {l: [] for l in langs}, Counter()
     in_shards, recorded, benchmarks = 0, Counter(), Counter()
     for sample in tar_samples(iter([(0, urls)]), state, **({"limits": limits} if limits else {})):
-        if "captions.json" not in sample:
+        if CAPTIONS_JSON not in sample:
             counts["skipped/no_captions"] += 1
             continue
         try:
-            caps = load_json(sample["captions.json"])
+            caps = load_json(sample[CAPTIONS_JSON])
             if caps.get("split") != split:
                 continue
             in_shards += 1
@@ -134,7 +137,7 @@ def load_split(urls, members, split: str, langs, max_video_len: int, limits=None
                 queries[lang].append((text, index))
     counts.update(state.counts)
     if recorded:  # shards of one mmp-prepare run agree; mixed runs: the largest split is the gallery to compare
-        expected, source = max(max(recorded), in_shards), "meta.json"
+        expected, source = max(max(recorded), in_shards), META_JSON
     else:
         expected, source = in_shards, "shards"
     pool = {"videos": len(videos), "expected": expected, "expected_from": source, "in_shards": in_shards,
@@ -144,7 +147,7 @@ def load_split(urls, members, split: str, langs, max_video_len: int, limits=None
 
 def _meta(sample: dict, load_json) -> dict:
     try:
-        meta = load_json(sample["meta.json"]) if "meta.json" in sample else {}
+        meta = load_json(sample[META_JSON]) if META_JSON in sample else {}
     except (ValueError, UnicodeDecodeError):
         return {}
     return meta if isinstance(meta, dict) else {}
@@ -278,21 +281,13 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+@command("mmp-eval")
 def main(argv=None) -> int:
     from shards.writer import atomic_write_json
 
-    from model.checkpoint import CheckpointError
-    from model.trainer.data import DataError
-    from model.text import TextModelError
-    from model.trainer.run_setup import ConfigError
-
     args = parse_args(build_parser(), argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        res = evaluate(args)
-    except (ConfigError, DataError, TextModelError, CheckpointError) as exc:
-        print(f"mmp-eval: error: {exc}", file=sys.stderr)
-        return 2
+    res = evaluate(args)
     print(format_table(res))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@ to build or continue, and the rate of each step. Every misfit is one ``ConfigErr
 """
 from __future__ import annotations
 
+from shards.errors import UserError
+
 TASK_DEFAULTS = {  # the paper's settings: (batch, max text tokens, max video rows)
     "pretrain": (64, 192, 128),
     "finetune": (128, 96, 36),
@@ -16,7 +18,7 @@ TASK_LOSSES = {  # the paper's objective per task (Eq. 1-6)
 }
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """Flags, data and checkpoint that do not fit together."""
 
 
@@ -34,7 +36,7 @@ def lr_at(step: int, base: float, schedule: str, warmup: int, total: int | None)
 
 
 def parse_members(text: str) -> tuple[str, ...]:
-    from model.trainer.data import FEATURE_MEMBERS
+    from shards.samples import FEATURE_NAMES as FEATURE_MEMBERS
 
     members = tuple(m.strip() for m in text.split(",") if m.strip())
     bad = [m for m in members if m not in FEATURE_MEMBERS]

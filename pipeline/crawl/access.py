@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
+from shards.errors import UserError
+
 from pipeline.crawl import errors
 
 # Cookies a signed-in YouTube session carries; the PAPISID pair is what yt-dlp falls back to
@@ -31,11 +33,11 @@ PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
 _EXPORT_HINT = "export it again from a browser signed in to youtube.com in Netscape (cookies.txt) format"
 
 
-class CookieFileError(ValueError):
+class CookieFileError(UserError, ValueError):
     """The cookie file cannot be used; the message names the user's path, never its contents."""
 
 
-class ProxyError(ValueError):
+class ProxyError(UserError, ValueError):
     """A proxy URL cannot be used; the message never holds its password."""
 
 

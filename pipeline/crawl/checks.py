@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 
+from shards.errors import UserError
+
 from pipeline.crawl.politeness import default_budget_dir
-from pipeline.runtime.stage import UserError
 
 log = logging.getLogger("mmp.crawl")
 
@@ -36,7 +37,8 @@ def check_main(args) -> int:
 
 def preflight(cfg, allow_no_js_runtime: bool) -> None:
     """The checks a crawl runs before any worker starts; a problem the user must fix is a UserError."""
-    from pipeline.crawl.ytdlp_env import CookieFileError, find_js_runtime, inspect_cookies, parse_extractor_args
+    from pipeline.crawl.access import CookieFileError, inspect_cookies
+    from pipeline.crawl.ytdlp_env import find_js_runtime, parse_extractor_args
 
     if cfg.cookies:
         try:

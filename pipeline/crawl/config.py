@@ -11,15 +11,17 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from shards.errors import UserError
+from shards.samples import LANGS
 from shards.storage import is_url, local_copy
 
 from pipeline.crawl import errors
-from pipeline.runtime.cli import add_common_flags
-from pipeline.runtime.langs import MULTI_HT100M_LANGS, add_langs_flag, parse_langs
-from pipeline.runtime.stage import UserError, add_executor_args
+from pipeline.runtime.cli import add_common_flags, add_executor_args
+from pipeline.runtime.langs import add_langs_flag, parse_langs
+
 from pipeline.crawl.url_policy import parse_allowed
 
-DEFAULT_LANGS = MULTI_HT100M_LANGS
+DEFAULT_LANGS = LANGS
 DEFAULT_VIDEO_FORMAT = "best[ext=mp4][height<=360]/best[height<=360]/worst[ext=mp4]/worst"
 # Politeness a fresh address survives: YouTube refuses the machine-translated tracks first
 # (yt-dlp issues #13831, #13770, #17536, where users report 429s from bursts of a few

@@ -4,11 +4,10 @@ A failure keeps its real cause: the message of the innermost exception that
 started it (yt-dlp wraps the HTTP error in an ExtractorError in a DownloadError),
 never a secondary error raised while handling it. Errors of a stage's output storage
 (a full disk, a read-only or misplaced ``--out``) are no video's failure: they stop
-the run with one sentence (``output_problem``).
+the run with one sentence (``shards.errors.output_problem``).
 """
 from __future__ import annotations
 
-import errno
 import re
 
 OK = "ok"
@@ -182,30 +181,3 @@ def pot_missing_languages(message: str) -> tuple[bool, set | None]:
     if m is None or re.search(r"Automatic captions for \d+ languages are missing", message):
         return True, None
     return True, {l.strip() for l in m.group(1).split(",") if l.strip()}
-
-
-# ---------------------------------------------------------------- the output's storage
-
-# Errors of the output's storage, not of the code: the run stops with one sentence.
-_STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-                   errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-                   errno.EPERM: "permission denied", errno.ENOTDIR: "a part of the path is a file, not a directory",
-                   errno.EEXIST: "it exists and is not a directory"}
-_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # wherever they strike, they are the storage's
-_HINTS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
-          errno.ENOTDIR: "move the file away", errno.EEXIST: "move the file away"}
-
-
-def output_problem(exc: OSError, out) -> str | None:
-    """The one-sentence reason ``exc`` stops writing ``out``, or None if it is not the output's storage."""
-    code = exc.errno
-    if code is None and "no space left on device" in str(exc).lower():  # pyarrow's IOError has no errno
-        code = errno.ENOSPC
-    cause = _STORAGE_ERRNOS.get(code)
-    if cause is None:
-        return None
-    path = getattr(exc, "filename", None) or out
-    if code not in _FULL and str(out) not in str(path):
-        return None  # somebody else's file (a cookie jar, an input): the stage's own business
-    hint = _HINTS.get(code, "make it writable")
-    return f"cannot write the output {out} ({path}): {cause}; {hint} or choose another --out, then run the same command"

@@ -137,7 +137,7 @@ class Fetcher:
                 snippet = ""
                 try:
                     snippet = exc.read(2048).decode("utf-8", "replace")
-                except Exception:  # the error body is a hint only
+                except (OSError, ValueError, http.client.HTTPException):  # the error body is a hint only
                     pass
                 status = errors.classify_message(f"HTTP {exc.code} {exc.reason} {snippet}", exc.code)
                 last = FetchError(status, f"HTTP {exc.code} {exc.reason} from {_short(url)}", exc.code)

@@ -27,23 +27,38 @@ from pipeline.crawl.url_policy import REFUSED_URL, UrlPolicy
 log = logging.getLogger("mmp.crawl")
 
 
+def ytdlp_failures() -> tuple[type, ...]:
+    """What a yt-dlp call raises when the video cannot be had: yt-dlp's own errors (``DownloadError``,
+    ``ExtractorError``, its networking ``RequestError``s, all ``YoutubeDLError``) and the network's
+    (``OSError``: socket, ssl, urllib; ``http.client.HTTPException``). Anything else is a bug, ours
+    or a yt-dlp API change, and is not caught."""
+    import http.client
+
+    from yt_dlp.utils import YoutubeDLError
+
+    return YoutubeDLError, OSError, http.client.HTTPException
+
+
 def with_retries(call, policy: RetryPolicy, budget: RequestBudget):
     """Run ``call()`` (which talks to YouTube once) until it succeeds or fails for good.
 
-    ``call`` may raise FetchError (already classified) or anything yt-dlp raises, which is
-    classified from its real cause. Raises the last FetchError.
+    ``call`` may raise FetchError (already classified) or one of ``ytdlp_failures()``, which is
+    classified from its real cause. Raises the last FetchError; any other exception propagates
+    (the unit fails with its traceback instead of a video being recorded as an ``error``).
     """
     last = None
+    failures = ytdlp_failures()
     for attempt in range(policy.retries + 1):
         budget.acquire()
         try:
             result = call()
-            budget.record("ok")
-            return result
         except FetchError as exc:
             last = exc
-        except Exception as exc:  # yt-dlp wraps everything in DownloadError
+        except failures as exc:
             last = FetchError(*errors.classify_exception(exc))
+        else:
+            budget.record("ok")
+            return result
         if last.status in errors.REFUSALS:
             budget.record(last.status)
         if not last.transient or attempt == policy.retries:

@@ -26,45 +26,29 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pyarrow as pa
-
+from shards.errors import UserError
 from shards.layout import CRAWL, UnitFiles, completed_units
 from shards.storage import RemotePath, as_path, staging_dir, staging_name
-from shards.reader import ShardError, iter_samples, read_rows
+from shards.reader import UNREADABLE_PARQUET, ShardError, iter_samples, read_rows
+from shards.rows import crawl_schema, lang_column
+from shards.samples import is_track_member
 from shards.writer import UnitWriter, atomic_write_json, sha256_file
 
 from pipeline.crawl import errors
 from pipeline.crawl.fetch import Fetcher, RetryPolicy
-from pipeline.crawl.politeness import RayRequestBudget, RequestBudget, default_budget_dir
+from pipeline.crawl.politeness import CrawlHalted, RayRequestBudget, RequestBudget, default_budget_dir
 from pipeline.crawl.sources import InfoJsonSource, YtdlpSource, download_video
-from pipeline.runtime.cli import parse_args
+from pipeline.runtime.cli import command, executor_options, parse_args
 from pipeline.runtime.out_dir import stage_out
-from pipeline.runtime.stage import (Stage, Unit, UserError, check_config, executor_options, lock_output, prepare_output,
-                    print_summary, run_stage, video_done)
+from pipeline.runtime.stage import (Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage,
+                                    video_done)
 from pipeline.crawl.checks import check_main, preflight
-from pipeline.crawl.config import (DEFAULT_LANGS, DEFAULT_RATE, DEFAULT_SLEEP_SUBTITLES, DEFAULT_VIDEO_FORMAT,  # noqa: F401
-                           CrawlConfig, build_parser, config_from_args)
+from pipeline.crawl.config import CrawlConfig, build_parser, config_from_args
 from pipeline.crawl.video import crawl_video, held_from, needs_retry
 from pipeline.crawl.url_policy import UrlPolicy
 from pipeline.crawl.videolist import dedupe, read_video_list
 
 log = logging.getLogger("mmp.crawl")
-
-def schema_for(langs) -> pa.Schema:
-    fields = [
-        ("video_id", pa.string()), ("input", pa.string()), ("status", pa.string()), ("error", pa.string()),
-        ("attempts", pa.int32()), ("crawled_at", pa.float64()), ("seconds", pa.float64()),
-        ("title", pa.string()), ("duration", pa.float64()), ("channel", pa.string()),
-        ("language", pa.string()), ("upload_date", pa.string()),
-        ("category_1", pa.string()), ("category_2", pa.string()), ("rank", pa.string()), ("task_id", pa.string()),
-        ("n_tracks", pa.int32()), ("video_ext", pa.string()), ("video_bytes", pa.int64()),
-        ("video_status", pa.string()), ("video_error", pa.string()), ("ytdlp_warnings", pa.string()),
-    ]
-    for lang in langs:
-        fields += [(f"{lang}_kind", pa.string()), (f"{lang}_source", pa.string()),
-                   (f"{lang}_bytes", pa.int64()), (f"{lang}_error", pa.string()), (f"{lang}_status", pa.string())]
-    return pa.schema(fields)
-
 
 def egress_label(cfg: CrawlConfig, egress: str | None = None) -> str:
     """Which outbound address the requests of this process leave from, for the Ray budget.
@@ -216,7 +200,7 @@ class CrawlStage(Stage):
 
     def __init__(self, cfg: CrawlConfig):
         self.cfg = cfg
-        self.schema = schema_for(cfg.langs)
+        self.schema = crawl_schema(cfg.langs)
         self.out = as_path(cfg.out)
         self._ctxs: dict = {}
         self._input_sha = None
@@ -280,10 +264,10 @@ class CrawlStage(Stage):
                 writer.write_sample(entry.video_id, members)
                 if row.get("video_ext") and row.get("video_status") == "ok":
                     writer.count("videos_downloaded")
-                writer.count("tracks", sum(1 for m in members if m.endswith(".vtt")))
+                writer.count("tracks", sum(1 for m in members if is_track_member(m)))
             for lang in self.cfg.langs:
-                if row.get(f"{lang}_status"):
-                    writer.count(f"track_status/{row[f'{lang}_status']}")
+                if row.get(lang_column(lang, "status")):
+                    writer.count(f"track_status/{row[lang_column(lang, 'status')]}")
             for kind in (row.get("ytdlp_warnings") or "").split(","):
                 if kind:
                     writer.count(f"ytdlp_warnings/{kind}")
@@ -313,7 +297,7 @@ def mark_transient_units(out, langs) -> int:
     for files in completed_units(out, "crawl"):
         try:
             retry = any(needs_retry(r, langs) for r in read_rows(files.parquet))
-        except Exception as exc:  # pyarrow raises several kinds for a damaged file
+        except UNREADABLE_PARQUET as exc:
             log.warning("%s: parquet unreadable (%s); redoing the unit", files.stem, exc)
             retry = True
         if retry:
@@ -328,7 +312,7 @@ def reset_budgets(cfg: CrawlConfig, args) -> None:
     if cfg.budget_backend != "ray":
         make_budget(cfg).reset_halt()
         return
-    from pipeline.runtime.executors import RayUnavailable, ensure_ray
+    from pipeline.runtime.ray_executor import RayUnavailable, ensure_ray
 
     try:
         ensure_ray(args.ray_address, args.workers, {f"egress_{e}": 1 for e in cfg.egress})
@@ -377,6 +361,7 @@ def run_crawl(stage: CrawlStage, args):
             end_run_dir(stage.run_dir)
 
 
+@command("mmp-crawl")
 def main(argv=None) -> int:
     try:
         args = parse_args(build_parser(), argv)
@@ -386,20 +371,16 @@ def main(argv=None) -> int:
         raise
     if args.check:
         return check_main(args)
-    try:
-        cfg = config_from_args(args)
-        preflight(cfg, args.allow_no_js_runtime)
-        cfg.out = str(stage_out(cfg.out, "crawl", "mmp-crawl"))
-        stage = CrawlStage(cfg)
-        summary = run_crawl(stage, args)
-    except UserError as exc:
-        print(f"mmp-crawl: error: {exc}", file=sys.stderr)
-        return 2
+    cfg = config_from_args(args)
+    preflight(cfg, args.allow_no_js_runtime)
+    cfg.out = str(stage_out(cfg.out, "crawl", "mmp-crawl"))
+    stage = CrawlStage(cfg)
+    summary = run_crawl(stage, args)
     print_summary("mmp-crawl", stage.out, summary)
     hint = video_hint(cfg, summary)
     if hint:
         print(hint)
-    if any("CrawlHalted" in err for _, err in summary.failures):
+    if summary.raised(CrawlHalted):
         print("mmp-crawl: halted by the circuit breaker: YouTube keeps refusing requests from this address. "
               "Completed units are kept; re-run later (add --cookies, --proxy or lower --max-requests-per-second).",
               file=sys.stderr)

@@ -12,6 +12,9 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from shards.rows import CRAWL_LANG_FIELDS, lang_column
+from shards.samples import INFO_JSON, is_track_member, track_member
+
 from pipeline.crawl import errors
 from pipeline.crawl.fetch import FetchError
 from pipeline.crawl.tracks import NONE, select_tracks
@@ -64,7 +67,7 @@ def needs_retry(row: dict, langs) -> bool:
     """Whether ``--retry-failed`` asks YouTube again for (part of) this video."""
     if row.get("status") in errors.TRANSIENT or row.get("video_status") in errors.TRANSIENT:
         return True
-    return any(row.get(f"{l}_status") in errors.TRANSIENT for l in langs)
+    return any(row.get(lang_column(l, "status")) in errors.TRANSIENT for l in langs)
 
 
 def vtt_problem(body: bytes, needs_po_token: bool = False):
@@ -111,23 +114,24 @@ class Held:
     members: dict = field(default_factory=dict)
 
     def final_langs(self, langs) -> list[str]:
-        return [l for l in langs if self.row.get(f"{l}_status") not in (None, *errors.TRANSIENT)]
+        return [l for l in langs if self.row.get(lang_column(l, "status")) not in (None, *errors.TRANSIENT)]
 
     def has_work(self) -> bool:
-        return any(k.endswith(".vtt") for k in self.members)
+        return any(is_track_member(k) for k in self.members)
 
 
-TRACK_COLUMNS = ("kind", "source", "bytes", "error", "status")
+TRACK_COLUMNS = tuple(name for name, _ in CRAWL_LANG_FIELDS)
 
 
 def _carry_track(lang: str, held: Held, row: dict, tracks: dict, members: dict) -> None:
     for name in TRACK_COLUMNS:
-        row[f"{lang}_{name}"] = held.row.get(f"{lang}_{name}")
+        row[lang_column(lang, name)] = held.row.get(lang_column(lang, name))
     old = (held.info or {}).get("tracks") or {}
-    tracks[lang] = dict(old.get(lang) or {"kind": row[f"{lang}_kind"], "source_lang": row[f"{lang}_source"]})
-    tracks[lang]["status"] = row[f"{lang}_status"]
-    if f"{lang}.vtt" in held.members:
-        members[f"{lang}.vtt"] = held.members[f"{lang}.vtt"]
+    tracks[lang] = dict(old.get(lang) or {"kind": row[lang_column(lang, "kind")],
+                                          "source_lang": row[lang_column(lang, "source")]})
+    tracks[lang]["status"] = row[lang_column(lang, "status")]
+    if track_member(lang) in held.members:
+        members[track_member(lang)] = held.members[track_member(lang)]
 
 
 def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict, dict | None]:
@@ -185,18 +189,18 @@ def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict,
     refused: tuple | None = None  # (lang, status) of the refusal that stops this video's requests
 
     def outcome(lang, status, error=None):
-        row[f"{lang}_status"] = status
+        row[lang_column(lang, "status")] = status
         tracks[lang]["status"] = status
         if error:
-            row[f"{lang}_error"] = tracks[lang]["error"] = error
+            row[lang_column(lang, "error")] = tracks[lang]["error"] = error
 
     for lang, choice in choices.items():
         if lang in carried:
             _carry_track(lang, held, row, tracks, members)
             continue
         tracks[lang] = choice.record()
-        row[f"{lang}_kind"] = choice.kind
-        row[f"{lang}_source"] = choice.source_lang
+        row[lang_column(lang, "kind")] = choice.kind
+        row[lang_column(lang, "source")] = choice.source_lang
         if choice.kind == NONE:
             if pot_dropped and (pot_langs is None or lang in pot_langs):
                 outcome(lang, errors.PO_TOKEN_REQUIRED, "yt-dlp dropped this video's subtitles: a PO token was "
@@ -230,8 +234,8 @@ def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict,
             bad = sum(1 for _ in body.decode("utf-8", "replace") if _ == "\ufffd")
             body = body.decode("utf-8", "replace").encode("utf-8")
             tracks[lang]["warning"] = f"invalid UTF-8 ({bad} characters replaced, first at byte {exc.start})"
-        members[f"{lang}.vtt"] = body
-        row[f"{lang}_bytes"] = len(body)
+        members[track_member(lang)] = body
+        row[lang_column(lang, "bytes")] = len(body)
         outcome(lang, errors.TRACK_OK)
 
     if held is not None and held.row.get("video_ext") and held.row["video_ext"] in held.members:
@@ -246,12 +250,13 @@ def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict,
         except FetchError as exc:
             row["video_status"], row["video_error"] = exc.status, exc.message
 
-    fetched = sum(1 for m in members if m.endswith(".vtt"))
+    fetched = sum(1 for m in members if is_track_member(m))
     row["n_tracks"] = fetched
     trimmed = trim_info(info, entry)
     trimmed["tracks"] = tracks
-    members["info.json"] = trimmed
-    failed = {l: row[f"{l}_status"] for l in cfg.langs if row.get(f"{l}_status") != errors.TRACK_OK}
+    members[INFO_JSON] = trimmed
+    failed = {l: row[lang_column(l, "status")] for l in cfg.langs
+              if row.get(lang_column(l, "status")) != errors.TRACK_OK}
     transient = {l: st for l, st in failed.items() if st in errors.TRANSIENT}
     video_transient = row.get("video_status") in errors.TRANSIENT
     if not failed and not video_transient:
@@ -263,14 +268,14 @@ def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict,
         return finish(errors.PARTIAL, missing, members)
     if transient:  # nothing fetched yet: the whole video is retried later
         first = next(iter(transient))
-        return finish(transient[first], f"{first} track: {row.get(f'{first}_error')}")
+        return finish(transient[first], f"{first} track: {row.get(lang_column(first, 'error'))}")
     offered = {l: st for l, st in failed.items() if st != errors.TRACK_NONE}
     if offered and all(st == REFUSED_URL for st in offered.values()):
         return finish(REFUSED_URL, "every offered track's URL was refused: " + "; ".join(
-            f"{l}: {row.get(f'{l}_error')}" for l in offered), members)
+            f"{l}: {row.get(lang_column(l, 'error'))}" for l in offered), members)
     if offered:
         return finish(errors.ERROR, "every offered track failed: " + "; ".join(
-            f"{l}: {row.get(f'{l}_error')}" for l, st in failed.items() if st != errors.TRACK_NONE), members)
+            f"{l}: {row.get(lang_column(l, 'error'))}" for l, st in failed.items() if st != errors.TRACK_NONE), members)
     return finish(errors.NO_SUBTITLES, "YouTube offers no subtitles in the requested languages", members)
 
 
@@ -278,8 +283,8 @@ def held_from(row: dict, sample: dict | None) -> Held:
     """An earlier row and sample as a ``Held`` (the sample's info.json parsed)."""
     sample = {k: v for k, v in (sample or {}).items() if not k.startswith("__")}
     info = None
-    if "info.json" in sample:
-        raw = sample.pop("info.json")
+    if INFO_JSON in sample:
+        raw = sample.pop(INFO_JSON)
         try:
             info = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
         except (ValueError, RecursionError):

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+from shards.errors import UserError
 from shards.layout import is_valid_video_id
-
-from pipeline.runtime.stage import UserError
 
 ID_COLUMNS = ("video_id", "videoid", "youtube_id", "ytid", "id", "url", "video_url", "link")
 _YT_PATH = re.compile(r"^/(?:shorts|embed|v|live|e)/([^/?#]+)")

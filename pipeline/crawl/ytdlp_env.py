@@ -19,8 +19,10 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pipeline.crawl.access import (CookieFileError, CookieSummary, ProxyError, cookie_level, describe_args,  # noqa: F401
-                     inspect_cookies, mask_arg_text, mask_url, parse_proxy, proxy_level)
+from shards.errors import UserError
+
+from pipeline.crawl.access import (CookieFileError, cookie_level, describe_args, inspect_cookies, mask_arg_text,
+                                   mask_url, proxy_level)
 
 MIN_YTDLP = dt.date(2025, 11, 12)  # first release that runs an external JS runtime
 STALE_DAYS = 90
@@ -28,7 +30,7 @@ PRIORITY = ("deno", "node", "quickjs", "bun")  # yt-dlp's own order (its --js-ru
 _EXECUTABLE = {"quickjs": "qjs"}
 
 
-class YtdlpEnvError(ValueError):
+class YtdlpEnvError(UserError, ValueError):
     """A setting the user gave cannot work; the message is one sentence saying what to do."""
 
 

@@ -1,4 +1,6 @@
-"""Reading the downstream sets' public annotation files into ``Item``s (MSR-VTT, VATEX, Multi30K).
+"""The downstream sets' ``Item`` (one video or image with its captions per language), the readers they
+share, and MSR-VTT's annotation files (VATEX: ``pipeline.downstream.vatex``; Multi30K:
+``pipeline.downstream.multi30k``).
 
 Formats read:
 - MSR-VTT: ``MSRVTT_data.json`` (``videos`` with ``split`` train/validate/test, ``sentences``
@@ -23,20 +25,6 @@ Formats read:
   keeps the query count at one per video. Such languages are listed on the item
   (``fallback``, a parquet column) and counted; taking the whole list instead would give
   that video 20 queries in that language.
-- VATEX: JSON lists of ``{"videoID", "enCap": [10], "chCap": [10]}``. In VATEX the last five
-  English captions are translations of the last five Chinese ones (the first five of each
-  are written independently), so positions 5-9 become parallel en/zh pairs. The paper's
-  VATEX numbers use HGR's split (Chen et al., CVPR 2020): the v1.0 training file for
-  training and the public validation file's 3,000 videos cut into 1,500 for validation and
-  1,500 for test (HGR used VATEX v1.0, which published no test captions). HGR's cut is a
-  list of names, not a rule, so it is read from a file
-  (``read_id_list``: text, one id per line, a JSON list, or a ``.npy`` array of strings such
-  as HGR's ``public_split/tst_names.npy``); no split is made up here.
-- Multi30K: ``{split}.{lang}`` text files (optionally ``.gz``, in DIR or DIR/raw), the image
-  list ``{split}_images.txt`` (or ``image_splits/{split}.txt``); line i of every file
-  describes image i. Region features: ``{image_stem}.npy`` ``[R, D]`` per image in a
-  directory, or one ``[N, R, D]`` array per split in image-list order (``DIR/{split}.npy``,
-  or a single ``.npy`` file when one split is converted).
 """
 from __future__ import annotations
 
@@ -48,9 +36,9 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.runtime.stage import UserError
+from shards.errors import UserError
+from shards.samples import RELEASE_LANGS as LANGS
 
-LANGS = ("en", "de", "fr", "cs", "sw", "ru", "vi", "es", "zh")
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -285,88 +273,6 @@ def split_of(name: str) -> str:
     raise UserError(f"cannot tell the split of {name}; pass it as train=PATH, val=PATH or test=PATH")
 
 
-def read_id_list(path: Path, what: str) -> list[str]:
-    """Video ids, one per line of a text file, a JSON list, or a ``.npy`` array of strings (never unpickled).
-
-    A trailing video extension (``.mp4``) is dropped, so file names and ids both work."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} {path} does not exist; give a file of video ids (one per line, a JSON list or a .npy of strings)")
-    if path.suffix == ".npy":
-        import numpy as np
-
-        try:
-            array = np.load(path, allow_pickle=False)
-        except ValueError:
-            raise UserError(f"{what} {path} is a pickled (object) array, which is never loaded; convert it to a text "
-                            f"file of one id per line (unpickling it yourself only if you trust its source)") from None
-        except (OSError, EOFError) as exc:
-            raise UserError(f"{what} {path} is not a .npy array file ({exc})") from None
-        if array.dtype.kind not in "US" or array.ndim != 1:
-            raise UserError(f"{what} {path} is a {array.dtype} array of shape {tuple(array.shape)}; expected a list of id strings")
-        values = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.tolist()]
-    elif path.suffix == ".json":
-        values = read_json(path, what)
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise UserError(f"{what} {path}: expected a JSON list of video id strings")
-    else:
-        values = read_lines(path)
-    ids = [strip_video_ext(v.strip()) for v in values if v.strip()]
-    if not ids:
-        raise UserError(f"{what} {path} lists no video id")
-    return ids
-
-
-def vatex_items(specs: list[str], test_ids: list[str] | None = None) -> list[Item]:
-    """Items of the given VATEX files; with ``test_ids`` (HGR's split), the listed videos of the
-    validation file(s) become ``test`` and the others stay ``val``."""
-    items = []
-    if test_ids is not None:
-        moved = set(test_ids)
-        splits = [s.split("=", 1)[0] if "=" in s and s.split("=", 1)[0] in ("train", "val", "test")
-                  else split_of(Path(s).name) for s in specs]
-        if "test" in splits:
-            raise UserError("--test-ids takes the test videos out of the validation file; give no test annotation "
-                            "file with it (HGR's split does not use VATEX's public test set)")
-        if "val" not in splits:
-            raise UserError("--test-ids needs the validation file (vatex_validation_v1.0.json): the test videos are "
-                            "taken from it")
-    for spec in specs:
-        split = None
-        if "=" in spec and spec.split("=", 1)[0] in ("train", "val", "test"):
-            split, spec = spec.split("=", 1)
-        path = Path(spec)
-        split = split or split_of(path.name)
-        data = read_json(path, "VATEX annotations")
-        if not isinstance(data, list):
-            raise UserError(f"{path} is not a VATEX annotation file: expected a JSON list of {{videoID, enCap, chCap}}")
-        for i, entry in enumerate(data):
-            if not isinstance(entry, dict) or not isinstance(entry.get("videoID"), str):
-                items.append(Item(f"{path.name}#{i}", split, status="bad_annotation",
-                                  error=f"entry {i} of {path.name} has no videoID string"))
-                continue
-            vid = entry["videoID"]
-            raw_en, raw_zh = entry.get("enCap"), entry.get("chCap")
-            captions = {lang: caps for lang, caps in (("en", clean_captions(raw_en)), ("zh", clean_captions(raw_zh))) if caps}
-            parallel = []
-            if isinstance(raw_en, list) and isinstance(raw_zh, list) and len(raw_en) == len(raw_zh) == 10:
-                for en, zh in zip(raw_en[5:], raw_zh[5:]):
-                    en, zh = clean_caption(en), clean_caption(zh)
-                    if en and zh:
-                        parallel.append({"en": en, "zh": zh})
-            m = re.search(r"_(\d+)_(\d+)$", vid)
-            duration = float(int(m.group(2)) - int(m.group(1))) if m and int(m.group(2)) > int(m.group(1)) else None
-            items.append(Item(vid, split, captions, parallel, duration=duration))
-    if test_ids is not None:
-        for item in items:
-            if item.split == "val" and item.video_id in moved:
-                item.split = "test"
-        if not any(item.split == "test" for item in items):
-            raise UserError(f"none of the {len(moved)} --test-ids is a videoID of the validation file; expected VATEX "
-                            f"videoIDs such as Ptf_2VRj-V0_000122_000132")
-    return items
-
-
 def read_lines(path: Path) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -374,43 +280,3 @@ def read_lines(path: Path) -> list[str]:
             return f.read().splitlines()
     except UnicodeDecodeError as exc:
         raise UserError(f"{path} is not UTF-8 text ({exc.reason})") from None
-
-
-def _find(root: Path, names: list[str]) -> Path | None:
-    for name in names:
-        for base in (root, root / "raw"):
-            for candidate in (base / name, base / f"{name}.gz"):
-                if candidate.is_file():
-                    return candidate
-    return None
-
-
-def multi30k_items(root: Path, splits: list[str], langs: list[str]) -> list[Item]:
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"Multi30K directory {root} does not exist; give the folder with train.en, train_images.txt, ...")
-    items = []
-    for split in splits:
-        image_list = _find(root, [f"{split}_images.txt", f"image_splits/{split}.txt"])
-        if image_list is None:
-            raise UserError(f"no image list for split {split!r} in {root} ({split}_images.txt or image_splits/{split}.txt)")
-        images = [line.strip() for line in read_lines(image_list)]
-        while images and not images[-1]:
-            images.pop()
-        texts = {}
-        for lang in langs:
-            path = _find(root, [f"{split}.{lang}"])
-            if path is None:
-                continue
-            lines = read_lines(path)
-            if len(lines) != len(images):
-                raise UserError(f"{path} has {len(lines)} lines but {image_list.name} lists {len(images)} images; "
-                                f"line i of every file must describe image i")
-            texts[lang] = lines
-        if not texts:
-            raise UserError(f"no caption files for split {split!r} in {root} (expected {split}.en, {split}.de, ...)")
-        for i, name in enumerate(images):
-            captions = {lang: [clean_caption(lines[i])] for lang, lines in texts.items() if clean_caption(lines[i])}
-            parallel = [{lang: caps[0] for lang, caps in captions.items()}] if len(captions) > 1 else []
-            items.append(Item(Path(name).stem, split_of(split), captions, parallel, group=split, index=i))
-    return items

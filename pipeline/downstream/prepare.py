@@ -32,28 +32,30 @@ import argparse
 import logging
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline.runtime.cli import add_common_flags, parse_args
-from pipeline.release.s3d_features import npy_bytes
+from pipeline.runtime.cli import add_common_flags, add_executor_args, command, executor_options, parse_args
 from pipeline.runtime.langs import add_langs_flag
-from pipeline.runtime.stage import (Stage, Unit, UserError, add_executor_args, executor_options, print_summary, run_stage,
-                            video_done)
+from pipeline.runtime.stage import Stage, Unit, print_summary, run_stage, video_done
+from shards.errors import UserError
+from shards.codec import npy_bytes
 from shards.layout import MMP, DamagedUnit, UnitFiles, read_stats
+from shards.samples import ABSENT, CAPTIONS_JSON, META_JSON, MmpMeta, feature_member
 from shards.versions import versions
 from shards.writer import UnitWriter, sha256_file
 
-from pipeline.downstream.annotations import KEY_RE, Item, msrvtt_items, multi30k_items, read_id_list, vatex_items
+from pipeline.downstream.annotations import KEY_RE, Item, msrvtt_items
+from pipeline.downstream.feature_files import (FeatureSource, load_feature, open_array, parse_features,
+                                               region_source)
+from pipeline.downstream.multi30k import multi30k_items
+from pipeline.downstream.vatex import read_id_list, vatex_items
 
 log = logging.getLogger("mmp.prepare")
 
-FEATURE_DIMS = {"r21d": 512, "s3d": 1024, "regions": 0}  # 0: any width
 VIDEO_FEATURES = ("r21d", "s3d")
-FLOAT16_MAX = 65504.0
 NO_USABLE_FEATURES = ("no_features", "bad_features")
 HGR_VAL, HGR_TEST = 1500, 1500  # HGR's cut of VATEX's 3,000 public validation videos
 
@@ -65,75 +67,6 @@ SCHEMA = pa.schema([
     ("sentence_matched", pa.bool_()),  # 1k-A: the csv's sentence is among the video's MSRVTT_data.json captions
     ("translation_fallback", pa.list_(pa.string())),  # 1k-A: languages keeping their first caption, unpaired
 ])
-
-
-# ---------------------------------------------------------------- features
-
-@dataclass(frozen=True)
-class FeatureSource:
-    """Where one feature member comes from: ``{id}.npy`` files in a directory, or per-split arrays."""
-
-    name: str
-    path: Path
-    dim: int  # expected last dimension; 0 accepts any
-    per_split: dict = field(default_factory=dict)  # split -> [N, R, D] .npy (Multi30K)
-
-
-_HASHES: dict[str, str] = {}
-_ARRAYS: dict[str, np.ndarray] = {}
-
-
-def _cached_hash(path: Path) -> str:
-    key = str(path)
-    if key not in _HASHES:
-        _HASHES[key] = sha256_file(path)
-    return _HASHES[key]
-
-
-def open_array(path: Path, mmap: bool = False) -> np.ndarray:
-    """``np.load`` that never unpickles; ValueError saying why a file cannot be used.
-
-    Per-split arrays are memory-mapped so a worker reads only the rows of its unit."""
-    try:
-        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
-    except ValueError as exc:
-        raise ValueError(f"refused: {path.name} is not a plain numeric .npy array; pickled data is never loaded ({exc})") from None
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{path.name} is not a .npy array file ({type(exc).__name__}: {exc})") from None
-
-
-def check_array(array: np.ndarray, label: str, ndim: int, dim: int) -> np.ndarray:
-    if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
-        raise ValueError(f"{label} is a {getattr(array, 'dtype', type(array))} array, not float")
-    if array.ndim != ndim:
-        raise ValueError(f"{label} has shape {tuple(array.shape)}, expected {ndim} dimensions")
-    if array.shape[0] == 0:
-        raise ValueError(f"{label} has no rows")
-    if dim and array.shape[-1] != dim:
-        raise ValueError(f"{label} has width {array.shape[-1]}, expected {dim}")
-    array = np.asarray(array)
-    if not np.isfinite(array).all():
-        raise ValueError(f"{label} holds NaN or infinite values")
-    if np.abs(array).max() > FLOAT16_MAX:
-        raise ValueError(f"{label} holds values beyond float16's range")
-    return array
-
-
-def load_feature(source: FeatureSource, item: Item) -> tuple[np.ndarray, dict] | None:
-    """The item's array and its meta entry; None when it has no feature file; ValueError when unusable."""
-    if item.group in source.per_split and item.index is not None:
-        path = source.per_split[item.group]
-        if str(path) not in _ARRAYS:
-            _ARRAYS[str(path)] = open_array(path, mmap=True)
-        array = check_array(_ARRAYS[str(path)][item.index], f"{path.name}[{item.index}]", 2, source.dim)
-        file_entry = {"file": path.name, "index": item.index, "sha256": _cached_hash(path)}
-    else:
-        path = source.path / f"{item.video_id}.npy"
-        if not path.is_file():
-            return None
-        array = check_array(open_array(path), path.name, 2, source.dim)
-        file_entry = {"file": path.name, "sha256": sha256_file(path)}
-    return array, dict(file_entry, rows=int(array.shape[0]), dim=int(array.shape[-1]))
 
 
 # ---------------------------------------------------------------- the stage
@@ -224,14 +157,12 @@ class PrepareStage(Stage):
         row["feature_rows"] = int(next(iter(arrays[k] for k in sorted(arrays))).shape[0])
         captions = {"video_id": item.video_id, "split": item.split,
                     "captions": {lang: item.captions[lang] for lang in langs}, "parallel": item.parallel}
-        meta = {"video_id": item.video_id, "dataset": self.dataset, "split": item.split, "features": metas,
-                "split_videos": self.split_videos[item.split], "versions": versions()}
-        if self.benchmarks.get(item.split):
-            meta["benchmark"] = self.benchmarks[item.split]
-        if item.duration is not None:
-            meta["duration"] = item.duration
-        members = {f"{name}.npy": npy_bytes(a.astype(np.float16)) for name, a in arrays.items()}
-        members.update({"captions.json": captions, "meta.json": meta})
+        meta = MmpMeta(video_id=item.video_id, dataset=self.dataset, split=item.split, features=metas,
+                       split_videos=self.split_videos[item.split], versions=versions(),
+                       benchmark=self.benchmarks.get(item.split) or ABSENT,
+                       duration=ABSENT if item.duration is None else item.duration)
+        members = {feature_member(name): npy_bytes(a.astype(np.float16)) for name, a in arrays.items()}
+        members.update({CAPTIONS_JSON: captions, META_JSON: meta.to_member()})
         writer.write_sample(item.video_id, members)
         writer.count("captions", row["captions"])
         writer.count("parallel", row["parallel"])
@@ -241,49 +172,6 @@ class PrepareStage(Stage):
 
 
 # ---------------------------------------------------------------- CLI
-
-def parse_features(specs: list[str], allowed: tuple[str, ...], dims: list[str]) -> list[tuple[str, Path, int]]:
-    overrides = {}
-    for spec in dims or []:
-        name, _, value = spec.partition("=")
-        if name not in allowed or not value.isdigit():
-            raise UserError(f"--feature-dim {spec!r}: expected NAME=WIDTH with NAME one of {', '.join(allowed)}")
-        overrides[name] = int(value)
-    out = []
-    for spec in specs or []:
-        name, sep, path = spec.partition("=")
-        if not sep or name not in allowed or not path:
-            raise UserError(f"--features {spec!r}: expected NAME=PATH with NAME one of {', '.join(allowed)}")
-        if any(n == name for n, _, _ in out):
-            raise UserError(f"--features names {name} twice")
-        if not Path(path).exists():
-            raise UserError(f"--features {name}={path}: no such file or directory")
-        out.append((name, Path(path), overrides.get(name, FEATURE_DIMS[name])))
-    if not out:
-        raise UserError(f"give the features: --features {'=DIR '.join(allowed)}=DIR (one or more)")
-    return out
-
-
-def region_source(name: str, path: Path, dim: int, splits: list[str]) -> FeatureSource:
-    """Per-image files, or per-split ``[N, R, D]`` arrays (checked here: a bad one is one clear error)."""
-    per_split = {}
-    if path.is_file():
-        if len(splits) != 1:
-            raise UserError(f"--features regions={path} is one array; convert one --splits at a time, "
-                            f"or give a directory holding SPLIT.npy per split")
-        per_split = {splits[0]: path}
-    else:
-        per_split = {s: path / f"{s}.npy" for s in splits if (path / f"{s}.npy").is_file()}
-    for split, p in per_split.items():
-        try:
-            array = open_array(p, mmap=True)
-        except ValueError as exc:
-            raise UserError(f"--features regions: {exc}") from None
-        if array.dtype.kind != "f" or array.ndim != 3:
-            raise UserError(f"--features regions: {p} is a {array.dtype} array of shape {tuple(array.shape)}; "
-                            f"expected float [images, regions, dim]")
-    return FeatureSource(name, path, dim, per_split)
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -459,16 +347,13 @@ def split_warnings(stage: PrepareStage, out, rank: int = 0, world_size: int = 1)
     return lines
 
 
+@command("mmp-prepare")
 def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
-    try:
-        stage = make_stage(args)
-        for line in stage.notes:
-            print(line)
-        summary = run_stage(stage, args.out, **executor_options(args))
-    except UserError as exc:
-        print(f"mmp-prepare: error: {exc}", file=sys.stderr)
-        return 2
+    stage = make_stage(args)
+    for line in stage.notes:
+        print(line)
+    summary = run_stage(stage, args.out, **executor_options(args))
     print_summary(f"mmp-prepare {args.dataset}", args.out, summary)
     for line in split_warnings(stage, args.out, args.rank, args.world_size):
         print(line)

@@ -24,12 +24,12 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from shards.errors import UserError
 from shards.storage import as_path, open_file
 from shards.writer import atomic_write_json
 
 log = logging.getLogger("mmp.release")
 
-RELEASE_LANGS = ("en", "de", "fr", "cs", "sw", "ru", "vi", "es", "zh")
 PART_SCHEMA = pa.schema([("video_id", pa.string()), ("start", pa.list_(pa.float64())),
                          ("end", pa.list_(pa.float64())), ("text", pa.list_(pa.string())),
                          ("problem", pa.string())])
@@ -90,7 +90,7 @@ class _NanAsNull:
         return self.raw.tell()
 
 
-class ReleaseError(Exception):
+class ReleaseError(UserError):
     """A release file that cannot be read at all (missing, not JSON at its start)."""
 
 

@@ -2,7 +2,7 @@
 
 - ``multi-ht100m``: the nine ``how2_{lang}.json`` files of the Multi-HT100M release
 - ``howto100m``: HowTo100M's English ``caption.json`` (stop words removed) or ``raw_caption.json``
-- ``s3d-features``: the released HowTo100M S3D features (see ``import_features.py``)
+- ``s3d-features``: the released HowTo100M S3D features (see ``pipeline.release.s3d_features``)
 
 Captions land in ``--out`` (an aligned directory, e.g. ``DATA/aligned``) exactly as
 ``mmp-align`` writes it (track kind ``released``), cleaned and aligned by the same code,
@@ -19,18 +19,21 @@ import logging
 import sys
 from pathlib import Path
 
+from shards.errors import UserError, output_errors
 from shards.layout import ALIGNED
+from shards.rows import aligned_schema
+from shards.samples import RELEASE_LANGS, SUBS_JSON
 from shards.storage import as_path, local_copy, staging_dir, staging_name
 from shards.writer import UnitWriter
 
 from pipeline.release import captions as release
-from pipeline.runtime.cli import add_common_flags, parse_args
+from pipeline.runtime.cli import add_common_flags, add_executor_args, command, executor_options, parse_args
 from pipeline.runtime.langs import add_langs_flag
 from pipeline.runtime.lineage import inputs_identity
-from pipeline.subtitles.stage import assemble_video, schema_for
+from pipeline.subtitles.stage import assemble_video
 from pipeline.runtime.out_dir import stage_out
-from pipeline.runtime.stage import (Stage, Unit, UserError, add_executor_args, check_config, executor_options, lock_output,
-                    output_errors, prepare_output, print_summary, run_stage, video_done)
+from pipeline.runtime.stage import (Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage,
+                                    video_done)
 from pipeline.subtitles.clean import TrackReport, clean_text, repair_timeline, script_flag
 from pipeline.crawl.videolist import read_video_list
 
@@ -75,7 +78,7 @@ class ReleaseImport(Stage):
         self.inputs = inputs  # the caption files' (and video list's) content identity
         self.meta = meta or {}
         self.source, self.keep_annotations = source, keep_annotations
-        self.schema = schema_for(self.langs)
+        self.schema = aligned_schema(self.langs)
 
     def plan(self) -> list[Unit]:
         present = set()
@@ -114,7 +117,7 @@ class ReleaseImport(Stage):
                     subs["stopwords_removed"] = self.source == "howto100m-caption"
                 if meta:
                     subs["meta"] = meta
-                writer.write_sample(vid, {"subs.json": subs})
+                writer.write_sample(vid, {SUBS_JSON: subs})
             writer.add_row(row)
             video_done(row["status"])
 
@@ -232,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("multi-ht100m", help="the nine how2_{lang}.json caption files -> DATA/aligned/")
     m.add_argument("--captions", nargs="+", type=as_path, required=True,
                    help="how2_{lang}.json files or their directory (paths or fsspec URLs)")
-    add_langs_flag(m, default=release.RELEASE_LANGS, help="the languages whose how2_{lang}.json files to import")
+    add_langs_flag(m, default=RELEASE_LANGS, help="the languages whose how2_{lang}.json files to import")
     h = sub.add_parser("howto100m", help="HowTo100M's caption.json or raw_caption.json (English) -> DATA/aligned/")
     h.add_argument("--captions", nargs=1, type=as_path, required=True, help="caption.json or raw_caption.json")
     h.add_argument("--videos", type=as_path, help="HowTo100M_v1.csv: categories and task ids go into the samples")
@@ -260,34 +263,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("mmp-import")
 def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
-    try:
-        if args.source == "s3d-features":
-            from pipeline.release.s3d_features import S3DFeatureImport
+    if args.source == "s3d-features":
+        from pipeline.release.s3d_features import S3DFeatureImport
 
-            stage = S3DFeatureImport(args.features, args.aligned, args.out, args.tolerance)
-            summary = run_stage(stage, args.out, **executor_options(args))
-            print_summary("mmp-import", args.out, summary)
-            return 1 if summary.units_failed else 0
-        if args.source == "multi-ht100m":
-            langs = args.langs
-            files = _caption_files(args.captions, langs, "multi")
-            return run_import(files, args.out, langs, _partitions(args.partitions, files), {}, "multi-ht100m", args)
-        path = args.captions[0]
-        if not path.is_file():
-            raise UserError(f"--captions {path} does not exist")
-        partitions = _partitions(args.partitions, {"en": [path]})
-        meta = {}
-        if args.videos is not None:
-            meta = {e.video_id: e.meta for e in read_video_list(local_copy(args.videos)) if e.valid}
-        stopwords = "raw_caption" not in path.name
-        source = "howto100m-caption" if stopwords else "howto100m-raw_caption"
-        log.info("%s: stop words %s", path.name, "removed" if stopwords else "kept")
-        return run_import({"en": [path]}, args.out, ["en"], partitions, meta, source, args)
-    except UserError as exc:
-        print(f"mmp-import: error: {exc}", file=sys.stderr)
-        return 2
+        stage = S3DFeatureImport(args.features, args.aligned, args.out, args.tolerance)
+        summary = run_stage(stage, args.out, **executor_options(args))
+        print_summary("mmp-import", args.out, summary)
+        return 1 if summary.units_failed else 0
+    if args.source == "multi-ht100m":
+        langs = args.langs
+        files = _caption_files(args.captions, langs, "multi")
+        return run_import(files, args.out, langs, _partitions(args.partitions, files), {}, "multi-ht100m", args)
+    path = args.captions[0]
+    if not path.is_file():
+        raise UserError(f"--captions {path} does not exist")
+    partitions = _partitions(args.partitions, {"en": [path]})
+    meta = {}
+    if args.videos is not None:
+        meta = {e.video_id: e.meta for e in read_video_list(local_copy(args.videos)) if e.valid}
+    stopwords = "raw_caption" not in path.name
+    source = "howto100m-caption" if stopwords else "howto100m-raw_caption"
+    log.info("%s: stop words %s", path.name, "removed" if stopwords else "kept")
+    return run_import({"en": [path]}, args.out, ["en"], partitions, meta, source, args)
 
 
 if __name__ == "__main__":

@@ -10,21 +10,22 @@ Each aligned video with a feature file becomes an ``mmp/`` sample: ``s3d.npy`` (
 """
 from __future__ import annotations
 
-import io
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from shards.codec import load_json, npy_bytes
+from shards.errors import UserError
 from shards.layout import MMP, UnitFiles, completed_units
 from shards.storage import as_path
 from shards.reader import read_unit
+from shards.samples import META_JSON, SUBS_JSON, MmpMeta, feature_member
 from shards.versions import versions
 from shards.writer import UnitWriter, sha256_file
 
-from pipeline.runtime.stage import Stage, Unit, UserError, video_done
+from pipeline.runtime.stage import Stage, Unit, video_done
 
 log = logging.getLogger("mmp.import")
 
@@ -71,12 +72,6 @@ def s3d_spec() -> dict:
     spec["weights"] = "s3d_howto100m.pth (MIL-NCE, HowTo100M)"
     spec["source"] = "released HowTo100M S3D features"
     return spec
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
 
 
 class S3DFeatureImport(Stage):
@@ -133,7 +128,7 @@ class S3DFeatureImport(Stage):
                     row.update(feature_rows=int(array.shape[0]), feature_dim=int(array.shape[1]),
                                feature_seconds=float(array.shape[0]) * RELEASED_ROW_TIMES["row_seconds"],
                                feature_file=path.name, status="ok")
-                    subs = json.loads(sample["subs.json"])
+                    subs = load_json(sample[SUBS_JSON])
                     duration = arow.get("duration")
                     if duration:
                         row["length_mismatch"] = round(array.shape[0] - float(duration), 3)
@@ -148,13 +143,13 @@ class S3DFeatureImport(Stage):
                             row["status"] = "length_mismatch"
                             row["error"] = (f"{array.shape[0]} feature rows but subtitles run to {last:.1f}s "
                                             f"(kept; tolerance {self.tolerance:g}s)")
-                    meta = {"video_id": vid, "duration": duration, "fps": None,
-                            "features": {"s3d": dict(spec, file=path.name,
-                                                     sha256=sha256_file(path) if self.hash_files else None,
-                                                     rows=int(array.shape[0]), **RELEASED_ROW_TIMES)},
-                            "versions": versions()}
-                    writer.write_sample(vid, {"s3d.npy": npy_bytes(array.astype(np.float16)),
-                                              "subs.json": subs, "meta.json": meta})
+                    meta = MmpMeta(video_id=vid, duration=duration, fps=None,
+                                   features={"s3d": dict(spec, file=path.name,
+                                                         sha256=sha256_file(path) if self.hash_files else None,
+                                                         rows=int(array.shape[0]), **RELEASED_ROW_TIMES)},
+                                   versions=versions())
+                    writer.write_sample(vid, {feature_member("s3d"): npy_bytes(array.astype(np.float16)),
+                                              SUBS_JSON: subs, META_JSON: meta.to_member()})
             writer.add_row(row)
             video_done(row["status"])
 

@@ -1,4 +1,5 @@
-"""What every command line of the toolkit shares: ``--version`` and ``--config FILE``.
+"""What every command line of the toolkit shares: ``--version``, ``--config FILE`` and the ``main``
+skeleton (``@command(PROG)``: a ``UserError`` is one line ``PROG: error: MSG`` and exit code 2).
 
 ``--config run.yaml`` (or ``.json``) holds settings by flag name, with or without the dashes
 (``unit-size: 500``, ``unit_size: 500``, ``--unit-size: 500``); flags on the command line
@@ -9,11 +10,33 @@ stage's ``config.json`` records the resolved settings, so a run can be repeated 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import sys
 from pathlib import Path
 
+from shards.errors import UserError
 from shards.versions import add_version_flag
+
+
+def command(prog: str):
+    """The skeleton of every command's ``main(argv=None) -> int``, as a decorator.
+
+    A ``UserError`` raised in the body (or anything it calls) is printed as ``PROG: error: MSG``
+    on stderr and the command returns 2. Everything else goes on as raised: a bug keeps its
+    traceback, argparse's ``SystemExit`` and an interrupted stage's exit code (130/143) stay theirs.
+    """
+    def decorate(body):
+        @functools.wraps(body)
+        def main(argv=None) -> int:
+            try:
+                return body(argv)
+            except UserError as exc:
+                print(f"{prog}: error: {exc}", file=sys.stderr)
+                return 2
+        return main
+    return decorate
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict:
@@ -157,3 +180,48 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
     args = parser.parse_args(argv)
     args.config_given = sorted(defaults)  # the settings the file gave (a resume treats them as flags given)
     return args
+
+
+# ---------------------------------------------------------------- executor flags
+
+DEFAULT_UNIT_RETRIES = 3
+
+
+def _process_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of worker processes; give 1 or more")
+    return value
+
+
+def add_executor_args(parser) -> None:
+    """The flags of where and how a stage's units run (``run_stage``'s keyword arguments)."""
+    group = parser.add_argument_group("execution")
+    group.add_argument("--executor", default="local", choices=["local", "ray", "inline"],
+                       help="where units run: 'local' is a process pool on this machine; 'ray' one Ray task "
+                       "per unit on a Ray cluster (--ray-address) or, without an address, on a local Ray "
+                       "instance bound to 127.0.0.1; 'inline' this process (debugging)")
+    group.add_argument("--workers", type=_process_count, default=max(1, min(8, os.cpu_count() or 1)),
+                       help="worker processes for the local executor, CPUs of a local Ray instance "
+                       "(default: cores, at most 8)")
+    group.add_argument("--ray-address", default=None,
+                       help="join this Ray cluster (HEAD:6379, as printed by `ray start --head`; default: "
+                       "$RAY_ADDRESS, else a local instance). Never expose a Ray cluster's ports beyond a "
+                       "trusted network: anyone who reaches them can run code on it")
+    group.add_argument("--max-unit-retries", type=int, default=DEFAULT_UNIT_RETRIES,
+                       help="with --executor ray, re-run a unit whose worker process or node died up to N "
+                       "times (default 3); a unit that raises is not retried")
+    group.add_argument("--rank", type=int, default=0, help="this job's slice of the units (Slurm arrays etc.)")
+    group.add_argument("--world-size", type=int, default=1, help="how many slices the units are split into")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def executor_options(args) -> dict:
+    """The keyword arguments of ``run_stage`` given by ``add_executor_args``' flags:
+    ``run_stage(stage, out, **executor_options(args))``."""
+    return {"executor": args.executor, "workers": args.workers, "rank": args.rank,
+            "world_size": args.world_size, "progress": not args.no_progress,
+            "ray_address": args.ray_address, "max_unit_retries": args.max_unit_retries}

@@ -21,9 +21,9 @@ import difflib
 import re
 import sys
 
-from pipeline.runtime.stage import UserError
+from shards.errors import UserError
+from shards.samples import LANGS
 
-MULTI_HT100M_LANGS = ("en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi")
 
 # YouTube's translation languages, as yt-dlp 2026.03.13 lists them for a video (its
 # "en-orig" key, the original track, left out), in YouTube's own spellings: Hebrew is
@@ -116,7 +116,7 @@ def parse_langs(text: str) -> tuple[list[str], dict[str, str]]:
     variants: dict[str, str] = {}
     items = [item.strip() for item in (text or "").split(",") if item.strip()]
     if not items:
-        raise UserError(f"--langs needs at least one language code, e.g. {','.join(MULTI_HT100M_LANGS)} "
+        raise UserError(f"--langs needs at least one language code, e.g. {','.join(LANGS)} "
                         f"(got {text!r})")
     for item in items:
         checked = _check(item)

@@ -12,13 +12,21 @@ travel with a copy, absolute paths and mtimes do not.
   content; ``directory_identity`` lists a directory's files by relative name and size.
 - ``stage_identity``: an upstream stage directory by its own fingerprint, which is built the
   same way, so the identity follows the data back to the crawl's video list.
+- ``reopen_changed``: a re-run redoes exactly the finished units whose upstream unit changed.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import sys
 from pathlib import Path
+
+from shards.errors import output_errors
+from shards.layout import UnitFiles
+
+log = logging.getLogger("mmp")
 
 WHOLE_BELOW = 64 << 20
 BLOCK = 1 << 20
@@ -101,3 +109,28 @@ def stale(built_from: dict | None, now: dict | None) -> bool:
     """Whether a unit recorded as built from ``built_from`` must be redone from ``now``: only
     when both are known and differ (units written before identities were recorded are kept)."""
     return bool(built_from) and bool(now) and built_from != now
+
+
+def reopen_changed(stage, out, done: list) -> list:
+    """The finished units among ``done`` whose upstream changed since they were built (their
+    ``Stage.built_from`` now differs from the one in their stats): their stats file, the
+    completion mark, is removed, so they are done again."""
+    redo = []
+    for unit in done:
+        now = stage.built_from(unit)
+        if not now:
+            continue  # no upstream unit: nothing to compare
+        files = UnitFiles(out, stage.name, unit.index)
+        try:
+            recorded = json.loads(files.stats.read_text()).get("built_from")
+        except (OSError, ValueError, RecursionError, AttributeError):
+            continue  # a damaged stats file is mmp-verify's to report
+        if stale(recorded, now):
+            with output_errors(out):
+                files.stats.unlink()
+            redo.append(unit)
+    if redo:
+        log.warning("%s: %d finished units are redone: what they were built from changed", stage.name, len(redo))
+        print(f"{stage.name}: {len(redo)} finished units are redone because their upstream units changed",
+              file=sys.stderr)
+    return redo

@@ -15,8 +15,6 @@ one sentence; progress is shown by ``pipeline.runtime.progress``.
 from __future__ import annotations
 
 import abc
-import argparse
-import contextlib
 import json
 import logging
 import os
@@ -27,37 +25,23 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shards.errors import UserError, output_errors, output_problem
 from shards.layout import SampleLayout, UnitFiles
 from shards.storage import RemotePath, as_path, staging_name
 from shards.versions import versions
 from shards.writer import UnitWriter, atomic_write_json
 
-from pipeline.crawl.errors import output_problem
-from pipeline.runtime.executors import RayUnavailable, make_executor, report_event
+from pipeline.runtime.cli import DEFAULT_UNIT_RETRIES
+from pipeline.runtime.executors import make_executor, report_event, type_name
+from pipeline.runtime.ray_executor import RayUnavailable
 from pipeline.runtime.interrupt import StageInterrupted, StopRequest, UnitAbandoned
-from pipeline.runtime.lineage import stale
+from pipeline.runtime.lineage import reopen_changed
 from pipeline.runtime.progress import StageProgress
 from pipeline.runtime.runlock import RunLock, RunLocked
 
 log = logging.getLogger("mmp")
 
 FAILED_STATUSES_OK = ("ok", "partial")
-
-
-class UserError(Exception):
-    """An error the user can fix (bad flag, missing file): printed as one sentence, no traceback."""
-
-
-@contextlib.contextmanager
-def output_errors(out):
-    """Turn a storage error of ``out`` (read-only, a file in the way, full) into a UserError."""
-    try:
-        yield
-    except OSError as exc:
-        problem = output_problem(exc, out)
-        if problem is None:
-            raise
-        raise UserError(problem) from exc
 
 
 @dataclass
@@ -234,7 +218,11 @@ class RunSummary:
     units_failed: int
     counts: Counter
     seconds: float
-    failures: list = field(default_factory=list)
+    failures: list = field(default_factory=list)  # (unit index, traceback text, exception type name or None)
+
+    def raised(self, exc_type: type) -> bool:
+        """Whether a unit failed by raising an ``exc_type`` (the type itself, by its qualified name)."""
+        return any(error_type == type_name(exc_type) for _, _, error_type in self.failures)
 
     def as_dict(self) -> dict:
         return {
@@ -279,7 +267,7 @@ def run_stage(stage: Stage, out, *, executor: str = "local", workers: int = 1,
     """
     out = as_path(out)
     if max_unit_retries is None:
-        max_unit_retries = _PARSED.get("max_unit_retries", DEFAULT_UNIT_RETRIES)
+        max_unit_retries = DEFAULT_UNIT_RETRIES
     if max_unit_retries < 0:
         raise UserError("--max-unit-retries must be 0 or more")
     if workers < 1:
@@ -296,29 +284,6 @@ def run_stage(stage: Stage, out, *, executor: str = "local", workers: int = 1,
     finally:
         stop.uninstall()
         lock.release()
-
-
-def reopen_changed(stage: Stage, out, done: list) -> list:
-    """The finished units among ``done`` whose upstream changed since they were built: their
-    stats file (the completion mark) is removed, so they are done again."""
-    if type(stage).built_from is Stage.built_from:
-        return []
-    redo = []
-    for unit in done:
-        files = UnitFiles(out, stage.name, unit.index)
-        try:
-            recorded = json.loads(files.stats.read_text()).get("built_from")
-        except (OSError, ValueError, RecursionError, AttributeError):
-            continue  # a damaged stats file is mmp-verify's to report
-        if stale(recorded, stage.built_from(unit)):
-            with output_errors(out):
-                files.stats.unlink()
-            redo.append(unit)
-    if redo:
-        log.warning("%s: %d finished units are redone: what they were built from changed", stage.name, len(redo))
-        print(f"{stage.name}: {len(redo)} finished units are redone because their upstream units changed",
-              file=sys.stderr)
-    return redo
 
 
 def _run_locked(stage: Stage, out, stop: StopRequest, *, executor, workers, rank, world_size, progress,
@@ -364,7 +329,7 @@ def _run_locked(stage: Stage, out, stop: StopRequest, *, executor, workers, rank
     try:
         for outcome in _outcomes(ex, runner, pending, on_event, stop):
             if outcome.error is not None:
-                failures.append((outcome.unit.index, outcome.error))
+                failures.append((outcome.unit.index, outcome.error, outcome.error_type))
                 log.error("unit %d of %s raised; it will be redone on the next run:\n%s",
                           outcome.unit.index, stage.name, outcome.error)
             elif outcome.result.get("output_error"):
@@ -407,64 +372,6 @@ def _outcomes(ex, runner, pending, on_event, stop):
         raise UserError(str(exc)) from exc
     except UnitAbandoned:  # a signal between an inline unit's end and the executor's bookkeeping
         return
-
-
-DEFAULT_UNIT_RETRIES = 3
-_PARSED: dict = {}  # --max-unit-retries as last parsed, for callers of run_stage that do not pass it
-
-
-class _RayAddress(argparse.Action):
-    """Also exports the address as RAY_ADDRESS (Ray's own convention), so a stage whose
-    main does not pass ``ray_address`` to ``run_stage`` still joins the cluster asked for."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, values)
-        os.environ["RAY_ADDRESS"] = values
-
-
-class _UnitRetries(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, values)
-        _PARSED["max_unit_retries"] = values
-
-
-def _process_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of worker processes; give 1 or more")
-    return value
-
-
-def add_executor_args(parser) -> None:
-    group = parser.add_argument_group("execution")
-    group.add_argument("--executor", default="local", choices=["local", "ray", "inline"],
-                       help="where units run: 'local' is a process pool on this machine; 'ray' one Ray task "
-                       "per unit on a Ray cluster (--ray-address) or, without an address, on a local Ray "
-                       "instance bound to 127.0.0.1; 'inline' this process (debugging)")
-    group.add_argument("--workers", type=_process_count, default=max(1, min(8, os.cpu_count() or 1)),
-                       help="worker processes for the local executor, CPUs of a local Ray instance "
-                       "(default: cores, at most 8)")
-    group.add_argument("--ray-address", default=None, action=_RayAddress,
-                       help="join this Ray cluster (HEAD:6379, as printed by `ray start --head`; default: "
-                       "$RAY_ADDRESS, else a local instance). Never expose a Ray cluster's ports beyond a "
-                       "trusted network: anyone who reaches them can run code on it")
-    group.add_argument("--max-unit-retries", type=int, default=DEFAULT_UNIT_RETRIES, action=_UnitRetries,
-                       help="with --executor ray, re-run a unit whose worker process or node died up to N "
-                       "times (default 3); a unit that raises is not retried")
-    group.add_argument("--rank", type=int, default=0, help="this job's slice of the units (Slurm arrays etc.)")
-    group.add_argument("--world-size", type=int, default=1, help="how many slices the units are split into")
-    group.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def executor_options(args) -> dict:
-    """The keyword arguments of ``run_stage`` given by ``add_executor_args``' flags:
-    ``run_stage(stage, out, **executor_options(args))``."""
-    return {"executor": args.executor, "workers": args.workers, "rank": args.rank,
-            "world_size": args.world_size, "progress": not args.no_progress,
-            "ray_address": args.ray_address, "max_unit_retries": args.max_unit_retries}
 
 
 def print_summary(stage_name: str, out, summary: RunSummary) -> None:

@@ -22,6 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shards.layout import UNIT_DIGITS, UnitFiles
+from shards.reader import UNREADABLE_PARQUET
+from shards.rows import lang_column
 
 STAGES = ("crawl", "aligned", "mmp")
 UNIT_FILE_RE = re.compile(rf"^(?P<prefix>{'|'.join(STAGES)})-(?P<index>\d{{{UNIT_DIGITS}}})"
@@ -274,7 +276,7 @@ def read_unit_table(stage: str, path: Path) -> tuple[pa.Table | None, list[str],
         wanted, langs = _wanted(stage, names)
         present = [c for c in wanted if c in names]
         table = pf.read(columns=present)
-    except Exception as exc:  # pyarrow raises several kinds (ArrowInvalid, OSError) for a damaged file
+    except UNREADABLE_PARQUET as exc:
         return None, [], [], f"{type(exc).__name__}: {str(exc)[:200]}"
     required = [r.format(lang=l) for r in REQUIRED[stage] for l in (langs if "{lang}" in r else [None])]
     missing = [c for c in required if c not in names]
@@ -324,7 +326,7 @@ def read_stage_table(sd: StageDir, issues: Issues, threads: int = 4, progress: b
     for missing, stems in old_schema.items():
         issues.add("warning", sd.label, f"{_count(stems, 'unit')} written with an older schema that lacks "
                    f"{', '.join(missing)}; figures that need those columns leave these units out: {_names(stems)}")
-    wanted, _ = _wanted(sd.stage, [f"{l}_kind" for l in langs_seen])
+    wanted, _ = _wanted(sd.stage, [lang_column(l, "kind") for l in langs_seen])
     schema = pa.schema([pa.field(c, ARROW_TYPES[k]) for c, k in wanted.items()])
     aligned = []
     for table in tables:

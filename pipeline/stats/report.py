@@ -15,10 +15,6 @@ from pipeline.stats.report_crawl import failures_block, progress_blocks
 from pipeline.stats.report_render import page_html, page_markdown
 from pipeline.stats.report_subtitles import coverage_section, examples_section, langs_section, paper_sections, tokens_section
 
-# Re-exported: pipeline.stats.report stays the one place to import the report API from.
-from pipeline.stats.report_blocks import LANG_NAMES  # noqa: F401
-from pipeline.stats.report_render import CSS, SCRIPT, figure_png  # noqa: F401
-from pipeline.stats.report_subtitles import KIND_COLORS  # noqa: F401
 
 OK_STATUSES = ("ok", "partial")
 STATUS_COLORS = {"ok": "#2b8a3e", "partial": "#94d82d", "length_mismatch": "#94d82d", "no_subtitles": "#adb5bd",

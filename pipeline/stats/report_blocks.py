@@ -289,7 +289,7 @@ def hist_grid(fig, hists: dict, xlabel: str, title: str, logx: bool = False, col
 def lang_boxes(fig, panels: list) -> None:
     """Side-by-side panels of one box per language: ``[(title, xlabel, {lang: summary}, logx), ...]``.
 
-    A summary holds p10, p25, median, p75, p90 and mean (``stats_summary.summary``): the box spans
+    A summary holds p10, p25, median, p75, p90 and mean (``pipeline.stats.summary.summary``): the box spans
     the quartiles, the whiskers the 10th to 90th percentile, the white dot is the mean.
     """
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]

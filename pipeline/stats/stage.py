@@ -14,8 +14,8 @@ encoded), concatenated and aggregated with numpy: no Python loop over videos.
 ``pipeline/stats/report.py`` renders the result as ``report.html`` and ``report.md``;
 ``stats.json`` is the same result as data.
 
-This module is the CLI and the top level; ``stats_read`` finds and reads the
-files, ``stats_summary`` aggregates the columns.
+This module is the CLI and the top level; ``pipeline.stats.read`` finds and reads the
+files, ``pipeline.stats.summary`` aggregates the columns.
 """
 from __future__ import annotations
 
@@ -30,23 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from shards.errors import UserError
 from shards.writer import atomic_write_bytes
 
-from pipeline.runtime.cli import add_common_flags, parse_args
-from pipeline.runtime.stage import UserError
-
-# Re-exported: pipeline.stats.stage stays the one place to import the stats API from.
-from pipeline.stats.read import (  # noqa: F401
-    ARROW_TYPES, COLUMNS, FLOAT, INT, LANG_COLUMN_RE, REQUIRED, SKIP_DIRS, STAGES, STR,
-    TEMP_FILE_RE, UNIT_FILE_RE, Issues, StageDir, UnitState, find_stage_dirs,
-    normalise_stats, read_stage_table, read_stats_files, read_unit_table, scan_dir)
-from pipeline.stats.summary import (  # noqa: F401
-    COVERAGE_BINS, CUE_SECONDS_BINS, KINDS, MISMATCH_BINS, PAPER_LANGS_PER_VIDEO,
-    PAPER_TABLE8, RUN_GAP_SECONDS, TOKENS_PER_SUB_BINS, TOKENS_PER_VIDEO_BINS,
-    VIDEO_MINUTES_BINS, codes, counts_of, crawl_runs, equals, floats, histogram,
-    order_langs, reasons_by_status, shard_summary, summarize_aligned, summarize_crawl,
-    summarize_mmp, summary, value_counts)
-from pipeline.stats.summary import _iso
+from pipeline.runtime.cli import add_common_flags, command, parse_args
+from pipeline.stats.read import Issues, find_stage_dirs, read_stage_table, read_stats_files
+from pipeline.stats.summary import _iso, order_langs, shard_summary, summarize_aligned, summarize_crawl, summarize_mmp
 from pipeline.stats.text import SAMPLE_CUES, SAMPLE_VIDEOS, load_counting_tokenizer, segment_examples, tokenizer_counts
 
 STATS_VERSION = 1
@@ -174,33 +163,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("mmp-stats")
 def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
-    try:
-        if "://" in args.data:
-            raise UserError(f"--data {args.data} is a URL; mmp-stats reads a local (or mounted) directory: mount the "
-                            "bucket (e.g. s3fs, gcsfuse) or copy the parquet and stats files (and, for examples and "
-                            "--tokenizer, a few aligned tars) locally")
-        args.data = Path(args.data)
-        if not args.data.is_dir():
-            raise UserError(f"--data {args.data} is not a directory; point it at the dataset root (e.g. data/)")
-        if args.tokenizer_sample < 1:
-            raise UserError(f"--tokenizer-sample {args.tokenizer_sample} must be at least 1 video")
-        if importlib.util.find_spec("matplotlib") is None:
-            raise UserError("mmp-stats needs matplotlib for its plots: pip install 'multi-howto100m[stats]'")
-        tokenizer = None
-        if args.tokenizer is not None:
-            tokenizer, why = load_counting_tokenizer(args.tokenizer)
-            if tokenizer is None:
-                raise UserError(why)
-        out = args.out or args.data / "reports"
-        stats = build_stats(args.data, tokenizer, threads=args.threads, progress=not args.no_progress,
-                            tokenizer_name=args.tokenizer, sample=args.tokenizer_sample,
-                            examples=not args.no_examples)
-        paths = write_report(stats, out)
-    except UserError as exc:
-        print(f"mmp-stats: error: {exc}", file=sys.stderr)
-        return 2
+    if "://" in args.data:
+        raise UserError(f"--data {args.data} is a URL; mmp-stats reads a local (or mounted) directory: mount the "
+                        "bucket (e.g. s3fs, gcsfuse) or copy the parquet and stats files (and, for examples and "
+                        "--tokenizer, a few aligned tars) locally")
+    args.data = Path(args.data)
+    if not args.data.is_dir():
+        raise UserError(f"--data {args.data} is not a directory; point it at the dataset root (e.g. data/)")
+    if args.tokenizer_sample < 1:
+        raise UserError(f"--tokenizer-sample {args.tokenizer_sample} must be at least 1 video")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UserError("mmp-stats needs matplotlib for its plots: pip install 'multi-howto100m[stats]'")
+    tokenizer = None
+    if args.tokenizer is not None:
+        tokenizer, why = load_counting_tokenizer(args.tokenizer)
+        if tokenizer is None:
+            raise UserError(why)
+    out = args.out or args.data / "reports"
+    stats = build_stats(args.data, tokenizer, threads=args.threads, progress=not args.no_progress,
+                        tokenizer_name=args.tokenizer, sample=args.tokenizer_sample,
+                        examples=not args.no_examples)
+    paths = write_report(stats, out)
     for issue in stats["issues"]:
         print(f"mmp-stats: {issue['level']}: {issue['where']}: {issue['message']}", file=sys.stderr)
     print(f"mmp-stats: {len(stats['crawl'])} crawl, {len(stats['aligned'])} aligned, {len(stats['mmp'])} mmp "

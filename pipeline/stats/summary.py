@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shards.rows import lang_column
+
 from pipeline.crawl import errors
 from pipeline.stats.progress import crawl_progress
 from pipeline.stats.read import StageDir
@@ -258,7 +260,7 @@ def summarize_crawl(table: pa.Table, langs: list, sd: StageDir) -> dict:
     cats_all = counts_of(cat)
     out["categories"] = {"all": cats_all, "with_subtitles": counts_of(cat.filter(pa.array(ok))) if n else {},
                          "missing": int(n - sum(cats_all.values()))}
-    out["kinds"] = {lang: counts_of(table.column(f"{lang}_kind")) for lang in langs}
+    out["kinds"] = {lang: counts_of(table.column(lang_column(lang, "kind"))) for lang in langs}
     vb = floats(table.column("video_bytes"))
     out["videos_downloaded"] = int(np.isfinite(vb).sum())
     out["video_bytes"] = float(np.nansum(vb))
@@ -288,13 +290,13 @@ def summarize_aligned(table: pa.Table, langs: list) -> dict:
            "duration_minutes_hist": histogram(duration[with_any] / 60, VIDEO_MINUTES_BINS),
            "per_lang": {}}
     for lang in langs:
-        ok = equals(table.column(f"{lang}_status"), "ok")
-        kind_idx, kind_names = codes(table.column(f"{lang}_kind"))
-        cues = floats(table.column(f"{lang}_cues"))
-        tokens = floats(table.column(f"{lang}_tokens"))
-        chars = floats(table.column(f"{lang}_chars"))
-        seconds = floats(table.column(f"{lang}_seconds"))
-        coverage = floats(table.column(f"{lang}_coverage"))
+        ok = equals(table.column(lang_column(lang, "status")), "ok")
+        kind_idx, kind_names = codes(table.column(lang_column(lang, "kind")))
+        cues = floats(table.column(lang_column(lang, "cues")))
+        tokens = floats(table.column(lang_column(lang, "tokens")))
+        chars = floats(table.column(lang_column(lang, "chars")))
+        seconds = floats(table.column(lang_column(lang, "seconds")))
+        coverage = floats(table.column(lang_column(lang, "coverage")))
         c, t, s = cues[ok], tokens[ok], seconds[ok]
         with np.errstate(divide="ignore", invalid="ignore"):
             tok_per_sub = np.where(c > 0, t / c, np.nan)
@@ -312,7 +314,7 @@ def summarize_aligned(table: pa.Table, langs: list) -> dict:
             "tokens_known": int(np.isfinite(t).sum()),
             "paper": {"videos": paper[0], "subtitles": paper[1], "tokens": paper[2]} if paper else None,
             "by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1]["videos"])),
-            "track_statuses": counts_of(table.column(f"{lang}_status"), "not aligned"),
+            "track_statuses": counts_of(table.column(lang_column(lang, "status")), "not aligned"),
             "tokens_per_video": summary(t), "tokens_per_video_hist": histogram(t, TOKENS_PER_VIDEO_BINS),
             "tokens_per_subtitle": summary(tok_per_sub),
             "tokens_per_subtitle_overall": float(np.nansum(t) / np.nansum(c)) if np.nansum(c) else None,

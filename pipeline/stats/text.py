@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from shards.reader import ShardError, iter_samples
+from shards.samples import SUBS_JSON
 
 from pipeline.subtitles.align import count_tokens
 from pipeline.stats.read import Issues, StageDir
@@ -33,7 +34,7 @@ SAMPLE_CUES = 16  # cues per track tokenized when sampling (evenly spread): more
 
 
 def _subs(sample: dict) -> dict | None:
-    raw = sample.get("subs.json")
+    raw = sample.get(SUBS_JSON)
     if raw is None:
         return None
     try:

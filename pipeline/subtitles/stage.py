@@ -28,43 +28,27 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-import pyarrow as pa
-
+from shards.errors import UserError
 from shards.layout import ALIGNED, DamagedUnit, UnitFiles, completed_units, is_valid_video_id, read_stats
-from shards.reader import ShardError, iter_samples, load_json, read_rows
+from shards.codec import load_json
+from shards.reader import UNREADABLE_PARQUET, ShardError, iter_samples, read_rows
+from shards.rows import aligned_schema, lang_column
+from shards.samples import INFO_JSON, LANGS, SUBS_JSON, track_member
 from shards.storage import RemotePath, as_path
 from shards.writer import UnitWriter
 
 from pipeline.subtitles.align import align_tracks, track_stats
-from pipeline.runtime.cli import add_common_flags, parse_args
-from pipeline.runtime.langs import MULTI_HT100M_LANGS, add_langs_flag
-from pipeline.runtime.stage import (Stage, Unit, UserError, add_executor_args, check_config, executor_options, lock_output,
-                    prepare_output, print_summary,
-                    run_stage, video_done)
+from pipeline.runtime.cli import add_common_flags, add_executor_args, command, executor_options, parse_args
+from pipeline.runtime.langs import add_langs_flag
+from pipeline.runtime.stage import (Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage,
+                                    video_done)
 from pipeline.subtitles.clean import DEFAULT_MAX_BYTES, OK as TRACK_OK, clean_track
 
 log = logging.getLogger("mmp.align")
 
-DEFAULT_LANGS = MULTI_HT100M_LANGS
+DEFAULT_LANGS = LANGS
 WITH_SAMPLE = frozenset({"ok", "partial", "no_subtitles"})  # crawl statuses that come with a sample
 READ_FAILURES = frozenset({"not_text", "too_large", "parse_error"})
-LANG_FIELDS = (("kind", pa.string()), ("source", pa.string()), ("status", pa.string()), ("error", pa.string()),
-               ("cues", pa.int32()), ("tokens", pa.int64()), ("chars", pa.int64()), ("seconds", pa.float64()),
-               ("coverage", pa.float64()), ("rolling", pa.bool_()), ("parser", pa.string()),
-               ("repairs", pa.string()), ("flags", pa.string()))
-
-
-def schema_for(langs) -> pa.Schema:
-    fields = [("video_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
-              ("crawl_status", pa.string()), ("crawl_unit", pa.int32()), ("duration", pa.float64()),
-              ("language", pa.string()), ("n_langs", pa.int32()), ("langs", pa.string()),
-              ("timeline", pa.string()), ("timeline_kind", pa.string()), ("n_segments", pa.int32()),
-              ("seconds", pa.float64())]
-    for lang in langs:
-        fields += [(f"{lang}_{name}", typ) for name, typ in LANG_FIELDS]
-    return pa.schema(fields)
-
-
 @dataclass
 class AlignConfig:
     crawl: str
@@ -81,7 +65,7 @@ def align_video(video_id: str, info: dict, members: dict, cfg: AlignConfig) -> t
     declared = info.get("tracks") if isinstance(info.get("tracks"), dict) else {}
     cleaned = {}
     for lang in cfg.langs:
-        data = members.get(f"{lang}.vtt")
+        data = members.get(track_member(lang))
         if data is None:
             continue
         meta = declared.get(lang) if isinstance(declared.get(lang), dict) else {}
@@ -107,39 +91,42 @@ def assemble_video(video_id: str, info: dict, cleaned: dict, langs, declared: di
     for lang in langs:
         meta = declared.get(lang) if isinstance(declared.get(lang), dict) else {}
         if lang not in cleaned:
-            row[f"{lang}_kind"], row[f"{lang}_source"] = meta.get("kind") or "none", meta.get("source_lang")
+            row[lang_column(lang, "kind")] = meta.get("kind") or "none"
+            row[lang_column(lang, "source")] = meta.get("source_lang")
             status = "crawl_error" if meta.get("error") else "missing"
-            row[f"{lang}_status"], row[f"{lang}_error"] = status, meta.get("error")
+            row[lang_column(lang, "status")], row[lang_column(lang, "error")] = status, meta.get("error")
             if meta.get("error"):
                 problems[lang] = {"status": status, "error": meta["error"]}
             continue
         cues, report, kind, source = cleaned[lang]
-        row[f"{lang}_kind"], row[f"{lang}_source"] = kind, source
+        row[lang_column(lang, "kind")], row[lang_column(lang, "source")] = kind, source
         present += 1
-        row.update({f"{lang}_rolling": report.rolling, f"{lang}_parser": report.parser,
-                    f"{lang}_repairs": json.dumps(report.repairs, sort_keys=True) if report.repairs else None,
-                    f"{lang}_flags": ",".join(report.flags) or None})
+        row.update({lang_column(lang, "rolling"): report.rolling, lang_column(lang, "parser"): report.parser,
+                    lang_column(lang, "repairs"): json.dumps(report.repairs, sort_keys=True) if report.repairs else None,
+                    lang_column(lang, "flags"): ",".join(report.flags) or None})
         if report.status != TRACK_OK:
-            row[f"{lang}_status"], row[f"{lang}_error"] = report.status, report.error
+            row[lang_column(lang, "status")], row[lang_column(lang, "error")] = report.status, report.error
             problems[lang] = {"status": report.status, "error": report.error, "report": report.as_dict()}
             continue
-        row.update({f"{lang}_{k}": v for k, v in track_stats(cues, lang).items()})
+        row.update({lang_column(lang, k): v for k, v in track_stats(cues, lang).items()})
         entry = {"kind": kind, "source_lang": source, "cues": [list(c) for c in cues], "report": report.as_dict()}
         if "wrong_script" in report.flags:
-            row[f"{lang}_status"], row[f"{lang}_error"] = "wrong_script", "; ".join(report.warnings)[:300]
+            row[lang_column(lang, "status")] = "wrong_script"
+            row[lang_column(lang, "error")] = "; ".join(report.warnings)[:300]
             flagged[lang] = entry
         else:
-            row[f"{lang}_status"] = "ok"
+            row[lang_column(lang, "status")] = "ok"
             usable[lang] = entry
 
     timeline, segments, coverage = align_tracks(usable, info.get("language"))
     for lang, frac in coverage.items():
-        row[f"{lang}_coverage"] = frac
+        row[lang_column(lang, "coverage")] = frac
     row.update(n_langs=len(usable), langs=",".join(l for l in langs if l in usable) or None,
                timeline=timeline, timeline_kind=usable[timeline]["kind"] if timeline else None,
                n_segments=len(segments))
-    failed = [f"{l} ({row[f'{l}_status']})" for l in langs if row.get(f"{l}_status") not in ("ok", "missing")]
-    missing = [l for l in langs if row.get(f"{l}_status") == "missing"]
+    track_status = {l: row.get(lang_column(l, "status")) for l in langs}
+    failed = [f"{l} ({track_status[l]})" for l in langs if track_status[l] not in ("ok", "missing")]
+    missing = [l for l in langs if track_status[l] == "missing"]
     why = "; ".join(p for p in (("missing: " + ", ".join(missing)) if missing else "",
                                 ("failed: " + ", ".join(failed)) if failed else "") if p) or None
     if usable:
@@ -170,7 +157,7 @@ class AlignStage(Stage):
 
     def __init__(self, cfg: AlignConfig):
         self.cfg = cfg
-        self.schema = schema_for(cfg.langs)
+        self.schema = aligned_schema(cfg.langs)
         self.crawl = as_path(cfg.crawl)
 
     def plan(self) -> list[Unit]:
@@ -202,7 +189,7 @@ class AlignStage(Stage):
         source = UnitFiles(self.crawl, "crawl", unit.index)
         try:
             crawl_rows = {r["video_id"]: r for r in read_rows(source.parquet)}
-        except Exception as exc:  # pyarrow raises several kinds for a damaged file
+        except UNREADABLE_PARQUET as exc:
             log.warning("%s: parquet unreadable (%s); rows rebuilt from the tar", source.stem, exc)
             writer.count("crawl_parquet_unreadable")
             crawl_rows = {}
@@ -211,13 +198,13 @@ class AlignStage(Stage):
         def emit(row: dict, subs: dict | None) -> None:
             row["crawl_unit"] = unit.index
             if subs is not None:
-                writer.write_sample(row["video_id"], {"subs.json": subs})
+                writer.write_sample(row["video_id"], {SUBS_JSON: subs})
                 writer.count("segments", len(subs["segments"]))
             for lang in self.cfg.langs:
-                status = row.get(f"{lang}_status")
+                status = row.get(lang_column(lang, "status"))
                 if status and status != "missing":
                     writer.count(f"tracks/{status}")
-                writer.count("cues", row.get(f"{lang}_cues") or 0)
+                writer.count("cues", row.get(lang_column(lang, "cues")) or 0)
             writer.add_row(row)
             done.add(row["video_id"])
             video_done(row["status"])
@@ -235,7 +222,7 @@ class AlignStage(Stage):
                     emit({**base, "video_id": key, "status": "bad_sample", "error": "sample key is not a video id"}, None)
                     continue
                 try:
-                    info = load_json(sample["info.json"])
+                    info = load_json(sample[INFO_JSON])
                     if not isinstance(info, dict):
                         raise ValueError("info.json is not an object")
                 except (KeyError, ValueError, UnicodeDecodeError) as exc:
@@ -327,22 +314,19 @@ def config_from_args(args) -> AlignConfig:
                        keep_annotations=args.keep_annotations, max_track_bytes=int(args.max_track_mb * 2**20))
 
 
+@command("mmp-align")
 def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
-    try:
-        cfg = config_from_args(args)
-        stage = AlignStage(cfg)
-        out = as_path(args.out)
-        prepare_output(out)
-        with lock_output(out, args.rank, args.world_size):
-            check_config(out, stage)  # before touching any unit of a run over other input
-            stale = reopen_stale_units(stage.crawl, out)
-            if stale:
-                print(f"mmp-align: {stale} units are redone because their crawl units changed")
-            summary = run_stage(stage, out, **executor_options(args))
-    except UserError as exc:
-        print(f"mmp-align: error: {exc}", file=sys.stderr)
-        return 2
+    cfg = config_from_args(args)
+    stage = AlignStage(cfg)
+    out = as_path(args.out)
+    prepare_output(out)
+    with lock_output(out, args.rank, args.world_size):
+        check_config(out, stage)  # before touching any unit of a run over other input
+        stale = reopen_stale_units(stage.crawl, out)
+        if stale:
+            print(f"mmp-align: {stale} units are redone because their crawl units changed")
+        summary = run_stage(stage, out, **executor_options(args))
     print_summary("mmp-align", out, summary)
     return 1 if summary.units_failed else 0
 

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from bench.synthetic import LANGS, NON_LATIN, SHARED_TOKENS, write_synthetic_corpus
-from shards.reader import load_json, load_npy
+from bench.synthetic import write_synthetic_corpus
+from bench.synthetic_words import LANGS, NON_LATIN, SHARED_TOKENS
+from shards.codec import load_json, load_npy
 from shards.verify import main as verify
 from tests.conftest import read_all_rows, read_all_samples
 

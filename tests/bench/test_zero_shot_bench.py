@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.synthetic import LANGS
+from bench.synthetic_words import LANGS
 
 ROOT = Path(__file__).resolve().parents[2]
 

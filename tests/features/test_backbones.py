@@ -83,6 +83,11 @@ def test_specs_hold_the_recipe_and_round_trip_json():
     for spec in (R21D, S3D, embedding, R21D_IG65M):
         text = json.dumps(spec.to_json())
         assert BackboneSpec.from_json(json.loads(text)) == spec
+        assert "family" not in spec.to_json()  # meta.json says the architecture in words
+    # the architecture is a field of the recipe, and it is what features.weights builds
+    assert (R21D.family, R21D_IG65M.family, S3D.family) == ("r2plus1d_34", "r2plus1d_34", "s3dg")
+    with pytest.raises(ValueError, match="family must be one of"):
+        BackboneSpec.from_json({**S3D.to_json(), "family": "i3d"})
     assert (embedding.output_dim, embedding.precision, embedding.recipe) == (512, "bf16", "released")
     assert get_spec("s3d") is S3D and get_spec("r21d", "paper") is R21D
     with pytest.raises(ValueError, match="unknown backbone"):

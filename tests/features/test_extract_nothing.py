@@ -6,7 +6,7 @@ pytest.importorskip("torch")
 from features.extract import nothing_usable  # noqa: E402
 from shards.layout import CRAWL, UnitFiles  # noqa: E402
 from shards.writer import UnitWriter  # noqa: E402
-from pipeline.crawl.stage import schema_for  # noqa: E402
+from shards.rows import crawl_schema as schema_for  # noqa: E402
 from tests.features.test_extract import run, write_aligned  # noqa: E402
 
 

@@ -17,7 +17,8 @@ torch = pytest.importorskip("torch")
 av = pytest.importorskip("av")
 pytest.importorskip("decord")
 
-from features.decode import DecodeError, decode_all  # noqa: E402
+from features.decode import decode_all  # noqa: E402
+from features.video import DecodeError  # noqa: E402
 from features.spec import R21D, S3D  # noqa: E402
 
 from tests.conftest import real_fixtures  # noqa: E402

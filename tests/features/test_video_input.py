@@ -10,13 +10,14 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)  # tiny tensors on a shared machine: extra threads only wait on each other
 pytest.importorskip("transformers")
 
-from model.trainer.data import (ClipConfig, FeatureRows, RowTimesError, StreamState, row_times, sample_clips,  # noqa: E402
-                        tar_samples)
+from model.clips import ClipConfig, FeatureRows, RowTimesError, row_times  # noqa: E402
+from model.trainer.shard_stream import StreamState, tar_samples  # noqa: E402
+from model.trainer.data import sample_clips  # noqa: E402
 from model.trainer.train import main  # noqa: E402
 from tests.model.test_train import train_error  # noqa: E402
 from tests.textmodel import _npy, caption_sample, pretrain_sample, write_tar  # noqa: E402
 
-TINY = ["--d-model", "32", "--text-output-layer", "2", "--text-trainable-layers", "2", "--workers", "0",
+TINY = ["--d-model", "32", "--text-output-layer", "2", "--text-trainable-layers", "2", "--loader-workers", "0",
         "--no-progress", "--log-every", "1"]
 CLIP32 = 32 / 30  # an IG65M clip32 recipe at 30 fps: one row per 32 frames
 
@@ -203,7 +204,7 @@ def test_s3d_fc_builds_the_papers_512_plus_512_input_and_travels_with_the_checkp
     # fine-tuning and evaluation from that checkpoint map the same rows the same way
     ft = tmp_path / "ft"
     assert main(["--shards", str(s3d_1024 / "ds"), "--out", str(ft), "--init", str(run), "--task", "finetune",
-                 "--langs", "en", "--steps", "1", "--batch-size", "2", "--workers", "0", "--no-progress",
+                 "--langs", "en", "--steps", "1", "--batch-size", "2", "--loader-workers", "0", "--no-progress",
                  "--s3d-fc", str(fc_path)]) == 0
     assert torch.equal(load_checkpoint(ft)["model"]["s3d_fc_weight"], fc["fc.weight"])
     out = tmp_path / "res.json"
@@ -285,7 +286,7 @@ def test_bad_s3d_fc_files_and_setups_are_refused(tmp_path, text_dir, s3d_1024, c
                  "--steps", "1", "--batch-size", "2"] + TINY) == 0
     capsys.readouterr()
     init = ["--shards", str(s3d_1024 / "pre"), "--out", str(tmp_path / "ft"), "--steps", "1", "--batch-size", "2",
-            "--workers", "0"]
+            "--loader-workers", "0"]
     assert "trained without an s3d fc" in error(init + ["--init", str(plain), "--s3d-fc", str(good)])
     mapped = tmp_path / "mapped"
     assert main(["--shards", str(s3d_1024 / "pre"), "--out", str(mapped), "--text-model", str(text_dir),

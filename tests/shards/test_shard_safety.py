@@ -12,10 +12,13 @@ import tarfile
 import numpy as np
 import pytest
 
-from model.clips import ClipConfig, SubtitleTracks, load_json as clips_load_json
-from model.trainer.data import StreamState, sample_clips, tar_samples
+from shards.codec import load_json as clips_load_json
+from model.clips import ClipConfig, SubtitleTracks
+from model.trainer.shard_stream import StreamState, tar_samples
+from model.trainer.data import sample_clips
 from shards.members import MB, MemberLimits, is_compressed_name
-from shards.reader import ShardError, iter_samples, load_json as reader_load_json
+from shards.codec import load_json as codec_load_json
+from shards.reader import ShardError, iter_samples
 
 GiB = 1 << 30
 DEEP = b"[" * 200_000 + b"]" * 200_000
@@ -219,7 +222,7 @@ def test_reader_refuses_a_tar_cut_between_members(tmp_path):
 
 
 def test_json_nested_too_deep_is_a_value_error():
-    for load in (reader_load_json, clips_load_json):
+    for load in (codec_load_json, clips_load_json):
         with pytest.raises(ValueError):
             load(DEEP)
     with pytest.raises(ValueError):
@@ -244,7 +247,7 @@ def test_deep_json_in_a_sample_is_counted_corrupt(tmp_path, task, name, data):
 
 def test_deep_info_json_is_one_bad_video_not_a_failed_unit(tmp_path):
     from pipeline.subtitles.stage import main as align_main
-    from pipeline.crawl.stage import schema_for
+    from shards.rows import crawl_schema as schema_for
     from shards.layout import CRAWL, UnitFiles
     from shards.reader import read_rows
     from shards.writer import UnitWriter

@@ -5,7 +5,8 @@ import pyarrow as pa
 import pytest
 
 from shards.layout import CRAWL, UnitFiles, completed_units, is_valid_video_id
-from shards.reader import iter_samples, load_npy, read_rows
+from shards.codec import load_npy
+from shards.reader import iter_samples, read_rows
 from shards.verify import main as verify_main, verify_dir
 from shards.writer import UnitWriter
 

@@ -191,7 +191,7 @@ def test_staging_dir_is_local(prefix):
 def test_ray_workers_publish_to_s3(sample, tmp_path, prefix):
     """Ray tasks (other processes, as on other nodes) write the units; the driver sees them complete."""
     ray = pytest.importorskip("ray")
-    from pipeline.runtime.executors import start_local_ray
+    from pipeline.runtime.ray_executor import start_local_ray
 
     local = tmp_path / "local"
     assert crawl.main(sample.crawl_args(local, "--unit-size", "3", "--langs", "en,de")) == 0

@@ -11,7 +11,7 @@ import tarfile
 import pytest
 
 from pipeline.subtitles.stage import AlignConfig, AlignStage
-from pipeline.crawl.stage import schema_for as crawl_schema
+from shards.rows import crawl_schema
 from shards.layout import CRAWL, DamagedUnit, UnitFiles, read_stats
 from shards.verify import main as verify_main, verify_dir
 from shards.writer import UnitWriter, sha256_file
@@ -181,3 +181,26 @@ def test_unsafe_members_are_flagged(tmp_path, kind, name, says):
             tar.addfile(info, io.BytesIO(data) if info.size else None)
     restamp(files)
     assert f"sample BBBBBBBBBBB: member {name!r} is {says}; readers refuse it" in problems(tmp_path)
+
+
+# ---------------------------------------------------------------------------- an unreadable parquet
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"not parquet" * 20,
+                                    lambda b: b[:100] + bytes(200) + b[300:]])
+def test_a_damaged_parquet_is_a_problem_and_a_bug_is_not(tmp_path, monkeypatch, damage):
+    from shards import verify
+
+    files = crawl_unit(tmp_path)
+    files.parquet.write_bytes(damage(files.parquet.read_bytes()))
+    stats = json.loads(files.stats.read_text())
+    stats["files"]["parquet"].update(size=files.parquet.stat().st_size, sha256=sha256_file(files.parquet))
+    files.stats.write_text(json.dumps(stats))
+    assert "crawl-000000: parquet unreadable" in problems(tmp_path)
+
+    def bug(path):
+        raise AttributeError("'NoneType' object has no attribute 'read'")
+
+    monkeypatch.setattr(verify, "read_rows", bug)
+    with pytest.raises(AttributeError):  # a bug of the reader is not a damaged file
+        verify_dir(tmp_path)

@@ -175,3 +175,29 @@ def test_proxy_failure_message_hides_the_password(sample, tmp_path):
     assert any(r["status"] == "network" for r in rows)
     blob = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
     assert b"hunter2pw" not in blob
+
+
+def test_ytdlp_refusing_a_video_is_recorded_on_its_row(sample, tmp_path, monkeypatch):
+    yt_dlp = pytest.importorskip("yt_dlp")
+
+    def private(self, *args, **kwargs):
+        raise yt_dlp.utils.DownloadError("ERROR: [youtube] smplPancak1: Video unavailable. This video is private")
+
+    monkeypatch.setattr(yt_dlp.YoutubeDL, "process_ie_result", private)
+    rc, rows = run(sample, tmp_path / "d", "--download-video")
+    assert rc == 0
+    assert rows["smplPancak1"]["status"] == "ok" and rows["smplPancak1"]["video_status"] == "unavailable"
+    assert "This video is private" in rows["smplPancak1"]["video_error"]
+
+
+def test_a_bug_under_ytdlp_fails_the_unit_instead_of_becoming_an_error_row(sample, tmp_path, monkeypatch, caplog):
+    yt_dlp = pytest.importorskip("yt_dlp")
+
+    def broken(self, *args, **kwargs):  # a bug of ours, or a yt-dlp API change
+        raise AttributeError("'NoneType' object has no attribute 'get'")
+
+    monkeypatch.setattr(yt_dlp.YoutubeDL, "process_ie_result", broken)
+    rc, rows = run(sample, tmp_path / "d", "--download-video")
+    assert rc == 1 and rows == {}  # the unit failed (a re-run redoes it); no video is recorded as an error
+    assert "AttributeError: 'NoneType' object has no attribute 'get'" in caplog.text
+    assert "Traceback" in caplog.text

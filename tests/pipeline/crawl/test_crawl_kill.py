@@ -1,5 +1,4 @@
 """SIGKILL in the middle of a crawl, then a re-run: nothing lost, nothing twice, nothing partial."""
-import json
 import os
 import signal
 import subprocess
@@ -13,18 +12,8 @@ from shards.verify import verify_dir
 from tests.conftest import assert_final_files_whole, read_all_rows
 
 
-def make_many(sample, n):
-    base = json.loads((sample.info / "smplPancak1.info.json").read_text())
-    ids = [f"kill{i:07d}" for i in range(n)]
-    for vid in ids:
-        (sample.info / f"{vid}.info.json").write_text(json.dumps(dict(base, id=vid)))
-    path = sample.root / "many.txt"
-    path.write_text("\n".join(ids) + "\n")
-    return ids, path
-
-
 def test_sigkill_then_rerun_loses_nothing(sample, tmp_path):
-    ids, videos = make_many(sample, 48)
+    ids, videos = sample.many_videos(48, "kill")
     out = tmp_path / "data"
     crawl_dir = out / "crawl"
     cmd = [sys.executable, "-m", "pipeline.crawl.stage", "--videos", str(videos), "--out", str(crawl_dir),

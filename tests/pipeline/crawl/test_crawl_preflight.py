@@ -6,6 +6,7 @@ import pytest
 
 from pipeline.subtitles import stage as align_stage
 
+from pipeline.crawl import config as crawl_config
 from pipeline.crawl import stage as crawl
 
 from pipeline.crawl import sources
@@ -53,7 +54,7 @@ def test_a_crawl_that_asks_youtube_refuses_without_a_js_runtime(tmp_path, capsys
     err = capsys.readouterr().err
     assert rc == 2 and "JavaScript runtime" in err and "--allow-no-js-runtime" in err and "--js-runtime" in err
     assert "Traceback" not in err
-    cfg = crawl.config_from_args(crawl.build_parser().parse_args(["--videos", str(ids), "--out", str(tmp_path)]))
+    cfg = crawl_config.config_from_args(crawl_config.build_parser().parse_args(["--videos", str(ids), "--out", str(tmp_path)]))
     crawl.preflight(cfg, allow_no_js_runtime=True)  # goes on, with a warning
 
 
@@ -66,7 +67,7 @@ def test_a_bad_js_runtime_or_extractor_args_is_one_sentence(sample, tmp_path, ca
 
 
 def test_ytdlp_gets_the_runtime_and_extractor_args(sample, tmp_path):
-    cfg = crawl.config_from_args(crawl.build_parser().parse_args(
+    cfg = crawl_config.config_from_args(crawl_config.build_parser().parse_args(
         ["--videos", str(sample.videos), "--out", str(tmp_path), "--extractor-args",
          "youtube:player_client=default,mweb"]))
     params = sources.ytdlp_params_for(cfg)

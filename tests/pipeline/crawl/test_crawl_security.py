@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.crawl import config as crawl_config
 from pipeline.crawl import stage as crawl
 from pipeline.crawl.video import info_problem
 from pipeline.crawl.fetch import FetchError, Fetcher, RetryPolicy
@@ -318,9 +319,9 @@ def test_a_bad_flag_is_one_line_and_exit_2(sample, tmp_path, capsys, flag, value
 
 
 def test_no_request_limit_is_its_own_flag(sample, tmp_path):
-    args = crawl.build_parser().parse_args(["--videos", "v", "--out", "o", "--no-request-limit"])
+    args = crawl_config.build_parser().parse_args(["--videos", "v", "--out", "o", "--no-request-limit"])
     assert args.max_requests_per_second is None
-    assert crawl.build_parser().parse_args(["--videos", "v"]).max_requests_per_second == crawl.DEFAULT_RATE
+    assert crawl_config.build_parser().parse_args(["--videos", "v"]).max_requests_per_second == crawl_config.DEFAULT_RATE
 
 
 def test_a_crawl_without_videos_says_what_extraction_needs(sample, tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 from pipeline.crawl import errors
 from pipeline.crawl.politeness import CrawlHalted, RequestBudget
 from pipeline.crawl.videolist import dedupe, parse_video_ref, read_video_list
-from pipeline.runtime.stage import UserError
+from shards.errors import UserError
 
 from tests.conftest import real_fixtures
 
@@ -108,6 +108,83 @@ def test_ytdlp_source_gets_the_id_inside_a_url(monkeypatch, tmp_path):
     src = YtdlpSource(cfg, make_budget(cfg), None)
     assert src.get("-abcdefghij")["id"] == "-abcdefghij"
     assert seen == ["https://www.youtube.com/watch?v=-abcdefghij"]
+
+
+def _source_raising(monkeypatch, tmp_path, exc):
+    """A YtdlpSource whose yt-dlp raises ``exc`` from every extract_info; and the list of its calls."""
+    yt_dlp = pytest.importorskip("yt_dlp")
+    from pipeline.crawl.stage import CrawlConfig, make_budget
+    from pipeline.crawl.sources import YtdlpSource
+
+    calls = []
+
+    def fake_extract(self, url, download=True, process=True, **kw):
+        calls.append(url)
+        raise exc
+
+    monkeypatch.setattr(yt_dlp.YoutubeDL, "extract_info", fake_extract)
+    cfg = CrawlConfig(videos="x", out=str(tmp_path), budget_dir=str(tmp_path), retries=1, backoff_base=0.01)
+    return YtdlpSource(cfg, make_budget(cfg), None), calls
+
+
+def test_ytdlp_errors_are_classified_and_retried(monkeypatch, tmp_path):
+    from yt_dlp.utils import DownloadError
+
+    from pipeline.crawl.fetch import FetchError
+
+    src, calls = _source_raising(monkeypatch, tmp_path, DownloadError("ERROR: [youtube] x: Video unavailable"))
+    with pytest.raises(FetchError) as err:
+        src.get("abcdefghijk")
+    assert err.value.status == "unavailable" and len(calls) == 1  # permanent: not retried
+    src, calls = _source_raising(monkeypatch, tmp_path, ConnectionResetError(104, "Connection reset by peer"))
+    with pytest.raises(FetchError) as err:
+        src.get("abcdefghijk")
+    assert err.value.status == "network" and len(calls) == 2  # transient: retried once
+
+
+@pytest.mark.parametrize("bug", [AttributeError("'NoneType' object has no attribute 'get'"), KeyError("formats"),
+                                 TypeError("extract_info() got an unexpected keyword argument 'process'")])
+def test_a_bug_under_ytdlp_propagates_unclassified(monkeypatch, tmp_path, bug):
+    src, calls = _source_raising(monkeypatch, tmp_path, bug)
+    with pytest.raises(type(bug)):
+        src.get("abcdefghijk")
+    assert len(calls) == 1  # not retried as if YouTube had failed
+
+
+class _ErrorBody:
+    """An HTTP error response whose body cannot be read: with ``exc`` (a broken connection, or a bug)."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def read(self, n=-1):
+        raise self.exc
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("unreadable,propagates", [(ConnectionResetError(104, "reset"), False),
+                                                   (AttributeError("'NoneType' object has no attribute 'recv'"), True)])
+def test_an_http_error_body_is_a_hint_but_a_bug_reading_it_is_not(tmp_path, unreadable, propagates):
+    import urllib.error
+
+    from pipeline.crawl.fetch import FetchError, Fetcher, RetryPolicy
+
+    class Opener:
+        def open(self, request, timeout=None):
+            raise urllib.error.HTTPError(request.full_url, 403, "Forbidden", {}, _ErrorBody(unreadable))
+
+    fetcher = Fetcher(RequestBudget(tmp_path / "budget"), policy=RetryPolicy(retries=0))
+    fetcher._openers = [Opener()]
+    url = "https://www.youtube.com/api/timedtext?v=x&lang=en"
+    if propagates:
+        with pytest.raises(AttributeError):
+            fetcher.get(url)
+        return
+    with pytest.raises(FetchError) as caught:
+        fetcher.get(url)
+    assert caught.value.http_status == 403 and "HTTP 403" in caught.value.message
 
 
 def _hammer(path, rate, n, q):

@@ -9,8 +9,9 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from pipeline.runtime.langs import MULTI_HT100M_LANGS, YOUTUBE_TRANSLATION_CODES, parse_langs
-from pipeline.runtime.stage import UserError
+from pipeline.runtime.langs import YOUTUBE_TRANSLATION_CODES, parse_langs
+from shards.errors import UserError
+from shards.samples import LANGS as MULTI_HT100M_LANGS
 from pipeline.crawl.tracks import asr_language, needs_po_token, select_tracks, split_key
 
 from tests.conftest import real_fixtures

@@ -12,8 +12,10 @@ import time
 
 import pytest
 
+from pipeline.crawl import access
 from pipeline.crawl import ytdlp_env as env
-from pipeline.crawl.ytdlp_env import Check, CookieFileError, ExtractorArgsError, JsRuntimeError, ProxyError
+from pipeline.crawl.access import CookieFileError, ProxyError
+from pipeline.crawl.ytdlp_env import Check, ExtractorArgsError, JsRuntimeError
 
 DAY = 86400
 
@@ -171,29 +173,29 @@ def signed_in(now, sid_expires):
 def test_a_signed_in_cookie_file_is_summarised(tmp_path):
     now = time.time()
     path = cookie_file(tmp_path / "cookies.txt", signed_in(now, now + 200 * DAY))
-    s = env.inspect_cookies(path, now=now)
+    s = access.inspect_cookies(path, now=now)
     assert (s.path, s.total, s.youtube, s.logged_in, s.expired) == (str(path), 11, 10, True, ())
     assert s.login == ("SID", "HSID", "SSID", "APISID", "SAPISID", "__Secure-1PSID", "__Secure-3PSID", "LOGIN_INFO")
     assert s.earliest_expiry == dt.datetime.fromtimestamp(int(now + 200 * DAY), dt.timezone.utc)
-    level, detail = env.cookie_level(s, now=now)
+    level, detail = access.cookie_level(s, now=now)
     assert level == "ok" and detail.startswith("11 cookies, 10 for YouTube/Google; signed in (SID, ")
     assert "(in 200 days)" in detail or "(in 199 days)" in detail
 
 
 def test_an_expired_login_cookie_warns(tmp_path):
     now = time.time()
-    s = env.inspect_cookies(cookie_file(tmp_path / "c.txt", signed_in(now, now - DAY)), now=now)
+    s = access.inspect_cookies(cookie_file(tmp_path / "c.txt", signed_in(now, now - DAY)), now=now)
     assert s.expired == ("SID",) and s.earliest_expiry < dt.datetime.now(dt.timezone.utc)
-    level, detail = env.cookie_level(s, now=now)
+    level, detail = access.cookie_level(s, now=now)
     assert level == "warn" and "login cookies expired: SID" in detail
 
 
 def test_cookies_without_a_login_or_for_other_sites_warn(tmp_path):
     now = time.time()
-    anonymous = env.inspect_cookies(cookie_file(tmp_path / "a.txt", [(".youtube.com", "PREF", "x", now + DAY)]))
-    assert not anonymous.logged_in and env.cookie_level(anonymous)[0] == "warn"
-    elsewhere = env.inspect_cookies(cookie_file(tmp_path / "b.txt", [(".example.org", "k", "v", now + DAY)]))
-    assert elsewhere.youtube == 0 and "none will reach YouTube" in env.cookie_level(elsewhere)[1]
+    anonymous = access.inspect_cookies(cookie_file(tmp_path / "a.txt", [(".youtube.com", "PREF", "x", now + DAY)]))
+    assert not anonymous.logged_in and access.cookie_level(anonymous)[0] == "warn"
+    elsewhere = access.inspect_cookies(cookie_file(tmp_path / "b.txt", [(".example.org", "k", "v", now + DAY)]))
+    assert elsewhere.youtube == 0 and "none will reach YouTube" in access.cookie_level(elsewhere)[1]
 
 
 @pytest.mark.parametrize("kind", ["no header", "json", "binary", "bad line", "missing", "a folder", "empty"])
@@ -216,7 +218,7 @@ def test_a_malformed_cookie_file_names_the_users_path_and_no_value(tmp_path, cap
     elif kind == "empty":
         path.write_text("")
     with pytest.raises(CookieFileError) as err:
-        env.inspect_cookies(path)
+        access.inspect_cookies(path)
     message = str(err.value)
     assert f"cookie file {path} " in message and secret not in message and "\n" not in message
     assert "Netscape" in message
@@ -234,7 +236,7 @@ def test_a_malformed_cookie_file_names_the_users_path_and_no_value(tmp_path, cap
     ("socks4a://u:p%40ss@10.0.0.1:9050", "socks4a://***@10.0.0.1:9050"),
 ])
 def test_good_proxies_come_back_with_the_password_hidden(url, shown):
-    assert env.parse_proxy(url) == shown
+    assert access.parse_proxy(url) == shown
 
 
 @pytest.mark.parametrize("url", [
@@ -244,11 +246,11 @@ def test_good_proxies_come_back_with_the_password_hidden(url, shown):
 ])
 def test_bad_proxies_are_one_sentence_without_the_password(url):
     with pytest.raises(ProxyError) as err:
-        env.parse_proxy(url)
+        access.parse_proxy(url)
     message = str(err.value)
     assert isinstance(err.value, ValueError) and message.startswith("proxy ") and "\n" not in message
     assert "hunter2" not in message and "ter2" not in message
-    level, detail = env.proxy_level(["socks5h://127.0.0.1:1080", url])
+    level, detail = access.proxy_level(["socks5h://127.0.0.1:1080", url])
     assert level == "fail" and "hunter2" not in detail
 
 

@@ -6,11 +6,12 @@ import pytest
 
 from pipeline.release import importer
 from demo.sample import load_texts
+from shards.samples import RELEASE_LANGS
 from shards.verify import verify_dir
 
 from tests.conftest import read_all_rows, read_all_samples
 
-LANGS = ["en", "de", "fr", "cs", "sw", "ru", "vi", "es", "zh"]
+LANGS = list(RELEASE_LANGS)
 IDS = ["relVideo001", "relVideo002", "relVideo003", "-relVideo04", "relVideo005"]
 
 
@@ -145,7 +146,7 @@ def test_s3d_features_become_training_shards(tmp_path):
     assert rows["-relVideo04"]["status"] == "bad_features" and "1024" in rows["-relVideo04"]["error"]
     assert rows["relVideo005"]["status"] == "bad_features"
     samples = read_all_samples(mmp)
-    from shards.reader import load_npy
+    from shards.codec import load_npy
 
     s3d = load_npy(samples["relVideo001"]["s3d.npy"])
     assert s3d.dtype == np.float16 and s3d.shape == (21, 1024)

@@ -1,10 +1,13 @@
-"""What every command line shares: --version and --config FILE (flags override the file)."""
+"""What every command line shares: --version, --config FILE (flags override the file) and the main
+skeleton (a UserError is one line and exit 2; a bug keeps its traceback)."""
 import argparse
 import json
 
 import pytest
 
-from pipeline.runtime.cli import add_common_flags, parse_args
+from pipeline.runtime.cli import add_common_flags, command, parse_args
+from shards.errors import UserError
+from shards.reader import ShardError
 from shards.versions import versions
 
 
@@ -97,7 +100,7 @@ def test_stage_config_and_feature_meta_record_the_versions(tmp_path):
     from tests.features.test_decode import cfr, make_video
     from tests.features.test_extract import run, write_aligned
     from tests.conftest import read_all_samples
-    from shards.reader import load_json
+    from shards.codec import load_json
 
     src = tmp_path / "videos"
     src.mkdir()
@@ -128,3 +131,78 @@ def test_an_earlier_flag_name_still_works_with_a_note(capsys):
     assert err.count("\n") == 1 and "--workers is now spelled --loader-workers" in err
     assert build_parser().parse_args(["--shards", "s", "--out", "o", "--loader-workers", "1"]).loader_workers == 1
     assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------- the main skeleton
+
+
+class Misfit(UserError):
+    """A user-fixable error of some command."""
+
+
+@command("mmp-x")
+def _main(argv=None) -> int:
+    what = argv[0]
+    if what == "misfit":
+        raise Misfit("--x 3 does not fit; give 1 or 2")
+    if what == "shard":
+        raise ShardError("d/crawl-000001.tar is truncated")
+    if what == "bug":
+        raise KeyError("row")
+    if what == "interrupted":
+        raise SystemExit(130)
+    return int(what)
+
+
+def test_command_prints_a_user_error_as_one_line_and_returns_2(capsys):
+    assert _main(["0"]) == 0 and _main(["1"]) == 1
+    assert capsys.readouterr().err == ""
+    assert _main(["misfit"]) == 2
+    assert capsys.readouterr().err == "mmp-x: error: --x 3 does not fit; give 1 or 2\n"
+    assert _main(["shard"]) == 2  # an error class of another module, derived from the one base
+    assert capsys.readouterr().err == "mmp-x: error: d/crawl-000001.tar is truncated\n"
+
+
+def test_command_lets_a_bug_and_an_exit_through(capsys):
+    with pytest.raises(KeyError, match="row"):
+        _main(["bug"])
+    with pytest.raises(SystemExit) as exc:
+        _main(["interrupted"])
+    assert exc.value.code == 130 and capsys.readouterr().err == ""
+
+
+PROGS = {"model.trainer.train": "mmp-train", "model.trainer.evaluate": "mmp-eval",
+         "pipeline.downstream.prepare": "mmp-prepare", "pipeline.release.importer": "mmp-import",
+         "pipeline.subtitles.stage": "mmp-align", "features.extract": "mmp-extract-features",
+         "pipeline.stats.stage": "mmp-stats", "pipeline.crawl.stage": "mmp-crawl", "demo.run": "mmp-demo"}
+
+
+@pytest.mark.parametrize("module", CLIS)
+def test_every_cli_main_turns_any_user_error_into_one_line(module, monkeypatch, capsys):
+    import importlib
+
+    cli = importlib.import_module(module)
+
+    def misfit(parser, argv=None):
+        raise Misfit(f"{parser.prog} cannot use this")
+
+    monkeypatch.setattr(cli, "parse_args", misfit)
+    assert cli.main([]) == 2
+    prog = PROGS[module]
+    assert capsys.readouterr().err == f"{prog}: error: {prog} cannot use this\n"
+
+
+USER_ERRORS = ["model.trainer.run_setup:ConfigError", "model.trainer.data:DataError", "model.text:TextModelError",
+               "model.checkpoint:CheckpointError", "features.weights:WeightsError", "model.mmp:S3DFcError",
+               "model.clips:RowTimesError", "shards.reader:ShardError", "shards.layout:DamagedUnit",
+               "pipeline.crawl.access:CookieFileError", "pipeline.crawl.access:ProxyError",
+               "pipeline.crawl.ytdlp_env:JsRuntimeError", "pipeline.crawl.ytdlp_env:ExtractorArgsError",
+               "pipeline.release.captions:ReleaseError"]
+
+
+@pytest.mark.parametrize("where", USER_ERRORS)
+def test_every_user_fixable_error_derives_from_the_one_base(where):
+    import importlib
+
+    module, name = where.split(":")
+    assert issubclass(getattr(importlib.import_module(module), name), UserError)

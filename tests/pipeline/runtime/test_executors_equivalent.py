@@ -43,7 +43,7 @@ def tar_members(directory) -> dict:
 @pytest.fixture(scope="module")
 def ray_instance():
     pytest.importorskip("ray")
-    from pipeline.runtime.executors import start_local_ray
+    from pipeline.runtime.ray_executor import start_local_ray
     import ray
 
     start_local_ray(2)
@@ -136,7 +136,8 @@ def test_progress_is_plain_lines_when_not_a_terminal_and_names_statuses(tmp_path
 
 
 def test_workers_below_one_are_refused_in_one_sentence(sample, tmp_path, capsys):
-    from pipeline.runtime.stage import UserError, run_stage
+    from pipeline.runtime.stage import run_stage
+    from shards.errors import UserError
 
     for bad in ("0", "-2"):
         try:
@@ -150,3 +151,46 @@ def test_workers_below_one_are_refused_in_one_sentence(sample, tmp_path, capsys)
     assert not (tmp_path / "out").exists()
     with pytest.raises(UserError, match="--workers 0"):
         run_stage(Statuses(), tmp_path, executor="local", workers=0, progress=False)
+
+
+# ---------------------------------------------------------------- a failed unit's exception type
+
+class Halt(RuntimeError):
+    pass
+
+
+class Raises(Stage):
+    """Unit 0 raises a Halt; unit 1 a ValueError whose text names Halt (and CrawlHalted)."""
+
+    name = "test"
+    schema = pa.schema([("video_id", pa.string()), ("status", pa.string())])
+
+    def plan(self):
+        return [Unit(0, ["a"]), Unit(1, ["b"])]
+
+    def process(self, unit, writer):
+        if unit.index == 0:
+            raise Halt("stop")
+        raise ValueError("not a Halt, though its traceback says Halt and CrawlHalted")
+
+
+@pytest.mark.parametrize("executor,workers", [("inline", 1), ("local", 2)])
+def test_a_failed_unit_is_recorded_with_its_exception_type(tmp_path, executor, workers):
+    from pipeline.runtime.executors import type_name
+    from pipeline.runtime.stage import run_stage
+
+    summary = run_stage(Raises(), tmp_path, executor=executor, workers=workers, progress=False)
+    assert summary.units_failed == 2
+    assert {unit: kind for unit, _, kind in summary.failures} == {0: type_name(Halt), 1: "builtins.ValueError"}
+    assert all("Traceback" in text for _, text, _ in summary.failures)
+    assert summary.raised(Halt) and summary.raised(ValueError)
+    assert not summary.raised(RuntimeError)  # by the type itself, never by what a traceback's text says
+
+
+def test_a_failed_ray_task_is_recorded_with_its_exception_type(tmp_path, ray_instance):
+    from pipeline.runtime.executors import type_name
+    from pipeline.runtime.stage import run_stage
+
+    summary = run_stage(Raises(), tmp_path, executor="ray", workers=2, progress=False, max_unit_retries=0)
+    assert {unit: kind for unit, _, kind in summary.failures} == {0: type_name(Halt), 1: "builtins.ValueError"}
+    assert summary.raised(Halt) and not summary.raised(RuntimeError)

@@ -7,7 +7,6 @@ the main process takes its pool workers with it. A re-run completes the rest.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -23,16 +22,6 @@ from shards.verify import verify_dir
 from tests.conftest import assert_final_files_whole, read_all_rows
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def make_many(sample, n):
-    base = json.loads((sample.info / "smplPancak1.info.json").read_text())
-    ids = [f"intr{i:07d}" for i in range(n)]
-    for vid in ids:
-        (sample.info / f"{vid}.info.json").write_text(json.dumps(dict(base, id=vid)))
-    path = sample.root / "many.txt"
-    path.write_text("\n".join(ids) + "\n")
-    return ids, path
 
 
 def crawl_cmd(sample, tmp_path, videos, *extra, sleep="0.03"):
@@ -92,7 +81,7 @@ def check_resume(cmd, crawl_dir, ids):
 @pytest.mark.parametrize("executor,sig,code", [("local", signal.SIGINT, 130), ("local", signal.SIGTERM, 143),
                                                ("inline", signal.SIGINT, 130)])
 def test_first_signal_stops_with_one_line_and_resumes(sample, tmp_path, executor, sig, code):
-    ids, videos = make_many(sample, 40)
+    ids, videos = sample.many_videos(40, "intr")
     crawl_dir = tmp_path / "data" / "crawl"
     cmd = crawl_cmd(sample, tmp_path, videos, "--executor", executor, "--workers", "2")
     proc = start(cmd)
@@ -117,7 +106,7 @@ def test_first_signal_stops_with_one_line_and_resumes(sample, tmp_path, executor
 
 
 def test_second_ctrl_c_exits_at_once(sample, tmp_path):
-    ids, videos = make_many(sample, 16)
+    ids, videos = sample.many_videos(16, "intr")
     crawl_dir = tmp_path / "data" / "crawl"
     cmd = crawl_cmd(sample, tmp_path, videos, "--workers", "2", sleep="0.4")
     proc = start(cmd, MMP_INTERRUPT_GRACE="120")  # in-flight units would take long to finish
@@ -136,7 +125,7 @@ def test_second_ctrl_c_exits_at_once(sample, tmp_path):
 
 
 def test_workers_die_when_only_the_main_process_is_killed(sample, tmp_path):
-    ids, videos = make_many(sample, 40)
+    ids, videos = sample.many_videos(40, "intr")
     crawl_dir = tmp_path / "data" / "crawl"
     cmd = crawl_cmd(sample, tmp_path, videos, "--workers", "2")
     proc = start(cmd)

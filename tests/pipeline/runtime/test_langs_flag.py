@@ -16,7 +16,7 @@ from pipeline.crawl import config as crawl_config
 from pipeline.release import importer
 from demo import sample
 from pipeline.runtime.cli import parse_args
-from pipeline.runtime.langs import MULTI_HT100M_LANGS
+from shards.samples import LANGS as MULTI_HT100M_LANGS
 
 # command: (its parser, the arguments it needs besides --langs)
 COMMANDS = {

@@ -20,9 +20,10 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from pipeline.crawl import stage as crawl  # noqa: E402
-from pipeline.runtime.executors import start_local_ray  # noqa: E402
+from pipeline.runtime.ray_executor import start_local_ray  # noqa: E402
 from pipeline.crawl.politeness import CrawlHalted, RayRequestBudget  # noqa: E402
-from pipeline.runtime.stage import Stage, Unit, UserError, run_stage, video_done  # noqa: E402
+from pipeline.runtime.stage import Stage, Unit, run_stage, video_done  # noqa: E402
+from shards.errors import UserError  # noqa: E402
 from shards.layout import UnitFiles, completed_units  # noqa: E402
 from shards.reader import iter_samples, read_rows  # noqa: E402
 from shards.verify import verify_dir  # noqa: E402
@@ -203,7 +204,7 @@ def test_unreachable_cluster_is_a_clear_error_not_a_hang(tmp_path):
     import sys
 
     code = ("import sys; from pathlib import Path; from tests.pipeline.runtime.test_ray import KillOnce; "
-            "from pipeline.runtime.stage import run_stage, UserError\n"
+            "from pipeline.runtime.stage import run_stage; from shards.errors import UserError\n"
             "try:\n    run_stage(KillOnce(Path(sys.argv[1]), kills=0), Path(sys.argv[1]) / 'o', executor='ray', "
             "ray_address='127.0.0.1:1', progress=False)\n"
             "except UserError as e:\n    print('USER ERROR:', e); sys.exit(2)\n")

@@ -25,7 +25,8 @@ from pipeline.crawl import stage as crawl
 
 from pipeline.runtime import runlock
 from pipeline.runtime.runlock import RunLock, RunLocked
-from pipeline.runtime.stage import Stage, Unit, UserError, run_stage, video_done
+from pipeline.runtime.stage import Stage, Unit, run_stage, video_done
+from shards.errors import UserError
 from shards.layout import UnitFiles
 from shards.writer import UnitWriter
 

@@ -8,9 +8,10 @@ import random
 import pytest
 
 from pipeline.subtitles.stage import main
-from pipeline.crawl.stage import schema_for as crawl_schema
+from shards.rows import crawl_schema
 from shards.layout import ALIGNED, CRAWL, UnitFiles
-from shards.reader import iter_samples, load_json, read_rows
+from shards.codec import load_json
+from shards.reader import iter_samples, read_rows
 from shards.writer import UnitWriter
 from tests.pipeline.subtitles.test_subtitles import manual_vtt, rolling_vtt, word_lines
 

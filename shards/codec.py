@@ -1,15 +1,39 @@
-"""Decoding a sample's JSON members, and finding an object's values without decoding them.
+"""Encoding and decoding a sample's members: JSON and ``.npy``, never a pickle.
 
 Every reader decodes a ``.json`` member through ``load_json``: malformed JSON, however
 it is malformed (nesting too deep for the parser included), is a ValueError the reader
 counts against that one sample, never an error that ends a unit or a run.
 ``object_spans`` locates the values of a JSON object (``subs.json``'s tracks) so a
-reader decodes only those it needs.
+reader decodes only those it needs. Arrays are written by ``npy_bytes`` and read by
+``load_npy``, both with ``allow_pickle=False``: an object array is refused, never run.
+``json_bytes`` is the one spelling of a JSON member's bytes (UTF-8, keys sorted).
 """
 from __future__ import annotations
 
+import io
 import json
 import re
+
+
+def json_bytes(value) -> bytes:
+    """A dict or list as a JSON member's bytes: UTF-8, not ASCII-escaped, keys sorted."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+
+def npy_bytes(array) -> bytes:
+    """An array as a ``.npy`` member's bytes (``allow_pickle=False``: an object array is refused)."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def load_npy(data: bytes):
+    """A ``.npy`` member as an array; ValueError for a pickled (object) array, never unpickled."""
+    import numpy as np
+
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def loads(text: str):

@@ -1,0 +1,171 @@
+"""PyAV: probing a file (rotation, coded size, frame rate, start time) and the fallback decoder.
+
+The fallback reads every packet's pts first (demux only), then decodes sequentially,
+keeping only the frames some row needs, turned upright and resized by FFmpeg's own
+filters (``_Scaler``), so it hands the recipes the same bytes as decord.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from features.frames import Chunk, chunk_ranges, decode_size
+from features.video import DecodeError, VideoInfo, emit_chunk, plan_rows
+
+
+def _open_av(path: str):
+    import av
+
+    try:
+        return av.open(path)
+    except av.FFmpegError as exc:
+        raise DecodeError("decode_error", f"not a readable media file ({exc.__class__.__name__}: {exc})"[:300]) from None
+
+
+def _video_stream(container, path: str):
+    streams = list(container.streams.video)
+    if not streams:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        raise DecodeError("no_video_stream", f"no video stream (streams: {', '.join(kinds)})")
+    return streams[0]
+
+
+def probe_rotation(path: str) -> tuple[int, int, int, float]:
+    """(rotation, coded width, coded height, average fps) from PyAV; rotation from the first frame."""
+    rotation, width, height, rate, _ = probe_video(path)
+    return rotation, width, height, rate
+
+
+def probe_video(path: str) -> tuple[int, int, int, float, float]:
+    """probe_rotation's facts and the stream's start time in seconds (0 when it has none)."""
+    import av
+
+    with _open_av(path) as container:
+        stream = _video_stream(container, path)
+        rate = float(stream.average_rate or stream.guessed_rate or 0.0)
+        try:
+            frame = next(container.decode(stream), None)
+        except av.FFmpegError as exc:
+            raise DecodeError("decode_error", f"first frame does not decode: {exc}"[:300]) from None
+        if frame is None:
+            raise DecodeError("no_frames", "the video stream holds no decodable frame")
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+        return _rotation_of(frame), frame.width, frame.height, rate, start
+
+
+def _rotation_of(frame) -> int:
+    rot = getattr(frame, "rotation", 0) or 0
+    return int(round(rot / 90.0)) * 90 % 360
+
+
+def display_size(width: int, height: int, rotation: int) -> tuple[int, int]:
+    return (height, width) if rotation % 180 == 90 else (width, height)
+
+
+def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: str | None) -> Iterator[Chunk]:
+    import av
+
+    # Pass 1: demux only (no decoding) for every frame's pts, which fixes times and duration.
+    with _open_av(path) as container:
+        stream = _video_stream(container, path)
+        tb = float(stream.time_base) if stream.time_base else None
+        rate = float(stream.average_rate or stream.guessed_rate or 0.0)
+        pts, durs = [], []
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.size:
+                    pts.append(int(packet.pts))
+                    durs.append(int(packet.duration or 0))
+        except av.FFmpegError as exc:
+            raise DecodeError("decode_error", f"demuxing failed: {exc}"[:300]) from None
+    if not pts or tb is None:
+        raise DecodeError("no_frames", "the video stream holds no frames with timestamps")
+    order = np.argsort(pts, kind="stable")
+    pts_sorted = np.asarray(pts, dtype=np.int64)[order]
+    last_dur = durs[order[-1]] * tb
+    if last_dur <= 0:
+        deltas = np.diff(pts_sorted) * tb
+        last_dur = float(np.median(deltas)) if len(deltas) else (1.0 / rate if rate > 0 else 0.04)
+    first = float(pts_sorted[0] * tb)
+    times_abs = pts_sorted * tb
+    duration = round(float(times_abs[-1] - first + last_dur), 6)
+
+    rotation, width, height, _ = probe_rotation(path)
+    width_d, height_d = display_size(width, height, rotation)
+    dw, dh = decode_size(width_d, height_d, specs)
+    info = VideoInfo(duration=duration, fps=rate or (len(times_abs) / duration if duration else 0.0), width=width_d,
+                     height=height_d, rotation=rotation, decoder="pyav", frames=len(times_abs), first_pts=first,
+                     fallback_reason=reason)
+    info_out.append(info)
+    n_rows = plan_rows(info, times_abs, float(times_abs[-1] + last_dur), specs)
+    plan = info.plans
+    ranges = chunk_ranges(n_rows, chunk_seconds)
+    # For each needed frame, the last chunk that needs it: frames are kept until then.
+    last_user: dict[int, int] = {}
+    chunk_max = []
+    for c, (lo, hi) in enumerate(ranges):
+        needed = np.unique(np.concatenate([plan[s.name].needed(lo, hi) for s in specs]))
+        for i in needed:
+            last_user[int(i)] = c
+        chunk_max.append(int(needed.max()))
+
+    kept: dict[int, np.ndarray] = {}
+    c = 0
+    with _open_av(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        scaler = _Scaler(stream, rotation, dw, dh)
+        try:
+            for n, frame in enumerate(container.decode(stream)):
+                # The decoder gives frames in presentation order: the n-th is the n-th pts.
+                # (Its pts labels cannot be trusted: in AVI they are the packets' own and
+                # arrive reordered, 1, 2, 4, 3, ...)
+                i = min(n, len(times_abs) - 1)
+                if i in last_user and i not in kept:
+                    kept[i] = scaler(frame)
+                while c < len(ranges) and i >= chunk_max[c]:
+                    yield emit_chunk(kept, plan, ranges[c], specs)
+                    newest = max(kept) if kept else None
+                    kept = {k: v for k, v in kept.items() if last_user[k] > c or k == newest}
+                    c += 1
+        except av.FFmpegError as exc:
+            raise DecodeError("decode_error", f"decoding failed near frame {len(kept)}: {exc}"[:300]
+                              + (f" (decord: {reason})" if reason else "")) from None
+    if c < len(ranges) and not kept:
+        raise DecodeError("no_frames", "no frame of the video stream decoded")
+    while c < len(ranges):  # frames lost at the end: their windows repeat the last kept frame
+        yield emit_chunk(kept, plan, ranges[c], specs)
+        c += 1
+
+
+# FFmpeg filters that turn a frame upright, by our rotation (degrees counter-clockwise).
+_UPRIGHT = {90: (("transpose", "cclock"),), 180: (("hflip", ""), ("vflip", "")), 270: (("transpose", "clock"),)}
+
+
+class _Scaler:
+    """Decoded PyAV frames -> upright rgb24 arrays at the decode size, through FFmpeg's own filters.
+
+    ``[transpose | hflip,vflip] -> scale=W:H:flags=bilinear -> format=rgb24``: the chain the
+    released S3D features were made with (and what decord's resize gives), so both decoders
+    hand the recipes the same bytes. PyAV's ``to_ndarray(width=, height=)`` goes through
+    another swscale setup and differs by about 0.2/255 on average. Frames are filtered one
+    at a time (scale keeps no state between frames), only those some row needs.
+    """
+
+    def __init__(self, stream, rotation: int, width: int, height: int):
+        import av
+
+        self.graph = graph = av.filter.Graph()
+        chain = [graph.add_buffer(template=stream)]
+        for name, arg in _UPRIGHT.get(rotation, ()):
+            chain.append(graph.add(name, arg) if arg else graph.add(name))
+        chain += [graph.add("scale", f"{width}:{height}:flags=bilinear"), graph.add("format", "rgb24"),
+                  graph.add("buffersink")]
+        for a, b in zip(chain, chain[1:]):
+            a.link_to(b)
+        graph.configure()
+
+    def __call__(self, frame) -> np.ndarray:
+        self.graph.push(frame)
+        return self.graph.pull().to_ndarray()
