@@ -348,7 +348,7 @@ def run_crawl(stage: CrawlStage, args):
     --retry-failed, the budgets' halts cleared, the work area, then the units."""
     cfg = stage.cfg
     prepare_output(stage.out)
-    with lock_output(stage.out, args.rank, args.world_size):
+    with lock_output(stage.out, args.rank, args.world_size) as lock:
         check_config(stage.out, stage)  # before reopening any unit of a crawl over other input
         if args.retry_failed:
             reopened = mark_transient_units(stage.out, cfg.langs)
@@ -356,7 +356,7 @@ def run_crawl(stage: CrawlStage, args):
         reset_budgets(cfg, args)
         stage.run_dir = start_run_dir(cfg)
         try:
-            return run_stage(stage, stage.out, **executor_options(args))  # takes the lock held here: a no-op
+            return run_stage(stage, stage.out, lock=lock, **executor_options(args))
         finally:
             end_run_dir(stage.run_dir)
 

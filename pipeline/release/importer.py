@@ -160,13 +160,13 @@ def run_import(files_by_lang: dict, out, langs: list, partitions: int, meta: dic
     """Both passes into the aligned directory ``out``, under its run lock."""
     aligned = stage_out(out, ReleaseImport.name, "mmp-import", "import")
     prepare_output(aligned)
-    with lock_output(aligned, args.rank, args.world_size):
-        summary, parts, present = _import_locked(files_by_lang, aligned, langs, partitions, meta, source, args)
+    with lock_output(aligned, args.rank, args.world_size) as lock:
+        summary, parts, present = _import_locked(files_by_lang, aligned, langs, partitions, meta, source, args, lock)
     _print_languages(parts, present)
     return 1 if summary.units_failed else 0
 
 
-def _import_locked(files_by_lang: dict, aligned, langs: list, partitions: int, meta: dict, source: str, args):
+def _import_locked(files_by_lang: dict, aligned, langs: list, partitions: int, meta: dict, source: str, args, lock):
     parts = scratch_dir(aligned, args.scratch)
     from tqdm import tqdm
 
@@ -197,7 +197,7 @@ def _import_locked(files_by_lang: dict, aligned, langs: list, partitions: int, m
             print(f"mmp-import: warning: {line}", file=sys.stderr)
         if report.script_doubt:
             print(f"mmp-import: warning: {report.script_doubt}", file=sys.stderr)
-    summary = run_stage(stage, aligned, **executor_options(args))  # takes the lock held here: a no-op
+    summary = run_stage(stage, aligned, lock=lock, **executor_options(args))
     print_summary("mmp-import", aligned, summary)
     return summary, parts, present
 

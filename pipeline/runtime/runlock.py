@@ -15,9 +15,9 @@ written, then read back after a pause; the run whose token is still there holds 
 (last writer wins), and it is rewritten on every heartbeat.
 
 Slices of one run (``--rank i --world-size n``) lock one file each and do not refuse
-each other; any other pair of runs on the same directory does. A process may take the
-lock early (a stage's main, before it prepares its output) and call ``run_stage``
-inside: taking a lock this process already holds is a no-op.
+each other; any other pair of runs on the same directory does, two in one process
+included. A stage's main that writes before ``run_stage`` takes the lock first and hands
+it on (``run_stage(..., lock=lock)``); no process-wide record of held locks is kept.
 """
 from __future__ import annotations
 
@@ -38,7 +38,6 @@ HEARTBEAT_S = float(os.environ.get("MMP_LOCK_HEARTBEAT", "30"))
 TIMEOUT_S = float(os.environ.get("MMP_LOCK_TIMEOUT", "300"))
 LEASE_SETTLE_S = float(os.environ.get("MMP_LEASE_SETTLE", "2"))
 _GUARD_STALE_S = 30.0  # a takeover takes milliseconds; a guard this old was left by a killed run
-_HELD: set = set()  # locks this process holds: taking one again (a main, then run_stage) is a no-op
 
 
 class RunLocked(Exception):
@@ -128,14 +127,11 @@ class RunLock:
     # ------------------------------------------------------------ taking it
 
     def acquire(self) -> "RunLock":
-        if str(self.path) in _HELD:
-            return self  # held by an enclosing RunLock of this process, which releases it
         if self.remote:
             self._acquire_lease()
         else:
             self._acquire_file()
         self.held = True
-        _HELD.add(str(self.path))
         try:
             self._check_others()
         except RunLocked:
@@ -239,7 +235,6 @@ class RunLock:
         if not self.held:
             return
         self.held = False
-        _HELD.discard(str(self.path))
         try:
             if self._still_mine():
                 self.path.unlink(missing_ok=True)
@@ -247,7 +242,7 @@ class RunLock:
             log.warning("could not remove the lock %s: %s", self.path, exc)
 
     def __enter__(self) -> "RunLock":
-        return self.acquire()
+        return self if self.held else self.acquire()  # ``with lock_output(out) as lock:`` holds it already
 
     def __exit__(self, *exc) -> None:
         self.release()

@@ -201,7 +201,8 @@ def prepare_output(out) -> None:
 
 def lock_output(out, rank: int = 0, world_size: int = 1) -> RunLock:
     """Take ``out``'s run lock (see ``pipeline.runtime.runlock``); a live holder is a UserError naming it.
-    A main that prepares its output before ``run_stage`` takes it first (``with lock_output(out):``)."""
+    A main that writes to its output before ``run_stage`` takes it first and hands it on:
+    ``with lock_output(out) as lock: ...; run_stage(stage, out, lock=lock, ...)``."""
     lock = RunLock(out, rank, world_size)
     try:
         with output_errors(out):
@@ -254,14 +255,16 @@ def check_config(out, stage: Stage) -> None:
 
 def run_stage(stage: Stage, out, *, executor: str = "local", workers: int = 1,
               rank: int = 0, world_size: int = 1, progress: bool = True,
-              ray_address: str | None = None, max_unit_retries: int | None = None) -> RunSummary:
+              ray_address: str | None = None, max_unit_retries: int | None = None,
+              lock: RunLock | None = None) -> RunSummary:
     """Run ``stage``'s pending units into ``out`` (a path or an fsspec URL) on an executor.
 
     ``ray_address`` and ``max_unit_retries`` apply to ``executor="ray"``: join that
     cluster (else ``$RAY_ADDRESS``, else start a local instance bound to 127.0.0.1),
     and re-run a unit whose worker process or node died up to that many times.
 
-    The run holds ``out``'s run lock throughout (a second run on it is a UserError).
+    The run holds ``out``'s run lock throughout (a second run on it is a UserError): ``lock``,
+    when the caller took it first (``with lock_output(out) as lock:``), else its own.
     SIGINT or SIGTERM stops it (see ``pipeline.runtime.interrupt``): ``StageInterrupted`` is
     raised, which exits the program with 130 or 143 unless caught.
     """
@@ -275,7 +278,9 @@ def run_stage(stage: Stage, out, *, executor: str = "local", workers: int = 1,
     if world_size < 1 or not 0 <= rank < world_size:
         raise UserError(f"--rank {rank} is outside --world-size {world_size}; use 0 <= rank < world-size")
     prepare_output(out)
-    lock = lock_output(out, rank, world_size)
+    own = lock is None
+    if own:
+        lock = lock_output(out, rank, world_size)
     stop = StopRequest(on_exit=lock.release)
     try:
         stop.install()
@@ -283,7 +288,8 @@ def run_stage(stage: Stage, out, *, executor: str = "local", workers: int = 1,
                            progress=progress, ray_address=ray_address, max_unit_retries=max_unit_retries)
     finally:
         stop.uninstall()
-        lock.release()
+        if own:
+            lock.release()
 
 
 def _run_locked(stage: Stage, out, stop: StopRequest, *, executor, workers, rank, world_size, progress,

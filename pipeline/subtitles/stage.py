@@ -321,12 +321,12 @@ def main(argv=None) -> int:
     stage = AlignStage(cfg)
     out = as_path(args.out)
     prepare_output(out)
-    with lock_output(out, args.rank, args.world_size):
+    with lock_output(out, args.rank, args.world_size) as lock:
         check_config(out, stage)  # before touching any unit of a run over other input
         stale = reopen_stale_units(stage.crawl, out)
         if stale:
             print(f"mmp-align: {stale} units are redone because their crawl units changed")
-        summary = run_stage(stage, out, **executor_options(args))
+        summary = run_stage(stage, out, lock=lock, **executor_options(args))
     print_summary("mmp-align", out, summary)
     return 1 if summary.units_failed else 0
 

@@ -120,7 +120,6 @@ def test_two_takeovers_of_one_stale_lock_leave_one_holder(tmp_path, monkeypatch)
     write_lock(tmp_path, dead_pid())
     first = RunLock(tmp_path).acquire()
     try:
-        runlock._HELD.discard(str(first.path))  # the second comes from another process
         with pytest.raises(RunLocked, match=f"pid {os.getpid()}"):
             RunLock(tmp_path).acquire()
     finally:
@@ -131,9 +130,11 @@ def test_two_takeovers_of_one_stale_lock_leave_one_holder(tmp_path, monkeypatch)
 def test_a_main_may_take_the_lock_before_run_stage(tmp_path):
     from pipeline.runtime.stage import lock_output
 
-    with lock_output(tmp_path):
+    with lock_output(tmp_path) as lock:
         assert (tmp_path / ".run.lock").exists()
-        assert run_stage(Tiny(), tmp_path, executor="inline", progress=False).units_done == 3
+        with pytest.raises(UserError, match=f"pid {os.getpid()}"):  # held, and not handed over
+            run_stage(Tiny(), tmp_path, executor="inline", progress=False)
+        assert run_stage(Tiny(), tmp_path, executor="inline", progress=False, lock=lock).units_done == 3
         assert (tmp_path / ".run.lock").exists()  # still the main's until it lets go
     assert not (tmp_path / ".run.lock").exists()
 
@@ -165,7 +166,6 @@ def test_lease_on_an_object_store_refuses_a_second_run(monkeypatch):
     out = "memory://mmp-lease-test/out"
     first = RunLock(out).acquire()
     try:
-        runlock._HELD.discard(str(first.path))  # the second comes from another process
         with pytest.raises(RunLocked, match=f"pid {os.getpid()}"):
             RunLock(out).acquire()
     finally:
