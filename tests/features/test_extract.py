@@ -7,6 +7,7 @@ that needs both runs them once over a handful of windows.
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -225,7 +226,11 @@ def test_oom_halves_the_batch_then_records(tmp_path):
 
 # ---------------------------------------------------------------- crawl shards as the source
 
-def test_crawl_shards_as_video_source(tmp_path):
+def test_crawl_shards_as_video_source(tmp_path, monkeypatch):
+    temp = tmp_path / "temp"  # this run's own: other runs on the machine make their copies too
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
     crawl = tmp_path / "crawl"
     video = make_video(tmp_path / "x.mkv", cfr(0.9)).read_bytes()
     with UnitWriter(UnitFiles(crawl, "crawl", 0), schema_for(["en"]), CRAWL) as writer:
@@ -241,7 +246,8 @@ def test_crawl_shards_as_video_source(tmp_path):
     assert rows["vidCrawl001"]["status"] == "ok" and rows["vidCrawl001"]["feature_rows"] == 1
     assert rows["vidCrawl001"]["source"].startswith("crawl-000000.tar:")
     assert rows["vidCrawl002"]["status"] == "no_video"
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("mmp-video-*"))  # temporary copies removed
+    assert tempfile.gettempdir() == str(temp)
+    assert not list(temp.glob("mmp-video-*"))  # temporary copies removed
 
 
 # ---------------------------------------------------------------- workers, kill, resume
