@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.runtime.cli import command, executor_options, parse_args
+from pipeline.runtime.cli import comma_list, command, executor_options, parse_args
 from pipeline.runtime.stage import Stage, Unit, prepare_output, print_summary, run_stage, video_done
 from shards.errors import UserError
 from shards.layout import MMP, DamagedUnit, UnitFiles, completed_units, is_valid_video_id, read_stats
@@ -302,7 +302,7 @@ def check_weights(weights: dict) -> None:
 
 
 def stage_from_args(args) -> ExtractStage:
-    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    backbones = comma_list(args.backbones)
     unknown = [b for b in backbones if b not in SPECS]
     if not backbones or unknown:
         raise UserError(f"--backbones must name some of {', '.join(sorted(SPECS))} (got {args.backbones!r})")

@@ -4,6 +4,7 @@ to build or continue, and the rate of each step. Every misfit is one ``ConfigErr
 """
 from __future__ import annotations
 
+from pipeline.runtime.cli import comma_list
 from shards.errors import UserError
 
 TASK_DEFAULTS = {  # the paper's settings: (batch, max text tokens, max video rows)
@@ -38,7 +39,7 @@ def lr_at(step: int, base: float, schedule: str, warmup: int, total: int | None)
 def parse_members(text: str) -> tuple[str, ...]:
     from shards.samples import FEATURE_NAMES as FEATURE_MEMBERS
 
-    members = tuple(m.strip() for m in text.split(",") if m.strip())
+    members = tuple(comma_list(text))
     bad = [m for m in members if m not in FEATURE_MEMBERS]
     if not members or bad:
         raise ConfigError(f"--video-features {text!r}: choose from {', '.join(FEATURE_MEMBERS)}")

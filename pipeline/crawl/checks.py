@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from pipeline.runtime.cli import comma_list
 from shards.errors import UserError
 
 from pipeline.crawl.politeness import default_budget_dir
@@ -26,7 +27,7 @@ def check_main(args) -> int:
     """``mmp-crawl --check``: is this machine ready to crawl? Offline, one line a check."""
     from pipeline.crawl.ytdlp_env import checks_exit_code, format_checks, run_checks
 
-    proxies = [p.strip() for arg in args.proxy for p in arg.split(",") if p.strip()]
+    proxies = comma_list(*args.proxy)
     checks = run_checks(js_runtime_spec=args.js_runtime, cookies=str(args.cookies) if args.cookies else None,
                         proxies=proxies, extractor_args=list(args.extractor_args),
                         budget_line=budget_line(args.max_requests_per_second, args.adaptive_rate,

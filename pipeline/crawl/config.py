@@ -16,7 +16,7 @@ from shards.samples import LANGS
 from shards.storage import is_url, local_copy
 
 from pipeline.crawl import errors
-from pipeline.runtime.cli import add_common_flags, add_executor_args
+from pipeline.runtime.cli import add_common_flags, add_executor_args, comma_list
 from pipeline.runtime.langs import add_langs_flag, parse_langs
 
 from pipeline.crawl.url_policy import parse_allowed
@@ -191,8 +191,8 @@ def config_from_args(args) -> CrawlConfig:
     if not args.videos or not args.out:
         raise UserError("--videos and --out are required (or run `mmp-crawl --check` alone)")
     langs, variants = args.langs
-    proxies = [p.strip() for arg in args.proxy for p in arg.split(",") if p.strip()]
-    egress = [e.strip() for arg in args.egress for e in arg.split(",") if e.strip()]
+    proxies = comma_list(*args.proxy)
+    egress = comma_list(*args.egress)
     bad_egress = [e for e in egress if not e.replace("_", "").replace("-", "").isalnum()]
     if bad_egress:
         raise UserError(f"--egress names are letters, digits, - and _ (got {bad_egress[0]!r})")

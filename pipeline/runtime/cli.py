@@ -46,6 +46,12 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict:
     return {}
 
 
+def comma_list(*texts: str | None) -> list[str]:
+    """The items of one or more comma-separated texts (a flag given once or repeated), stripped,
+    empty ones dropped: ``comma_list("a, b", "c,")`` is ``["a", "b", "c"]``."""
+    return [item.strip() for text in texts for item in (text or "").split(",") if item.strip()]
+
+
 class HelpWithDefaults(argparse.HelpFormatter):
     """``--help`` shows each option's default, unless its text already says it or there is none."""
 

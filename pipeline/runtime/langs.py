@@ -21,6 +21,7 @@ import difflib
 import re
 import sys
 
+from pipeline.runtime.cli import comma_list
 from shards.errors import UserError
 from shards.samples import LANGS
 
@@ -114,7 +115,7 @@ def parse_langs(text: str) -> tuple[list[str], dict[str, str]]:
     """
     langs: list[str] = []
     variants: dict[str, str] = {}
-    items = [item.strip() for item in (text or "").split(",") if item.strip()]
+    items = comma_list(text)
     if not items:
         raise UserError(f"--langs needs at least one language code, e.g. {','.join(LANGS)} "
                         f"(got {text!r})")

@@ -206,3 +206,10 @@ def test_every_user_fixable_error_derives_from_the_one_base(where):
 
     module, name = where.split(":")
     assert issubclass(getattr(importlib.import_module(module), name), UserError)
+
+
+def test_comma_lists_are_read_one_way():
+    from pipeline.runtime.cli import comma_list
+
+    assert comma_list("a, b", "c,", None, " ,") == ["a", "b", "c"]
+    assert comma_list("") == [] and comma_list() == []
