@@ -50,7 +50,7 @@ def write_inputs(tmp: Path, args) -> tuple[Path, Path]:
     from demo.sample import load_texts
     from train import write_shards  # bench/train.py: the shards bench/train.py measures the loader on
 
-    from model.text import load_tokenizer
+    from pipeline.runtime.hub import load_tokenizer
 
     corpus = [s for t in load_texts().values() for lang in LANGS for s in t.get(lang, [])]
     text_dir = tmp / "xlmr-shaped"

@@ -106,7 +106,7 @@ def loader_rate(paths, text_dir: str, samples: int, workers: int, batch: int, th
 
     from model.clips import ClipConfig
     from model.trainer.data import ClipStream
-    from model.text import load_tokenizer
+    from pipeline.runtime.hub import load_tokenizer
 
     if threads:
         torch.set_num_threads(threads)
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from model.trainer.shard_stream import TAR_BUFSIZE
-    from model.text import load_tokenizer
+    from pipeline.runtime.hub import load_tokenizer
     from model.tiny import build_text_model
 
     res = {}

@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.runtime.cli import add_common_flags, command, parse_args
+from shards.errors import command
+from pipeline.runtime.cli import add_common_flags, parse_args
 from demo.sample import build_sample
 from demo.server import SampleServer
 

@@ -40,10 +40,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.runtime.cli import comma_list, command, executor_options, parse_args
-from pipeline.runtime.stage import Stage, Unit, prepare_output, print_summary, run_stage, video_done
-from shards.errors import UserError
-from shards.layout import MMP, DamagedUnit, UnitFiles, completed_units, is_valid_video_id, read_stats
+from pipeline.runtime.cli import comma_list, executor_options, parse_args
+from pipeline.runtime.stage import (Stage, Unit, prepare_output, print_summary, run_stage, units_from_upstream,
+                                    video_done)
+from shards.errors import UserError, command
+from shards.layout import MMP, UnitFiles, is_valid_video_id
 from shards.codec import load_json, npy_bytes
 from shards.reader import read_unit
 from shards.samples import CARRIED_KEYS, META_JSON, SUBS_JSON, MmpMeta
@@ -149,18 +150,10 @@ class ExtractStage(Stage):
         self.resources = {"num_cpus": max(1, decode_workers), "num_gpus": 1 if gpus > 0 else 0}
 
     def plan(self) -> list[Unit]:
-        units = completed_units(self.aligned, "aligned")
+        units = units_from_upstream(self.aligned, "aligned")
         if not units:
             raise UserError(f"--aligned {self.aligned} holds no completed aligned units; run mmp-align or mmp-import first")
-        planned = []
-        for files in units:
-            try:
-                rows = read_stats(files)["rows"]
-            except DamagedUnit as exc:  # reported; the unit still runs and records what its files hold
-                log.warning("%s", exc)
-                rows = 0
-            planned.append(Unit(files.index, list(range(rows))))
-        return planned
+        return units
 
     def config(self) -> dict:
         return {"aligned": str(self.aligned), "videos": str(self.videos), "source": "crawl" if self.crawl_source else "files",

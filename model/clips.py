@@ -2,7 +2,7 @@
 
 A clip uses little of a sample, so only that little is decoded: the ``.npy`` headers,
 then the clip's rows straight from the tar bytes (``NpyRows``, ``FeatureRows``); the one
-or two subtitle tracks drawn, not all nine (``SubtitleTracks``). ``pretrain_clip`` and
+or two subtitle tracks drawn, not all nine (``shards.samples.SubsJson.lazy``). ``pretrain_clip`` and
 ``caption_clip`` cut one clip from a video and its text; ``model.trainer.data.sample_clips`` is
 the pipeline stage that calls them.
 
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shards.codec import WS as _WS, load_json, load_npy, loads as _loads, object_spans as _object_spans
+from shards.codec import load_json, load_npy
 from shards.errors import UserError
-from shards.samples import LANGS, META_JSON, feature_member
+from shards.samples import LANGS, META_JSON, Captions, SubsJson, feature_member
 
 MIN_CLIP_SECONDS = 4
 # Rows this close to one second long are taken as one row per second (the contiguous slice).
@@ -227,58 +227,14 @@ def video_features(sample: dict, members: tuple[str, ...]) -> np.ndarray:
     return FeatureRows(sample, members)[:]
 
 
-class SubtitleTracks:
-    """The tracks of a ``subs.json``, each decoded only when a clip asks for its cues.
-
-    A clip needs one or two of up to nine languages, so the others are located (a track
-    holds no nested object, so its end is found with ``str.find`` and quote counts) but
-    never turned into Python objects. The rest (``segments``, the video id) is scanned
-    with json's own scanner. A track that is decoded is checked as strictly as
-    ``json.loads`` would; a malformed track that is never drawn is never noticed (the
-    whole-file parse counted such a sample as corrupt). Built from bytes, or from an
-    already parsed dict (``from_dict``).
-    """
-
-    def __init__(self, data: bytes | None = None):
-        self._text, self._spans, self._cues = "", {}, {}
-        if data is None:
-            return
-        s = self._text = data.decode("utf-8")
-        top, end = _object_spans(s, _WS.match(s).end(), walk="tracks")
-        if _WS.match(s, end).end() != len(s):
-            raise ValueError(f"extra data after the subs.json object at character {end}")
-        if "tracks" not in top:
-            return
-        a, b, members = top["tracks"]
-        if members is None:
-            if _loads(s[a:b]):  # null or an empty list mean no tracks, as a missing key does
-                raise ValueError("subs.json 'tracks' is not an object")
-            return
-        self._spans = {lang: (x, y) for lang, (x, y, _) in members.items()}
-
-    @classmethod
-    def from_dict(cls, subs: dict) -> "SubtitleTracks":
-        self = cls()
-        tracks = subs.get("tracks") or {}
-        self._spans = dict.fromkeys(tracks)
-        self._cues = {lang: (t.get("cues") or []) for lang, t in tracks.items()}
-        return self
-
-    def langs(self) -> list[str]:
-        return sorted(self._spans)
-
-    def cues(self, lang: str) -> list:
-        """``[[start_s, end_s, text], ...]`` of one language (empty when it has none)."""
-        if lang not in self._cues:
-            a, b = self._spans[lang]
-            track = _loads(self._text[a:b])
-            if not isinstance(track, dict):
-                raise ValueError(f"subs.json track {lang!r} is not an object")
-            self._cues[lang] = track.get("cues") or []
-        return self._cues[lang]
-
-
 # ---------------------------------------------------------------------------- clips
+
+
+# The paper's settings per task: (global batch, max text tokens, max video rows per clip).
+TASK_SETTINGS = {
+    "pretrain": (64, 192, 128),
+    "finetune": (128, 96, 36),
+}
 
 
 @dataclass
@@ -286,8 +242,8 @@ class ClipConfig:
     task: str = "pretrain"  # pretrain: subtitles; finetune/eval: captions.json
     langs: tuple[str, ...] = LANGS
     members: tuple[str, ...] = ("r21d", "s3d")
-    max_text_len: int = 192
-    max_video_len: int = 128
+    max_text_len: int = TASK_SETTINGS["pretrain"][1]
+    max_video_len: int = TASK_SETTINGS["pretrain"][2]
     split: str = "train"  # which captions.json split a finetune or eval stream keeps
     mask_prob: float = 0.05  # intra-modal noise: share of text tokens / video rows masked
     pairs: bool = True  # draw parallel text (only the ``xling`` loss term reads it)
@@ -300,23 +256,27 @@ def _window_rows(video, max_len: int, rng: random.Random):
     return video[start:start + max_len]
 
 
-def _pick_track(langs: list[str], tracks: SubtitleTracks, rng: random.Random):
-    """A random language among ``langs`` whose track has cues, and its cues. Languages found
-    empty are dropped from ``langs`` and the draw repeated: uniform over the tracks with cues,
-    and only the drawn tracks are decoded."""
+def _pick_track(langs: list[str], subs: SubsJson, rng: random.Random):
+    """A random language among ``langs`` whose track has cues. Languages found empty are
+    dropped from ``langs`` and the draw repeated: uniform over the tracks with cues, and
+    only the drawn tracks are decoded."""
     while langs:
         lang = rng.choice(langs)
-        cues = tracks.cues(lang)
-        if cues:
-            return lang, cues
+        if subs.cues(lang):
+            return lang
         langs.remove(lang)
-    return None, None
+    return None
+
+
+def _inside(cues: list, start: float, end: float) -> bool:
+    """Whether a run from ``SubsJson.cues_near`` overlaps the window (else it is the nearest cue)."""
+    return bool(cues) and cues[0][1] > start and cues[0][0] < end
 
 
 def _pretrain_clip(subs, video, cfg: ClipConfig, rng: random.Random):
-    tracks = subs if isinstance(subs, SubtitleTracks) else SubtitleTracks.from_dict(subs)
-    langs = [l for l in tracks.langs() if l in cfg.langs]
-    lang, cues = _pick_track(langs, tracks, rng)
+    subs = subs if isinstance(subs, SubsJson) else SubsJson.from_dict(subs)
+    langs = [l for l in subs.langs() if l in cfg.langs]
+    lang = _pick_track(langs, subs, rng)
     if lang is None:
         return None
     n = video.shape[0]
@@ -324,21 +284,23 @@ def _pretrain_clip(subs, video, cfg: ClipConfig, rng: random.Random):
     length = rng.randint(min(MIN_CLIP_SECONDS, longest), longest)
     start = rng.randint(0, n - length)
     end = start + length
-    inside = [c for c in cues if c[1] > start and c[0] < end]
-    if not inside:
+    inside = subs.cues_near(lang, start, end)
+    if not _inside(inside, start, end):
         # No subtitle in the window: move the window onto the subtitle closest in time.
         centre = (start + end) / 2
-        nearest = min(cues, key=lambda c: abs((c[0] + c[1]) / 2 - centre))
+        nearest = min(subs.cues(lang), key=lambda c: abs((c[0] + c[1]) / 2 - centre))
         start = int(max(0, min(n - length, (nearest[0] + nearest[1]) / 2 - length / 2)))
         end = start + length
-        inside = [c for c in cues if c[1] > start and c[0] < end] or [nearest]
+        inside = subs.cues_near(lang, start, end)
+        if not _inside(inside, start, end):
+            inside = [nearest]
     text = " ".join(c[2] for c in inside)
     pair, other = None, None
     if cfg.pairs:
-        other, other_cues = _pick_track([l for l in langs if l != lang], tracks, rng)
+        other = _pick_track([l for l in langs if l != lang], subs, rng)
     if other is not None:
-        parallel = [c for c in other_cues if c[1] > start and c[0] < end]
-        if parallel:
+        parallel = subs.cues_near(other, start, end)
+        if _inside(parallel, start, end):  # never the nearest cue far from the window
             pair = " ".join(c[2] for c in parallel)
     return lang, text, pair, other if pair is not None else None, video[start:end]
 
@@ -347,35 +309,37 @@ def pretrain_clip(subs, video, cfg: ClipConfig, rng: random.Random):
     """A random clip of a video, its subtitles in a random language, and (when another
     language covers the same seconds) the parallel subtitles for the cross-lingual loss.
 
-    ``subs`` is the parsed ``subs.json`` or a ``SubtitleTracks`` (which decodes only the
-    drawn tracks); ``video`` the ``[T, F]`` array or a ``FeatureRows`` (which copies only
-    the clip's rows). Returns ``(lang, text, pair_text_or_None, rows)`` or None when no
-    chosen language has cues.
+    ``subs`` is a ``SubsJson`` (``SubsJson.lazy`` decodes only the drawn tracks) or the
+    parsed ``subs.json``; ``video`` the ``[T, F]`` array or a ``FeatureRows`` (which copies
+    only the clip's rows). The clip's cues, and the other language's, are
+    ``SubsJson.cues_near`` the window. Returns ``(lang, text, pair_text_or_None, rows)`` or
+    None when no chosen language has cues.
     """
     clip = _pretrain_clip(subs, video, cfg, rng)
     return None if clip is None else (clip[0], clip[1], clip[2], clip[4])
 
 
-def caption_units(captions: dict, langs) -> list[tuple]:
+def caption_units(captions: Captions | dict, langs) -> list[tuple]:
     """What one caption draw picks from: each parallel entry with two or more of ``langs``
     as one unit ``("pair", {lang: caption})``, and every other caption of ``langs`` as a unit
     of its own ``("single", lang, caption)``. A caption that a usable entry holds is drawn
     through that entry, never twice; one the entries do not hold (VATEX's first five per
     language, whose two languages were written independently) is drawn alone, so a stream of
     draws covers every caption."""
+    captions = captions if isinstance(captions, Captions) else Captions.from_dict(captions)
     units, paired = [], set()
-    for entry in captions.get("parallel") or []:
+    for entry in captions.entries():
         entry = {l: c for l, c in entry.items() if l in langs and c}
         if len(entry) >= 2:
             units.append(("pair", entry))
             paired.update(entry.items())
-    for lang, caps in sorted((captions.get("captions") or {}).items()):
+    for lang, caps in sorted(captions.by_lang().items()):
         if lang in langs:
             units.extend(("single", lang, c) for c in caps if c and (lang, c) not in paired)
     return units
 
 
-def _caption_clip(captions: dict, video, cfg: ClipConfig, rng: random.Random):
+def _caption_clip(captions: Captions | dict, video, cfg: ClipConfig, rng: random.Random):
     units = caption_units(captions, cfg.langs)
     if not units:
         return None
@@ -391,7 +355,7 @@ def _caption_clip(captions: dict, video, cfg: ClipConfig, rng: random.Random):
     return lang, text, pair, pair_lang, _window_rows(video, cfg.max_video_len, rng)
 
 
-def caption_clip(captions: dict, video, cfg: ClipConfig, rng: random.Random):
+def caption_clip(captions: Captions | dict, video, cfg: ClipConfig, rng: random.Random):
     """One draw, uniform over ``caption_units``: a parallel entry (a random two of its
     languages in ``--langs``, as text and pair) or a caption without one (pair None).
     Returns ``(lang, text, pair_or_None, rows)`` or None when no caption is in ``--langs``."""

@@ -2,7 +2,8 @@
 
 A hub name (``xlm-roberta-large``, ``bert-base-multilingual-cased``) and a local directory
 written by ``save_pretrained`` go through the same AutoModel / AutoTokenizer path, so the
-tiny model the tests build is loaded exactly as a real one.
+tiny model the tests build is loaded exactly as a real one (the name's check and the tokenizer:
+``pipeline.runtime.hub``, which mmp-stats' --tokenizer loads through too).
 """
 from __future__ import annotations
 
@@ -11,40 +12,7 @@ import os
 import torch
 from torch import nn
 
-from shards.errors import UserError
-
-
-class TextModelError(UserError):
-    """A --text-model that cannot be loaded, or layer settings it cannot satisfy."""
-
-
-def _looks_local(name: str) -> bool:
-    """A path rather than a hub id ("org/model" has one slash and no leading ./ / ~)."""
-    return name.startswith((".", "/", "~")) or name.count("/") >= 2 or os.path.exists(os.path.expanduser(name))
-
-
-def check_text_model(name: str) -> None:
-    """One clear error for a local directory that is missing or holds no model config."""
-    path = os.path.expanduser(name)
-    if os.path.isdir(path):
-        if not os.path.exists(os.path.join(path, "config.json")):
-            raise TextModelError(f"--text-model {name} is a directory without config.json; "
-                                 "give a directory written by save_pretrained or a hub name")
-        return
-    if _looks_local(name):
-        what = "a file" if os.path.exists(path) else "no such directory"
-        raise TextModelError(f"--text-model {name} is not a model directory ({what}); "
-                             "give a directory written by save_pretrained or a hub name")
-
-
-def load_tokenizer(name: str):
-    from transformers import AutoTokenizer
-
-    check_text_model(name)
-    try:
-        return AutoTokenizer.from_pretrained(os.path.expanduser(name))
-    except (OSError, ValueError) as exc:
-        raise TextModelError(f"--text-model {name}: cannot load its tokenizer ({str(exc).splitlines()[0]})") from exc
+from pipeline.runtime.hub import TextModelError, check_text_model
 
 
 def _layers(model) -> nn.ModuleList:

@@ -2,7 +2,7 @@
 
 Every error the user can fix (a bad flag, a missing or damaged input, a setting that
 cannot work) derives from ``UserError``, whichever package raises it; a command prints it
-as one sentence and exits 2 (``pipeline.runtime.cli.command``). Anything else is a bug
+as one sentence and exits 2 (``command``, the skeleton of every ``main``). Anything else is a bug
 and keeps its traceback. The errors of an output's storage (a full disk, a read-only or
 misplaced ``--out``) are the user's too: ``output_problem`` says them in one sentence.
 """
@@ -10,10 +10,31 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import sys
 
 
 class UserError(Exception):
     """Something the user can fix: its message is one sentence saying what; the command exits 2."""
+
+
+def command(prog: str):
+    """The skeleton of every command's ``main(argv=None) -> int``, as a decorator.
+
+    A ``UserError`` raised in the body (or anything it calls) is printed as ``PROG: error: MSG``
+    on stderr and the command returns 2. Everything else goes on as raised: a bug keeps its
+    traceback, argparse's ``SystemExit`` and an interrupted stage's exit code (130/143) stay theirs.
+    """
+    def decorate(body):
+        @functools.wraps(body)
+        def main(argv=None) -> int:
+            try:
+                return body(argv)
+            except UserError as exc:
+                print(f"{prog}: error: {exc}", file=sys.stderr)
+                return 2
+        return main
+    return decorate
 
 
 # Errors of the output's storage, not of the code: the run stops with one sentence.

@@ -5,23 +5,27 @@ is spelled once: ``info.json`` and ``<lang>.vtt`` in crawl/, ``subs.json`` in al
 ``meta.json``, ``<backbone>.npy`` and ``subs.json`` or ``captions.json`` in mmp/.
 ``MmpMeta`` is an mmp/ sample's ``meta.json``, whichever stage writes it (feature
 extraction, the released S3D import, downstream preparation): each writes its own subset
-of the fields, and a field it leaves ``ABSENT`` is not in its bytes.
+of the fields, and a field it leaves ``ABSENT`` is not in its bytes. The other JSON members
+(``InfoJson`` with its ``TrackRecord``s, ``SubsJson``, ``Captions``) are defined in
+``shards.members_json`` and imported from here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-from shards.codec import json_bytes, load_json
+from shards.members_json import (ABSENT, CAPTIONS_JSON, INFO_JSON, SUBS_JSON, Captions, InfoJson, JsonMember,
+                                 LazyTracks, SubsJson, TrackRecord, segment_pair)
+
+__all__ = ["ABSENT", "CAPTIONS_JSON", "CARRIED_KEYS", "FEATURE_EXT", "FEATURE_NAMES", "INFO_JSON", "LANGS",
+           "META_JSON", "RELEASE_LANGS", "SUBS_JSON", "TRACK_EXT", "Captions", "InfoJson", "LazyTracks", "MmpMeta",
+           "SubsJson", "TrackRecord", "feature_member", "is_track_member", "segment_pair", "track_member"]
 
 # The 9 languages of Multi-HowTo100M, in the order the paper's pre-training lists them.
 LANGS = ("en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi")
 # The same 9 in the order the released subtitle files (how2_{lang}.json) are listed.
 RELEASE_LANGS = ("en", "de", "fr", "cs", "sw", "ru", "vi", "es", "zh")
 
-INFO_JSON = "info.json"
-SUBS_JSON = "subs.json"
 META_JSON = "meta.json"
-CAPTIONS_JSON = "captions.json"
 TRACK_EXT = "vtt"
 FEATURE_EXT = "npy"
 
@@ -49,18 +53,8 @@ def feature_member(name: str) -> str:
 CARRIED_KEYS = ("title", "categories", "category_1", "category_2", "task_id", "channel", "language")
 
 
-class _Absent:
-    """A field a producer does not write (distinct from None, written as null)."""
-
-    def __repr__(self) -> str:
-        return "ABSENT"
-
-
-ABSENT = _Absent()
-
-
 @dataclass(frozen=True)
-class MmpMeta:
+class MmpMeta(JsonMember):
     """An mmp/ sample's ``meta.json``: the union of what its three producers write.
 
     ``features`` maps each feature member's name (``s3d``) to its recipe, weights, file
@@ -68,6 +62,9 @@ class MmpMeta:
     null. Keys no field names are kept in ``extra``, so a member read and written back is
     unchanged.
     """
+
+    MEMBER = META_JSON
+    REQUIRED = ("video_id", "features", "versions")
 
     video_id: str
     features: dict
@@ -92,27 +89,3 @@ class MmpMeta:
     channel: object = ABSENT
     language: object = ABSENT
     extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        out = {k: v for k, v in out.items() if v is not ABSENT}
-        return {**self.extra, **out}
-
-    def to_member(self) -> bytes:
-        return json_bytes(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, doc: dict) -> "MmpMeta":
-        if not isinstance(doc, dict):
-            raise ValueError(f"{META_JSON} is a JSON {type(doc).__name__}, not an object")
-        missing = [k for k in ("video_id", "features", "versions") if k not in doc]
-        if missing:
-            raise ValueError(f"{META_JSON} has no {', '.join(missing)}")
-        names = {f.name for f in fields(cls)} - {"extra"}
-        return cls(**{k: v for k, v in doc.items() if k in names},
-                   extra={k: v for k, v in doc.items() if k not in names})
-
-    @classmethod
-    def from_member(cls, data: bytes) -> "MmpMeta":
-        """A ``meta.json`` member's bytes; ValueError when malformed or not an mmp/ meta."""
-        return cls.from_dict(load_json(data))

@@ -16,6 +16,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+from shards.errors import command
 from shards.layout import LAYOUTS, UNIT_RE, DamagedUnit, UnitFiles, read_stats
 from shards.reader import UNREADABLE_PARQUET, ShardError, iter_samples, read_rows
 from shards.rows import lang_column
@@ -165,6 +166,7 @@ def verify_dir(directory, deep: bool = True) -> VerifyReport:
     return report
 
 
+@command("mmp-verify")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="mmp-verify",

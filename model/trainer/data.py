@@ -35,9 +35,9 @@ import numpy as np
 
 from shards.errors import UserError
 from shards.members import DEFAULT_LIMITS, MemberLimits
-from shards.samples import CAPTIONS_JSON, META_JSON, SUBS_JSON
+from shards.samples import CAPTIONS_JSON, META_JSON, SUBS_JSON, Captions, SubsJson
 
-from model.clips import ClipConfig, FeatureRows, RowTimesError, SubtitleTracks, _caption_clip, _pretrain_clip
+from model.clips import ClipConfig, FeatureRows, RowTimesError, _caption_clip, _pretrain_clip
 from model.trainer.shard_stream import StreamState, tar_samples
 from model.trainer.tokens import tokenize
 from shards.codec import load_json
@@ -194,13 +194,13 @@ def sample_clips(src, cfg: ClipConfig, state: StreamState, seed: int):
                 if SUBS_JSON not in sample:
                     state.count("skipped/no_subs")
                     continue
-                clip = _pretrain_clip(SubtitleTracks(sample[SUBS_JSON]), video, cfg, rng)
+                clip = _pretrain_clip(SubsJson.lazy(sample[SUBS_JSON]), video, cfg, rng)
             else:
                 if CAPTIONS_JSON not in sample:
                     state.count("skipped/no_captions")
                     continue
-                captions = load_json(sample[CAPTIONS_JSON])
-                if captions.get("split", "train") != cfg.split:
+                captions = Captions.from_member(sample[CAPTIONS_JSON])
+                if captions.split_name != cfg.split:
                     state.count("skipped/other_split")
                     continue
                 clip = _caption_clip(captions, video, cfg, rng)

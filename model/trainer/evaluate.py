@@ -21,9 +21,12 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.runtime.cli import add_common_flags, command, parse_args
+from shards.errors import command
+from pipeline.runtime.cli import add_common_flags, parse_args
 from pipeline.runtime.langs import add_langs_flag
-from shards.samples import CAPTIONS_JSON, LANGS, META_JSON
+from shards.samples import CAPTIONS_JSON, LANGS, META_JSON, Captions
+
+from model.clips import TASK_SETTINGS
 
 log = logging.getLogger("mmp.eval")
 
@@ -43,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--text-model", help="where the checkpoint's text model (its tokenizer) is now, if it moved")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-text-len", type=int, default=96)
-    p.add_argument("--max-video-len", type=int, default=36)
+    p.add_argument("--max-text-len", type=int, default=TASK_SETTINGS["finetune"][1])
+    p.add_argument("--max-video-len", type=int, default=TASK_SETTINGS["finetune"][2])
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     from model.trainer.run_setup import MEMBER_MB_HELP
@@ -112,8 +115,8 @@ def load_split(urls, members, split: str, langs, max_video_len: int, limits=None
             counts["skipped/no_captions"] += 1
             continue
         try:
-            caps = load_json(sample[CAPTIONS_JSON])
-            if caps.get("split") != split:
+            caps = Captions.from_member(sample[CAPTIONS_JSON])
+            if caps.split != split:
                 continue
             in_shards += 1
             meta = _meta(sample, load_json)
@@ -133,7 +136,7 @@ def load_split(urls, members, split: str, langs, max_video_len: int, limits=None
         keys.append(sample["__key__"])
         videos.append(video)
         for lang in langs:
-            for text in (caps.get("captions") or {}).get(lang) or []:
+            for text in caps.by_lang().get(lang) or []:
                 queries[lang].append((text, index))
     counts.update(state.counts)
     if recorded:  # shards of one mmp-prepare run agree; mixed runs: the largest split is the gallery to compare
@@ -168,7 +171,7 @@ def evaluate(args) -> dict:
     from model.checkpoint import load_checkpoint
     from model.trainer.data import DataError, expand_shards, feature_dim
     from model.mmp import MMPConfig, build_model
-    from model.text import TextModelError, load_tokenizer
+    from pipeline.runtime.hub import TextModelError, load_tokenizer
     from model.trainer.distributed import pick_device
     from model.trainer.run_setup import check_video_dim, member_limits
 

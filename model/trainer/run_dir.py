@@ -16,12 +16,13 @@ import json
 import os
 from pathlib import Path
 
-from model.trainer.run_setup import TASK_DEFAULTS, ConfigError, parse_losses
+from model.clips import TASK_SETTINGS
+from model.trainer.run_setup import ConfigError, parse_losses
 
 # Settings that define what a run trains; ``task`` first, the others read its defaults.
 RUN_SETTINGS = ("task", "batch_size", "lr", "lr_schedule", "warmup_steps", "clip_grad", "losses",
                 "max_text_len", "max_video_len", "langs", "split", "video_features", "mask_prob", "seed")
-_TASK_DEFAULT = {"batch_size": 0, "max_text_len": 1, "max_video_len": 2}  # index in TASK_DEFAULTS
+_TASK_SETTING = {"batch_size": 0, "max_text_len": 1, "max_video_len": 2}  # index in TASK_SETTINGS
 
 
 def given_flags(parser: argparse.ArgumentParser, argv) -> set[str]:
@@ -40,20 +41,20 @@ def given_flags(parser: argparse.ArgumentParser, argv) -> set[str]:
     return set(vars(known))
 
 
-def resolve_paths(args) -> None:
+def resolve_paths(opts) -> None:
     """Paths as absolute ones, so the run config and the model config name them from anywhere
     (``mmp-eval`` run from another directory finds the text model)."""
-    for name, value in vars(args).items():
+    for name, value in vars(opts).items():
         if isinstance(value, Path):
-            setattr(args, name, value.expanduser().resolve())
-    if args.text_model and os.path.exists(os.path.expanduser(args.text_model)):
-        args.text_model = str(Path(args.text_model).expanduser().resolve())
+            setattr(opts, name, value.expanduser().resolve())
+    if opts.text_model and os.path.exists(os.path.expanduser(opts.text_model)):
+        opts.text_model = str(Path(opts.text_model).expanduser().resolve())
 
 
 def _comparable(name: str, value, task: str):
     """One form per setting: the task's default for an unset batch or length, terms and lists as tuples."""
-    if name in _TASK_DEFAULT and value is None:
-        return TASK_DEFAULTS[task][_TASK_DEFAULT[name]]
+    if name in _TASK_SETTING and value is None:
+        return TASK_SETTINGS[task][_TASK_SETTING[name]]
     if name == "losses":
         return parse_losses(value if value is None or isinstance(value, str) else ",".join(value), task)
     if name in ("langs", "video_features"):
@@ -97,20 +98,20 @@ def saved_run(out: Path) -> dict | None:
     return None
 
 
-def check_run_dir(args, given: set[str]) -> None:
+def check_run_dir(opts, given: set[str]) -> None:
     """Refuse an ``--out`` that holds a run without ``--resume``; on a resume, take the run's own
     settings for what the command leaves out and refuse what it gives otherwise."""
     from model.checkpoint import list_checkpoints
 
-    if args.out.exists() and not args.out.is_dir():
-        raise ConfigError(f"--out {args.out} is a file, not a run directory")
-    saved = saved_run(args.out)
+    if opts.out.exists() and not opts.out.is_dir():
+        raise ConfigError(f"--out {opts.out} is a file, not a run directory")
+    saved = saved_run(opts.out)
     if saved is None:
         return
-    if not args.resume:
-        found = list_checkpoints(args.out)
+    if not opts.resume:
+        found = list_checkpoints(opts.out)
         held = f"checkpoints up to step {found[-1][0]}" if found else "its run_config.json, no checkpoint yet"
-        raise ConfigError(f"--out {args.out} holds a run ({held}); add --resume to continue it, "
+        raise ConfigError(f"--out {opts.out} holds a run ({held}); add --resume to continue it, "
                           "or give another --out for a new run")
     conflicts = []
     for name in RUN_SETTINGS:
@@ -118,13 +119,13 @@ def check_run_dir(args, given: set[str]) -> None:
             continue
         task = saved.get("task", "pretrain")
         if name in given:
-            mine, theirs = _comparable(name, getattr(args, name), args.task), _comparable(name, saved[name], task)
+            mine, theirs = _comparable(name, getattr(opts, name), opts.task), _comparable(name, saved[name], task)
             if mine != theirs:
                 conflicts.append(f"--{name.replace('_', '-')} {_shown(name, mine)} (the run's: {_shown(name, theirs)})")
         else:
-            setattr(args, name, _restored(name, saved[name]))
+            setattr(opts, name, _restored(name, saved[name]))
     if conflicts:
-        raise ConfigError(f"--resume continues the run in {args.out} with its own settings, but this command "
+        raise ConfigError(f"--resume continues the run in {opts.out} with its own settings, but this command "
                           f"changes {'; '.join(conflicts)}; drop the flag, or give another --out for a new run")
     if "steps" not in given and "epochs" not in given:  # the run's own length
-        args.steps, args.epochs = saved.get("steps"), saved.get("epochs")
+        opts.steps, opts.epochs = saved.get("steps"), saved.get("epochs")

@@ -4,14 +4,10 @@ to build or continue, and the rate of each step. Every misfit is one ``ConfigErr
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipeline.runtime.cli import comma_list
 from shards.errors import UserError
-
-TASK_DEFAULTS = {  # the paper's settings: (batch, max text tokens, max video rows)
-    "pretrain": (64, 192, 128),
-    "finetune": (128, 96, 36),
-}
-
 
 TASK_LOSSES = {  # the paper's objective per task (Eq. 1-6)
     "pretrain": "inter,intra",
@@ -83,15 +79,15 @@ def s3d_offset(layout) -> int | None:
     return None
 
 
-def read_s3d_fc(args, members, layout):
+def read_s3d_fc(opts, members, layout):
     """``(weight, bias, config entry)`` for ``--s3d-fc``, or None without it; ConfigError when the
     file, the chosen members or the shards' s3d rows do not fit the map."""
     from model.mmp import S3D_FC_IN, S3D_FC_OUT, S3DFcError, load_s3d_fc
 
-    if args.s3d_fc is None:
+    if opts.s3d_fc is None:
         return None
     try:
-        weight, bias, sha256 = load_s3d_fc(args.s3d_fc)
+        weight, bias, sha256 = load_s3d_fc(opts.s3d_fc)
     except S3DFcError as exc:
         raise ConfigError(str(exc)) from None
     if "s3d" not in members:
@@ -105,7 +101,7 @@ def read_s3d_fc(args, members, layout):
         raise ConfigError(f"--s3d-fc maps {S3D_FC_IN}-d s3d rows (pooled mixed_5c) but the shards' s3d rows "
                           f"are {s3d.width}-d")
     entry = {"offset": s3d_offset(layout), "in_dim": S3D_FC_IN, "out_dim": S3D_FC_OUT,
-             "file": str(args.s3d_fc), "sha256": sha256}
+             "file": str(opts.s3d_fc), "sha256": sha256}
     return weight, bias, entry
 
 
@@ -125,46 +121,46 @@ def check_s3d_fc(cfg, ck, fc, source: str) -> None:
                           f"({cfg.s3d_fc.get('file')}); drop --s3d-fc to keep the checkpoint's")
 
 
-def resolve_model(args, members, layout, fc=None):
+def resolve_model(opts, members, layout, fc=None):
     """The model config, the checkpoint to start from (or None) and whether it is a resume."""
     from model.checkpoint import list_checkpoints, load_checkpoint
     from model.mmp import MMPConfig
 
     dim = sum(m.width for m in layout)
-    if args.resume and list_checkpoints(args.out):
-        ck = load_checkpoint(args.out)
+    if opts.resume and list_checkpoints(opts.out):
+        ck = load_checkpoint(opts.out)
         cfg = MMPConfig.from_json(ck["model_config"])
         check_video_dim(cfg, dim, members, f"the checkpoint {ck['path']}", layout)
         check_s3d_fc(cfg, ck, fc, f"the checkpoint {ck['path']}")
         return cfg, ck, True
-    if getattr(args, "new_video_input", False) and args.init is None:
+    if opts.new_video_input and opts.init is None:
         raise ConfigError("--new-video-input replaces the video input layer of an --init checkpoint; give --init")
-    if args.init is not None:
-        ck = load_checkpoint(args.init)
+    if opts.init is not None:
+        ck = load_checkpoint(opts.init)
         cfg = MMPConfig.from_json(ck["model_config"])
-        if getattr(args, "new_video_input", False):
-            if not args.new_input_lr_scale > 0:
-                raise ConfigError(f"--new-input-lr-scale must be positive, got {args.new_input_lr_scale}")
+        if opts.new_video_input:
+            if not opts.new_input_lr_scale > 0:
+                raise ConfigError(f"--new-input-lr-scale must be positive, got {opts.new_input_lr_scale}")
             # A new input layer for these shards' members (and their own s3d fc, if any).
             cfg.video_features, cfg.s3d_fc = list(members), None if fc is None else fc[2]
             cfg.video_dim = dim if fc is None else dim - fc[2]["in_dim"] + fc[2]["out_dim"]
-            cfg.video_input_lr_scale = float(args.new_input_lr_scale)
-            if args.text_model:
-                cfg.text_model = args.text_model
+            cfg.video_input_lr_scale = float(opts.new_input_lr_scale)
+            if opts.text_model:
+                cfg.text_model = opts.text_model
             return cfg, ck, False
         check_video_dim(cfg, dim, members, f"the checkpoint {ck['path']}", layout)
         check_s3d_fc(cfg, ck, fc, f"the checkpoint {ck['path']}")
-        if args.text_model:
-            cfg.text_model = args.text_model  # the same encoder, found at a new place
+        if opts.text_model:
+            cfg.text_model = opts.text_model  # the same encoder, found at a new place
         return cfg, ck, False
-    if not args.text_model:
+    if not opts.text_model:
         raise ConfigError("--text-model is required without --init or a checkpoint to --resume")
     s3d_fc = None if fc is None else fc[2]
     video_dim = dim if s3d_fc is None else dim - s3d_fc["in_dim"] + s3d_fc["out_dim"]
-    cfg = MMPConfig(text_model=args.text_model, video_dim=video_dim, video_features=list(members),
-                    d_model=args.d_model, heads=args.heads, layers=args.head_layers, dropout=args.dropout,
-                    output_layer=args.text_output_layer, trainable_layers=args.text_trainable_layers,
-                    temperature=args.temperature, s3d_fc=s3d_fc)
+    cfg = MMPConfig(text_model=opts.text_model, video_dim=video_dim, video_features=list(members),
+                    d_model=opts.d_model, heads=opts.heads, layers=opts.head_layers, dropout=opts.dropout,
+                    output_layer=opts.text_output_layer, trainable_layers=opts.text_trainable_layers,
+                    temperature=opts.temperature, s3d_fc=s3d_fc)
     return cfg, None, False
 
 
@@ -212,18 +208,18 @@ _LIMITS = (("steps", 1, True), ("epochs", 1, True), ("ckpt_every", 1, True), ("l
            ("temperature", 0, False), ("new_input_lr_scale", 0, False), ("mask_prob", 0, True), ("dropout", 0, True))
 
 
-def check_flags(args) -> None:
+def check_flags(opts) -> None:
     """Every numeric flag in its range, one sentence for the first that is not."""
     for name, low, inclusive in _LIMITS:
-        value = getattr(args, name, None)
+        value = getattr(opts, name, None)
         if value is None:
             continue
         if value < low or (value == low and not inclusive) or value != value:
             bound = f"at least {low}" if inclusive else f"more than {low}"
             raise ConfigError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
     for name in ("mask_prob", "dropout"):
-        if getattr(args, name, 0) >= 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be below 1, got {getattr(args, name)}")
+        if getattr(opts, name, 0) >= 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be below 1, got {getattr(opts, name)}")
 
 
 MEMBER_MB_HELP = ("largest shard member read, in MB per kind: npy, json, text, video, other, and members=N, "

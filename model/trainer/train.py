@@ -45,11 +45,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from model.trainer.distributed import broadcast_object, ddp_env, gather_objects, pick_device, shutdown_distributed, to_device
-from pipeline.runtime.cli import command, parse_args
+from shards.errors import command
+from pipeline.runtime.cli import from_args, parse_args
 
+from model.trainer.config import TrainConfig
 from model.trainer.flags import build_parser
 from model.trainer.run_dir import check_run_dir, given_flags, resolve_paths
-from model.trainer.run_setup import (TASK_DEFAULTS, ConfigError, check_flags, load_without_video_input, lr_at,
+from model.clips import TASK_SETTINGS
+from model.trainer.run_setup import (ConfigError, check_flags, load_without_video_input, lr_at,
                                      member_limits, open_logs, param_groups, parse_losses, parse_members, read_s3d_fc,
                                      resolve_model)
 from model.trainer.stopping import StopRequest, ignore_stop_signals
@@ -61,7 +64,9 @@ log = logging.getLogger("mmp.train")
 # ---------------------------------------------------------------------------- training
 
 
-def train(args) -> int:
+def train(opts: TrainConfig, given: set[str] | None = None) -> int:
+    """Run one training as ``opts`` says; ``given`` names the settings the command gave (a resume takes
+    the run's own for the others; default: all of them)."""
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -71,51 +76,51 @@ def train(args) -> int:
     from model.trainer.data import ClipStream, DataError, expand_shards, feature_layout
     from model.losses import mmp_loss
     from model.mmp import build_model
-    from model.text import load_tokenizer
+    from pipeline.runtime.hub import load_tokenizer
 
-    if args.text_freeze_below is not None:
-        keep = max(0, args.text_output_layer - args.text_freeze_below + 1) if args.text_freeze_below else \
-            args.text_output_layer
+    if opts.text_freeze_below is not None:
+        keep = max(0, opts.text_output_layer - opts.text_freeze_below + 1) if opts.text_freeze_below else \
+            opts.text_output_layer
         raise ConfigError(f"--text-freeze-below is gone (it trained one layer more than the paper's 'freeze below 9'): "
                           f"use --text-trainable-layers N, the top N layers trained (the paper: 3; "
-                          f"--text-freeze-below {args.text_freeze_below} was --text-trainable-layers {keep})")
-    check_flags(args)
-    check_run_dir(args, getattr(args, "given", set(vars(args))))
+                          f"--text-freeze-below {opts.text_freeze_below} was --text-trainable-layers {keep})")
+    check_flags(opts)
+    check_run_dir(opts, set(vars(opts)) if given is None else given)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rank, world, local_rank = ddp_env()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device, local_rank)
+    if opts.threads > 0:
+        torch.set_num_threads(opts.threads)
+    device = pick_device(opts.device, local_rank)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    batch, text_len, video_len = TASK_DEFAULTS[args.task]
-    batch = args.batch_size or batch
+    batch, text_len, video_len = TASK_SETTINGS[opts.task]
+    batch = opts.batch_size or batch
     if batch % world:
         raise ConfigError(f"--batch-size {batch} is not divisible by the {world} ranks")
-    if args.steps is not None and args.epochs is not None:
-        raise ConfigError(f"--steps {args.steps} and --epochs {args.epochs}: training stops at one of them; "
+    if opts.steps is not None and opts.epochs is not None:
+        raise ConfigError(f"--steps {opts.steps} and --epochs {opts.epochs}: training stops at one of them; "
                           "give only one")
-    if args.steps is None and args.epochs is None:
-        args.steps = 1000
-    if args.val_every is not None and not args.val_shards:
+    if opts.steps is None and opts.epochs is None:
+        opts.steps = 1000
+    if opts.val_every is not None and not opts.val_shards:
         raise ConfigError("--val-every needs --val-shards (the shards holding the validation split)")
-    members = parse_members(args.video_features)
-    losses = parse_losses(args.losses, args.task)
-    urls = expand_shards(args.shards)
+    members = parse_members(opts.video_features)
+    losses = parse_losses(opts.losses, opts.task)
+    urls = expand_shards(opts.shards)
     if len(urls) < world:
         raise ConfigError(f"--shards names {len(urls)} shards for {world} ranks; every rank needs at least one")
-    limits = member_limits(args.max_member_mb)
+    limits = member_limits(opts.max_member_mb)
     layout = feature_layout(urls, members, limits=limits)
-    fc = read_s3d_fc(args, members, layout)
-    args.out.mkdir(parents=True, exist_ok=True)
+    fc = read_s3d_fc(opts, members, layout)
+    opts.out.mkdir(parents=True, exist_ok=True)
 
-    cfg, ck, resumed = resolve_model(args, members, layout, fc)
-    val = load_validation(args, cfg, members, args.max_video_len or video_len, rank, world)
-    tokenizer = load_tokenizer(args.text_model or cfg.text_model)
-    torch.manual_seed(args.seed)
+    cfg, ck, resumed = resolve_model(opts, members, layout, fc)
+    val = load_validation(opts, cfg, members, opts.max_video_len or video_len, rank, world)
+    tokenizer = load_tokenizer(opts.text_model or cfg.text_model)
+    torch.manual_seed(opts.seed)
     model = build_model(cfg)
     start_step, positions, state = 0, None, {}
-    if ck is not None and not resumed and args.new_video_input:
+    if ck is not None and not resumed and opts.new_video_input:
         load_without_video_input(model, ck["model"], ck["path"])
         if fc is not None:
             model.set_s3d_fc(fc[0], fc[1])
@@ -125,8 +130,8 @@ def train(args) -> int:
         model.set_s3d_fc(fc[0], fc[1])
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(param_groups(model, params, cfg.video_input_lr_scale), lr=args.lr)
-    workers = min(args.loader_workers, max(1, len(urls) // world)) if args.loader_workers > 0 else 0
+    opt = torch.optim.Adam(param_groups(model, params, cfg.video_input_lr_scale), lr=opts.lr)
+    workers = min(opts.loader_workers, max(1, len(urls) // world)) if opts.loader_workers > 0 else 0
     if resumed:
         opt.load_state_dict(ck["optimizer"])  # the moments continue; the rate is this command's schedule's
         start_step = int(ck["step"])
@@ -140,32 +145,32 @@ def train(args) -> int:
     ddp = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) \
         if world > 1 else model
 
-    clip = ClipConfig(task=args.task, langs=tuple(args.langs),
-                      members=members, max_text_len=args.max_text_len or text_len,
-                      max_video_len=args.max_video_len or video_len, split=args.split, mask_prob=args.mask_prob,
+    clip = ClipConfig(task=opts.task, langs=tuple(opts.langs),
+                      members=members, max_text_len=opts.max_text_len or text_len,
+                      max_video_len=opts.max_video_len or video_len, split=opts.split, mask_prob=opts.mask_prob,
                       pairs="xling" in losses)
-    args.batch_size, args.max_text_len, args.max_video_len = batch, clip.max_text_len, clip.max_video_len
-    args.losses = ",".join(losses)  # the run config records what this run trains, defaults resolved
-    dataset = ClipStream(urls, tokenizer, clip, batch // world, seed=args.seed, rank=rank, world_size=world,
-                         shuffle_buffer=args.shuffle_buffer, positions=positions,
+    opts.batch_size, opts.max_text_len, opts.max_video_len = batch, clip.max_text_len, clip.max_video_len
+    opts.losses = ",".join(losses)  # the run config records what this run trains, defaults resolved
+    dataset = ClipStream(urls, tokenizer, clip, batch // world, seed=opts.seed, rank=rank, world_size=world,
+                         shuffle_buffer=opts.shuffle_buffer, positions=positions,
                          start_epoch=int(state.get("epochs_done", 0)), limits=limits)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
                                          prefetch_factor=4 if workers else None,
                                          pin_memory=device.type == "cuda",
                                          worker_init_fn=ignore_stop_signals if workers else None)
 
-    if resumed and (start_step >= args.steps if args.epochs is None else state.get("epochs_done", 0) >= args.epochs):
+    if resumed and (start_step >= opts.steps if opts.epochs is None else state.get("epochs_done", 0) >= opts.epochs):
         if rank == 0:
-            print(f"mmp-train: the run in {args.out} is complete at step {start_step}; its checkpoints and "
+            print(f"mmp-train: the run in {opts.out} is complete at step {start_step}; its checkpoints and "
                   "summary.json stand (give a larger --steps or --epochs to train on)")
         return 0
-    run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "given"}
+    run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()}
     run_config.update(world_size=world, global_batch=batch, workers_per_rank=workers, clip=asdict(clip),
                       shards=len(urls), video_dim=cfg.video_dim, row_dim=cfg.row_dim, s3d_fc_map=cfg.s3d_fc,
                       losses=list(losses))
     if rank == 0:
-        (args.out / "run_config.json").write_text(json.dumps(run_config, indent=2, sort_keys=True) + "\n")
-    jsonl, tb = open_logs(args.out, rank)
+        (opts.out / "run_config.json").write_text(json.dumps(run_config, indent=2, sort_keys=True) + "\n")
+    jsonl, tb = open_logs(opts.out, rank)
     worker_pos = {int(k): tuple(v) for k, v in (positions or {}).items()}
     worker_counts: dict = {}
 
@@ -184,8 +189,8 @@ def train(args) -> int:
     streams = {w: epochs_done for w in range(max(workers, 1))}  # epochs done per worker on this rank
     steps_per_epoch = state.get("steps_per_epoch")
     best = state.get("best")
-    if resumed and rank == 0 and (args.out / "best.pt").is_file():  # it may be newer than the checkpoint resumed
-        kept = load_checkpoint(args.out / "best.pt")["train_state"].get("best")
+    if resumed and rank == 0 and (opts.out / "best.pt").is_file():  # it may be newer than the checkpoint resumed
+        kept = load_checkpoint(opts.out / "best.pt")["train_state"].get("best")
         if kept and (best is None or kept["rsum"] > best["rsum"]):
             best = kept
     best = broadcast_object(best, world)
@@ -198,30 +203,30 @@ def train(args) -> int:
         return int(mine.item())
 
     def total_steps():
-        if args.epochs is None:
-            return args.steps
-        return None if steps_per_epoch is None else args.epochs * steps_per_epoch
+        if opts.epochs is None:
+            return opts.steps
+        return None if steps_per_epoch is None else opts.epochs * steps_per_epoch
 
     def train_state(lr):
         return {"epochs_done": epochs_done, "steps_per_epoch": steps_per_epoch, "best": best, "lr": lr}
 
     def finished(at: int) -> bool:
-        return at >= args.steps if args.epochs is None else epochs_done >= args.epochs
+        return at >= opts.steps if opts.epochs is None else epochs_done >= opts.epochs
 
     use_amp = device.type == "cuda"
     bar = None
-    if rank == 0 and not args.no_progress:
+    if rank == 0 and not opts.no_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=args.steps, initial=start_step, desc="mmp-train", unit="step")
+        bar = tqdm(total=opts.steps, initial=start_step, desc="mmp-train", unit="step")
     def checkpoint(at: int, lr: float) -> None:
         nonlocal epochs_done
-        if args.epochs is None:
+        if opts.epochs is None:
             epochs_done = global_epochs()
         position = data_position()
         if rank == 0:
-            save_checkpoint(args.out, at, model.state_dict(), opt.state_dict(), model_config=cfg.to_json(),
-                            run_config=run_config, data_position=position, keep=args.keep, train_state=train_state(lr))
+            save_checkpoint(opts.out, at, model.state_dict(), opt.state_dict(), model_config=cfg.to_json(),
+                            run_config=run_config, data_position=position, keep=opts.keep, train_state=train_state(lr))
 
     stop = StopRequest().__enter__()
     interrupted = 0
@@ -243,7 +248,7 @@ def train(args) -> int:
             worker_pos[b["position"]["worker"]] = (b["position"]["epoch"], b["position"]["raw"])
             worker_counts[b["position"]["worker"]] = b["counts"]
             streams[b["position"]["worker"]] = b["position"]["epochs_done"]
-            lr = lr_at(step, args.lr, args.lr_schedule, args.warmup_steps, total_steps())
+            lr = lr_at(step, opts.lr, opts.lr_schedule, opts.warmup_steps, total_steps())
             for group in opt.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
             tensors = to_device(b, device)
@@ -258,10 +263,10 @@ def train(args) -> int:
             terms = mmp_loss(out, cfg.temperature, losses)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)
             opt.step()
             epoch_end = False
-            if args.epochs is not None:
+            if opts.epochs is not None:
                 done = global_epochs()
                 epoch_end, epochs_done = done > epochs_done, max(done, epochs_done)
                 if epoch_end and steps_per_epoch is None:
@@ -270,14 +275,14 @@ def train(args) -> int:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{terms['loss'].item():.4f}",
-                                **({"epoch": epochs_done} if args.epochs is not None else {}))
-            if rank == 0 and (step % args.log_every == 0 or last or epoch_end or step == start_step + 1):
+                                **({"epoch": epochs_done} if opts.epochs is not None else {}))
+            if rank == 0 and (step % opts.log_every == 0 or last or epoch_end or step == start_step + 1):
                 now = time.time()
                 row = {"step": step, "lr": lr, "grad_norm": float(grad_norm),
                        "samples_per_s": round((step - last_step) * batch / max(now - last_time, 1e-9), 2),
                        "time": round(now - started, 3)}
                 row.update({k: v.item() for k, v in terms.items()})
-                if args.epochs is not None:
+                if opts.epochs is not None:
                     row["epochs"] = epochs_done
                 jsonl.write(json.dumps(row) + "\n")
                 if tb is not None:
@@ -285,8 +290,8 @@ def train(args) -> int:
                         if k != "step":
                             tb.add_scalar(f"train/{k}", v, step)
                 last_time, last_step = now, step
-            if args.val_shards and (last or epoch_end or (args.val_every and step % args.val_every == 0)):
-                if args.epochs is None:
+            if opts.val_shards and (last or epoch_end or (opts.val_every and step % opts.val_every == 0)):
+                if opts.epochs is None:
                     epochs_done = global_epochs()
                 scores, better = None, False
                 if rank == 0:  # the others wait in the broadcast, so none runs ahead into a collective
@@ -297,7 +302,7 @@ def train(args) -> int:
                 scores, better, best = broadcast_object((scores, better, best), world)
                 if rank == 0:
                     row = {"step": step, **{f"val/{k}": v for k, v in scores.items()}, "val/best": better}
-                    if args.epochs is not None:
+                    if opts.epochs is not None:
                         row["epochs"] = epochs_done
                     jsonl.write(json.dumps(row) + "\n")
                     if tb is not None:
@@ -306,10 +311,10 @@ def train(args) -> int:
                 if better:
                     position = data_position()
                     if rank == 0:
-                        save_checkpoint(args.out, step, model.state_dict(), opt.state_dict(),
+                        save_checkpoint(opts.out, step, model.state_dict(), opt.state_dict(),
                                         model_config=cfg.to_json(), run_config=run_config, data_position=position, keep=0,
                                         train_state={**train_state(lr), "val": scores}, name="best.pt")
-            saved = step % args.ckpt_every == 0 or last
+            saved = step % opts.ckpt_every == 0 or last
             if saved:
                 checkpoint(step, lr)
             interrupted = 0 if last else stop.agreed(world, device)
@@ -317,7 +322,7 @@ def train(args) -> int:
                 if not saved:
                     checkpoint(step, lr)
                 break
-        if args.epochs is None:
+        if opts.epochs is None:
             epochs_done = global_epochs()
         counts = counts_total()
     finally:
@@ -330,20 +335,20 @@ def train(args) -> int:
             tb.close()
     if interrupted:
         if rank == 0:
-            print(f"mmp-train: interrupted at step {step}: checkpoint written in {args.out}; run the same command "
+            print(f"mmp-train: interrupted at step {step}: checkpoint written in {opts.out}; run the same command "
                   "with --resume to continue")
         return 128 + interrupted
     if rank == 0:
         summary = {"steps": step, "started_at_step": start_step, "resumed": resumed, "world_size": world,
                    "global_batch": batch, "seconds": round(time.time() - started, 3), "epochs": epochs_done,
-                   "steps_per_epoch": steps_per_epoch, "lr_schedule": args.lr_schedule, "best": best,
+                   "steps_per_epoch": steps_per_epoch, "lr_schedule": opts.lr_schedule, "best": best,
                    "final": {k: v.item() for k, v in terms.items()}, "counts": counts}
-        (args.out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        (opts.out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         print(f"mmp-train: {step} steps ({epochs_done} epochs) in {summary['seconds']:.1f}s, "
-              f"loss {summary['final'].get('loss', float('nan')):.4f}; checkpoints in {args.out}")
+              f"loss {summary['final'].get('loss', float('nan')):.4f}; checkpoints in {opts.out}")
         if best is not None:
-            print(f"mmp-train: best on {args.val_split}: step {best['step']}, R@1 {best['R@1']:.1f} "
-                  f"R@5 {best['R@5']:.1f} R@10 {best['R@10']:.1f}; {args.out / 'best.pt'}")
+            print(f"mmp-train: best on {opts.val_split}: step {best['step']}, R@1 {best['R@1']:.1f} "
+                  f"R@5 {best['R@5']:.1f} R@10 {best['R@10']:.1f}; {opts.out / 'best.pt'}")
         skipped = {k: v for k, v in counts.items() if k.startswith(("skipped/", "error/"))}
         if skipped:
             print(f"mmp-train: skipped input: {skipped}")
@@ -354,12 +359,13 @@ def train(args) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
-    args.given = given_flags(parser, sys.argv[1:] if argv is None else argv) | set(getattr(args, "config_given", ()))
-    resolve_paths(args)
+    given = given_flags(parser, sys.argv[1:] if argv is None else argv) | set(getattr(args, "config_given", ()))
+    opts = from_args(TrainConfig, args)
+    resolve_paths(opts)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     finished = False
     try:
-        code = train(args)
+        code = train(opts, given)
         finished = True
         return code
     finally:

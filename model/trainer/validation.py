@@ -4,25 +4,25 @@ from __future__ import annotations
 from model.trainer.distributed import broadcast_object
 from model.trainer.run_setup import ConfigError, check_video_dim, member_limits
 
-def load_validation(args, cfg, members, max_video_len: int, rank: int, world: int):
+def load_validation(opts, cfg, members, max_video_len: int, rank: int, world: int):
     """The validation split ``(videos, queries)`` on rank 0 (None elsewhere, and without
     --val-shards); every rank raises the same ConfigError when it cannot be used."""
     from model.trainer.data import DataError, expand_shards, feature_dim
     from model.trainer.evaluate import load_split
 
-    if not args.val_shards:
+    if not opts.val_shards:
         return None
     val, err = None, None
     if rank == 0:
         try:
-            urls = expand_shards(args.val_shards)
-            limits = member_limits(args.max_member_mb)
+            urls = expand_shards(opts.val_shards)
+            limits = member_limits(opts.max_member_mb)
             check_video_dim(cfg, feature_dim(urls, members, limits=limits), members, "the model")
-            langs = list(args.langs)
-            _, videos, queries, counts, _ = load_split(urls, members, args.val_split, langs, max_video_len,
+            langs = list(opts.langs)
+            _, videos, queries, counts, _ = load_split(urls, members, opts.val_split, langs, max_video_len,
                                                   limits)
             if not videos or not queries:
-                err = (f"--val-shards hold no {args.val_split!r} video with --video-features {','.join(members)} "
+                err = (f"--val-shards hold no {opts.val_split!r} video with --video-features {','.join(members)} "
                        f"and a caption in --langs {','.join(langs)} (counts: {counts}); pick the split with --val-split")
             val = (videos, queries)
         except (DataError, ConfigError) as exc:

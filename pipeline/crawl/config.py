@@ -16,7 +16,7 @@ from shards.samples import LANGS
 from shards.storage import is_url, local_copy
 
 from pipeline.crawl import errors
-from pipeline.runtime.cli import add_common_flags, add_executor_args, comma_list
+from pipeline.runtime.cli import add_common_flags, add_executor_args, add_options, comma_list, from_args, option
 from pipeline.runtime.langs import add_langs_flag, parse_langs
 
 from pipeline.crawl.url_policy import parse_allowed
@@ -31,45 +31,6 @@ DEFAULT_VIDEO_FORMAT = "best[ext=mp4][height<=360]/best[height<=360]/worst[ext=m
 DEFAULT_RATE = 0.5
 DEFAULT_SLEEP_SUBTITLES = 1.0
 _POT_VALUE = re.compile(r"(po_token=|\+)[^;,\s]+")  # PO tokens in --extractor-args are credentials
-
-
-@dataclass
-class CrawlConfig:
-    videos: str
-    out: str
-    langs: list = field(default_factory=lambda: list(DEFAULT_LANGS))
-    lang_variants: dict = field(default_factory=dict)  # e.g. {"zh": "zh-Hant"}: the YouTube key tried first
-    info_json: str | None = None
-    download_video: bool = False
-    video_format: str = DEFAULT_VIDEO_FORMAT
-    max_requests_per_second: float | None = DEFAULT_RATE  # None: no limit (--no-request-limit)
-    adaptive_rate: bool = True          # halve on 429 / bot checks, creep back after a quiet period
-    rate_quiet_seconds: float = 60.0
-    sleep_subtitles: float = DEFAULT_SLEEP_SUBTITLES
-    js_runtime: str | None = None       # NAME[:PATH]; default: the deno installed with the project
-    extractor_args: list = field(default_factory=list)  # yt-dlp's --extractor-args, in its syntax
-    cookies: str | None = None
-    proxies: list = field(default_factory=list)
-    allow_hosts: list = field(default_factory=list)  # hosts fetched from besides YouTube's (url_policy)
-    socket_timeout: float = 20.0
-    retries: int = 4
-    backoff_base: float = 1.0
-    backoff_max: float = 60.0
-    unit_size: int = 1000
-    budget_dir: str | None = None
-    budget_name: str = "youtube"
-    breaker_threshold: int = 5
-    breaker_pause: float = 60.0
-    breaker_max_pauses: int = 6
-    egress: list = field(default_factory=list)  # egress address labels; units spread over them (Ray)
-    budget_backend: str = "file"  # "file": one budget per machine; "ray": one actor per egress address
-
-    def public(self) -> dict:
-        """For config.json: cookie path kept, cookie contents never read here; proxy passwords hidden."""
-        d = asdict(self)
-        d["proxies"] = [errors.redact(p) for p in self.proxies]
-        d["extractor_args"] = [_POT_VALUE.sub(r"\1***", a) for a in self.extractor_args]
-        return d
 
 
 # ---------------------------------------------------------------- flag types
@@ -100,6 +61,65 @@ def allowed_host(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--allow-host ")) from None
 
 
+YT = "yt-dlp"
+POLITE = "politeness and robustness"
+
+
+@dataclass
+class CrawlConfig:
+    """The crawl's settings. Each ``option`` field is also its flag, its default written here once."""
+
+    videos: str
+    out: str
+    langs: list = field(default_factory=lambda: list(DEFAULT_LANGS))
+    lang_variants: dict = field(default_factory=dict)  # e.g. {"zh": "zh-Hant"}: the YouTube key tried first
+    info_json: str | None = None
+    download_video: bool = option(False, "also fetch the video into the sample")
+    video_format: str = option(DEFAULT_VIDEO_FORMAT, "yt-dlp format selector for --download-video")
+    max_requests_per_second: float | None = option(
+        DEFAULT_RATE, "request budget of one egress address, shared by every crawl process on this machine. It is "
+        "the ceiling: on a 429 or a bot check the rate is halved, and creeps back up after a quiet period",
+        group=POLITE, type=rate)  # None: no limit (--no-request-limit)
+    adaptive_rate: bool = option(True, "keep the request rate fixed at --max-requests-per-second, whatever "
+                                 "YouTube answers", flags=("--no-adaptive-rate",), group=POLITE)
+    rate_quiet_seconds: float = option(60.0, "seconds without a refusal before the adaptive rate creeps back up",
+                                       group=POLITE, type=positive_seconds)
+    sleep_subtitles: float = option(DEFAULT_SLEEP_SUBTITLES, "seconds to pause before each subtitle file",
+                                    group=POLITE, type=seconds)
+    js_runtime: str | None = option(
+        None, "the JavaScript runtime yt-dlp solves YouTube's challenges with: deno, node, bun or quickjs, "
+        "optionally with its path (default: the deno installed with this project, else one on PATH)",
+        group=YT, metavar="NAME[:PATH]")
+    extractor_args: list = option(
+        help="passed to yt-dlp as its own --extractor-args, e.g. 'youtube:player_client=default,mweb' (repeatable)",
+        default_factory=list, group=YT, action="append", metavar="KEY:ARGS")
+    cookies: str | None = None
+    proxies: list = field(default_factory=list)
+    allow_hosts: list = field(default_factory=list)  # hosts fetched from besides YouTube's (url_policy)
+    socket_timeout: float = option(20.0, "seconds before a silent connection fails", group=POLITE,
+                                   type=positive_seconds)
+    retries: int = option(4, "retries of a transient failure (backoff with jitter)", group=POLITE, type=count)
+    backoff_base: float = option(1.0, "first backoff in seconds; doubles per retry", group=POLITE, type=seconds)
+    backoff_max: float = option(60.0, "longest single backoff, Retry-After included", group=POLITE, type=seconds)
+    unit_size: int = option(1000, "videos per work unit", type=at_least_one)
+    budget_dir: str | None = None
+    budget_name: str = "youtube"
+    breaker_threshold: int = option(5, "429s or bot checks in a row that pause the whole crawl", group=POLITE,
+                                    type=at_least_one)
+    breaker_pause: float = option(60.0, "first pause in seconds; doubles each time", group=POLITE,
+                                  type=positive_seconds)
+    breaker_max_pauses: int = option(6, "pauses in a row before the crawl halts", group=POLITE, type=at_least_one)
+    egress: list = field(default_factory=list)  # egress address labels; units spread over them (Ray)
+    budget_backend: str = "file"  # "file": one budget per machine; "ray": one actor per egress address
+
+    def public(self) -> dict:
+        """For config.json: cookie path kept, cookie contents never read here; proxy passwords hidden."""
+        d = asdict(self)
+        d["proxies"] = [errors.redact(p) for p in self.proxies]
+        d["extractor_args"] = [_POT_VALUE.sub(r"\1***", a) for a in self.extractor_args]
+        return d
+
+
 # ---------------------------------------------------------------- the parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,52 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the languages to ask YouTube for, as YouTube spells them; a variant (zh-Hant, pt-BR) is "
                    "stored as its language (zh, pt), that variant tried first and recorded")
     p.add_argument("--info-json", type=Path, help="read saved info JSON (DIR/ID.info.json) instead of asking YouTube")
-    p.add_argument("--download-video", action="store_true", help="also fetch the video into the sample")
-    p.add_argument("--video-format", default=DEFAULT_VIDEO_FORMAT, help="yt-dlp format selector for --download-video")
-    p.add_argument("--unit-size", type=at_least_one, default=1000, help="videos per work unit (default 1000)")
     p.add_argument("--retry-failed", action="store_true", help="re-crawl the transient failures of earlier runs")
     p.add_argument("--allow-host", action="append", default=[], type=allowed_host, metavar="HOST[:PORT]",
                    help="also fetch from this host (only YouTube's are fetched otherwise, and never an address "
                    "on this machine or its network); repeatable. For a stand-in server, e.g. 127.0.0.1:8000")
-    _add_politeness_args(p)
-    yt = p.add_argument_group("yt-dlp")
-    yt.add_argument("--js-runtime", metavar="NAME[:PATH]",
-                    help="the JavaScript runtime yt-dlp solves YouTube's challenges with: deno, node, bun or "
-                    "quickjs, optionally with its path (default: the deno installed with this project, else "
-                    "one on PATH)")
-    yt.add_argument("--allow-no-js-runtime", action="store_true",
-                    help="crawl YouTube even without a usable JavaScript runtime (yt-dlp then falls back to one "
-                    "client and subtitles may be missing)")
-    yt.add_argument("--extractor-args", action="append", default=[], metavar="KEY:ARGS",
-                    help="passed to yt-dlp as its own --extractor-args, e.g. "
-                    "'youtube:player_client=default,mweb' (repeatable)")
-    add_executor_args(p)
-    add_common_flags(p)
-    return p
-
-
-def _add_politeness_args(p) -> None:
-    pol = p.add_argument_group("politeness and robustness")
-    pol.add_argument("--max-requests-per-second", type=rate, default=DEFAULT_RATE,
-                     help=f"request budget of one egress address, shared by every crawl process on this machine "
-                     f"(default {DEFAULT_RATE}). It is the ceiling: on a 429 or a bot check the rate "
-                     "is halved, and creeps back up after a quiet period")
+    pol = p.add_argument_group(POLITE)
     pol.add_argument("--no-request-limit", dest="max_requests_per_second", action="store_const", const=None,
-                     help="no request budget at all (for a local stand-in server, never for YouTube)")
-    pol.add_argument("--no-adaptive-rate", dest="adaptive_rate", action="store_false",
-                     help="keep the request rate fixed at --max-requests-per-second, whatever YouTube answers")
-    pol.add_argument("--rate-quiet-seconds", type=positive_seconds, default=60.0,
-                     help="seconds without a refusal before the adaptive rate creeps back up (default 60)")
-    pol.add_argument("--sleep-subtitles", type=seconds, default=DEFAULT_SLEEP_SUBTITLES,
-                     help=f"seconds to pause before each subtitle file (default {DEFAULT_SLEEP_SUBTITLES})")
+                     default=argparse.SUPPRESS, help="no request budget at all (for a local stand-in server, never for YouTube)")
     pol.add_argument("--cookies", type=Path, help="Netscape cookies file (its contents are never logged or copied to outputs)")
     pol.add_argument("--proxy", action="append", default=[],
                      help="proxy URL; repeat or comma-separate several to rotate between them")
-    pol.add_argument("--socket-timeout", type=positive_seconds, default=20.0,
-                     help="seconds before a silent connection fails")
-    pol.add_argument("--retries", type=count, default=4, help="retries of a transient failure (backoff with jitter)")
-    pol.add_argument("--backoff-base", type=seconds, default=1.0, help="first backoff in seconds; doubles per retry")
-    pol.add_argument("--backoff-max", type=seconds, default=60.0, help="longest single backoff, Retry-After included")
     pol.add_argument("--budget-dir", type=Path, help="where the machine-wide request budget lives (default: a temp dir; "
                      "with --executor ray the budget is a Ray actor per egress address instead)")
     pol.add_argument("--egress", action="append", default=[],
@@ -180,11 +164,14 @@ def _add_politeness_args(p) -> None:
                      "units are dealt over them, each needs one Ray resource egress_NAME (nodes that send from "
                      "that address advertise it: ray start --resources '{\"egress_NAME\": 4}') and shares one "
                      "request budget per name. Without it the budget is per node (or per --proxy set)")
-    pol.add_argument("--breaker-threshold", type=at_least_one, default=5,
-                     help="429s or bot checks in a row that pause the whole crawl")
-    pol.add_argument("--breaker-pause", type=positive_seconds, default=60.0,
-                     help="first pause in seconds; doubles each time")
-    pol.add_argument("--breaker-max-pauses", type=at_least_one, default=6, help="pauses in a row before the crawl halts")
+    yt = p.add_argument_group(YT)
+    yt.add_argument("--allow-no-js-runtime", action="store_true",
+                    help="crawl YouTube even without a usable JavaScript runtime (yt-dlp then falls back to one "
+                    "client and subtitles may be missing)")
+    add_options(p, CrawlConfig)
+    add_executor_args(p)
+    add_common_flags(p)
+    return p
 
 
 def config_from_args(args) -> CrawlConfig:
@@ -208,18 +195,9 @@ def config_from_args(args) -> CrawlConfig:
         raise UserError(f"--info-json {args.info_json} is not a directory of ID.info.json files")
     if args.cookies is not None and not args.cookies.is_file():
         raise UserError(f"--cookies {args.cookies} does not exist or is not a file")
-    return CrawlConfig(
-        videos=str(videos), out=str(args.out), langs=langs, lang_variants=variants, egress=egress,
+    return from_args(
+        CrawlConfig, args, videos=str(videos), out=str(args.out), langs=langs, lang_variants=variants, egress=egress,
         budget_backend="ray" if args.executor == "ray" else "file",
         info_json=str(args.info_json) if args.info_json else None,
-        download_video=args.download_video, video_format=args.video_format,
-        max_requests_per_second=args.max_requests_per_second, sleep_subtitles=args.sleep_subtitles,
-        adaptive_rate=args.adaptive_rate, rate_quiet_seconds=args.rate_quiet_seconds,
-        js_runtime=args.js_runtime, extractor_args=list(args.extractor_args),
         cookies=str(args.cookies) if args.cookies else None, proxies=proxies, allow_hosts=list(args.allow_host),
-        socket_timeout=args.socket_timeout, retries=args.retries, backoff_base=args.backoff_base,
-        backoff_max=args.backoff_max, unit_size=args.unit_size,
-        budget_dir=str(args.budget_dir) if args.budget_dir else None,
-        breaker_threshold=args.breaker_threshold, breaker_pause=args.breaker_pause,
-        breaker_max_pauses=args.breaker_max_pauses,
-    )
+        budget_dir=str(args.budget_dir) if args.budget_dir else None)

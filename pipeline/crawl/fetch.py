@@ -30,9 +30,11 @@ USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Ge
 
 
 class FetchError(Exception):
-    def __init__(self, status: str, message: str, http_status: int | None = None):
+    """A request that failed, classified (``status``); ``retry_after`` is the server's Retry-After, if any."""
+
+    def __init__(self, status: str, message: str, http_status: int | None = None, retry_after: float | None = None):
         super().__init__(message)
-        self.status, self.message, self.http_status = status, message, http_status
+        self.status, self.message, self.http_status, self.retry_after = status, message, http_status, retry_after
 
     @property
     def transient(self) -> bool:
@@ -65,6 +67,33 @@ class RetryPolicy:
         if retry_after is not None:
             return min(self.backoff_max, max(retry_after, jittered))
         return jittered
+
+
+def with_retries(attempt, policy: RetryPolicy, budget: RequestBudget, *, count_retries: bool = False):
+    """Run ``attempt()`` (one request to YouTube, which raises FetchError when it fails) until it succeeds or
+    fails for good: a transient failure is retried ``policy.retries`` times with backoff (the server's
+    Retry-After honoured), and every refusal and the success are told to the budget. Raises the last
+    FetchError, its message ending "(after N retries)" with ``count_retries``; any other exception
+    propagates (a bug fails its unit with a traceback rather than become a video's ``error``)."""
+    last: FetchError | None = None
+    for n in range(policy.retries + 1):
+        try:
+            result = attempt()
+        except FetchError as exc:
+            last = exc
+        else:
+            budget.record("ok")
+            return result
+        if last.status in errors.REFUSALS:
+            budget.record(last.status)
+        if not last.transient or n == policy.retries:
+            break
+        delay = policy.delay(n, last.retry_after)
+        log.info("%s; retry %d/%d in %.1fs", last.message, n + 1, policy.retries, delay)
+        time.sleep(delay)
+    if count_retries and last.transient and policy.retries:
+        last.message += f" (after {policy.retries} retries)"
+    raise last
 
 
 class Fetcher:
@@ -116,47 +145,34 @@ class Fetcher:
         why = self.url_policy.problem(url)
         if why is not None:
             raise FetchError(REFUSED_URL, f"not fetched: {why} ({_short(url)})")
-        last: FetchError | None = None
-        for attempt in range(self.policy.retries + 1):
-            retry_after = None
+        return with_retries(lambda: self._checked(url, check), self.policy, self.budget, count_retries=True)
+
+    def _checked(self, url: str, check) -> bytes:
+        """One request for ``url``, its failure (urllib's, or ``check``'s) as a FetchError."""
+        try:
+            body = self._once(url)
+        except UrlRefused as exc:
+            if "/sorry/" in exc.url:  # YouTube's bot check lives on www.google.com: no need to open it
+                raise FetchError(errors.BOT_CHECK, f"redirected to a bot check page ({_short(exc.url)})") from None
+            raise FetchError(REFUSED_URL, f"not fetched: {exc.reason} ({_short(exc.url)})") from None
+        except urllib.error.HTTPError as exc:
+            snippet = ""
             try:
-                body = self._once(url)
-                problem = check(body) if check is not None else None
-                if problem is not None:
-                    raise problem
-                self.budget.record("ok")
-                return body
-            except FetchError as exc:
-                last = exc
-            except UrlRefused as exc:
-                if "/sorry/" in exc.url:  # YouTube's bot check lives on www.google.com: no need to open it
-                    last = FetchError(errors.BOT_CHECK, f"redirected to a bot check page ({_short(exc.url)})")
-                else:
-                    last = FetchError(REFUSED_URL, f"not fetched: {exc.reason} ({_short(exc.url)})")
-            except urllib.error.HTTPError as exc:
-                snippet = ""
-                try:
-                    snippet = exc.read(2048).decode("utf-8", "replace")
-                except (OSError, ValueError, http.client.HTTPException):  # the error body is a hint only
-                    pass
-                status = errors.classify_message(f"HTTP {exc.code} {exc.reason} {snippet}", exc.code)
-                last = FetchError(status, f"HTTP {exc.code} {exc.reason} from {_short(url)}", exc.code)
-                retry_after = parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-            except (urllib.error.URLError, http.client.HTTPException, socket.timeout, TimeoutError,
-                    ConnectionError, OSError) as exc:
-                cause = getattr(exc, "reason", exc)
-                last = FetchError(errors.NETWORK, f"{type(cause).__name__}: {errors.redact(str(cause)) or 'no detail'} "
-                                                  f"from {_short(url)}")
-            if last.status in errors.REFUSALS:
-                self.budget.record(last.status)
-            if not last.transient or attempt == self.policy.retries:
-                break
-            delay = self.policy.delay(attempt, retry_after)
-            log.info("%s; retry %d/%d in %.1fs", last.message, attempt + 1, self.policy.retries, delay)
-            time.sleep(delay)
-        if last.transient and self.policy.retries:
-            last.message += f" (after {self.policy.retries} retries)"
-        raise last
+                snippet = exc.read(2048).decode("utf-8", "replace")
+            except (OSError, ValueError, http.client.HTTPException):  # the error body is a hint only
+                pass
+            status = errors.classify_message(f"HTTP {exc.code} {exc.reason} {snippet}", exc.code)
+            retry_after = parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+            raise FetchError(status, f"HTTP {exc.code} {exc.reason} from {_short(url)}", exc.code, retry_after) from None
+        except (urllib.error.URLError, http.client.HTTPException, socket.timeout, TimeoutError,
+                ConnectionError, OSError) as exc:
+            cause = getattr(exc, "reason", exc)
+            raise FetchError(errors.NETWORK, f"{type(cause).__name__}: {errors.redact(str(cause)) or 'no detail'} "
+                                             f"from {_short(url)}") from None
+        problem = check(body) if check is not None else None
+        if problem is not None:
+            raise problem
+        return body
 
 
 def _short(url: str, limit: int = 120) -> str:

@@ -1,7 +1,7 @@
 """Where the crawl's info dicts and videos come from: saved info JSON, or YouTube via yt-dlp.
 
 Every call to YouTube waits for the shared request budget and is retried on
-transient failures by one loop, ``with_retries``, which also tells the circuit
+transient failures by the crawl's one loop, ``fetch.with_retries``, which also tells the circuit
 breaker about rate limits and bot checks. A saved info JSON that cannot be read (not
 JSON, nested beyond reason, not an object) fails its video only. Before yt-dlp
 downloads a video, the URLs of the formats it chose are checked by the crawl's
@@ -15,11 +15,10 @@ import json
 import logging
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from pipeline.crawl import errors
-from pipeline.crawl.fetch import FetchError, RetryPolicy
+from pipeline.crawl.fetch import FetchError, RetryPolicy, with_retries
 from pipeline.crawl.politeness import RequestBudget
 from pipeline.runtime.stage import report_warning
 from pipeline.crawl.url_policy import REFUSED_URL, UrlPolicy
@@ -39,32 +38,20 @@ def ytdlp_failures() -> tuple[type, ...]:
     return YoutubeDLError, OSError, http.client.HTTPException
 
 
-def with_retries(call, policy: RetryPolicy, budget: RequestBudget):
-    """Run ``call()`` (which talks to YouTube once) until it succeeds or fails for good.
-
-    ``call`` may raise FetchError (already classified) or one of ``ytdlp_failures()``, which is
-    classified from its real cause. Raises the last FetchError; any other exception propagates
-    (the unit fails with its traceback instead of a video being recorded as an ``error``).
-    """
-    last = None
+def ytdlp_with_retries(call, policy: RetryPolicy, budget: RequestBudget):
+    """Run ``call()`` (one yt-dlp request to YouTube, through the budget) with the crawl's retries
+    (``fetch.with_retries``). ``call`` may raise FetchError (already classified) or one of
+    ``ytdlp_failures()``, which is classified from its real cause; any other exception propagates."""
     failures = ytdlp_failures()
-    for attempt in range(policy.retries + 1):
+
+    def attempt():
         budget.acquire()
         try:
-            result = call()
-        except FetchError as exc:
-            last = exc
+            return call()
         except failures as exc:
-            last = FetchError(*errors.classify_exception(exc))
-        else:
-            budget.record("ok")
-            return result
-        if last.status in errors.REFUSALS:
-            budget.record(last.status)
-        if not last.transient or attempt == policy.retries:
-            break
-        time.sleep(policy.delay(attempt, None))
-    raise last
+            raise FetchError(*errors.classify_exception(exc)) from exc
+
+    return with_retries(attempt, policy, budget)
 
 
 class InfoJsonSource:
@@ -157,7 +144,7 @@ class YtdlpSource:
             return ydl.sanitize_info(info)
 
         self.logger.take()
-        return with_retries(call, self.policy, self.budget)
+        return ytdlp_with_retries(call, self.policy, self.budget)
 
     def take_warnings(self) -> list[str]:
         """yt-dlp's warnings since the last ``get`` began."""
@@ -234,6 +221,6 @@ def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie
         return path.suffix.lstrip(".").lower(), path.read_bytes()
 
     try:
-        return with_retries(call, _policy(cfg), budget)
+        return ytdlp_with_retries(call, _policy(cfg), budget)
     finally:
         shutil.rmtree(target, ignore_errors=True)

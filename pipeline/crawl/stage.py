@@ -26,10 +26,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from shards.errors import UserError
+from shards.errors import UserError, command
 from shards.layout import CRAWL, UnitFiles, completed_units
 from shards.storage import RemotePath, as_path, staging_dir, staging_name
-from shards.reader import UNREADABLE_PARQUET, ShardError, iter_samples, read_rows
+from shards.reader import UNREADABLE_PARQUET, ShardError, read_rows, read_unit
 from shards.rows import crawl_schema, lang_column
 from shards.samples import is_track_member
 from shards.writer import UnitWriter, atomic_write_json, sha256_file
@@ -38,7 +38,7 @@ from pipeline.crawl import errors
 from pipeline.crawl.fetch import Fetcher, RetryPolicy
 from pipeline.crawl.politeness import CrawlHalted, RayRequestBudget, RequestBudget, default_budget_dir
 from pipeline.crawl.sources import InfoJsonSource, YtdlpSource, download_video
-from pipeline.runtime.cli import command, executor_options, parse_args
+from pipeline.runtime.cli import executor_options, parse_args
 from pipeline.runtime.out_dir import stage_out
 from pipeline.runtime.stage import (Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage,
                                     video_done)
@@ -186,9 +186,10 @@ def load_previous(files: UnitFiles) -> tuple[dict, dict]:
             if not path.exists() or sha256_file(path) != old["files"][kind]["sha256"]:
                 log.warning("%s: earlier version changed or missing; re-crawling the whole unit", files.stem)
                 return {}, {}
-        rows = {r["video_id"]: r for r in read_rows(files.parquet)}
-        samples = {s.pop("__key__"): s for s in iter_samples(files.tar)}
-        return rows, samples
+        rows, samples, broken = read_unit(files)
+        if broken is not None:
+            raise ShardError(broken)
+        return {r["video_id"]: r for r in rows}, samples
     except (ValueError, KeyError, ShardError, OSError, RecursionError) as exc:
         log.warning("%s: earlier version unreadable (%s); re-crawling the whole unit", files.stem, exc)
         return {}, {}

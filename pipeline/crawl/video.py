@@ -8,12 +8,11 @@ knows about units or executors (``pipeline.crawl.stage`` maps this over a unit).
 """
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shards.rows import CRAWL_LANG_FIELDS, lang_column
-from shards.samples import INFO_JSON, is_track_member, track_member
+from shards.samples import ABSENT, INFO_JSON, InfoJson, TrackRecord, is_track_member, track_member
 
 from pipeline.crawl import errors
 from pipeline.crawl.fetch import FetchError
@@ -95,12 +94,10 @@ def vtt_problem(body: bytes, needs_po_token: bool = False):
     return FetchError(errors.ERROR, "not a WebVTT file (no WEBVTT header)")
 
 
-def trim_info(info: dict, entry: VideoEntry) -> dict:
-    trimmed = {k: info.get(k) for k in INFO_KEYS}
-    trimmed["id"] = entry.video_id
-    if entry.meta:
-        trimmed["input_meta"] = entry.meta
-    return trimmed
+def trim_info(info: dict, entry: VideoEntry) -> InfoJson:
+    """What ``info.json`` keeps of yt-dlp's info dict (its ``tracks`` are added by ``crawl_video``)."""
+    trimmed = InfoJson.from_dict({k: info.get(k) for k in INFO_KEYS})
+    return replace(trimmed, id=entry.video_id, input_meta=entry.meta or ABSENT)
 
 
 @dataclass
@@ -110,7 +107,7 @@ class Held:
     the languages that failed transiently are asked again."""
 
     row: dict
-    info: dict | None = None
+    info: InfoJson | None = None
     members: dict = field(default_factory=dict)
 
     def final_langs(self, langs) -> list[str]:
@@ -126,9 +123,9 @@ TRACK_COLUMNS = tuple(name for name, _ in CRAWL_LANG_FIELDS)
 def _carry_track(lang: str, held: Held, row: dict, tracks: dict, members: dict) -> None:
     for name in TRACK_COLUMNS:
         row[lang_column(lang, name)] = held.row.get(lang_column(lang, name))
-    old = (held.info or {}).get("tracks") or {}
-    tracks[lang] = dict(old.get(lang) or {"kind": row[lang_column(lang, "kind")],
-                                          "source_lang": row[lang_column(lang, "source")]})
+    old = held.info.declared().get(lang) if held.info is not None else None
+    tracks[lang] = (old.to_dict() if old is not None else {}) or TrackRecord(
+        kind=row[lang_column(lang, "kind")], source_lang=row[lang_column(lang, "source")]).to_dict()
     tracks[lang]["status"] = row[lang_column(lang, "status")]
     if track_member(lang) in held.members:
         members[track_member(lang)] = held.members[track_member(lang)]
@@ -252,9 +249,8 @@ def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict,
 
     fetched = sum(1 for m in members if is_track_member(m))
     row["n_tracks"] = fetched
-    trimmed = trim_info(info, entry)
-    trimmed["tracks"] = tracks
-    members[INFO_JSON] = trimmed
+    trimmed = replace(trim_info(info, entry), tracks={l: TrackRecord.from_dict(t) for l, t in tracks.items()})
+    members[INFO_JSON] = trimmed.to_member()
     failed = {l: row[lang_column(l, "status")] for l in cfg.langs
               if row.get(lang_column(l, "status")) != errors.TRACK_OK}
     transient = {l: st for l, st in failed.items() if st in errors.TRANSIENT}
@@ -280,13 +276,16 @@ def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict,
 
 
 def held_from(row: dict, sample: dict | None) -> Held:
-    """An earlier row and sample as a ``Held`` (the sample's info.json parsed)."""
+    """An earlier row and sample as a ``Held`` (the sample's info.json read; None when unusable)."""
     sample = {k: v for k, v in (sample or {}).items() if not k.startswith("__")}
     info = None
     if INFO_JSON in sample:
         raw = sample.pop(INFO_JSON)
         try:
-            info = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
-        except (ValueError, RecursionError):
+            if isinstance(raw, (bytes, str)):
+                info = InfoJson.from_member(raw.encode("utf-8") if isinstance(raw, str) else raw)
+            elif isinstance(raw, dict):
+                info = InfoJson.from_dict(raw)
+        except ValueError:
             info = None
-    return Held(row, info if isinstance(info, dict) else None, sample)
+    return Held(row, info, sample)

@@ -37,13 +37,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.runtime.cli import add_common_flags, add_executor_args, command, executor_options, parse_args
+from pipeline.runtime.cli import add_common_flags, add_executor_args, executor_options, parse_args
 from pipeline.runtime.langs import add_langs_flag
 from pipeline.runtime.stage import Stage, Unit, print_summary, run_stage, video_done
-from shards.errors import UserError
+from shards.errors import UserError, command
 from shards.codec import npy_bytes
 from shards.layout import MMP, DamagedUnit, UnitFiles, read_stats
-from shards.samples import ABSENT, CAPTIONS_JSON, META_JSON, MmpMeta, feature_member
+from shards.samples import ABSENT, CAPTIONS_JSON, META_JSON, Captions, MmpMeta, feature_member
 from shards.versions import versions
 from shards.writer import UnitWriter, sha256_file
 
@@ -77,7 +77,7 @@ class PrepareStage(Stage):
     schema = SCHEMA
 
     def __init__(self, dataset: str, items: list[Item], sources: list[FeatureSource], inputs: list[str],
-                 unit_size: int = 1000, options: dict | None = None, benchmarks: dict | None = None):
+                 unit_size: int, options: dict | None = None, benchmarks: dict | None = None):
         self.dataset, self.sources, self.inputs = dataset, sources, inputs
         self.unit_size, self.options = unit_size, options or {}
         self.benchmarks = benchmarks or {}  # split -> the paper's protocol it is, for meta.json
@@ -155,14 +155,14 @@ class PrepareStage(Stage):
             found = f"; found {', '.join(sorted(arrays))}" if arrays else ""
             return dict(row, status="no_features", error=f"no {', '.join(missing)} feature file ({where}){found}"[:500])
         row["feature_rows"] = int(next(iter(arrays[k] for k in sorted(arrays))).shape[0])
-        captions = {"video_id": item.video_id, "split": item.split,
-                    "captions": {lang: item.captions[lang] for lang in langs}, "parallel": item.parallel}
+        captions = Captions(video_id=item.video_id, split=item.split,
+                            captions={lang: item.captions[lang] for lang in langs}, parallel=item.parallel)
         meta = MmpMeta(video_id=item.video_id, dataset=self.dataset, split=item.split, features=metas,
                        split_videos=self.split_videos[item.split], versions=versions(),
                        benchmark=self.benchmarks.get(item.split) or ABSENT,
                        duration=ABSENT if item.duration is None else item.duration)
         members = {feature_member(name): npy_bytes(a.astype(np.float16)) for name, a in arrays.items()}
-        members.update({CAPTIONS_JSON: captions, META_JSON: meta.to_member()})
+        members.update({CAPTIONS_JSON: captions.to_member(), META_JSON: meta.to_member()})
         writer.write_sample(item.video_id, members)
         writer.count("captions", row["captions"])
         writer.count("parallel", row["parallel"])
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--features", nargs="+", metavar="NAME=PATH", help=feature_help)
         sp.add_argument("--feature-dim", nargs="+", metavar="NAME=WIDTH",
                         help="expected last dimension per feature (default r21d=512 s3d=1024, regions any; 0 = any)")
-        sp.add_argument("--unit-size", type=int, default=1000, help="items per output shard (default 1000)")
+        sp.add_argument("--unit-size", type=int, default=1000, help="items per output shard")
         add_executor_args(sp)
 
     video_help = "s3d=DIR and/or r21d=DIR, each holding VIDEO_ID.npy float [seconds, dim]"

@@ -17,17 +17,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from shards.errors import UserError, output_errors
+from shards.errors import UserError, command, output_errors
 from shards.layout import ALIGNED
 from shards.rows import aligned_schema
-from shards.samples import RELEASE_LANGS, SUBS_JSON
+from shards.samples import ABSENT, RELEASE_LANGS, SUBS_JSON, InfoJson
 from shards.storage import as_path, local_copy, staging_dir, staging_name
 from shards.writer import UnitWriter
 
 from pipeline.release import captions as release
-from pipeline.runtime.cli import add_common_flags, add_executor_args, command, executor_options, parse_args
+from pipeline.runtime.cli import add_common_flags, add_executor_args, executor_options, parse_args
 from pipeline.runtime.langs import add_langs_flag
 from pipeline.runtime.lineage import inputs_identity
 from pipeline.subtitles.stage import assemble_video
@@ -108,16 +109,14 @@ class ReleaseImport(Stage):
                 cues, report = clean_release_track(start, end, text, lang, problem, self.keep_annotations)
                 cleaned[lang] = (cues, report, RELEASED, lang)
             meta = self.meta.get(vid, {})
-            info = {"duration": None, "language": None, "input_meta": meta or None, "source": self.source}
+            info = InfoJson(duration=None, language=None, input_meta=meta or None, extra={"source": self.source})
             row, subs = assemble_video(vid, info, cleaned, self.langs)
             row["crawl_status"] = self.source
             if subs is not None:
-                subs["source"] = self.source
-                if self.source.startswith("howto100m"):
-                    subs["stopwords_removed"] = self.source == "howto100m-caption"
-                if meta:
-                    subs["meta"] = meta
-                writer.write_sample(vid, {SUBS_JSON: subs})
+                subs = replace(subs, source=self.source, meta=meta or ABSENT,
+                               stopwords_removed=(self.source == "howto100m-caption"
+                                                  if self.source.startswith("howto100m") else ABSENT))
+                writer.write_sample(vid, {SUBS_JSON: subs.to_member()})
             writer.add_row(row)
             video_done(row["status"])
 

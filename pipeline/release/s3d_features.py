@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from shards.codec import load_json, npy_bytes
+from shards.codec import npy_bytes
 from shards.errors import UserError
 from shards.layout import MMP, UnitFiles, completed_units
 from shards.storage import as_path
 from shards.reader import read_unit
-from shards.samples import META_JSON, SUBS_JSON, MmpMeta, feature_member
+from shards.samples import META_JSON, SUBS_JSON, MmpMeta, SubsJson, feature_member
 from shards.versions import versions
 from shards.writer import UnitWriter, sha256_file
 
@@ -79,7 +79,7 @@ class S3DFeatureImport(Stage):
     layout = MMP
     schema = SCHEMA
 
-    def __init__(self, features: Path, aligned: Path, out: Path, tolerance: float = 3.0, hash_files: bool = True):
+    def __init__(self, features: Path, aligned: Path, out: Path, tolerance: float, hash_files: bool = True):
         self.features, self.aligned, self.out = Path(features), as_path(aligned), as_path(out)
         self.tolerance, self.hash_files = tolerance, hash_files
 
@@ -128,7 +128,7 @@ class S3DFeatureImport(Stage):
                     row.update(feature_rows=int(array.shape[0]), feature_dim=int(array.shape[1]),
                                feature_seconds=float(array.shape[0]) * RELEASED_ROW_TIMES["row_seconds"],
                                feature_file=path.name, status="ok")
-                    subs = load_json(sample[SUBS_JSON])
+                    subs = SubsJson.from_member(sample[SUBS_JSON])
                     duration = arow.get("duration")
                     if duration:
                         row["length_mismatch"] = round(array.shape[0] - float(duration), 3)
@@ -137,7 +137,7 @@ class S3DFeatureImport(Stage):
                             row["error"] = (f"{array.shape[0]} feature rows for a {float(duration):.1f}s video "
                                             f"(kept; tolerance {self.tolerance:g}s)")
                     else:  # published captions carry no duration: the features must at least cover the speech
-                        last = max((c[1] for t in subs.get("tracks", {}).values() for c in t.get("cues", [])), default=0)
+                        last = max((c[1] for lang in subs.langs() for c in subs.cues(lang)), default=0)
                         row["length_mismatch"] = round(array.shape[0] - last, 3)
                         if array.shape[0] < last - self.tolerance:
                             row["status"] = "length_mismatch"
@@ -149,7 +149,7 @@ class S3DFeatureImport(Stage):
                                                          rows=int(array.shape[0]), **RELEASED_ROW_TIMES)},
                                    versions=versions())
                     writer.write_sample(vid, {feature_member("s3d"): npy_bytes(array.astype(np.float16)),
-                                              SUBS_JSON: subs, META_JSON: meta.to_member()})
+                                              SUBS_JSON: subs.to_member(), META_JSON: meta.to_member()})
             writer.add_row(row)
             video_done(row["status"])
 

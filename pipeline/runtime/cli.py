@@ -1,42 +1,28 @@
-"""What every command line of the toolkit shares: ``--version``, ``--config FILE`` and the ``main``
-skeleton (``@command(PROG)``: a ``UserError`` is one line ``PROG: error: MSG`` and exit code 2).
+"""What every command line of the toolkit shares: ``--version``, ``--config FILE``, ``--langs``-style
+comma lists, the executor flags and flags built from config dataclasses. (The ``main`` skeleton,
+``@command(PROG)``, is ``shards.errors.command``, where ``UserError`` is.)
 
 ``--config run.yaml`` (or ``.json``) holds settings by flag name, with or without the dashes
 (``unit-size: 500``, ``unit_size: 500``, ``--unit-size: 500``); flags on the command line
 override the file. A setting the command does not know is refused, naming the ones it does, as
 a mistyped flag would be. Lists are given as YAML lists or as the flag's own comma form. The
 stage's ``config.json`` records the resolved settings, so a run can be repeated from it.
+
+A stage's settings are its config dataclass; a field declared with ``option(default, help)`` is also
+a flag, added by ``add_options`` and read back by ``from_args``, so its default is written once, in
+the dataclass, and ``--help`` shows it from there. (A small reading of dataclass fields rather than
+a dataclass-to-argparse library: the flags keep argparse's own actions, types and groups.)
 """
 from __future__ import annotations
 
 import argparse
-import functools
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 
-from shards.errors import UserError
 from shards.versions import add_version_flag
-
-
-def command(prog: str):
-    """The skeleton of every command's ``main(argv=None) -> int``, as a decorator.
-
-    A ``UserError`` raised in the body (or anything it calls) is printed as ``PROG: error: MSG``
-    on stderr and the command returns 2. Everything else goes on as raised: a bug keeps its
-    traceback, argparse's ``SystemExit`` and an interrupted stage's exit code (130/143) stay theirs.
-    """
-    def decorate(body):
-        @functools.wraps(body)
-        def main(argv=None) -> int:
-            try:
-                return body(argv)
-            except UserError as exc:
-                print(f"{prog}: error: {exc}", file=sys.stderr)
-                return 2
-        return main
-    return decorate
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict:
@@ -188,6 +174,63 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
     return args
 
 
+# ---------------------------------------------------------------- config dataclasses as flags
+
+def option(default=dataclasses.MISSING, help: str = "", *, flags: tuple[str, ...] = (), group: str | None = None,
+           default_factory=dataclasses.MISSING, **argparse_kwargs):
+    """A config dataclass field that is also a flag: ``lr: float = option(2e-4, "Adam's rate", type=float)``.
+
+    The flag is ``--field-name`` unless ``flags`` names it (``("--loader-workers", "--workers")``); a bool
+    field is a switch: ``--name`` when its default is False, and ``flags=("--no-name",)`` when it is True.
+    ``group`` names the ``--help`` section (``add_options``' ``groups``); the other keywords go to
+    ``add_argument`` as they are (``type``, ``choices``, ``metavar``, ``action``...).
+    """
+    meta = {"cli": {"help": help, "flags": tuple(flags), "group": group, "argparse": argparse_kwargs}}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def field_default(cls, name: str):
+    """The default of one field of a config dataclass (for a flag written by hand, e.g. ``--langs``)."""
+    return _default(next(f for f in dataclasses.fields(cls) if f.name == name))
+
+
+def add_options(parser, cls, *, groups: dict | None = None, only=None) -> None:
+    """A flag on ``parser`` for each ``option`` field of ``cls`` (those named in ``only``, if given), in
+    field order, the field's default its default; fields with a ``group`` go to that argument group
+    (``groups`` maps a group's name to its ``--help`` title; groups already on ``parser`` are reused)."""
+    made: dict = {g.title: g for g in parser._action_groups}
+    for f in dataclasses.fields(cls):
+        spec = f.metadata.get("cli")
+        if spec is None or (only is not None and f.name not in only):
+            continue
+        target = parser
+        if spec["group"] is not None:
+            title = (groups or {}).get(spec["group"], spec["group"])
+            target = made.get(title) or made.setdefault(title, parser.add_argument_group(title))
+        default, kwargs = _default(f), dict(spec["argparse"])
+        if isinstance(default, bool) and "action" not in kwargs:
+            kwargs["action"] = "store_false" if default else "store_true"
+        flags = spec["flags"] or (f"--{f.name.replace('_', '-')}",)
+        target.add_argument(*flags, dest=f.name, default=default, help=spec["help"], **kwargs)
+
+
+def from_args(cls, args, **values):
+    """``cls(**values)`` with every other field the ``args`` namespace holds taken from it."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    taken = {k: v for k, v in vars(args).items() if k in names and k not in values}
+    return cls(**taken, **values)
+
+
 # ---------------------------------------------------------------- executor flags
 
 DEFAULT_UNIT_RETRIES = 3
@@ -219,7 +262,7 @@ def add_executor_args(parser) -> None:
                        "trusted network: anyone who reaches them can run code on it")
     group.add_argument("--max-unit-retries", type=int, default=DEFAULT_UNIT_RETRIES,
                        help="with --executor ray, re-run a unit whose worker process or node died up to N "
-                       "times (default 3); a unit that raises is not retried")
+                       "times; a unit that raises is not retried")
     group.add_argument("--rank", type=int, default=0, help="this job's slice of the units (Slurm arrays etc.)")
     group.add_argument("--world-size", type=int, default=1, help="how many slices the units are split into")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shards.errors import UserError, output_errors, output_problem
-from shards.layout import SampleLayout, UnitFiles
+from shards.layout import DamagedUnit, SampleLayout, UnitFiles, completed_units, read_stats
 from shards.storage import RemotePath, as_path, staging_name
 from shards.versions import versions
 from shards.writer import UnitWriter, atomic_write_json
@@ -53,6 +53,21 @@ class Unit:
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+def units_from_upstream(directory, prefix: str) -> list[Unit]:
+    """One unit per completed unit of an upstream stage (``aligned`` for mmp-extract-features), with the
+    same index, sized by its stats' row count for the progress bar; a damaged stats file is reported and
+    its unit still runs (and records what its files hold)."""
+    planned = []
+    for files in completed_units(directory, prefix):
+        try:
+            rows = read_stats(files)["rows"]
+        except DamagedUnit as exc:
+            log.warning("%s", exc)
+            rows = 0
+        planned.append(Unit(files.index, list(range(rows))))
+    return planned
 
 
 class Stage(abc.ABC):

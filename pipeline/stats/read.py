@@ -174,24 +174,23 @@ def read_stats_files(sd: StageDir, issues: Issues) -> None:
             missing_parquet.append(unit.files.stem)
         if not unit.has_tar:
             missing_tar.append(unit.files.stem)
-    if in_progress:
-        issues.add("warning", sd.label, f"{_count(in_progress, 'unit')} without a stats file (incomplete, or in "
-                   f"progress while a stage runs), not counted: {_names(in_progress)}")
-    if sd.temporaries:
-        issues.add("warning", sd.label, f"{_count(sd.temporaries, 'temporary file')} of units being written "
-                   "(a stage is running, or was killed; a re-run cleans them)")
-    if missing_parquet:
-        issues.add("error", sd.label, f"{_count(missing_parquet, 'complete unit')} without a parquet file beside "
-                   f"the tar; their rows are missing from every table: {_names(missing_parquet)}")
-    if missing_tar:
-        issues.add("error", sd.label, f"{_count(missing_tar, 'complete unit')} without a tar file (shard deleted "
-                   f"or moved?): {_names(missing_tar)}")
-    if malformed:
-        issues.add("warning", sd.label, f"{_count(malformed, 'stats file')} with fields of the wrong type, left "
-                   f"out of shard sizes and run times: {_names(malformed)}")
-    if bad_stats:
-        issues.add("error", sd.label, f"{_count(bad_stats, 'unreadable stats file')}; shard sizes and run times "
-                   f"leave those units out: {_names(bad_stats)}")
+    # (what, its level, its noun, what it means; "{names}" where the units are named)
+    findings = [
+        (in_progress, "warning", "unit", "without a stats file (incomplete, or in progress while a stage runs), "
+         "not counted: {names}"),
+        (sd.temporaries, "warning", "temporary file", "of units being written (a stage is running, or was killed; "
+         "a re-run cleans them)"),
+        (missing_parquet, "error", "complete unit", "without a parquet file beside the tar; their rows are missing "
+         "from every table: {names}"),
+        (missing_tar, "error", "complete unit", "without a tar file (shard deleted or moved?): {names}"),
+        (malformed, "warning", "stats file", "with fields of the wrong type, left out of shard sizes and run "
+         "times: {names}"),
+        (bad_stats, "error", "unreadable stats file", "; shard sizes and run times leave those units out: {names}"),
+    ]
+    for found, level, noun, meaning in findings:
+        if found:
+            text = meaning.replace("{names}", _names(found))
+            issues.add(level, sd.label, f"{_count(found, noun)}{'' if text.startswith(';') else ' '}{text}")
     cfg = sd.path / "config.json"
     if cfg.exists():
         try:

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shards.errors import UserError
+from shards.errors import UserError, command
 from shards.writer import atomic_write_bytes
 
-from pipeline.runtime.cli import add_common_flags, command, parse_args
+from pipeline.runtime.cli import add_common_flags, parse_args
 from pipeline.stats.read import Issues, find_stage_dirs, read_stage_table, read_stats_files
 from pipeline.stats.summary import _iso, order_langs, shard_summary, summarize_aligned, summarize_crawl, summarize_mmp
 from pipeline.stats.text import SAMPLE_CUES, SAMPLE_VIDEOS, load_counting_tokenizer, segment_examples, tokenizer_counts
@@ -61,7 +61,7 @@ def build_stats(data: Path, tokenizer=None, threads: int = 4, progress: bool = F
                 tokenizer_name: str | None = None, sample: int = SAMPLE_VIDEOS, examples: bool = True) -> dict:
     """Everything the report shows, as plain JSON-able data.
 
-    ``tokenizer``: a loaded tokenizer (``model.text.load_tokenizer``) that counts the aligned text, or None.
+    ``tokenizer``: a loaded tokenizer (``pipeline.runtime.hub.load_tokenizer``) that counts the aligned text, or None.
     """
     started = time.time()
     issues = Issues()

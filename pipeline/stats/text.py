@@ -12,7 +12,6 @@ total from the parquet, with the ratio estimator's standard error over the sampl
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -20,8 +19,9 @@ import time
 import numpy as np
 
 from shards.reader import ShardError, iter_samples
-from shards.samples import SUBS_JSON
+from shards.samples import ABSENT, SUBS_JSON, SubsJson
 
+from pipeline.runtime.hub import TextModelError, load_tokenizer
 from pipeline.subtitles.align import count_tokens
 from pipeline.stats.read import Issues, StageDir
 
@@ -33,15 +33,15 @@ SAMPLE_SHARDS = 40  # shards the sample is spread over
 SAMPLE_CUES = 16  # cues per track tokenized when sampling (evenly spread): more videos, less text from each
 
 
-def _subs(sample: dict) -> dict | None:
+def _subs(sample: dict) -> SubsJson | None:
     raw = sample.get(SUBS_JSON)
     if raw is None:
         return None
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        doc = SubsJson.from_member(raw)
+    except ValueError:
         return None
-    return doc if isinstance(doc, dict) and isinstance(doc.get("tracks"), dict) else None
+    return doc if isinstance(doc.tracks, dict) else None
 
 
 def _tar_units(sd: StageDir) -> list:
@@ -50,9 +50,10 @@ def _tar_units(sd: StageDir) -> list:
 
 # ---------------------------------------------------------------- examples
 
-def pick_segments(doc: dict, k: int = EXAMPLE_SEGMENTS) -> list:
+def pick_segments(doc: SubsJson, k: int = EXAMPLE_SEGMENTS) -> list:
     """``k`` consecutive segments from the middle of the video, where the most languages have text."""
-    segs = [s for s in doc.get("segments") or [] if isinstance(s, dict) and isinstance(s.get("text"), dict)]
+    listed = doc.segments if isinstance(doc.segments, list) else []
+    segs = [s for s in listed if isinstance(s, dict) and isinstance(s.get("text"), dict)]
     if not segs:
         return []
     width = [sum(1 for t in s["text"].values() if t) for s in segs]
@@ -86,7 +87,8 @@ def segment_examples(sd: StageDir, issues: Issues, langs: list) -> dict | None:
     key, stem, doc, segs = best
     shown = [l for l in langs if any(s["text"].get(l) for s in segs)]
     shown += sorted({l for s in segs for l in s["text"]} - set(shown))
-    return {"video_id": doc.get("video_id") or key, "shard": stem, "timeline": doc.get("timeline"),
+    video_id, timeline = (None if v is ABSENT else v for v in (doc.video_id, doc.timeline))
+    return {"video_id": video_id or key, "shard": stem, "timeline": timeline,
             "langs": shown, "segments": [{"start": s.get("start"), "end": s.get("end"),
                                           "text": {l: _short(s["text"].get(l)) for l in shown}} for s in segs]}
 
@@ -102,11 +104,6 @@ def _short(text) -> str | None:
 
 def load_counting_tokenizer(name: str):
     """The tokenizer through ``--text-model``'s loading path; None and a reason when that cannot work."""
-    try:
-        from model.text import TextModelError, load_tokenizer
-    except ImportError as exc:
-        return None, (f"--tokenizer needs transformers (and torch) to load {name} ({exc}); "
-                      "pip install 'multi-howto100m[train]'")
     try:
         return load_tokenizer(name), None
     except TextModelError as exc:
@@ -172,7 +169,7 @@ def count_sample(tokenizer, sd: StageDir, issues: Issues, size: int = SAMPLE_VID
                 continue
             videos += 1
             texts, owners = [], []
-            for lang, track in doc["tracks"].items():
+            for lang, track in doc.tracks.items():
                 cues = [c[2] for c in (track or {}).get("cues") or [] if isinstance(c, (list, tuple)) and len(c) > 2]
                 if cue_cap and len(cues) > cue_cap:
                     cues = cues[::math.ceil(len(cues) / cue_cap)]

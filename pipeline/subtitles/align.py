@@ -19,7 +19,9 @@ cues) that its own cues overlap: it measures the tracks, not the assignment rule
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
+
+from shards.samples import SubsJson, segment_pair
 
 ORIGINAL_KINDS = ("manual", "asr")
 NO_SPACE_LANGS = frozenset({"zh", "ja", "th"})  # written without spaces between words
@@ -139,50 +141,22 @@ def align_tracks(tracks: dict, video_lang: str | None = None) -> tuple[str | Non
 
 # ---------------------------------------------------------------- what the trainer asks
 
-def cues_near(subs: dict, lang: str, start: float, end: float, max_cues: int | None = None) -> list:
-    """The consecutive cues of ``lang`` closest in time to the window ``[start, end]``.
-
-    Every cue overlapping the window, in order; if none does, the single nearest
-    cue. With ``max_cues``, the run is cut to that many around the window's centre.
-    Empty when the video has no cues in ``lang``.
-    """
-    track = (subs.get("tracks") or {}).get(lang) or {}
-    cues = track.get("cues") or []
-    if not cues:
-        return []
-    if end < start:
-        start, end = end, start
-    i = bisect_right(cues, start, key=lambda c: c[1])  # first cue ending after the window starts
-    j = bisect_left(cues, end, key=lambda c: c[0])     # first cue starting at or after its end
-    if j <= i:
-        before = start - cues[i - 1][1] if i > 0 else float("inf")
-        after = cues[i][0] - end if i < len(cues) else float("inf")
-        k = i - 1 if before <= after else i
-        run = [cues[k]]
-    else:
-        run = cues[i:j]
-    if max_cues is not None and len(run) > max_cues > 0:
-        centre = (start + end) / 2
-        mid = min(range(len(run)), key=lambda n: abs((run[n][0] + run[n][1]) / 2 - centre))
-        lo = max(0, min(mid - max_cues // 2, len(run) - max_cues))
-        run = run[lo:lo + max_cues]
-    return [tuple(c) for c in run]
+def cues_near(subs: dict | SubsJson, lang: str, start: float, end: float, max_cues: int | None = None) -> list:
+    """``SubsJson.cues_near`` for a ``subs.json`` parsed or read: the consecutive cues of ``lang``
+    closest in time to the window ``[start, end]``."""
+    subs = subs if isinstance(subs, SubsJson) else SubsJson.from_dict(subs)
+    return subs.cues_near(lang, start, end, max_cues)
 
 
-def parallel_texts(segment_or_subs: dict, lang_a: str, lang_b: str):
+def parallel_texts(segment_or_subs: dict | SubsJson, lang_a: str, lang_b: str):
     """Parallel texts in two languages.
 
     Given one segment: ``(text_a, text_b)``, or None if either language is missing.
-    Given a whole ``subs.json``: ``[(start, end, text_a, text_b), ...]`` over the
-    segments that hold both.
+    Given a whole ``subs.json`` (parsed, or a ``SubsJson``): ``[(start, end, text_a, text_b), ...]``
+    over the segments that hold both (``SubsJson.parallel_texts``).
     """
-    if "segments" in segment_or_subs:
-        out = []
-        for seg in segment_or_subs["segments"]:
-            pair = parallel_texts(seg, lang_a, lang_b)
-            if pair is not None:
-                out.append((seg["start"], seg["end"], *pair))
-        return out
-    text = segment_or_subs.get("text") or {}
-    a, b = text.get(lang_a), text.get(lang_b)
-    return (a, b) if a and b else None
+    if isinstance(segment_or_subs, SubsJson):
+        return segment_or_subs.parallel_texts(lang_a, lang_b)
+    if "text" in segment_or_subs and "start" in segment_or_subs:
+        return segment_pair(segment_or_subs, lang_a, lang_b)
+    return SubsJson.from_dict(segment_or_subs).parallel_texts(lang_a, lang_b)

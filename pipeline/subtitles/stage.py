@@ -28,20 +28,20 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from shards.errors import UserError
-from shards.layout import ALIGNED, DamagedUnit, UnitFiles, completed_units, is_valid_video_id, read_stats
-from shards.codec import load_json
+from shards.errors import UserError, command
+from shards.layout import ALIGNED, UnitFiles, completed_units, is_valid_video_id
 from shards.reader import UNREADABLE_PARQUET, ShardError, iter_samples, read_rows
 from shards.rows import aligned_schema, lang_column
-from shards.samples import INFO_JSON, LANGS, SUBS_JSON, track_member
+from shards.samples import ABSENT, INFO_JSON, LANGS, SUBS_JSON, InfoJson, SubsJson, TrackRecord, track_member
 from shards.storage import RemotePath, as_path
 from shards.writer import UnitWriter
 
 from pipeline.subtitles.align import align_tracks, track_stats
-from pipeline.runtime.cli import add_common_flags, add_executor_args, command, executor_options, parse_args
+from pipeline.runtime.cli import (add_common_flags, add_executor_args, add_options, executor_options, field_default,
+                                  from_args, option, parse_args)
 from pipeline.runtime.langs import add_langs_flag
 from pipeline.runtime.stage import (Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage,
-                                    video_done)
+                                    units_from_upstream, video_done)
 from pipeline.subtitles.clean import DEFAULT_MAX_BYTES, OK as TRACK_OK, clean_track
 
 log = logging.getLogger("mmp.align")
@@ -54,49 +54,55 @@ class AlignConfig:
     crawl: str
     out: str
     langs: list = field(default_factory=lambda: list(DEFAULT_LANGS))
-    keep_annotations: bool = False
-    max_track_bytes: int = DEFAULT_MAX_BYTES
+    keep_annotations: bool = option(False, "keep [Music]-style annotations and >> markers")
+    max_track_bytes: int = DEFAULT_MAX_BYTES  # --max-track-mb, in MiB
 
 
 # ---------------------------------------------------------------- per-video work
 
-def align_video(video_id: str, info: dict, members: dict, cfg: AlignConfig) -> tuple[dict, dict | None]:
+def _set(value):
+    """A field's value, None where the member leaves it out."""
+    return None if value is ABSENT else value
+
+
+def align_video(video_id: str, info: InfoJson, members: dict, cfg: AlignConfig) -> tuple[dict, SubsJson | None]:
     """One crawl sample -> (parquet row, subs.json or None). Bad tracks are values; bugs raise."""
-    declared = info.get("tracks") if isinstance(info.get("tracks"), dict) else {}
+    declared = info.declared()
     cleaned = {}
     for lang in cfg.langs:
         data = members.get(track_member(lang))
         if data is None:
             continue
-        meta = declared.get(lang) if isinstance(declared.get(lang), dict) else {}
+        meta = declared.get(lang) or TrackRecord()
         cues, report = clean_track(data, lang, keep_annotations=cfg.keep_annotations, max_bytes=cfg.max_track_bytes)
-        cleaned[lang] = (cues, report, meta.get("kind") or "none", meta.get("source_lang"))
+        cleaned[lang] = (cues, report, _set(meta.kind) or "none", _set(meta.source_lang))
     return assemble_video(video_id, info, cleaned, cfg.langs, declared)
 
 
-def assemble_video(video_id: str, info: dict, cleaned: dict, langs, declared: dict | None = None,
-                   started: float | None = None) -> tuple[dict, dict | None]:
+def assemble_video(video_id: str, info: InfoJson, cleaned: dict, langs, declared: dict | None = None,
+                   started: float | None = None) -> tuple[dict, SubsJson | None]:
     """Cleaned tracks ``{lang: (cues, TrackReport, kind, source_lang)}`` -> (parquet row, subs.json or None).
 
-    Shared by mmp-align (tracks from VTT) and mmp-import (tracks from the published files),
-    so both write the same rows and samples.
+    ``declared``: the crawl's ``TrackRecord`` per language. Shared by mmp-align (tracks from
+    VTT) and mmp-import (tracks from the published files), so both write the same rows and samples.
     """
     started = time.time() if started is None else started
     declared = declared or {}
-    duration = info.get("duration")
-    row = {"video_id": video_id, "language": info.get("language"),
+    duration, language = _set(info.duration), _set(info.language)
+    row = {"video_id": video_id, "language": language,
            "duration": float(duration) if isinstance(duration, (int, float)) else None}
     usable, flagged, problems = {}, {}, {}
     present = 0
     for lang in langs:
-        meta = declared.get(lang) if isinstance(declared.get(lang), dict) else {}
+        meta = declared.get(lang) or TrackRecord()
         if lang not in cleaned:
-            row[lang_column(lang, "kind")] = meta.get("kind") or "none"
-            row[lang_column(lang, "source")] = meta.get("source_lang")
-            status = "crawl_error" if meta.get("error") else "missing"
-            row[lang_column(lang, "status")], row[lang_column(lang, "error")] = status, meta.get("error")
-            if meta.get("error"):
-                problems[lang] = {"status": status, "error": meta["error"]}
+            error = _set(meta.error)
+            row[lang_column(lang, "kind")] = _set(meta.kind) or "none"
+            row[lang_column(lang, "source")] = _set(meta.source_lang)
+            status = "crawl_error" if error else "missing"
+            row[lang_column(lang, "status")], row[lang_column(lang, "error")] = status, error
+            if error:
+                problems[lang] = {"status": status, "error": error}
             continue
         cues, report, kind, source = cleaned[lang]
         row[lang_column(lang, "kind")], row[lang_column(lang, "source")] = kind, source
@@ -118,7 +124,7 @@ def assemble_video(video_id: str, info: dict, cleaned: dict, langs, declared: di
             row[lang_column(lang, "status")] = "ok"
             usable[lang] = entry
 
-    timeline, segments, coverage = align_tracks(usable, info.get("language"))
+    timeline, segments, coverage = align_tracks(usable, language)
     for lang, frac in coverage.items():
         row[lang_column(lang, "coverage")] = frac
     row.update(n_langs=len(usable), langs=",".join(l for l in langs if l in usable) or None,
@@ -140,13 +146,9 @@ def assemble_video(video_id: str, info: dict, cleaned: dict, langs, declared: di
     row.update(status=status, error=why if status != "ok" else None, seconds=round(time.time() - started, 4))
     if not usable:
         return row, None
-    subs = {"video_id": video_id, "duration": row["duration"], "language": info.get("language"),
-            "timeline": timeline, "tracks": usable, "segments": segments, "coverage": coverage}
-    if flagged:
-        subs["flagged_tracks"] = flagged
-    if problems:
-        subs["track_problems"] = problems
-    return row, subs
+    return row, SubsJson(video_id=video_id, duration=row["duration"], language=language, timeline=timeline,
+                         tracks=usable, segments=segments, coverage=coverage,
+                         flagged_tracks=flagged or ABSENT, track_problems=problems or ABSENT)
 
 
 # ---------------------------------------------------------------- the stage
@@ -161,15 +163,7 @@ class AlignStage(Stage):
         self.crawl = as_path(cfg.crawl)
 
     def plan(self) -> list[Unit]:
-        units = []
-        for files in completed_units(self.crawl, "crawl"):
-            try:  # the row count only sizes the progress bar; the unit reads the parquet itself
-                rows = read_stats(files)["rows"]
-            except DamagedUnit as exc:  # reported; the unit still runs and records what its files hold
-                log.warning("%s", exc)
-                rows = 0
-            units.append(Unit(files.index, list(range(rows))))
-        return units
+        return units_from_upstream(self.crawl, "crawl")
 
     def config(self) -> dict:
         return asdict(self.cfg)
@@ -195,11 +189,11 @@ class AlignStage(Stage):
             crawl_rows = {}
         done: set = set()
 
-        def emit(row: dict, subs: dict | None) -> None:
+        def emit(row: dict, subs: SubsJson | None) -> None:
             row["crawl_unit"] = unit.index
             if subs is not None:
-                writer.write_sample(row["video_id"], {SUBS_JSON: subs})
-                writer.count("segments", len(subs["segments"]))
+                writer.write_sample(row["video_id"], {SUBS_JSON: subs.to_member()})
+                writer.count("segments", len(subs.segments))
             for lang in self.cfg.langs:
                 status = row.get(lang_column(lang, "status"))
                 if status and status != "missing":
@@ -222,10 +216,8 @@ class AlignStage(Stage):
                     emit({**base, "video_id": key, "status": "bad_sample", "error": "sample key is not a video id"}, None)
                     continue
                 try:
-                    info = load_json(sample[INFO_JSON])
-                    if not isinstance(info, dict):
-                        raise ValueError("info.json is not an object")
-                except (KeyError, ValueError, UnicodeDecodeError) as exc:
+                    info = InfoJson.from_member(sample[INFO_JSON])
+                except (KeyError, ValueError) as exc:
                     emit({**base, "video_id": key, "status": "bad_sample", "error": f"info.json unusable: {exc}"[:300]}, None)
                     continue
                 row, subs = align_video(key, info, sample, self.cfg)
@@ -284,9 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_langs_flag(p, default=None, help="the languages to keep",
                    default_text="the languages the crawl was run with, from its config.json; else "
                    + ",".join(DEFAULT_LANGS))
-    p.add_argument("--keep-annotations", action="store_true", help="keep [Music]-style annotations and >> markers")
-    p.add_argument("--max-track-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20,
-                   help="tracks larger than this are recorded as too_large, not parsed (default 32)")
+    add_options(p, AlignConfig)
+    p.add_argument("--max-track-mb", type=float, default=field_default(AlignConfig, "max_track_bytes") / 2**20,
+                   help="tracks larger than this are recorded as too_large, not parsed")
     add_executor_args(p)
     add_common_flags(p)
     return p
@@ -310,8 +302,8 @@ def config_from_args(args) -> AlignConfig:
         raise UserError(f"--crawl {args.crawl} holds no completed crawl unit (crawl-*.stats.json); run mmp-crawl first")
     if args.max_track_mb <= 0:
         raise UserError("--max-track-mb must be positive")
-    return AlignConfig(crawl=str(args.crawl), out=str(args.out), langs=list(langs),
-                       keep_annotations=args.keep_annotations, max_track_bytes=int(args.max_track_mb * 2**20))
+    return from_args(AlignConfig, args, crawl=str(args.crawl), out=str(args.out), langs=list(langs),
+                     max_track_bytes=int(args.max_track_mb * 2**20))
 
 
 @command("mmp-align")

@@ -175,7 +175,7 @@ def test_s3d_fc_builds_the_papers_512_plus_512_input_and_travels_with_the_checkp
     from model.trainer.data import ClipStream, expand_shards
     from model.trainer.evaluate import main as eval_main
     from model.mmp import MMPConfig, build_model
-    from model.text import load_tokenizer
+    from pipeline.runtime.hub import load_tokenizer
 
     fc_path = _fc_file(tmp_path / "s3d_howto100m.pth")
     fc = torch.load(fc_path, weights_only=True)

@@ -9,7 +9,8 @@ pytest.importorskip("transformers")
 
 from model.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint  # noqa: E402
 from model.mmp import MMPConfig, build_model  # noqa: E402
-from model.text import TextModelError, load_text_encoder, load_tokenizer  # noqa: E402
+from model.text import TextModelError, load_text_encoder  # noqa: E402
+from pipeline.runtime.hub import load_tokenizer  # noqa: E402
 from tests.textmodel import build_text_model  # noqa: E402
 
 

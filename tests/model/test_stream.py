@@ -23,19 +23,19 @@ def _tricky_subs(ensure_ascii: bool) -> tuple[dict, bytes]:
 
 @pytest.mark.parametrize("ensure_ascii", [False, True])
 def test_subtitle_tracks_decode_only_drawn_tracks_exactly_as_json(ensure_ascii):
-    from model.clips import SubtitleTracks
+    from shards.samples import SubsJson
 
     subs, data = _tricky_subs(ensure_ascii)
-    tracks = SubtitleTracks(data)
+    tracks = SubsJson.lazy(data)
     assert tracks.langs() == sorted(subs["tracks"])
-    assert tracks._cues == {}  # nothing decoded until asked
+    assert tracks.tracks.decoded() == []  # nothing decoded until asked
     for lang, track in subs["tracks"].items():
         assert tracks.cues(lang) == track["cues"]
-    assert SubtitleTracks(b'{"tracks": null}').langs() == [] and SubtitleTracks(b"{}").langs() == []
+    assert SubsJson.lazy(b'{"tracks": null}').langs() == [] and SubsJson.lazy(b"{}").langs() == []
     for bad in (b"", b"[]", b'{"tracks": [1]}', b'{"tracks": {"en": {"cues": []}}} extra', b'{"tracks": {"en": {',
                 b'{"a" 1}', '{"tracks": {"en": {"cues": [[0, 1, "\xff"]]}}}'.encode("latin1")):
         with pytest.raises(ValueError):
-            t = SubtitleTracks(bad)
+            t = SubsJson.lazy(bad)
             [t.cues(lang) for lang in t.langs()]
 
 
@@ -44,7 +44,8 @@ def test_clips_from_bytes_match_clips_from_parsed_json_and_skip_empty_tracks():
 
     import numpy as np
 
-    from model.clips import ClipConfig, FeatureRows, SubtitleTracks, pretrain_clip
+    from model.clips import ClipConfig, FeatureRows, pretrain_clip
+    from shards.samples import SubsJson
     from tests.textmodel import _npy
 
     subs, data = _tricky_subs(False)
@@ -54,7 +55,7 @@ def test_clips_from_bytes_match_clips_from_parsed_json_and_skip_empty_tracks():
     drawn = set()
     for seed in range(40):
         a = pretrain_clip(subs, video, cfg, random.Random(seed))
-        b = pretrain_clip(SubtitleTracks(data), FeatureRows(sample, ("r21d", "s3d")), cfg, random.Random(seed))
+        b = pretrain_clip(SubsJson.lazy(data), FeatureRows(sample, ("r21d", "s3d")), cfg, random.Random(seed))
         assert a[:3] == b[:3] and np.array_equal(a[3], b[3]) and b[3].flags.writeable
         drawn.add(a[0])
     assert drawn == {"en", "de", "zh"}  # fr has no cues: never drawn
@@ -106,7 +107,7 @@ def _texts():
 
 def test_clip_tokenizer_gives_the_tokenizers_own_ids_while_cutting_texts(text_dir):
     from model.trainer.tokens import ClipTokenizer
-    from model.text import load_tokenizer
+    from pipeline.runtime.hub import load_tokenizer
 
     tok = load_tokenizer(str(text_dir))
     texts, langs = _texts()
@@ -124,7 +125,7 @@ def test_clip_tokenizer_gives_the_tokenizers_own_ids_while_cutting_texts(text_di
 
 def test_clip_tokenizer_stops_cutting_when_the_shortcut_would_change_ids(text_dir, caplog):
     from model.trainer.tokens import ClipTokenizer
-    from model.text import load_tokenizer
+    from pipeline.runtime.hub import load_tokenizer
 
     tok = load_tokenizer(str(text_dir))
 
@@ -150,7 +151,7 @@ def test_batched_tokenisation_equals_per_sample_tokenisation(text_dir, pretrain_
     from model.trainer.shard_stream import StreamState, tar_samples
     from model.trainer.tokens import tokenize
     from model.trainer.data import expand_shards, sample_clips
-    from model.text import load_tokenizer
+    from pipeline.runtime.hub import load_tokenizer
 
     tok = load_tokenizer(str(text_dir))
     cfg = ClipConfig(members=("r21d", "s3d"), max_text_len=10)
@@ -171,7 +172,7 @@ def test_batched_tokenisation_equals_per_sample_tokenisation(text_dir, pretrain_
 
 def test_clip_tokenizer_keeps_a_left_truncating_tokenizers_own_ids(text_dir):
     from model.trainer.tokens import ClipTokenizer
-    from model.text import load_tokenizer
+    from pipeline.runtime.hub import load_tokenizer
 
     tok = load_tokenizer(str(text_dir))
     tok.truncation_side = "left"
@@ -210,3 +211,50 @@ def test_caption_draws_cover_every_caption_with_parallel_ones_as_pairs():
     only_en = caption_clip(captions, video, ClipConfig(task="finetune", langs=("en",)), random.Random(1))
     assert only_en[0] == "en" and only_en[2] is None
     assert caption_clip({"captions": {"fr": ["x"]}}, video, cfg, random.Random(0)) is None
+
+
+def test_clips_through_cues_near_hold_exactly_the_cues_of_their_window():
+    """Whatever window a clip draws (read back from its rows: row i holds i), its text is every cue of its
+    language overlapping the window, or the one cue nearest it when none does, and its parallel text every
+    cue of the other language overlapping it; lazily read or parsed, the same clip."""
+    import random
+
+    import numpy as np
+
+    from model.clips import ClipConfig, pretrain_clip
+    from shards.samples import SubsJson
+
+    def overlapping(cues, start, end):
+        return [c[2] for c in cues if c[1] > start and c[0] < end]
+
+    layout = random.Random(1)
+    video = np.arange(60, dtype=np.float32)[:, None]
+    paired = 0
+    for trial in range(30):
+        tracks = {}
+        for lang in ("en", "de", "fr"):
+            t, cues = layout.uniform(0, 20), []
+            while t < 70 and len(cues) < layout.randint(1, 8):
+                length = layout.choice([0.5, 1.0, 2.5, 4.0])
+                cues.append([t, t + length, f"{lang}{len(cues)}"])
+                t += length + layout.choice([0.0, 0.0, 1.0, 9.0])
+            tracks[lang] = {"kind": "asr", "cues": cues}
+        subs = {"tracks": tracks}
+        data = SubsJson.from_dict(subs).to_member()
+        cfg = ClipConfig(langs=("en", "de", "fr"), max_video_len=layout.choice([4, 8, 30]))
+        for seed in range(20):
+            clip = pretrain_clip(subs, video, cfg, random.Random(seed))
+            lazy = pretrain_clip(SubsJson.lazy(data), video, cfg, random.Random(seed))
+            assert clip[:3] == lazy[:3] and np.array_equal(clip[3], lazy[3])
+            lang, text, pair, rows = clip
+            start, end = int(rows[0, 0]), int(rows[-1, 0]) + 1
+            assert np.array_equal(rows[:, 0], np.arange(start, end))
+            inside = overlapping(tracks[lang]["cues"], start, end)
+            if inside:
+                assert text == " ".join(inside)
+            else:  # the window moved onto the nearest cue and still holds none: that cue alone
+                assert text in {c[2] for c in tracks[lang]["cues"]}
+            if pair is not None:
+                paired += 1
+                assert any(pair == " ".join(overlapping(tracks[o]["cues"], start, end)) for o in tracks if o != lang)
+    assert paired > 100  # the parallel branch is drawn

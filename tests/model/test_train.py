@@ -198,7 +198,7 @@ def test_sigkill_then_resume_continues_the_step_count(tmp_path, text_dir, pretra
 def test_data_position_resumes_where_the_stream_was(text_dir, pretrain_shards):
     from model.clips import ClipConfig
     from model.trainer.data import ClipStream, expand_shards
-    from model.text import load_tokenizer
+    from pipeline.runtime.hub import load_tokenizer
 
     tok = load_tokenizer(str(text_dir))
     urls = expand_shards(str(pretrain_shards / "mmp-*.tar"))
@@ -330,7 +330,7 @@ def test_parallel_text_gets_its_own_masked_copy_in_the_batch(text_dir, pretrain_
     from model.trainer.shard_stream import StreamState, tar_samples
     from model.trainer.tokens import tokenize
     from model.trainer.data import collate, expand_shards, sample_clips
-    from model.text import load_tokenizer
+    from pipeline.runtime.hub import load_tokenizer
 
     tok = load_tokenizer(str(text_dir))
     cfg = ClipConfig(members=("r21d", "s3d"), max_text_len=10, mask_prob=1.0)

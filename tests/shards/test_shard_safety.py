@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from shards.codec import load_json as clips_load_json
-from model.clips import ClipConfig, SubtitleTracks
+from model.clips import ClipConfig
+from shards.samples import SubsJson
 from model.trainer.shard_stream import StreamState, tar_samples
 from model.trainer.data import sample_clips
 from shards.members import MB, MemberLimits, is_compressed_name
@@ -226,8 +227,8 @@ def test_json_nested_too_deep_is_a_value_error():
         with pytest.raises(ValueError):
             load(DEEP)
     with pytest.raises(ValueError):
-        SubtitleTracks(b'{"tracks": {}, "segments": ' + DEEP + b"}")
-    tracks = SubtitleTracks(b'{"tracks": {"en": {"cues": ' + DEEP + b"}}}")
+        SubsJson.lazy(b'{"tracks": {}, "segments": ' + DEEP + b"}")
+    tracks = SubsJson.lazy(b'{"tracks": {"en": {"cues": ' + DEEP + b"}}}")
     with pytest.raises(ValueError):
         tracks.cues("en")
 

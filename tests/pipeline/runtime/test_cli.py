@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from pipeline.runtime.cli import add_common_flags, command, parse_args
-from shards.errors import UserError
+from pipeline.runtime.cli import add_common_flags, parse_args
+from shards.errors import UserError, command
 from shards.reader import ShardError
 from shards.versions import versions
 
@@ -192,7 +192,7 @@ def test_every_cli_main_turns_any_user_error_into_one_line(module, monkeypatch, 
     assert capsys.readouterr().err == f"{prog}: error: {prog} cannot use this\n"
 
 
-USER_ERRORS = ["model.trainer.run_setup:ConfigError", "model.trainer.data:DataError", "model.text:TextModelError",
+USER_ERRORS = ["model.trainer.run_setup:ConfigError", "model.trainer.data:DataError", "pipeline.runtime.hub:TextModelError",
                "model.checkpoint:CheckpointError", "features.weights:WeightsError", "model.mmp:S3DFcError",
                "model.clips:RowTimesError", "shards.reader:ShardError", "shards.layout:DamagedUnit",
                "pipeline.crawl.access:CookieFileError", "pipeline.crawl.access:ProxyError",
@@ -213,3 +213,26 @@ def test_comma_lists_are_read_one_way():
 
     assert comma_list("a, b", "c,", None, " ,") == ["a", "b", "c"]
     assert comma_list("") == [] and comma_list() == []
+
+
+def test_mmp_verify_turns_a_user_error_into_one_line(monkeypatch, capsys, tmp_path):
+    import shards.verify as verify
+
+    def damaged(directory, deep=True):
+        raise ShardError(f"{directory} cannot be read")
+
+    monkeypatch.setattr(verify, "verify_dir", damaged)
+    assert verify.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"mmp-verify: error: {tmp_path} cannot be read\n"
+
+
+def test_a_user_error_is_caught_in_one_place():
+    """Only the main skeleton (shards.errors.command) catches UserError; --langs turns it into argparse's error."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    handler = re.compile(r"^\s*except\b[^:\n]*\bUserError\b", re.M)
+    catching = sorted(str(p.relative_to(root)) for pkg in ("shards", "pipeline", "features", "model", "demo")
+                      for p in (root / pkg).rglob("*.py") if handler.search(p.read_text(encoding="utf-8")))
+    assert catching == ["pipeline/runtime/langs.py", "shards/errors.py"]

@@ -74,7 +74,7 @@ def run(data, tmp_path, *extra):
 
 
 def true_counts(text_dir, docs) -> dict:
-    from model.text import load_tokenizer
+    from pipeline.runtime.hub import load_tokenizer
 
     tok = load_tokenizer(str(text_dir))
     out = {}
