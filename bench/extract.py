@@ -297,7 +297,7 @@ def projection(specs) -> None:
 
 def recipe_specs(items: list) -> list:
     """[r21d spec, s3d spec] following --recipe NAME=RECIPE (default: each backbone's default recipe)."""
-    from features.spec import get_spec
+    from shards.feature_spec import get_spec
 
     chosen = {}
     for item in items:

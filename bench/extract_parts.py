@@ -20,7 +20,7 @@ def peak_rss_mib():
 sys.path.insert(0, sys.argv[1])
 import torch
 from features.batching import Backbone, VideoJob, extract_videos
-from features.spec import R21D, S3D
+from shards.feature_spec import R21D, S3D
 
 class StandIn(torch.nn.Module):
     def __init__(self, dim):

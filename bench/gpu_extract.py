@@ -211,7 +211,7 @@ def main(argv=None) -> int:
     import torch
 
     from features.batching import Backbone, VideoJob
-    from features.spec import R21D, S3D
+    from shards.feature_spec import R21D, S3D
     from features.weights import random_backbone
 
     device = args.device

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from features.decode import decode_all  # noqa: E402
 from features.video import DecodeError  # noqa: E402
-from features.spec import S3D, crop_offsets, resized_size  # noqa: E402
+from shards.feature_spec import S3D, crop_offsets, resized_size  # noqa: E402
 from tests.s3d_oracle import ffmpeg_s3d_frames  # noqa: E402
 
 DECODERS = (("decord", True), ("pyav", False))

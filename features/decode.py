@@ -1,6 +1,6 @@
 """Decode a video once into every recipe's feature rows (model windows), in bounded memory.
 
-What the rows are is data in features.spec (one recipe per backbone); this module only
+What the rows are is data in shards.feature_spec (one recipe per backbone); this module only
 follows it:
 - ``r21d=paper``: re-sampled to 30 fps on a grid from the first frame, row k takes the 8
   consecutive grid frames from second k; ceil(duration) rows, times past the end repeat
@@ -61,7 +61,7 @@ import numpy as np
 from features.decode_pyav import display_size, probe_video, pyav_chunks
 from features.frames import Chunk, chunk_ranges, decode_groups, decode_size, windows_from
 from features.video import VideoInfo, check_file, plan_rows
-from features.spec import BackboneSpec
+from shards.feature_spec import BackboneSpec
 
 log = logging.getLogger("mmp.decode")
 

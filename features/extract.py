@@ -6,7 +6,7 @@ A video with aligned subtitles and a decodable file becomes a sample: ``r21d.npy
 layout; [N, 512] with ``--s3d-output embedding``), ``subs.json`` (copied from aligned) and
 ``meta.json`` (source facts and, per backbone, the whole recipe, weights file and sha256,
 and how its rows map to time: ``rows``, ``row_start_s``, ``row_seconds``). Each backbone
-follows a recipe (``--recipe``; features.spec holds them as data, features.decode follows
+follows a recipe (``--recipe``; shards.feature_spec holds them as data, features.decode follows
 them): ``r21d=paper`` gives ceil(duration) rows, ``s3d=released`` reproduces the released
 features' FFmpeg chain and gives ceil(frames at 16 fps / 16) rows, so the two can differ
 by one row at the end; ``feature_rows`` in the parquet is the smaller, the rows both have.
@@ -58,7 +58,7 @@ from features.batching import Backbone, VideoJob, extract_videos
 from features.decode import DEFAULT_CHUNK_SECONDS
 from features.devices import WORKER as _WORKER, pick_device
 from features.extract_flags import build_parser, parse_recipes, parse_weights
-from features.spec import SPECS, get_spec
+from shards.feature_spec import SPECS, get_spec
 
 log = logging.getLogger("mmp.extract")
 
@@ -141,7 +141,7 @@ class ExtractStage(Stage):
                  chunk_seconds: int = DEFAULT_CHUNK_SECONDS, specs: dict | None = None):
         self.aligned, self.videos, self.out = as_path(aligned), Path(videos), as_path(out)
         self.backbones, self.weights, self.random_weights = list(backbones), dict(weights), random_weights
-        # The recipe each backbone follows (default: features.spec.DEFAULT_RECIPES).
+        # The recipe each backbone follows (default: shards.feature_spec.DEFAULT_RECIPES).
         self.specs = {n: (specs or {}).get(n) or get_spec(n) for n in self.backbones}
         self.gpus, self.workers, self.batch_size, self.decode_workers = gpus, workers, batch_size, decode_workers
         self.chunk_seconds = chunk_seconds

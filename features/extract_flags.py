@@ -11,7 +11,7 @@ from shards.errors import UserError
 from shards.storage import as_path
 
 from features.decode import DEFAULT_CHUNK_SECONDS
-from features.spec import DEFAULT_RECIPES, OUTPUTS, PRECISIONS, RECIPES, SPECS, get_spec
+from shards.feature_spec import DEFAULT_RECIPES, OUTPUTS, PRECISIONS, RECIPES, SPECS, get_spec
 
 log = logging.getLogger("mmp.extract")
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mmp-extract-features",
         description="Decode each aligned video and write one feature row per second per backbone into training "
-        "shards (mmp-*.tar), each backbone following a named recipe (features/spec.py): r21d=paper (R(2+1)D-34 "
+        "shards (mmp-*.tar), each backbone following a named recipe (shards/feature_spec.py): r21d=paper (R(2+1)D-34 "
         "IG65M clip8, 30 fps, 8 frames from the start of every second, 112x112) and s3d=released (S3D-G MIL-NCE, "
         "the released HowTo100M features' own FFmpeg chain: fps=16, short side 224 truncated, bilinear, centre "
         "crop 224, 16-frame chunks, pooled mixed_5c, fp32).",

@@ -2,7 +2,7 @@
 
 Pure array work shared by both decoders (``features/decode.py``): which frame each
 window needs (by timestamp), how each backbone's frames are resized and cropped (from
-``features.spec``), how windows are gathered channels-last with one copy per frame, and
+``shards.feature_spec``), how windows are gathered channels-last with one copy per frame, and
 the batched uint8 -> float normalisation the model side runs (``Normaliser``).
 """
 
@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from features.spec import (BackboneSpec, crop_offsets, fps_filter_rows, fps_filter_ticks, native_rows, resized_size,
-                           window_frame_times)
+from shards.feature_spec import (BackboneSpec, crop_offsets, fps_filter_rows, fps_filter_ticks, native_rows,
+                                 resized_size, window_frame_times)
 
 # A frame whose pts is within this of a wanted time counts as shown at it (float noise
 # in time bases like 1001/30000).
@@ -69,7 +69,7 @@ def frame_plan(times: np.ndarray, end: float, specs: Sequence[BackboneSpec]) -> 
     pts in seconds) and whose last frame ends at `end`.
 
     "grid": for each wanted time (from the first frame) the frame shown is the last with
-    time <= t. "fps_filter": FFmpeg's fps filter on the absolute pts (features.spec), cut
+    time <= t. "fps_filter": FFmpeg's fps filter on the absolute pts (shards.feature_spec), cut
     into chunks of spec.frames, the last chunk padded with black frames.
     """
     times = np.asarray(times, dtype=np.float64)
@@ -138,7 +138,7 @@ def _quarter_turns(rotation: int) -> int:
 
 
 def _resized(h: int, w: int, spec: BackboneSpec) -> tuple[int, int]:
-    """(height, width) after the recipe's resize (features.spec.resized_size)."""
+    """(height, width) after the recipe's resize (shards.feature_spec.resized_size)."""
     rw, rh = resized_size(w, h, spec)
     return rh, rw
 

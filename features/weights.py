@@ -24,7 +24,7 @@ from shards.errors import UserError
 
 from features.r2plus1d import IG65M_NUM_CLASSES, build_r2plus1d_34, num_classes_in
 from features.s3d import build_s3dg
-from features.spec import get_spec
+from shards.feature_spec import get_spec
 
 # Containers seen around state dicts: training checkpoints ({"state_dict": ...},
 # {"model": ...}) and hub-style wrappers. Searched in this order.

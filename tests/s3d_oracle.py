@@ -11,7 +11,7 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from features.spec import S3D, crop_offsets, resized_size
+from shards.feature_spec import S3D, crop_offsets, resized_size
 
 _UPRIGHT = {90: [("transpose", "cclock")], 180: [("hflip", None), ("vflip", None)], 270: [("transpose", "clock")]}
 

@@ -21,6 +21,7 @@ from shards.errors import UserError
 from shards.layout import MMP, UnitFiles, completed_units
 from shards.storage import as_path
 from shards.reader import read_unit
+from shards.feature_spec import S3D
 from shards.samples import META_JSON, SUBS_JSON, MmpMeta, SubsJson, feature_member
 from shards.versions import versions
 from shards.writer import UnitWriter, sha256_file
@@ -62,13 +63,7 @@ RELEASED_ROW_TIMES = {"row_start_s": 0.0, "row_seconds": 1.0}
 
 
 def s3d_spec() -> dict:
-    try:
-        from features.spec import S3D
-
-        spec = S3D.to_json()
-    except ImportError:  # features/ is optional for an import-only install
-        spec = {"name": "s3d", "recipe": "released", "fps": 16, "frames": 16, "crop": [224, 224], "output": "mixed_5c",
-                "output_dim": 1024}
+    spec = S3D.to_json()
     spec["weights"] = "s3d_howto100m.pth (MIL-NCE, HowTo100M)"
     spec["source"] = "released HowTo100M S3D features"
     return spec

@@ -1,4 +1,4 @@
-"""Backbones, checkpoint loading and per-second windows (features.spec, r2plus1d, s3d, weights).
+"""Backbones, checkpoint loading and per-second windows (shards.feature_spec, r2plus1d, s3d, weights).
 
 No real weights are downloaded: state dicts carry the real files' key names and shapes
 with random values, saved to tmp files and read back through load_backbone, the same
@@ -14,9 +14,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from features.spec import (R21D, R21D_IG65M, S3D, BackboneSpec, crop_offsets, fps_filter_rows,  # noqa: E402
-                           fps_filter_ticks, fps_tick, get_spec, native_rows, num_windows, resized_size,
-                           window_frame_times)
+from shards.feature_spec import (R21D, R21D_IG65M, S3D, BackboneSpec, crop_offsets, fps_filter_rows,  # noqa: E402
+                                 fps_filter_ticks, fps_tick, get_spec, native_rows, num_windows, resized_size,
+                                 window_frame_times)
 from features.weights import WeightsError, load_backbone, random_backbone  # noqa: E402
 
 
@@ -126,7 +126,7 @@ def test_fps_filter_rounding_and_tail_rule():
 
 
 def test_spec_module_imports_without_torch():
-    code = "import sys, features, features.spec; assert 'torch' not in sys.modules"
+    code = "import sys, features, shards.feature_spec; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -18,7 +18,7 @@ from features.decode import DecodedVideo, decode_all  # noqa: E402
 from features.video import DecodeError  # noqa: E402
 from features.frames import (Normaliser, decode_size, frame_plan, normalise, prepare_frames,  # noqa: E402
                              stack_windows)
-from features.spec import R21D, R21D_IG65M, S3D, num_windows, window_frame_times  # noqa: E402
+from shards.feature_spec import R21D, R21D_IG65M, S3D, num_windows, window_frame_times  # noqa: E402
 
 from tests.conftest import real_fixtures  # noqa: E402
 

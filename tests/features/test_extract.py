@@ -20,7 +20,7 @@ pytest.importorskip("decord")
 from features.decode import decode_all  # noqa: E402
 from features.batching import Backbone, BatchRunner, VideoJob, extract_videos  # noqa: E402
 from features.extract import main  # noqa: E402
-from features.spec import R21D  # noqa: E402
+from shards.feature_spec import R21D  # noqa: E402
 from shards.rows import aligned_schema as schema_for  # noqa: E402
 from shards.layout import ALIGNED, CRAWL, UnitFiles  # noqa: E402
 from shards.codec import load_npy  # noqa: E402

@@ -19,7 +19,7 @@ pytest.importorskip("decord")
 
 from features.decode import decode_all  # noqa: E402
 from features.video import DecodeError  # noqa: E402
-from features.spec import R21D, S3D  # noqa: E402
+from shards.feature_spec import R21D, S3D  # noqa: E402
 
 from tests.conftest import real_fixtures  # noqa: E402
 from tests.s3d_oracle import ffmpeg_s3d_frames  # noqa: E402
