@@ -7,7 +7,8 @@ temp dir named after it) and uses ``cuda:i``. The lock belongs to an open file
 descriptor kept for the process lifetime, so the kernel releases it whenever the
 process ends, killed or not; the small file itself may stay and is reused. Where a
 scheduler already gave the process fewer visible GPUs than N (Ray, Slurm with
-CUDA_VISIBLE_DEVICES), the worker uses ``cuda:0`` without a slot.
+CUDA_VISIBLE_DEVICES), the worker uses ``cuda:0`` without a slot. What one process
+picked and loaded is held by a ``Worker`` its stage owns.
 """
 from __future__ import annotations
 
@@ -21,7 +22,15 @@ from pathlib import Path
 
 log = logging.getLogger("mmp.extract")
 
-WORKER: dict = {}  # per process: device, slot, slot lock, loaded backbones (the stage is re-pickled per unit)
+class Worker:
+    """One process's device, GPU slot, the open file holding the slot's lock, and its loaded backbones."""
+
+    def __init__(self):
+        self.device: str | None = None
+        self.slot: int | None = None
+        self.lock = None
+        self.models: dict | None = None
+        self.models_key = None
 
 
 class NoFreeSlot(RuntimeError):
@@ -52,10 +61,11 @@ def claim_slot(out, slots: int) -> tuple[int, object]:
                      f"or another extraction on this output still holds them")
 
 
-def pick_device(out, gpus: int, workers: int) -> str:
-    """This process's device: cuda:i by slot, cuda:0 under a scheduler that set fewer GPUs, or cpu."""
-    if "device" in WORKER:
-        return WORKER["device"]
+def pick_device(out, gpus: int, workers: int, worker: Worker) -> str:
+    """This process's device, kept in ``worker``: cuda:i by slot, cuda:0 under a scheduler that set
+    fewer GPUs, or cpu."""
+    if worker.device is not None:
+        return worker.device
     import torch
 
     if gpus <= 0:
@@ -73,6 +83,6 @@ def pick_device(out, gpus: int, workers: int) -> str:
             slot, lock = claim_slot(out, gpus)
             device = f"cuda:{slot}"
         torch.cuda.set_device(torch.device(device))
-    WORKER.update(device=device, slot=slot, lock=lock)
+    worker.device, worker.slot, worker.lock = device, slot, lock
     log.info("worker %d uses %s%s", os.getpid(), device, "" if slot is None else f" (slot {slot})")
     return device

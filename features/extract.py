@@ -41,8 +41,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.runtime.cli import comma_list, executor_options, parse_args
-from pipeline.runtime.stage import (Stage, Unit, prepare_output, print_summary, run_stage, units_from_upstream,
-                                    video_done)
+from pipeline.runtime.stage import Stage, Unit, prepare_output, print_summary, run_stage, units_from_upstream
 from shards.errors import UserError, command
 from shards.layout import MMP, UnitFiles, is_valid_video_id
 from shards.codec import load_json, npy_bytes
@@ -55,8 +54,7 @@ from shards.writer import UnitWriter
 from shards.members import VIDEO_SUFFIXES
 
 from features.batching import Backbone, VideoJob, extract_videos
-from features.decode import DEFAULT_CHUNK_SECONDS
-from features.devices import WORKER as _WORKER, pick_device
+from features.devices import Worker, pick_device
 from features.extract_flags import build_parser, parse_recipes, parse_weights
 from shards.feature_spec import SPECS, get_spec
 
@@ -76,18 +74,19 @@ RANDOM_SEED = 0
 
 # ---------------------------------------------------------------- one worker's device and models
 
-_PRELOADED: dict = {}  # (name, path) -> (CPU model, sha256) checked by main(); reused when a worker runs in-process
-
-
-def load_backbones(specs: dict, weights: dict, random_weights: bool, device: str) -> dict:
-    """name -> Backbone on `device` following its recipe (`specs`), from --weights files or seeded random init."""
+def load_backbones(specs: dict, weights: dict, random_weights: bool, device: str,
+                   preloaded: dict | None = None) -> dict:
+    """name -> Backbone on `device` following its recipe (`specs`), from --weights files or seeded random init;
+    a model in `preloaded` ((name, path) -> (CPU model, sha256), taken out of it) is not read again."""
     from features.weights import load_backbone, random_backbone
+
+    preloaded = {} if preloaded is None else preloaded
 
     out = {}
     for name, spec in specs.items():
         if name in weights:
-            if (name, weights[name]) in _PRELOADED:
-                model, sha = _PRELOADED.pop((name, weights[name]))
+            if (name, weights[name]) in preloaded:
+                model, sha = preloaded.pop((name, weights[name]))
                 model = model.to(device)
             else:
                 model, sha = load_backbone(name, weights[name], device)
@@ -137,8 +136,8 @@ class ExtractStage(Stage):
     resources = {"num_cpus": 1, "num_gpus": 1}
 
     def __init__(self, aligned: Path, videos: Path, out: Path, backbones: list, weights: dict, random_weights: bool,
-                 gpus: int = 0, workers: int = 1, batch_size: int = 32, decode_workers: int = 2,
-                 chunk_seconds: int = DEFAULT_CHUNK_SECONDS, specs: dict | None = None):
+                 *, gpus: int, workers: int, batch_size: int, decode_workers: int, chunk_seconds: int,
+                 specs: dict | None = None):
         self.aligned, self.videos, self.out = as_path(aligned), Path(videos), as_path(out)
         self.backbones, self.weights, self.random_weights = list(backbones), dict(weights), random_weights
         # The recipe each backbone follows (default: shards.feature_spec.DEFAULT_RECIPES).
@@ -176,16 +175,28 @@ class ExtractStage(Stage):
                 "random_weights": self.random_weights,
                 "recipes": {n: [spec.key, spec.precision, spec.output] for n, spec in self.specs.items()}}
 
+    preloaded: dict | None = None  # (name, path) -> (CPU model, sha256) main() checked, for units run in-process
+    _worker: Worker | None = None  # this process's device, slot and models, made on first use
+
+    def __getstate__(self):  # a pickled copy loads its own models on its own device
+        return {k: v for k, v in super().__getstate__().items() if k not in ("preloaded", "_worker")}
+
+    def worker(self) -> Worker:
+        if self._worker is None:
+            self._worker = Worker()
+        return self._worker
+
     def setup_worker(self) -> None:
-        pick_device(self.out, self.gpus, self.workers)
+        pick_device(self.out, self.gpus, self.workers, self.worker())
 
     def _models(self) -> dict:
-        device = pick_device(self.out, self.gpus, self.workers)
+        worker = self.worker()
+        device = pick_device(self.out, self.gpus, self.workers, worker)
         key = (tuple(self.specs.values()), tuple(sorted(self.weights.items())), self.random_weights, device)
-        if _WORKER.get("models_key") != key:
-            _WORKER["models"] = load_backbones(self.specs, self.weights, self.random_weights, device)
-            _WORKER["models_key"] = key
-        return _WORKER["models"]
+        if worker.models_key != key:
+            worker.models = load_backbones(self.specs, self.weights, self.random_weights, device, self.preloaded)
+            worker.models_key = key
+        return worker.models
 
     def _source(self, members: dict | None, video_id: str):
         if not is_valid_video_id(video_id):  # never let a malformed id reach a path
@@ -203,7 +214,7 @@ class ExtractStage(Stage):
         # A crawl unit holds the videos of the aligned unit with the same index.
         members = _crawl_members(UnitFiles(self.videos, "crawl", unit.index).tar) if self.crawl_source else None
         backbones = self._models()
-        device = _WORKER["device"]
+        device = self.worker().device
 
         jobs, plans = [], []
         for arow in arows:
@@ -226,7 +237,7 @@ class ExtractStage(Stage):
                 plans.append((row, sample))
                 continue
             writer.add_row(row)
-            video_done(row["status"])
+            self.video_done(row["status"])
 
         for (row, sample), result in zip(plans, extract_videos(
                 jobs, backbones, device=device, batch_size=self.batch_size, decode_workers=self.decode_workers,
@@ -257,7 +268,7 @@ class ExtractStage(Stage):
                 writer.count("feature_rows", rows)
                 writer.count("video_seconds", info.duration)
             writer.add_row(row)
-            video_done(row["status"])
+            self.video_done(row["status"])
 
     def _members(self, row, sample, info, result, backbones) -> dict:
         carried = {}
@@ -282,16 +293,19 @@ class ExtractStage(Stage):
 
 # ---------------------------------------------------------------- CLI
 
-def check_weights(weights: dict) -> None:
-    """Load each --weights file once on the CPU, so a wrong file is one clear error before any unit runs."""
+def check_weights(weights: dict) -> dict:
+    """Load each --weights file once on the CPU, so a wrong file is one clear error before any unit runs;
+    (name, path) -> (CPU model, sha256)."""
     from features.weights import WeightsError, load_backbone
 
+    preloaded = {}
     for name, path in weights.items():
         try:
             model, sha = load_backbone(name, path, "cpu")
         except WeightsError as exc:
             raise UserError(str(exc)) from None
-        _PRELOADED[(name, path)] = (model, sha)
+        preloaded[(name, path)] = (model, sha)
+    return preloaded
 
 
 def stage_from_args(args) -> ExtractStage:
@@ -321,13 +335,15 @@ def stage_from_args(args) -> ExtractStage:
         if not torch.cuda.is_available():
             raise UserError(f"--gpus {args.gpus} but no CUDA device is available; use --gpus 0 for the CPU")
         args.workers = args.gpus
-    check_weights(weights)  # last: it reads whole checkpoints
+    preloaded = check_weights(weights)  # last: it reads whole checkpoints
     if missing:
         print(f"WARNING: RANDOM WEIGHTS for {', '.join(missing)}: the features written are meaningless; "
               "use them only for smoke runs", file=sys.stderr)
-    return ExtractStage(args.aligned, args.video_dir, args.out, backbones, weights, args.random_weights,
-                        gpus=args.gpus, workers=args.workers, batch_size=args.batch_size,
-                        decode_workers=args.decode_workers, chunk_seconds=args.chunk_seconds, specs=specs)
+    stage = ExtractStage(args.aligned, args.video_dir, args.out, backbones, weights, args.random_weights,
+                         gpus=args.gpus, workers=args.workers, batch_size=args.batch_size,
+                         decode_workers=args.decode_workers, chunk_seconds=args.chunk_seconds, specs=specs)
+    stage.preloaded = preloaded
+    return stage
 
 
 @command("mmp-extract-features")
@@ -335,7 +351,7 @@ def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
     stage = stage_from_args(args)
     if args.gpus > 0 or args.workers > 1 or args.executor != "local":
-        _PRELOADED.clear()  # workers load their own copies; this process needs none
+        stage.preloaded = {}  # workers load their own copies; this process needs none
     prepare_output(args.out)
     summary = run_stage(stage, args.out, **executor_options(args))
     print_summary("mmp-extract-features", args.out, summary)

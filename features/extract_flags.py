@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s3d-output", choices=OUTPUTS["s3d"], default="mixed_5c",
                    help="mixed_5c: the 1024-d pooled mixed_5c (the released features' format, default); embedding: "
                    "MIL-NCE's 512-d video embedding, the checkpoint's fc over it (the paper's 512-d S3D vector)")
-    p.add_argument("--batch-size", type=int, default=32, help="windows per model call, across videos (default 32)")
-    p.add_argument("--decode-workers", type=int, default=2, help="decoding threads per worker (default 2)")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per model call, across videos")
+    p.add_argument("--decode-workers", type=int, default=2, help="decoding threads per worker")
     p.add_argument("--chunk-seconds", type=int, default=DEFAULT_CHUNK_SECONDS,
                    help="seconds of windows decoded at a time; bounds memory (default 4)")
     add_executor_args(p)

@@ -16,11 +16,11 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from pipeline.crawl import errors
 from pipeline.crawl.fetch import FetchError, RetryPolicy, with_retries
 from pipeline.crawl.politeness import RequestBudget
-from pipeline.runtime.stage import report_warning
 from pipeline.crawl.url_policy import REFUSED_URL, UrlPolicy
 
 log = logging.getLogger("mmp.crawl")
@@ -82,10 +82,12 @@ class InfoJsonSource:
 
 class _YtdlpLogger:
     """yt-dlp's messages: warnings and errors are kept for the video being crawled (counted by
-    kind in its row and the unit's stats) and each distinct one is shown once on the console."""
+    kind in its row and the unit's stats) and each distinct one is handed to ``warn`` (the stage's
+    ``report_warning``), which shows it once on the console."""
 
-    def __init__(self):
+    def __init__(self, warn: Callable[[str], None] | None = None):
         self.seen: list[str] = []
+        self.warn = warn
 
     def debug(self, msg):
         pass
@@ -97,7 +99,8 @@ class _YtdlpLogger:
         msg = errors.redact(str(msg))
         self.seen.append(msg)
         log.info("yt-dlp: %s", msg)
-        report_warning(f"yt-dlp: {errors.warning_text(msg)}")
+        if self.warn is not None:
+            self.warn(f"yt-dlp: {errors.warning_text(msg)}")
 
     def error(self, msg):
         log.info("yt-dlp: %s", errors.redact(str(msg)))
@@ -114,11 +117,11 @@ def _policy(cfg) -> RetryPolicy:
 class YtdlpSource:
     """Asks YouTube through yt-dlp's Python API: one ``extract_info`` per video, no download."""
 
-    def __init__(self, cfg, budget: RequestBudget, cookie_copy: str | None):
+    def __init__(self, cfg, budget: RequestBudget, cookie_copy: str | None, warn: Callable[[str], None] | None = None):
         import yt_dlp
 
         self.budget, self.policy = budget, _policy(cfg)
-        self.logger = _YtdlpLogger()
+        self.logger = _YtdlpLogger(warn)
         self._ydls = []
         for proxy in cfg.proxies or [None]:
             # writesubtitles/writeautomaticsub: without them yt-dlp leaves out the translations
@@ -193,7 +196,7 @@ def refused_format(ydl, info: dict, url_policy: UrlPolicy) -> FetchError | None:
 
 
 def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie_copy: str | None,
-                   url_policy: UrlPolicy | None = None) -> tuple[str, bytes]:
+                   url_policy: UrlPolicy | None = None, warn: Callable[[str], None] | None = None) -> tuple[str, bytes]:
     """Fetch the video in ``cfg.video_format`` with yt-dlp from the info already at hand: (ext, bytes)."""
     import yt_dlp
 
@@ -201,7 +204,7 @@ def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie
     target = Path(tempfile.mkdtemp(dir=scratch))
     params = {"quiet": True, "no_warnings": True, "noprogress": True, "format": cfg.video_format,
               "outtmpl": str(target / "video.%(ext)s"), "socket_timeout": cfg.socket_timeout,
-              "retries": 0, "fragment_retries": 0, "logger": _YtdlpLogger(), "noplaylist": True,
+              "retries": 0, "fragment_retries": 0, "logger": _YtdlpLogger(warn), "noplaylist": True,
               "writesubtitles": False, "writeautomaticsub": False, "cachedir": False, **ytdlp_params_for(cfg)}
     if cfg.proxies:
         params["proxy"] = cfg.proxies[0]

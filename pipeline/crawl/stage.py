@@ -40,8 +40,7 @@ from pipeline.crawl.politeness import CrawlHalted, RayRequestBudget, RequestBudg
 from pipeline.crawl.sources import InfoJsonSource, YtdlpSource, download_video
 from pipeline.runtime.cli import executor_options, parse_args
 from pipeline.runtime.out_dir import stage_out
-from pipeline.runtime.stage import (Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage,
-                                    video_done)
+from pipeline.runtime.stage import Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage
 from pipeline.crawl.checks import check_main, preflight
 from pipeline.crawl.config import CrawlConfig, build_parser, config_from_args
 from pipeline.crawl.video import crawl_video, held_from, needs_retry
@@ -152,8 +151,8 @@ def private_copy(src: str, target: Path) -> str:
 class CrawlContext:
     """Per-process resources: the budget, the fetcher, the info source, a scratch directory."""
 
-    def __init__(self, cfg: CrawlConfig, egress: str | None = None, run_dir: Path | None = None):
-        self.cfg = cfg
+    def __init__(self, cfg: CrawlConfig, egress: str | None = None, run_dir: Path | None = None, warn=None):
+        self.cfg, self.warn = cfg, warn  # warn: the stage's report_warning, for yt-dlp's warnings
         self.budget = make_budget(cfg, egress)
         self.scratch = private_scratch(run_dir or work_area(cfg) / f"{socket.gethostname()}@{os.getpid()}")
         # yt-dlp writes cookies back to its file: give each process a private copy.
@@ -162,11 +161,13 @@ class CrawlContext:
         self.fetcher = Fetcher(self.budget, timeout=cfg.socket_timeout,
                                policy=RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max),
                                proxies=cfg.proxies, cookies=cookie_copy, url_policy=self.url_policy)
-        self.info_source = InfoJsonSource(cfg.info_json) if cfg.info_json else YtdlpSource(cfg, self.budget, cookie_copy)
+        self.info_source = (InfoJsonSource(cfg.info_json) if cfg.info_json else
+                            YtdlpSource(cfg, self.budget, cookie_copy, warn))
         self.cookie_copy = cookie_copy
 
     def download_video(self, info: dict) -> tuple[str, bytes]:
-        return download_video(info, self.cfg, self.budget, self.scratch, self.cookie_copy, self.url_policy)
+        return download_video(info, self.cfg, self.budget, self.scratch, self.cookie_copy, self.url_policy,
+                              self.warn)
 
 
 # ---------------------------------------------------------------- the stage
@@ -209,7 +210,7 @@ class CrawlStage(Stage):
         self.run_dir: Path | None = None  # set by main: this run's part of the private work area
 
     def __getstate__(self):
-        state = dict(self.__dict__)
+        state = super().__getstate__()
         state["_ctxs"] = {}
         return state
 
@@ -223,7 +224,7 @@ class CrawlStage(Stage):
 
     def context(self, egress: str | None = None) -> "CrawlContext":
         if egress not in self._ctxs:
-            self._ctxs[egress] = CrawlContext(self.cfg, egress, self.run_dir)
+            self._ctxs[egress] = CrawlContext(self.cfg, egress, self.run_dir, self.report_warning)
         return self._ctxs[egress]
 
     def plan(self) -> list[Unit]:
@@ -273,7 +274,7 @@ class CrawlStage(Stage):
                 if kind:
                     writer.count(f"ytdlp_warnings/{kind}")
             writer.add_row(row)
-            video_done(row["status"])
+            self.video_done(row["status"])
             log.info("%s %s %s", row["video_id"], row["status"], row.get("error") or "")
         writer.count("videos", len(unit.items))
         writer.count("requests", ctx.budget.requests)

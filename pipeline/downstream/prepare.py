@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from pipeline.runtime.cli import add_common_flags, add_executor_args, executor_options, parse_args
 from pipeline.runtime.langs import add_langs_flag
-from pipeline.runtime.stage import Stage, Unit, print_summary, run_stage, video_done
+from pipeline.runtime.stage import Stage, Unit, print_summary, run_stage
 from shards.errors import UserError, command
 from shards.codec import npy_bytes
 from shards.layout import MMP, DamagedUnit, UnitFiles, read_stats
@@ -122,7 +122,7 @@ class PrepareStage(Stage):
                 writer.count("sentence_unmatched")
             for lang in item.fallback:
                 writer.count(f"translation_fallback/{lang}")
-            video_done(row["status"])
+            self.video_done(row["status"])
 
     def convert(self, item: Item, writer: UnitWriter) -> dict:
         langs = sorted(lang for lang, caps in item.captions.items() if caps)

@@ -33,8 +33,7 @@ from pipeline.runtime.langs import add_langs_flag
 from pipeline.runtime.lineage import inputs_identity
 from pipeline.subtitles.stage import assemble_video
 from pipeline.runtime.out_dir import stage_out
-from pipeline.runtime.stage import (Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage,
-                                    video_done)
+from pipeline.runtime.stage import Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage
 from pipeline.subtitles.clean import TrackReport, clean_text, repair_timeline, script_flag
 from pipeline.crawl.videolist import read_video_list
 
@@ -118,7 +117,7 @@ class ReleaseImport(Stage):
                                                   if self.source.startswith("howto100m") else ABSENT))
                 writer.write_sample(vid, {SUBS_JSON: subs.to_member()})
             writer.add_row(row)
-            video_done(row["status"])
+            self.video_done(row["status"])
 
 
 def _caption_files(args_captions: list[Path], langs: list, layout: str) -> dict:

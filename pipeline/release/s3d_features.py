@@ -26,7 +26,7 @@ from shards.samples import META_JSON, SUBS_JSON, MmpMeta, SubsJson, feature_memb
 from shards.versions import versions
 from shards.writer import UnitWriter, sha256_file
 
-from pipeline.runtime.stage import Stage, Unit, video_done
+from pipeline.runtime.stage import Stage, Unit
 
 log = logging.getLogger("mmp.import")
 
@@ -146,7 +146,7 @@ class S3DFeatureImport(Stage):
                     writer.write_sample(vid, {feature_member("s3d"): npy_bytes(array.astype(np.float16)),
                                               SUBS_JSON: subs.to_member(), META_JSON: meta.to_member()})
             writer.add_row(row)
-            video_done(row["status"])
+            self.video_done(row["status"])
 
     def progress_ok(self, status: str) -> bool:
         return status in ("ok", "length_mismatch")

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from shards.versions import add_version_flag
 
+from pipeline.runtime.executors import DEFAULT_UNIT_RETRIES
+
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict:
     for action in parser._actions:
@@ -233,7 +235,6 @@ def from_args(cls, args, **values):
 
 # ---------------------------------------------------------------- executor flags
 
-DEFAULT_UNIT_RETRIES = 3
 
 
 def _process_count(text: str) -> int:

@@ -14,13 +14,17 @@ Each executor's ``run`` takes an optional ``stop`` (``pipeline.runtime.interrupt
 once it is requested no unit starts, units in flight get ``GRACE_S`` seconds, and the
 rest are abandoned (pool workers killed, Ray tasks cancelled). Pool workers die with
 their parent, and one whose setup fails sends its reason before it goes.
+
+Progress events travel with the work: an executor hands its sink (a queue, a Ray
+batcher) to a function that has ``bind_events(sink)`` once per worker process, before
+its first unit; no module variable holds it.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import time
 import traceback
@@ -28,42 +32,56 @@ from typing import Callable, Iterable, Iterator
 
 from pipeline.runtime.interrupt import GRACE_S, UnitAbandoned, bind_worker_to_parent
 
-_EVENTS = None  # the progress queue, set in each worker process
-_WORKER_FN = None  # the unit function of a pool worker, unpickled once with its initializer's arguments
+# Re-runs of a Ray task whose worker process or node died (--max-unit-retries).
+DEFAULT_UNIT_RETRIES = 3
 SETUP_FAILED = "worker_setup_failed"  # event kind: a worker's initializer raised (the message follows)
 
 
-def _init_worker(events, initializer, initargs, fn=None, parent_pid=None):
-    global _EVENTS, _WORKER_FN
-    if parent_pid is not None:
-        bind_worker_to_parent(parent_pid)
-    _EVENTS = events
-    _WORKER_FN = fn
+def bind_events(fn: Callable, events) -> None:
+    """Give ``fn`` the sink its progress events go to (a queue, a Ray batcher, or None), if it takes one."""
+    bind = getattr(fn, "bind_events", None)
+    if bind is not None:
+        bind(events)
+
+
+def _serve(payload: bytes, tasks, results, events, parent_pid: int) -> None:
+    """A pool worker: unpickle the unit function and its setup once (one pickle, so the stage its
+    setup prepared is the one its units use), then do the units sent to it until ``None``."""
+    bind_worker_to_parent(parent_pid)
+    fn, initializer, initargs = pickle.loads(payload)
+    bind_events(fn, events)
     if initializer is not None:
         try:
             initializer(*initargs)
-        except Exception as exc:  # the pool only sees a dead worker: tell the parent why, then die
+        except Exception as exc:  # the parent only sees a dead worker: tell it why, then die
             logging.getLogger("mmp").exception("worker setup failed")
             events.put((SETUP_FAILED, f"{type(exc).__name__}: {exc}"))
             events.close()
             events.join_thread()  # the message is in the pipe before the process goes
             os._exit(1)
+    while (task := tasks.get()) is not None:
+        key, unit = task
+        try:
+            reply = pickle.dumps((key, fn(unit), None, None))
+        except Exception as exc:
+            failed = _raised(unit, exc)
+            reply = pickle.dumps((key, None, failed.error, failed.error_type))
+        results.put(reply)
 
 
-def _call_worker_fn(unit):
-    return _WORKER_FN(unit)
+class EventSink:
+    """A worker process's progress events to the process showing progress, and the warnings it sent."""
 
+    def __init__(self, target):
+        self.target, self.warned = target, set()  # target: a queue or a Ray batcher
 
-def set_events(events) -> None:
-    """Where this process's ``report_event`` sends to (a queue, a Ray batcher, or None)."""
-    global _EVENTS
-    _EVENTS = events
+    def put(self, event) -> None:
+        self.target.put(event)
 
-
-def report_event(event) -> None:
-    """Send a progress event (e.g. a video's status) to the process showing the progress bar."""
-    if _EVENTS is not None:
-        _EVENTS.put(event)
+    def warn(self, text: str) -> None:
+        if text not in self.warned:
+            self.warned.add(text)
+            self.target.put(("warning", text))
 
 
 class Outcome:
@@ -91,9 +109,8 @@ class InlineExecutor:
         self.initializer, self.initargs = initializer, initargs
 
     def run(self, fn: Callable, units: Iterable, on_event: Callable, stop=None) -> Iterator[Outcome]:
-        global _EVENTS
         events: "queue.SimpleQueue" = queue.SimpleQueue()
-        _EVENTS = events
+        bind_events(fn, events)
         if self.initializer is not None:
             self.initializer(*self.initargs)
         try:
@@ -115,11 +132,11 @@ class InlineExecutor:
                     on_event(events.get())
                 yield outcome
         finally:
-            _EVENTS = None
+            bind_events(fn, None)
 
 
 class LocalExecutor:
-    """A process pool of ``workers`` processes (spawned: no state forked from the parent)."""
+    """``workers`` processes (spawned: no state forked from the parent), each given one unit at a time."""
 
     name = "local"
 
@@ -128,9 +145,11 @@ class LocalExecutor:
         self.initializer, self.initargs = initializer, initargs
 
     def run(self, fn: Callable, units: Iterable, on_event: Callable, stop=None) -> Iterator[Outcome]:
-        ctx = mp.get_context("spawn")
-        events = ctx.Queue()
         units = list(units)
+        if not units:
+            return
+        ctx = mp.get_context("spawn")
+        events, results = ctx.Queue(), ctx.Queue()
         setup_errors: list = []
 
         def on_worker_event(event):
@@ -139,67 +158,82 @@ class LocalExecutor:
             else:
                 on_event(event)
 
-        pool = cf.ProcessPoolExecutor(
-            max_workers=min(self.workers, max(1, len(units))),
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(events, self.initializer, self.initargs, fn, os.getpid()),
-        )
-        # fn travels with the initializer's arguments (one pickle), so the stage a
-        # worker's setup prepared (a loaded model, a fetcher) is the one its units use.
-        futures = {pool.submit(_call_worker_fn, unit): unit for unit in units}
-        pending = set(futures)
+        payload = pickle.dumps((fn, self.initializer, self.initargs))
+        workers = []
+        for _ in range(min(self.workers, len(units))):
+            tasks = ctx.Queue()
+            proc = ctx.Process(target=_serve, args=(payload, tasks, results, events, os.getpid()))
+            proc.start()
+            workers.append((proc, tasks))
+        todo = list(range(len(units)))[::-1]  # unit indices not yet sent, next one last
+        running: dict = {}  # worker number -> the unit index it is doing
         deadline = None  # set by a stop request: when units still in flight are abandoned
-        broken = False
+        finished = False
         try:
-            while pending:
+            while todo or running:
                 if stop is not None and stop.requested and deadline is None:
-                    pending = {f for f in pending if not f.cancel()}
+                    todo.clear()
                     deadline = time.monotonic() + GRACE_S
                 if deadline is not None and time.monotonic() >= deadline:
                     return
-                done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+                for w, (proc, tasks) in enumerate(workers):
+                    if todo and w not in running:
+                        running[w] = todo.pop()
+                        tasks.put((w, units[running[w]]))
+                replies = _replies(results, timeout=0.2)
                 _drain(events, on_worker_event)
-                done = [f for f in done if not f.cancelled()]
-                for k, fut in enumerate(done):
-                    unit = futures[fut]
-                    try:
-                        yield Outcome(unit, result=fut.result())
-                    except cf.process.BrokenProcessPool:
-                        broken = True
-                        if deadline is not None:
-                            return
-                        _drain(events, on_worker_event)
-                        # A worker died (its setup failed, killed, out of memory): its unit and every
-                        # unit not yet finished are reported; a re-run redoes them.
-                        why = (f"a worker process failed to start: {setup_errors[0]}" if setup_errors else
-                               "a worker process died (killed or out of memory) before this unit finished")
-                        for other in [*done[k:], *pending]:
-                            yield Outcome(futures[other], error=why)
+                for w, result, error, error_type in replies:
+                    unit = units[running.pop(w)]
+                    yield Outcome(unit, result, error, error_type)
+                if any(not proc.is_alive() for proc, _ in workers) and running:
+                    if deadline is not None:
                         return
-                    except Exception as exc:
-                        yield _raised(unit, exc)
+                    time.sleep(0.1)  # what a dead worker's siblings finished is in the pipe
+                    for w, result, error, error_type in _replies(results):
+                        yield Outcome(units[running.pop(w)], result, error, error_type)
+                    _drain(events, on_worker_event)
+                    # A worker died (its setup failed, killed, out of memory): its unit and every
+                    # unit not yet finished are reported; a re-run redoes them.
+                    why = (f"a worker process failed to start: {setup_errors[0]}" if setup_errors else
+                           "a worker process died (killed or out of memory) before this unit finished")
+                    for k in sorted([*running.values(), *todo]):
+                        yield Outcome(units[k], error=why)
+                    return
             _drain(events, on_worker_event)
+            finished = True
         finally:
-            _stop_pool(pool, abandon=bool(pending) or broken)
+            _stop_workers(workers, abandon=not finished)
 
 
-def _stop_pool(pool, abandon: bool) -> None:
-    """Shut the pool down. Units still running (a stop, a broken pool, an early exit) are
+def _replies(results, timeout: float = 0.0) -> list:
+    """The (worker, result, error, error type) replies in the results pipe, waiting up to
+    ``timeout`` seconds for the first."""
+    replies = []
+    while True:
+        try:
+            replies.append(pickle.loads(results.get(timeout=timeout) if timeout else results.get_nowait()))
+        except (queue.Empty, EOFError, OSError):
+            return replies
+        timeout = 0.0
+
+
+def _stop_workers(workers: list, abandon: bool) -> None:
+    """Stop the workers. Units still running (a stop, a dead worker, an early exit) are
     abandoned: their workers are killed (they ignore SIGTERM, which is the parent's to act on)."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
     if not abandon:
-        pool.shutdown(wait=False)
-        for proc in processes:  # idle workers leave at once on the pool's sentinel
+        for proc, tasks in workers:
+            if proc.is_alive():
+                tasks.put(None)
+        for proc, _ in workers:  # idle workers leave at once on the sentinel
             proc.join(timeout=30)
-    for proc in processes:
+    for proc, tasks in workers:
         try:
             if proc.is_alive():
                 proc.kill()
             proc.join(timeout=5)
         except (OSError, ValueError, AssertionError):
             pass
-    pool.shutdown(wait=True, cancel_futures=True)
+        tasks.cancel_join_thread()
 
 
 def _drain(events, on_event) -> None:
@@ -213,7 +247,7 @@ def _drain(events, on_event) -> None:
 
 
 def make_executor(name: str, workers: int, initializer=None, initargs=(), *, ray_address: str | None = None,
-                  max_unit_retries: int = 3, resources_for: Callable | None = None):
+                  max_unit_retries: int = DEFAULT_UNIT_RETRIES, resources_for: Callable | None = None):
     if name == "local":
         if workers <= 1:
             return InlineExecutor(initializer, initargs)

@@ -7,7 +7,7 @@ import os
 import time
 from typing import Callable, Iterable, Iterator
 
-from pipeline.runtime.executors import Outcome, set_events, type_name
+from pipeline.runtime.executors import DEFAULT_UNIT_RETRIES, Outcome, bind_events, type_name
 
 
 class RayUnavailable(RuntimeError):
@@ -136,24 +136,38 @@ class _Progress:
         return events
 
 
-_RAY_FNS: dict = {}  # run token -> the unit function, unpickled and set up once per worker process
+class _SetUpFn:
+    """The unit function of the run this Ray worker process last served, unpickled and set up once.
+
+    A Ray task is a plain function with nothing of its own that outlives one call, and
+    the stage's setup (a loaded model, a claimed GPU) must not be redone per unit, so
+    this one module-level object is the per-process cache; it holds one run at a time."""
+
+    def __init__(self):
+        self.token: str | None = None
+        self.fn: Callable | None = None
+
+    def get(self, token: str, payload) -> Callable:
+        if self.token != token:
+            fn, initializer, initargs = payload
+            if initializer is not None:
+                initializer(*initargs)
+            self.token, self.fn = token, fn  # drop an earlier run's stage
+        return self.fn
+
+
+_SET_UP = _SetUpFn()
 
 
 def _ray_unit(token: str, payload, unit, progress):
     """The body of one Ray task: set up this worker for the run once, then do the unit."""
-    fn = _RAY_FNS.get(token)
-    if fn is None:
-        fn, initializer, initargs = payload
-        if initializer is not None:
-            initializer(*initargs)
-        _RAY_FNS.clear()  # one run at a time per worker process: drop an earlier run's stage
-        _RAY_FNS[token] = fn
+    fn = _SET_UP.get(token, payload)
     events = _RayEvents(progress)
-    set_events(events)
+    bind_events(fn, events)
     try:
         return fn(unit)
     finally:
-        set_events(None)
+        bind_events(fn, None)
         events.flush(wait=True)
 
 
@@ -170,7 +184,7 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, workers: int, initializer=None, initargs=(), *, address: str | None = None,
-                 max_retries: int = 3, resources_for: Callable | None = None):
+                 max_retries: int = DEFAULT_UNIT_RETRIES, resources_for: Callable | None = None):
         self.workers = max(1, int(workers))
         self.initializer, self.initargs = initializer, initargs
         self.address, self.max_retries = address, max(0, int(max_retries))

@@ -18,24 +18,22 @@ import abc
 import json
 import logging
 import os
-import socket
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from shards.errors import UserError, output_errors, output_problem
 from shards.layout import DamagedUnit, SampleLayout, UnitFiles, completed_units, read_stats
-from shards.storage import RemotePath, as_path, staging_name
+from shards.storage import as_path
 from shards.versions import versions
 from shards.writer import UnitWriter, atomic_write_json
 
-from pipeline.runtime.cli import DEFAULT_UNIT_RETRIES
-from pipeline.runtime.executors import make_executor, report_event, type_name
+from pipeline.runtime.executors import DEFAULT_UNIT_RETRIES, EventSink, make_executor, type_name
 from pipeline.runtime.ray_executor import RayUnavailable
 from pipeline.runtime.interrupt import StageInterrupted, StopRequest, UnitAbandoned
 from pipeline.runtime.lineage import reopen_changed
+from pipeline.runtime.logs import log_dir_for, setup_logging
 from pipeline.runtime.progress import StageProgress
 from pipeline.runtime.runlock import RunLock, RunLocked
 
@@ -121,57 +119,21 @@ class Stage(abc.ABC):
         """Ray resources of one unit (default: the class's ``resources``, else one CPU)."""
         return dict(self.resources or {"num_cpus": 1})
 
+    events: "EventSink | None" = None  # set by the unit runner in the process that runs the units
 
-def video_done(status: str) -> None:
-    """Called by a stage once per input video, for the progress bar."""
-    report_event(status)
+    def video_done(self, status: str) -> None:
+        """Called by a stage once per input video, for the progress bar."""
+        if self.events is not None:
+            self.events.put(status)
 
+    def report_warning(self, text: str) -> None:
+        """A warning worth a user's eye (e.g. one of yt-dlp's), shown once per run on the console
+        by the process that shows progress, however many workers and videos meet it."""
+        if self.events is not None:
+            self.events.warn(text)
 
-_WARNED: set = set()  # what this worker process has already sent
-
-
-def report_warning(text: str) -> None:
-    """A warning worth a user's eye (e.g. one of yt-dlp's), shown once per run on the console
-    by the process that shows progress, however many workers and videos meet it."""
-    if text not in _WARNED:
-        _WARNED.add(text)
-        report_event(("warning", text))
-
-
-def log_dir_for(out) -> Path:
-    """``out/logs`` for a local ``out``; for a URL, a local directory named after it
-    (``$MMP_LOG_DIR``, default ``/tmp/mmp-logs``): log files are appended line by line,
-    which an object store cannot do."""
-    out = as_path(out)
-    if isinstance(out, RemotePath):
-        import tempfile
-
-        base = Path(os.environ.get("MMP_LOG_DIR") or Path(tempfile.gettempdir()) / "mmp-logs")
-        return base / staging_name(out)
-    return out / "logs"
-
-
-def setup_logging(out, stage: str, role: str) -> Path:
-    """Log to ``out/logs/{stage}-{host}-{role}.log`` (see ``log_dir_for``); warnings also to stderr."""
-    log_dir = log_dir_for(out)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    path = log_dir / f"{stage}-{socket.gethostname()}-{role}.log"
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_mmp", False):
-            root.removeHandler(handler)
-    fh = logging.FileHandler(path)
-    fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
-    fh._mmp = True
-    root.addHandler(fh)
-    root.setLevel(logging.INFO)
-    if role == "main":
-        sh = logging.StreamHandler(sys.stderr)
-        sh.setLevel(logging.WARNING)
-        sh.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        sh._mmp = True
-        root.addHandler(sh)
-    return path
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "events"}  # the runner sets it where it runs
 
 
 def _worker_setup(stage: Stage, out: str) -> None:
@@ -184,6 +146,10 @@ class _UnitRunner:
 
     def __init__(self, stage: Stage, out):
         self.stage, self.out = stage, as_path(out)
+
+    def bind_events(self, events) -> None:
+        """Where the stage's progress events go in this process (``None``: nowhere)."""
+        self.stage.events = None if events is None else EventSink(events)
 
     def __call__(self, unit: Unit) -> dict:
         files = UnitFiles(self.out, self.stage.name, unit.index)

@@ -189,7 +189,7 @@ def read_stats_files(sd: StageDir, issues: Issues) -> None:
     ]
     for found, level, noun, meaning in findings:
         if found:
-            text = meaning.replace("{names}", _names(found))
+            text = meaning.replace("{names}", _names(found)) if "{names}" in meaning else meaning  # a count only
             issues.add(level, sd.label, f"{_count(found, noun)}{'' if text.startswith(';') else ' '}{text}")
     cfg = sd.path / "config.json"
     if cfg.exists():

@@ -41,7 +41,7 @@ from pipeline.runtime.cli import (add_common_flags, add_executor_args, add_optio
                                   from_args, option, parse_args)
 from pipeline.runtime.langs import add_langs_flag
 from pipeline.runtime.stage import (Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage,
-                                    units_from_upstream, video_done)
+                                    units_from_upstream)
 from pipeline.subtitles.clean import DEFAULT_MAX_BYTES, OK as TRACK_OK, clean_track
 
 log = logging.getLogger("mmp.align")
@@ -201,7 +201,7 @@ class AlignStage(Stage):
                 writer.count("cues", row.get(lang_column(lang, "cues")) or 0)
             writer.add_row(row)
             done.add(row["video_id"])
-            video_done(row["status"])
+            self.video_done(row["status"])
 
         broken = None
         try:

@@ -96,6 +96,13 @@ def test_ytdlp_warnings_are_shown_once_and_counted(sample, tmp_path, capsys, mon
 
     monkeypatch.setattr(sources.InfoJsonSource, "get", get)
     monkeypatch.setattr(sources.InfoJsonSource, "take_warnings", lambda self: logger.take())
+    real_context = crawl.CrawlContext.__init__
+
+    def with_logger(self, *a, **kw):  # the stage's report_warning, as YtdlpSource gets it
+        real_context(self, *a, **kw)
+        logger.warn = self.warn
+
+    monkeypatch.setattr(crawl.CrawlContext, "__init__", with_logger)
     out = tmp_path / "d"
     assert crawl.main(sample.crawl_args(out, "--langs", "en,de", "--executor", "inline")) == 0
     err = capsys.readouterr().err

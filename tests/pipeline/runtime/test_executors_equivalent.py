@@ -14,7 +14,7 @@ import pytest
 from pipeline.subtitles import stage as align_stage
 
 from pipeline.crawl import stage as crawl
-from pipeline.runtime.stage import Stage, Unit, video_done
+from pipeline.runtime.stage import Stage, Unit
 from shards.layout import completed_units
 from shards.reader import iter_samples, read_rows
 
@@ -92,15 +92,23 @@ def test_ray_executor_reports_progress_per_video(sample, tmp_path, ray_instance)
 
     seen = []
     ex = make_executor("ray", 2)
-    outcomes = list(ex.run(_emit_items, [Unit(i, list(range(i + 2))) for i in range(3)], seen.append))
+    outcomes = list(ex.run(_EmitItems(), [Unit(i, list(range(i + 2))) for i in range(3)], seen.append))
     assert sorted(o.result for o in outcomes) == [2, 3, 4] and not any(o.error for o in outcomes)
     assert sorted(seen) == sorted(["ok"] * 9)
 
 
-def _emit_items(unit):
-    for _ in unit.items:
-        video_done("ok")
-    return len(unit.items)
+class _EmitItems:
+    """A unit function that sends one progress event per item to the sink its executor binds."""
+
+    events = None
+
+    def bind_events(self, events):
+        self.events = events
+
+    def __call__(self, unit):
+        for _ in unit.items:
+            self.events.put("ok")
+        return len(unit.items)
 
 
 
@@ -118,7 +126,7 @@ class Statuses(Stage):
     def process(self, unit, writer):
         for j, status in enumerate(unit.items):
             writer.add_row({"video_id": f"v{unit.index}{j}", "status": status})
-            video_done(status)
+            self.video_done(status)
 
 
 def test_progress_is_plain_lines_when_not_a_terminal_and_names_statuses(tmp_path, monkeypatch, capsys):

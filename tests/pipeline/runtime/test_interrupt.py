@@ -161,12 +161,9 @@ def test_cpu_workers_claim_no_slot_files(tmp_path):
     pytest.importorskip("torch")
     from features import devices
 
-    devices.WORKER.clear()
-    try:
-        assert devices.pick_device(tmp_path, 0, 2) == "cpu"
-        assert devices.WORKER["lock"] is None
-    finally:
-        devices.WORKER.clear()
+    worker = devices.Worker()
+    assert devices.pick_device(tmp_path, 0, 2, worker) == "cpu"
+    assert worker.lock is None
     assert not list(tmp_path.glob(".gpu-slot-*"))
 
 

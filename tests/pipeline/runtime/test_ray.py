@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray")
 from pipeline.crawl import stage as crawl  # noqa: E402
 from pipeline.runtime.ray_executor import start_local_ray  # noqa: E402
 from pipeline.crawl.politeness import CrawlHalted, RayRequestBudget  # noqa: E402
-from pipeline.runtime.stage import Stage, Unit, run_stage, video_done  # noqa: E402
+from pipeline.runtime.stage import Stage, Unit, run_stage  # noqa: E402
 from shards.errors import UserError  # noqa: E402
 from shards.layout import UnitFiles, completed_units  # noqa: E402
 from shards.reader import iter_samples, read_rows  # noqa: E402
@@ -58,7 +58,7 @@ class KillOnce(Stage):
         for j, key in enumerate(unit.items):
             writer.write_sample(key, {"txt": key})
             writer.add_row({"video_id": key, "status": "ok", "pid": os.getpid()})
-            video_done("ok")
+            self.video_done("ok")
             if unit.index == 1 and j == 1:
                 done = len(list(self.markers.glob("kill-*")))
                 if done < self.kills:
@@ -236,7 +236,7 @@ class InterruptDriver(Stage):
         else:
             time.sleep(0.5)
         writer.add_row({"video_id": unit.items[0], "status": "ok", "pid": os.getpid()})
-        video_done("ok")
+        self.video_done("ok")
 
 
 def test_ctrl_c_stops_a_ray_run_with_exit_130_and_a_rerun_finishes(tmp_path, capsys):

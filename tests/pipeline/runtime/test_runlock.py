@@ -25,7 +25,7 @@ from pipeline.crawl import stage as crawl
 
 from pipeline.runtime import runlock
 from pipeline.runtime.runlock import RunLock, RunLocked
-from pipeline.runtime.stage import Stage, Unit, run_stage, video_done
+from pipeline.runtime.stage import Stage, Unit, run_stage
 from shards.errors import UserError
 from shards.layout import UnitFiles
 from shards.writer import UnitWriter
@@ -44,7 +44,7 @@ class Tiny(Stage):
         for key in unit.items:
             writer.write_sample(key, {"txt": key})
             writer.add_row({"video_id": key, "status": "ok"})
-            video_done("ok")
+            self.video_done("ok")
 
 
 def write_lock(directory, pid, host=None, name=".run.lock", **extra):
