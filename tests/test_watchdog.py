@@ -1,0 +1,32 @@
+"""The tests' own watchdog holds: a call past its time or memory fails its test, and nothing else."""
+import time
+
+import pytest
+
+from tests.watchdog import Exceeded, call_main, run_bounded
+
+
+def _hog(mb):
+    blocks = [bytearray(2**20) for _ in range(mb)]
+    time.sleep(10)
+    return len(blocks)
+
+
+def _raise():
+    raise ValueError("from the child")
+
+
+def test_result_and_exceptions_come_back():
+    assert run_bounded(sum, [1, 2, 3], seconds=10) == 6
+    with pytest.raises(ValueError, match="from the child"):
+        run_bounded(_raise, seconds=10)
+    assert call_main(lambda argv: print("hi", argv) or 3, ["x"], seconds=10) == (3, "hi ['x']\n", "")
+
+
+def test_memory_and_time_bounds_stop_the_call():
+    started = time.monotonic()
+    with pytest.raises(Exceeded, match="more than 200 MiB"):
+        run_bounded(_hog, 400, seconds=30, memory_mb=200)
+    with pytest.raises(Exceeded, match="ran past 0.5 s"):
+        run_bounded(time.sleep, 30, seconds=0.5)
+    assert time.monotonic() - started < 20

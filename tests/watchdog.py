@@ -1,0 +1,111 @@
+"""A watchdog for the tests of bounds: a call runs in a child process that is killed when it runs
+past its time or its memory, so a regression fails its test instead of taking the machine down.
+
+``run_bounded(fn, *args, seconds=, memory_mb=)`` forks, runs ``fn(*args)`` in the child (its own
+process group, so processes it starts are counted and killed with it) and returns its result, or
+re-raises what it raised (``SystemExit`` included). The parent samples the resident memory of the
+whole group every 20 ms; past ``memory_mb`` or ``seconds`` it kills the group and fails the test
+with ``Exceeded``, saying which bound and what was seen. ``call_main`` does the same for a command's
+``main(argv)`` and hands back its exit code and what it printed.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import time
+import traceback
+from pathlib import Path
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class Exceeded(AssertionError):
+    """The call ran past a bound of the watchdog (the test fails)."""
+
+
+def group_rss(pgid: int) -> int:
+    """Resident bytes of every process in process group ``pgid`` (Linux's /proc)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[2]) != pgid:  # fields after the name: state, ppid, pgrp, ...
+                continue
+            total += int((entry / "statm").read_text().split()[1]) * _PAGE
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while it was read
+    return total
+
+
+def _child(conn, fn, args, kwargs) -> None:
+    os.setpgrp()
+    try:
+        reply = ("ok", fn(*args, **kwargs))
+    except BaseException as exc:  # handed to the parent, which raises it in the test
+        reply = ("raised", exc, traceback.format_exc())
+    try:
+        conn.send_bytes(pickle.dumps(reply))
+    except Exception:  # an unpicklable result or exception: its text still reaches the test
+        conn.send_bytes(pickle.dumps(("raised", RuntimeError(repr(reply[1])), traceback.format_exc())))
+    conn.close()
+    os._exit(0)
+
+
+def run_bounded(fn, *args, seconds: float = 60.0, memory_mb: float = 1024.0, **kwargs):
+    """``fn(*args, **kwargs)`` in a forked child under a wall-time and resident-memory bound."""
+    ctx = mp.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs))
+    proc.start()
+    send.close()
+    limit = memory_mb * 2**20
+    started = time.monotonic()
+    peak = 0
+    try:
+        while True:
+            if receive.poll(0.02):
+                reply = pickle.loads(receive.recv_bytes())
+                break
+            rss = group_rss(proc.pid)
+            peak = max(peak, rss)
+            if rss > limit:
+                raise Exceeded(f"{getattr(fn, '__name__', fn)} used more than {memory_mb:g} MiB of memory "
+                               f"({rss / 2**20:.0f} MiB resident after {time.monotonic() - started:.1f} s)")
+            if time.monotonic() - started > seconds:
+                raise Exceeded(f"{getattr(fn, '__name__', fn)} ran past {seconds:g} s "
+                               f"(peak {peak / 2**20:.0f} MiB resident)")
+            if not proc.is_alive() and not receive.poll(0.2):
+                raise Exceeded(f"{getattr(fn, '__name__', fn)}'s process died (exit code {proc.exitcode})")
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.join(5)
+        receive.close()
+    if reply[0] == "ok":
+        return reply[1]
+    exc = reply[1]
+    if not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        exc.add_note(f"raised in the watched process:\n{reply[2]}")
+    raise exc
+
+
+def _main_printing(main, argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def call_main(main, argv, *, seconds: float = 120.0, memory_mb: float = 1024.0):
+    """``main(argv)`` under the watchdog: (exit code, stdout, stderr)."""
+    return run_bounded(_main_printing, main, list(argv), seconds=seconds, memory_mb=memory_mb)
