@@ -30,6 +30,7 @@ import time
 import traceback
 from typing import Callable, Iterable, Iterator
 
+from pipeline.runtime.budget import CRASHED, OVER_BUDGET, Guard, WorkSlots, judge, resident_bytes
 from pipeline.runtime.interrupt import GRACE_S, UnitAbandoned, bind_worker_to_parent
 
 # Re-runs of a Ray task whose worker process or node died (--max-unit-retries).
@@ -44,12 +45,22 @@ def bind_events(fn: Callable, events) -> None:
         bind(events)
 
 
-def _serve(payload: bytes, tasks, results, events, parent_pid: int) -> None:
+def bind_guard(fn: Callable, guard) -> None:
+    """Give ``fn`` the per-video budget ``Guard`` of the process it runs in, if it takes one."""
+    bind = getattr(fn, "bind_guard", None)
+    if bind is not None:
+        bind(guard)
+
+
+def _serve(payload: bytes, tasks, results, events, slots, parent_pid: int) -> None:
     """A pool worker: unpickle the unit function and its setup once (one pickle, so the stage its
-    setup prepared is the one its units use), then do the units sent to it until ``None``."""
+    setup prepared is the one its units use), then do the units sent to it until ``None``. Each
+    task carries the keys of the unit that the parent already judged over budget (see budget.py)."""
     bind_worker_to_parent(parent_pid)
     fn, initializer, initargs = pickle.loads(payload)
     bind_events(fn, events)
+    guard = Guard(slots)
+    bind_guard(fn, guard)
     if initializer is not None:
         try:
             initializer(*initargs)
@@ -60,7 +71,8 @@ def _serve(payload: bytes, tasks, results, events, parent_pid: int) -> None:
             events.join_thread()  # the message is in the pipe before the process goes
             os._exit(1)
     while (task := tasks.get()) is not None:
-        key, unit = task
+        key, unit, judged = task
+        guard.judged = judged
         try:
             reply = pickle.dumps((key, fn(unit), None, None))
         except Exception as exc:
@@ -111,6 +123,7 @@ class InlineExecutor:
     def run(self, fn: Callable, units: Iterable, on_event: Callable, stop=None) -> Iterator[Outcome]:
         events: "queue.SimpleQueue" = queue.SimpleQueue()
         bind_events(fn, events)
+        bind_guard(fn, Guard())
         if self.initializer is not None:
             self.initializer(*self.initargs)
         try:
@@ -133,12 +146,33 @@ class InlineExecutor:
                 yield outcome
         finally:
             bind_events(fn, None)
+            bind_guard(fn, None)
+
+
+class _PoolWorker:
+    """One pool process and its own pipes (a worker killed mid-write damages only its own)."""
+
+    def __init__(self, ctx, payload: bytes):
+        self.tasks, self.results, self.events = ctx.Queue(), ctx.Queue(), ctx.Queue()
+        self.slots = WorkSlots(ctx)
+        self.proc = ctx.Process(target=_serve, args=(payload, self.tasks, self.results, self.events, self.slots,
+                                                     os.getpid()))
+        self.proc.start()
+
+    def stop(self, abandon: bool) -> None:
+        _stop_workers([(self.proc, self.tasks)], abandon)
 
 
 class LocalExecutor:
-    """``workers`` processes (spawned: no state forked from the parent), each given one unit at a time."""
+    """``workers`` processes (spawned: no state forked from the parent), each given one unit at a time.
+
+    It also enforces the per-video budgets (``pipeline.runtime.budget``): a worker stuck past a
+    budget, or dead while doing a video, is replaced, the video judged, and its unit sent again
+    (at most ``MAX_RESENDS`` times; then the unit fails as before and the next run redoes it).
+    """
 
     name = "local"
+    MAX_RESENDS = 20
 
     def __init__(self, workers: int, initializer=None, initargs=()):
         self.workers = max(1, int(workers))
@@ -149,7 +183,6 @@ class LocalExecutor:
         if not units:
             return
         ctx = mp.get_context("spawn")
-        events, results = ctx.Queue(), ctx.Queue()
         setup_errors: list = []
 
         def on_worker_event(event):
@@ -159,14 +192,10 @@ class LocalExecutor:
                 on_event(event)
 
         payload = pickle.dumps((fn, self.initializer, self.initargs))
-        workers = []
-        for _ in range(min(self.workers, len(units))):
-            tasks = ctx.Queue()
-            proc = ctx.Process(target=_serve, args=(payload, tasks, results, events, os.getpid()))
-            proc.start()
-            workers.append((proc, tasks))
+        workers = [_PoolWorker(ctx, payload) for _ in range(min(self.workers, len(units)))]
         todo = list(range(len(units)))[::-1]  # unit indices not yet sent, next one last
         running: dict = {}  # worker number -> the unit index it is doing
+        judged: dict = {}  # unit index -> {key: (status, what)} found by the budget watch
         deadline = None  # set by a stop request: when units still in flight are abandoned
         finished = False
         try:
@@ -176,45 +205,83 @@ class LocalExecutor:
                     deadline = time.monotonic() + GRACE_S
                 if deadline is not None and time.monotonic() >= deadline:
                     return
-                for w, (proc, tasks) in enumerate(workers):
+                for w, worker in enumerate(workers):
                     if todo and w not in running:
                         running[w] = todo.pop()
-                        tasks.put((w, units[running[w]]))
-                replies = _replies(results, timeout=0.2)
-                _drain(events, on_worker_event)
+                        worker.tasks.put((w, units[running[w]], dict(judged.get(running[w], {}))))
+                replies = _replies([w.results for w in workers], timeout=0.2)
+                for worker in workers:
+                    _drain(worker.events, on_worker_event)
                 for w, result, error, error_type in replies:
                     unit = units[running.pop(w)]
                     yield Outcome(unit, result, error, error_type)
-                if any(not proc.is_alive() for proc, _ in workers) and running:
+                for w in list(running):
+                    verdict = self._watch(workers[w])
+                    if verdict is None or deadline is not None:
+                        continue
+                    k = running.pop(w)
+                    key, status, what = verdict
+                    logging.getLogger("mmp").warning("unit %s: %s %s (%s); its unit is sent again",
+                                                     getattr(units[k], "index", k), key, status, what)
+                    judged.setdefault(k, {})[key] = (status, what)
+                    workers[w].stop(abandon=True)
+                    workers[w] = _PoolWorker(ctx, payload)
+                    if len(judged[k]) > self.MAX_RESENDS:
+                        yield Outcome(units[k], error=f"its workers were stopped {len(judged[k])} times ({what})")
+                    else:
+                        todo.append(k)
+                if any(not worker.proc.is_alive() for worker in workers) and running:
                     if deadline is not None:
                         return
-                    time.sleep(0.1)  # what a dead worker's siblings finished is in the pipe
-                    for w, result, error, error_type in _replies(results):
+                    time.sleep(0.1)  # what a dead worker's siblings finished is in their pipes
+                    for w, result, error, error_type in _replies([w.results for w in workers]):
                         yield Outcome(units[running.pop(w)], result, error, error_type)
-                    _drain(events, on_worker_event)
-                    # A worker died (its setup failed, killed, out of memory): its unit and every
+                    for worker in workers:
+                        _drain(worker.events, on_worker_event)
+                    # A worker died outside any video (its setup failed, killed): its unit and every
                     # unit not yet finished are reported; a re-run redoes them.
                     why = (f"a worker process failed to start: {setup_errors[0]}" if setup_errors else
                            "a worker process died (killed or out of memory) before this unit finished")
                     for k in sorted([*running.values(), *todo]):
                         yield Outcome(units[k], error=why)
                     return
-            _drain(events, on_worker_event)
+            for worker in workers:
+                _drain(worker.events, on_worker_event)
             finished = True
         finally:
-            _stop_workers(workers, abandon=not finished)
+            for worker in workers:
+                worker.stop(abandon=not finished)
+
+    @staticmethod
+    def _watch(worker: _PoolWorker) -> tuple[str, str, str] | None:
+        """(key, status, what) when ``worker`` must be replaced for the piece of work it is doing:
+        past its budget (``judge``), or dead while doing it."""
+        if not worker.proc.is_alive():
+            running = worker.slots.running()
+            if not running:
+                return None
+            code = worker.proc.exitcode
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            return running[0][0], CRASHED, f"the worker process died while doing it ({how})"
+        verdict = judge(worker.slots, resident_bytes(worker.proc.pid))
+        return None if verdict is None else (verdict[0], OVER_BUDGET, verdict[1])
 
 
-def _replies(results, timeout: float = 0.0) -> list:
-    """The (worker, result, error, error type) replies in the results pipe, waiting up to
-    ``timeout`` seconds for the first."""
-    replies = []
+def _replies(pipes: list, timeout: float = 0.0) -> list:
+    """The (worker, result, error, error type) replies in the workers' results pipes, waiting up
+    to ``timeout`` seconds for the first."""
+    end = time.monotonic() + timeout
     while True:
-        try:
-            replies.append(pickle.loads(results.get(timeout=timeout) if timeout else results.get_nowait()))
-        except (queue.Empty, EOFError, OSError):
+        replies = []
+        for results in pipes:
+            while True:
+                try:
+                    replies.append(pickle.loads(results.get_nowait()))
+                except (queue.Empty, EOFError, OSError):
+                    break
+        if replies or time.monotonic() >= end:
             return replies
-        timeout = 0.0
+        time.sleep(0.01)
 
 
 def _stop_workers(workers: list, abandon: bool) -> None:

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from shards.errors import UserError, output_errors, output_problem
 from shards.layout import DamagedUnit, SampleLayout, UnitFiles, completed_units, read_stats
@@ -29,6 +29,7 @@ from shards.storage import as_path
 from shards.versions import versions
 from shards.writer import UnitWriter, atomic_write_json
 
+from pipeline.runtime.budget import Budget, Guard
 from pipeline.runtime.executors import DEFAULT_UNIT_RETRIES, EventSink, make_executor, type_name
 from pipeline.runtime.ray_executor import RayUnavailable
 from pipeline.runtime.interrupt import StageInterrupted, StopRequest, UnitAbandoned
@@ -120,6 +121,15 @@ class Stage(abc.ABC):
         return dict(self.resources or {"num_cpus": 1})
 
     events: "EventSink | None" = None  # set by the unit runner in the process that runs the units
+    guard: "Guard | None" = None  # likewise: the per-video budget watch of that process
+    budget: "Budget | None" = None  # what one video's work may take (the stage's flags); None: unbounded
+
+    def within_budget(self, key: str, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)``, one video's work, under the stage's ``budget``; raises
+        ``OverBudget`` (``pipeline.runtime.budget``) when it runs out or was judged so before."""
+        if self.guard is None:
+            self.guard = Guard()  # a stage driven without an executor (a test, a notebook)
+        return self.guard.run(key, self.budget or Budget(0, 0), fn, *args, **kwargs)
 
     def video_done(self, status: str) -> None:
         """Called by a stage once per input video, for the progress bar."""
@@ -133,7 +143,7 @@ class Stage(abc.ABC):
             self.events.warn(text)
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "events"}  # the runner sets it where it runs
+        return {k: v for k, v in self.__dict__.items() if k not in ("events", "guard")}  # set where it runs
 
 
 def _worker_setup(stage: Stage, out: str) -> None:
@@ -150,6 +160,10 @@ class _UnitRunner:
     def bind_events(self, events) -> None:
         """Where the stage's progress events go in this process (``None``: nowhere)."""
         self.stage.events = None if events is None else EventSink(events)
+
+    def bind_guard(self, guard) -> None:
+        """The per-video budget watch of the process the units run in (``None``: none)."""
+        self.stage.guard = guard
 
     def __call__(self, unit: Unit) -> dict:
         files = UnitFiles(self.out, self.stage.name, unit.index)
@@ -280,6 +294,7 @@ def _run_locked(stage: Stage, out, stop: StopRequest, *, executor, workers, rank
         check_config(out, stage)
         units = stage.plan()
         config = {"stage": stage.name, "config": stage.config(), "fingerprint": stage.fingerprint(),
+                  "budget": None if stage.budget is None else asdict(stage.budget),
                   "units": len(units), "executor": executor, "workers": workers, "world_size": world_size,
                   "versions": versions()}
         atomic_write_json(out / "config.json", config)

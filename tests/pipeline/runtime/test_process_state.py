@@ -17,7 +17,8 @@ from pipeline.runtime.executors import InlineExecutor, LocalExecutor
 from pipeline.runtime.stage import Stage, Unit, _UnitRunner
 
 STATE_FREE = ["pipeline.runtime.executors", "pipeline.runtime.ray_executor", "pipeline.runtime.stage",
-              "features.devices", "features.extract", "pipeline.crawl.sources"]
+              "features.devices", "features.extract", "pipeline.crawl.sources",
+              "pipeline.runtime.budget"]
 # The Ray worker's per-process cache of the set-up unit function: one object, documented there.
 ALLOWED = {("pipeline.runtime.ray_executor", "_SET_UP")}
 
