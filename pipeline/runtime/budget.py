@@ -88,6 +88,19 @@ class _Tripped(BaseException):
     in the work swallows it. ``Guard.run`` turns it into ``OverBudget``."""
 
 
+def budget_number(text: str) -> float:
+    """A ``--budget-*`` flag's value: a number >= 0 (0 turns that bound off)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{text!r} is not a budget; give a number >= 0 (0: no bound)")
+    return value
+
+
 def resident_bytes(pid: int | str = "self") -> int:
     """The resident memory of a process (0 where /proc cannot tell)."""
     try:

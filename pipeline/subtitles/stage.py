@@ -15,6 +15,8 @@ Video statuses:
   missing_sample    the crawl parquet promises a sample the crawl tar does not hold
   shard_unreadable  the crawl tar broke before this video's sample
   bad_sample        the sample is there but its info.json or key is unusable
+  over_budget       cleaning it ran out of --budget-seconds or --budget-memory-mb (``error`` says which)
+  crashed           its worker process died while cleaning it
 Track statuses (``{lang}_status``): ok, missing, crawl_error, wrong_script (kept under
 ``flagged_tracks``, out of ``tracks`` and ``segments``), and subtitles' empty,
 not_text, too_large, parse_error.
@@ -37,6 +39,7 @@ from shards.storage import RemotePath, as_path
 from shards.writer import UnitWriter
 
 from pipeline.subtitles.align import align_tracks, track_stats
+from pipeline.runtime.budget import Budget, OverBudget, budget_number
 from pipeline.runtime.cli import (add_common_flags, add_executor_args, add_options, executor_options, field_default,
                                   from_args, option, parse_args)
 from pipeline.runtime.langs import add_langs_flag
@@ -56,6 +59,12 @@ class AlignConfig:
     langs: list = field(default_factory=lambda: list(DEFAULT_LANGS))
     keep_annotations: bool = option(False, "keep [Music]-style annotations and >> markers")
     max_track_bytes: int = DEFAULT_MAX_BYTES  # --max-track-mb, in MiB
+    # Cleaning is linear in a track's size: a real video's nine tracks take well under a second, the
+    # largest allowed ones (--max-track-mb) tens of seconds.
+    budget_seconds: float = option(300.0, "wall time one video's cleaning and alignment may take (seconds; 0: no "
+                                   "bound); past it the video is over_budget", type=budget_number)
+    budget_memory_mb: float = option(4096.0, "memory one video's cleaning and alignment may add (MiB; 0: no "
+                                     "bound); past it the video is over_budget", type=budget_number)
 
 
 # ---------------------------------------------------------------- per-video work
@@ -160,6 +169,7 @@ class AlignStage(Stage):
     def __init__(self, cfg: AlignConfig):
         self.cfg = cfg
         self.schema = aligned_schema(cfg.langs)
+        self.budget = Budget(cfg.budget_seconds, cfg.budget_memory_mb)
         self.crawl = as_path(cfg.crawl)
 
     def plan(self) -> list[Unit]:
@@ -220,7 +230,10 @@ class AlignStage(Stage):
                 except (KeyError, ValueError) as exc:
                     emit({**base, "video_id": key, "status": "bad_sample", "error": f"info.json unusable: {exc}"[:300]}, None)
                     continue
-                row, subs = align_video(key, info, sample, self.cfg)
+                try:
+                    row, subs = self.within_budget(key, align_video, key, info, sample, self.cfg)
+                except OverBudget as exc:
+                    row, subs = {"video_id": key, "status": exc.status, "error": exc.what}, None
                 emit({**base, **row}, subs)
         except ShardError as exc:
             broken = str(exc)
