@@ -6,7 +6,11 @@ holder. The lock is a small JSON file in the output directory (``pid``, ``host``
 ``started``, ``command``), created with ``O_CREAT | O_EXCL``, which is atomic on a
 local disk and on NFS. While its run lives a thread touches its mtime (the
 heartbeat). A lock is stale when its process is gone: on this host, when its pid is
-dead; from another host, when its heartbeat is older than ``MMP_LOCK_TIMEOUT`` seconds.
+dead (or is another process now: the lock records its start time), whatever its heartbeat
+says (a run stopped with Ctrl-Z, or a clock pushed back, still holds it); from another host,
+when its heartbeat is older than ``MMP_LOCK_TIMEOUT`` seconds. A run whose heartbeat finds its
+lock taken by another calls ``on_lost`` (``run_stage`` stops the run there: no unit starts, the
+units in flight are abandoned).
 A stale lock is taken over by renaming a fresh lock over it, under a short-lived
 ``.takeover`` guard so that two runs never take over the same stale lock together.
 
@@ -58,15 +62,35 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc), None where it cannot be told."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _holder_alive(holder: dict) -> bool:
+    try:
+        pid = int(holder.get("pid", -1))
+    except (TypeError, ValueError):
+        return False
+    if pid <= 0 or not _pid_alive(pid):
+        return False
+    recorded, now = holder.get("pid_start"), process_start(pid)
+    return recorded is None or now is None or recorded == now  # else the pid was reused
+
+
 def is_stale(holder: dict | None, mtime: float, now: float | None = None) -> bool:
     """Whether the run that wrote ``holder`` (a lock's JSON, None if unreadable) is gone."""
     now = time.time() if now is None else now
-    heartbeat_old = now - mtime > TIMEOUT_S
     if not holder:
         return now - mtime > _GUARD_STALE_S  # a lock being written is readable within milliseconds
     if holder.get("host") == socket.gethostname():
-        return heartbeat_old or not _pid_alive(int(holder.get("pid", -1)))
-    return heartbeat_old
+        return not _holder_alive(holder)  # a live holder keeps its lock, whatever its heartbeat
+    return now - mtime > TIMEOUT_S
 
 
 def describe(holder: dict | None, path) -> str:
@@ -92,13 +116,16 @@ class RunLock:
         self.directory = as_path(directory)
         self.path = self.directory / lock_name(rank, world_size)
         self.token = uuid.uuid4().hex
-        self.info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+        self.info = {"pid": os.getpid(), "pid_start": process_start(os.getpid()), "host": socket.gethostname(),
+                     "started": time.time(),
                      "command": command or " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]]),
                      "rank": rank, "world_size": world_size, "token": self.token}
         self.remote = isinstance(self.directory, RemotePath)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.held = False
+        self.lost: str | None = None  # why this run no longer holds its lock
+        self.on_lost = None  # called (in the heartbeat thread) with that sentence
 
     # ------------------------------------------------------------ reading
 
@@ -221,7 +248,11 @@ class RunLock:
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 if not self._still_mine():
-                    log.error("the lock %s was taken by another run; this run's outputs may collide with it", self.path)
+                    self.lost = (f"the run lock {self.path} was taken by another run; this run stopped writing "
+                                 f"to {self.directory}")
+                    log.error("%s", self.lost)
+                    if self.on_lost is not None:
+                        self.on_lost(self.lost)
                     return
                 if self.remote:
                     self.path.write_bytes(self._payload())

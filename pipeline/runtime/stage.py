@@ -151,11 +151,28 @@ def _worker_setup(stage: Stage, out: str) -> None:
     stage.setup_worker()
 
 
-class _UnitRunner:
-    """Picklable callable that processes one unit in a worker process."""
+class _LockLost(Exception):
+    pass
 
-    def __init__(self, stage: Stage, out):
-        self.stage, self.out = stage, as_path(out)
+
+class _UnitRunner:
+    """Picklable callable that processes one unit in a worker process. With ``lock`` (the run lock's
+    path and token) it checks the run still holds its output before a unit starts and before it is
+    published: a run whose lock was taken writes nothing more."""
+
+    def __init__(self, stage: Stage, out, lock: tuple | None = None):
+        self.stage, self.out, self.lock = stage, as_path(out), lock
+
+    def _check_lock(self) -> None:
+        if self.lock is None:
+            return
+        path, token = self.lock
+        try:
+            holder = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            holder = None
+        if not isinstance(holder, dict) or holder.get("token") != token:
+            raise _LockLost(f"the run lock {path} was taken by another run; this run stopped writing to {self.out}")
 
     def bind_events(self, events) -> None:
         """Where the stage's progress events go in this process (``None``: nowhere)."""
@@ -170,6 +187,7 @@ class _UnitRunner:
         try:
             if files.is_complete():  # another runner finished it meanwhile
                 return {"skipped": True, "counts": {}}
+            self._check_lock()
             for tmp in files.temporaries():
                 tmp.unlink(missing_ok=True)
             source = self.stage.built_from(unit)
@@ -177,6 +195,10 @@ class _UnitRunner:
                 if source:
                     writer.extra["built_from"] = source
                 self.stage.process(unit, writer)
+                self._check_lock()  # raising here leaves the unit unpublished
+        except _LockLost as exc:
+            log.error("unit %s not written: %s", files.stem, exc)
+            return {"output_error": str(exc), "counts": {}}
         except OSError as exc:
             problem = output_problem(exc, self.out)
             if problem is None:
@@ -277,9 +299,10 @@ def run_stage(stage: Stage, out, *, executor: str = "local", workers: int = 1,
     if own:
         lock = lock_output(out, rank, world_size)
     stop = StopRequest(on_exit=lock.release)
+    lock.on_lost = stop.stop
     try:
         stop.install()
-        return _run_locked(stage, out, stop, executor=executor, workers=workers, rank=rank, world_size=world_size,
+        return _run_locked(stage, out, stop, lock, executor=executor, workers=workers, rank=rank, world_size=world_size,
                            progress=progress, ray_address=ray_address, max_unit_retries=max_unit_retries)
     finally:
         stop.uninstall()
@@ -287,7 +310,7 @@ def run_stage(stage: Stage, out, *, executor: str = "local", workers: int = 1,
             lock.release()
 
 
-def _run_locked(stage: Stage, out, stop: StopRequest, *, executor, workers, rank, world_size, progress,
+def _run_locked(stage: Stage, out, stop: StopRequest, lock: RunLock, *, executor, workers, rank, world_size, progress,
                 ray_address, max_unit_retries) -> RunSummary:
     with output_errors(out):
         setup_logging(out, stage.name, "main" if world_size == 1 else f"rank{rank}")
@@ -324,7 +347,7 @@ def _run_locked(stage: Stage, out, stop: StopRequest, *, executor, workers, rank
 
     done = 0
     finished: set = set()
-    runner = _UnitRunner(stage, out)
+    runner = _UnitRunner(stage, out, (lock.path, lock.token))
     ex = make_executor(executor, workers, initializer=_worker_setup, initargs=(stage, str(out)),
                        ray_address=ray_address, max_unit_retries=max_unit_retries,
                        resources_for=stage.unit_resources)

@@ -227,3 +227,44 @@ def test_writer_removes_its_temporaries_when_publishing_fails(tmp_path, monkeypa
             w.add_row({"video_id": "k", "status": "ok"})
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
     assert not files.stats.exists()
+
+
+def test_a_live_holder_on_this_host_keeps_its_lock_whatever_its_heartbeat(tmp_path, live_pid):
+    """A run stopped with Ctrl-Z past MMP_LOCK_TIMEOUT, or whose lock's mtime was pushed back, is
+    still alive: a second run must not take its output."""
+    path = write_lock(tmp_path, live_pid, pid_start=runlock.process_start(live_pid))
+    old = time.time() - runlock.TIMEOUT_S - 3600
+    os.utime(path, (old, old))
+    with pytest.raises(UserError, match=f"pid {live_pid}"):
+        run_stage(Tiny(), tmp_path, executor="inline", progress=False)
+    assert json.loads(path.read_text())["token"] == "theirs"
+    assert not list(tmp_path.glob("test-*.stats.json"))
+
+
+def test_a_reused_pid_does_not_keep_a_dead_runs_lock(tmp_path, live_pid):
+    write_lock(tmp_path, live_pid, pid_start=runlock.process_start(live_pid) - 1)  # another process had the pid
+    assert run_stage(Tiny(), tmp_path, executor="inline", progress=False).units_done == 3
+
+
+class Slow(Tiny):
+    def process(self, unit, writer):
+        time.sleep(0.3)
+        super().process(unit, writer)
+
+
+def test_a_run_whose_lock_is_taken_stops_writing(tmp_path, monkeypatch):
+    """Another run replaced the lock (as a takeover would): units not yet published are not."""
+    monkeypatch.setattr(runlock, "HEARTBEAT_S", 0.05)
+    lock = RunLock(tmp_path).acquire()
+
+    class TakenAfterFirst(Slow):
+        def process(self, unit, writer):
+            super().process(unit, writer)
+            if unit.index == 0:
+                write_lock(tmp_path, 1, host="another-node")  # taken while unit 0 is being written
+
+    with pytest.raises(UserError, match="was taken by another run; this run stopped writing"):
+        run_stage(TakenAfterFirst(), tmp_path, executor="inline", progress=False, lock=lock)
+    lock.release()
+    assert not list(tmp_path.glob("test-*.stats.json")) and not list(tmp_path.glob(".*tmp*"))
+    assert json.loads((tmp_path / ".run.lock").read_text())["host"] == "another-node"
