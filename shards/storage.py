@@ -267,10 +267,10 @@ def open_file(path, mode: str = "rb"):
 
 
 def staging_dir() -> Path:
-    """Local directory for the temporaries of units published to a remote store."""
-    path = Path(os.environ.get("MMP_STAGING_DIR") or Path(tempfile.gettempdir()) / f"mmp-staging-{os.getuid()}")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Local directory for the temporaries of units published to a remote store (private: ``shards.private``)."""
+    from shards.private import private_dir
+
+    return private_dir(os.environ.get("MMP_STAGING_DIR") or Path(tempfile.gettempdir()) / f"mmp-staging-{os.getuid()}")
 
 
 def staging_name(directory) -> str:

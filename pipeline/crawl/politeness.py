@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
+from shards.private import open_private, private_dir
+
 log = logging.getLogger("mmp.politeness")
 # next_slot, pause_until, strikes, trips: the whole file before the rate adapted
 _LEGACY = struct.Struct("<ddqq")
@@ -273,11 +275,11 @@ class RequestBudget(_Budget):
         self.path = Path(path)
         super().__init__(self.path.stem, rate, breaker_threshold, pause_seconds, max_pause, max_trips,
                          adaptive, quiet_seconds, min_rate)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)  # other users must not plant the state file or a link in its place
 
     @contextmanager
     def _locked(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             state = _BudgetState.from_bytes(os.pread(fd, _STATE.size, 0))
