@@ -6,7 +6,10 @@ the other languages mostly as YouTube's translations of it (rolling, no word tim
 as in ``same_video_multilang``), some as ASR in their own language and some manual.
 Then it times webvtt-py's bare parse of every file, and our clean + align of the same
 files in the same run, and prints cues/s, the ratio (target <= 2.0: cleaning and
-alignment cost no more than the parse itself) and the CPU-hours for ~10M tracks.
+alignment cost no more than the parse itself) and the CPU-hours for ~10M tracks. Last,
+the same clean + align with each video under mmp-align's default per-video budget
+(``pipeline.runtime.budget``: a watchdog thread samples time and memory), and the ratio
+of the two (the budget's cost on the normal path; target: within noise of 1.0).
 
     python bench/align.py [--videos 250] [--seed 0]
 """
@@ -111,17 +114,27 @@ def main(argv=None) -> int:
                 cues += len(webvtt.from_string(data.decode("utf-8")).captions)
         return time.process_time() - start, cues
 
-    def ours() -> tuple[float, int, int]:
+    def one_video(video) -> tuple[int, int]:
+        tracks, raw, clean = {}, 0, 0
+        for lang, data in video["files"].items():
+            cues, report = clean_track(data, lang)
+            raw += report.raw_cues
+            clean += len(cues)
+            tracks[lang] = {"kind": video["kinds"][lang], "source_lang": "en", "cues": cues}
+        align_tracks(tracks, "en")
+        return raw, clean
+
+    def ours(guard=None) -> tuple[float, int, int]:
         start, raw, clean = time.process_time(), 0, 0
-        for video in corpus:
-            tracks = {}
-            for lang, data in video["files"].items():
-                cues, report = clean_track(data, lang)
-                raw += report.raw_cues
-                clean += len(cues)
-                tracks[lang] = {"kind": video["kinds"][lang], "source_lang": "en", "cues": cues}
-            align_tracks(tracks, "en")
+        for n, video in enumerate(corpus):
+            r, c = one_video(video) if guard is None else guard.run(str(n), budget, one_video, video)
+            raw, clean = raw + r, clean + c
         return time.process_time() - start, raw, clean
+
+    from pipeline.runtime.budget import Budget, Guard
+    from pipeline.subtitles.stage import AlignConfig
+
+    budget = Budget(AlignConfig.budget_seconds, AlignConfig.budget_memory_mb)
 
     bare(), ours()  # warm both (imports, regex compilation, allocator) before timing
     t_bare, cues_bare = bare()
@@ -134,6 +147,14 @@ def main(argv=None) -> int:
     print(f"ratio ours / bare    : {ratio:.2f}  (target <= 2.0: {'met' if ratio <= 2.0 else 'NOT met'})")
     print(f"projection           : {per_track * 1000:.2f} CPU-ms per track -> "
           f"{per_track * TOTAL_TRACKS / 3600:.1f} CPU-hours for {TOTAL_TRACKS / 1e6:.0f}M tracks")
+    guard = Guard()
+    pairs = []
+    for _ in range(3):  # alternate, so that drift in the machine's speed falls on both alike
+        plain, guarded = ours()[0], ours(guard)[0]
+        pairs.append(guarded / plain)
+    pairs.sort()
+    print(f"budget's cost        : guarded / plain CPU-s = {pairs[1]:.3f} (median of 3 pairs, "
+          f"{pairs[0]:.3f}..{pairs[-1]:.3f}; budget {budget.describe()} per video)")
     return 0
 
 
