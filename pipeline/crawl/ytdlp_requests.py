@@ -19,6 +19,7 @@ same policy by implementing ``_send_once`` alike.
 from __future__ import annotations
 
 import functools
+import http.client
 import socket
 import threading
 import time
@@ -26,8 +27,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
-
-import http.client
 
 from yt_dlp import YoutubeDL
 from yt_dlp.networking.common import Features, RequestHandler, Response

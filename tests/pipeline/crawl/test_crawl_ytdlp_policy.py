@@ -7,7 +7,6 @@ connected to: the test refuses any connection that is not to 127.0.0.1 and recor
 """
 import json
 import socket
-from pathlib import Path
 
 import pytest
 
