@@ -14,6 +14,9 @@ made permanent with ``sticky=True``:
 - ``"garbage"``: a 200 with invalid UTF-8 bytes; ``"empty"``: a 200 with no body
 - ``"sorry"``: redirect to a bot-check page
 - ``"redirect:URL"``: a 302 to ``URL`` (anywhere: what a hostile server would send)
+- ``"trickle"``: announce the file's length, then send its body one byte every 0.1 s
+- ``"slow-headers"``: send the status line, then one byte of a never-ending header every 0.1 s
+- ``"endless"``: a 200 with no length whose body of zeros never ends (until the client hangs up)
 - ``"ok"``: serve the file normally
 
 Two behaviours hold for every path at once, as YouTube's do:
@@ -89,6 +92,8 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return 0
+        if fault in ("slow-headers", "endless"):
+            return self._hold(fault)
         if fault and fault.startswith("redirect:"):
             self._send(302, b"", headers={"Location": fault.split(":", 1)[1]})
             return 302
@@ -121,12 +126,43 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nbad \xff\xfe bytes \xc3\x28 here\n", ctype)
         elif fault in ("empty", "po_token"):
             self._send(200, b"", ctype)
+        elif fault == "trickle":
+            self.close_connection = True
+            self._send(200, b"", ctype, length=len(body))
+            try:
+                for i in range(len(body)):
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:  # the client hung up
+                pass
         elif fault == "truncate":
             self._send(200, body[: len(body) // 2], ctype, length=len(body))
             self.close_connection = True
         else:
             self._send(200, body, ctype)
         return 200
+
+
+    def _hold(self, fault: str) -> int:
+        """A server that never finishes its answer: what a client must bound in time or size."""
+        self.close_connection = True
+        try:
+            if fault == "slow-headers":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                while True:
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            zeros = bytes(1 << 16)
+            while True:
+                self.wfile.write(zeros)
+        except OSError:  # the client hung up: what it should do
+            return 200
 
 
 class _Server(ThreadingHTTPServer):

@@ -29,6 +29,12 @@ DEFAULT_VIDEO_FORMAT = "best[ext=mp4][height<=360]/best[height<=360]/worst[ext=m
 # 5 s per subtitle). Well under one request a second per egress address, shared by every
 # worker, with a pause before each subtitle file; the adaptive budget slows down further.
 DEFAULT_RATE = 0.5
+# HowTo100M videos average ~6.5 minutes and few pass an hour; at the 360p format the crawl picks
+# that is ~25 MB on average and ~250 MB for an hour. 2 GiB leaves room for the fallback
+# formats and the longest videos while a hostile endless body stops there; 15 minutes fetches
+# 2 GiB at 2.4 MB/s and a one-hour 360p video at 0.3 MB/s.
+DEFAULT_MAX_VIDEO_BYTES = 2 << 30
+DEFAULT_VIDEO_DOWNLOAD_SECONDS = 900.0
 DEFAULT_SLEEP_SUBTITLES = 1.0
 _POT_VALUE = re.compile(r"(po_token=|\+)[^;,\s]+")  # PO tokens in --extractor-args are credentials
 
@@ -76,6 +82,12 @@ class CrawlConfig:
     info_json: str | None = None
     download_video: bool = option(False, "also fetch the video into the sample")
     video_format: str = option(DEFAULT_VIDEO_FORMAT, "yt-dlp format selector for --download-video")
+    max_video_bytes: int = option(
+        DEFAULT_MAX_VIDEO_BYTES, "the most bytes one video download may hold (every request of it together); a "
+        "larger one is a failure (video_status over_budget), nothing of it stored", type=at_least_one)
+    video_download_seconds: float = option(
+        DEFAULT_VIDEO_DOWNLOAD_SECONDS, "the longest one video download may take, every request of it (headers, "
+        "body, segments) together; a slower one is a failure (video_status over_budget)", type=positive_seconds)
     max_requests_per_second: float | None = option(
         DEFAULT_RATE, "request budget of one egress address, shared by every crawl process on this machine. It is "
         "the ceiling: on a 429 or a bot check the rate is halved, and creeps back up after a quiet period",

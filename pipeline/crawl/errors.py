@@ -27,9 +27,11 @@ BAD_RESPONSE = "bad_response"
 # URL is marked ``exp=xpe`` and YouTube sent an empty body): a provider plugin, cookies or a
 # later run can fix it.
 PO_TOKEN_REQUIRED = "po_token_required"
+# A bound ran out (a video download past --max-video-bytes or --video-download-seconds): final.
+OVER_BUDGET = "over_budget"
 
 STATUSES = (OK, PARTIAL, NO_SUBTITLES, UNAVAILABLE, RATE_LIMITED, BOT_CHECK, NETWORK,
-            SERVER_ERROR, BAD_RESPONSE, PO_TOKEN_REQUIRED, INVALID_ID, ERROR)
+            SERVER_ERROR, BAD_RESPONSE, PO_TOKEN_REQUIRED, INVALID_ID, OVER_BUDGET, ERROR)
 # Worth trying again later (--retry-failed); everything else is final. They apply to a
 # whole video and to single tracks (``{lang}_status``) alike.
 TRANSIENT = frozenset({RATE_LIMITED, BOT_CHECK, NETWORK, SERVER_ERROR, BAD_RESPONSE, PO_TOKEN_REQUIRED})

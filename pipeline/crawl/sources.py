@@ -3,9 +3,10 @@
 Every call to YouTube waits for the shared request budget and is retried on
 transient failures by the crawl's one loop, ``fetch.with_retries``, which also tells the circuit
 breaker about rate limits and bot checks. A saved info JSON that cannot be read (not
-JSON, nested beyond reason, not an object) fails its video only. Before yt-dlp
-downloads a video, the URLs of the formats it chose are checked by the crawl's
-``UrlPolicy``: a refused one fails the video as ``refused_url``, unrequested.
+JSON, nested beyond reason, not an object) fails its video only. Every request yt-dlp makes
+for the crawl passes the crawl's ``UrlPolicy`` (``ytdlp_requests``): a refused one fails the
+video (or its download) as ``refused_url``; a download past ``--max-video-bytes`` or
+``--video-download-seconds`` fails as ``over_budget``; nothing of either is stored.
 """
 from __future__ import annotations
 
@@ -15,13 +16,19 @@ import json
 import logging
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from pipeline.crawl import errors
 from pipeline.crawl.fetch import FetchError, RetryPolicy, with_retries
 from pipeline.crawl.politeness import RequestBudget
 from pipeline.crawl.url_policy import REFUSED_URL, UrlPolicy
+
+# What one request of an extraction may take: YouTube's watch page and player script are a few MB.
+METADATA_REQUEST_SECONDS = 120.0
+METADATA_MAX_BYTES = 64 << 20
 
 log = logging.getLogger("mmp.crawl")
 
@@ -114,12 +121,43 @@ def _policy(cfg) -> RetryPolicy:
     return RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max)
 
 
+def logged_failure(log, what: str) -> FetchError | None:
+    """The crawl's failure for what a checked YoutubeDL refused or cut short (its ``RequestLog``), else None."""
+    if log.refused:
+        return FetchError(REFUSED_URL, f"{what} not fetched: {log.refused[0].reason}")
+    if log.exceeded:
+        return FetchError(errors.OVER_BUDGET, f"{what} {log.exceeded[0]}")
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def pot_provider_hosts(extractor_args: tuple) -> frozenset:
+    """``host:port`` of the PO-token provider servers the user runs (bgutil's, on this machine by
+    default): yt-dlp asks them for tokens while extracting, so the extraction may reach them."""
+    from pipeline.crawl.url_policy import parse_allowed
+    from pipeline.crawl.ytdlp_env import parse_extractor_args, po_token_providers
+
+    hosts = set()
+    for provider in po_token_providers(parse_extractor_args(list(extractor_args))):
+        if provider.base_url:
+            parts = urlsplit(provider.base_url)
+            try:
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                hosts.add(parse_allowed(f"{parts.hostname}:{port}"))
+            except (TypeError, ValueError):
+                continue
+    return frozenset(hosts)
+
+
 class YtdlpSource:
     """Asks YouTube through yt-dlp's Python API: one ``extract_info`` per video, no download."""
 
-    def __init__(self, cfg, budget: RequestBudget, cookie_copy: str | None, warn: Callable[[str], None] | None = None):
-        import yt_dlp
+    def __init__(self, cfg, budget: RequestBudget, cookie_copy: str | None, warn: Callable[[str], None] | None = None,
+                 url_policy: UrlPolicy | None = None):
+        from pipeline.crawl.ytdlp_requests import Bounds, CheckedYoutubeDL
 
+        url_policy = url_policy or UrlPolicy()
+        url_policy = replace(url_policy, allowed=url_policy.allowed | pot_provider_hosts(tuple(cfg.extractor_args)))
         self.budget, self.policy = budget, _policy(cfg)
         self.logger = _YtdlpLogger(warn)
         self._ydls = []
@@ -135,17 +173,25 @@ class YtdlpSource:
                 params["proxy"] = proxy
             if cookie_copy:
                 params["cookiefile"] = cookie_copy
-            self._ydls.append(yt_dlp.YoutubeDL(params))
+            self._ydls.append(CheckedYoutubeDL(params, url_policy, Bounds(METADATA_REQUEST_SECONDS, METADATA_MAX_BYTES)))
         self._turn = 0
 
     def get(self, video_id: str) -> dict:
         def call():
             ydl = self._ydls[self._turn % len(self._ydls)]
             self._turn += 1
+            ydl.request_log.clear()
             # The id is validated and sits inside a URL: it can never be read as an option.
-            info = ydl.extract_info(f"https://www.youtube.com/watch?v={video_id}", download=False, process=False)
+            try:
+                info = ydl.extract_info(f"https://www.youtube.com/watch?v={video_id}", download=False, process=False)
+            except failures:
+                failure = logged_failure(ydl.request_log, "the video's page")
+                if failure is None:
+                    raise
+                raise failure from None
             return ydl.sanitize_info(info)
 
+        failures = ytdlp_failures()
         self.logger.take()
         return ytdlp_with_retries(call, self.policy, self.budget)
 
@@ -197,27 +243,48 @@ def refused_format(ydl, info: dict, url_policy: UrlPolicy) -> FetchError | None:
 
 def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie_copy: str | None,
                    url_policy: UrlPolicy | None = None, warn: Callable[[str], None] | None = None) -> tuple[str, bytes]:
-    """Fetch the video in ``cfg.video_format`` with yt-dlp from the info already at hand: (ext, bytes)."""
-    import yt_dlp
+    """Fetch the video in ``cfg.video_format`` with yt-dlp from the info already at hand: (ext, bytes).
+
+    Every request passes ``url_policy``; the download as a whole (all its requests, segments and
+    fragments) is bounded by ``cfg.max_video_bytes`` and ``cfg.video_download_seconds`` and streams
+    to a scratch file. A refusal or an overrun anywhere fails the video, even one yt-dlp would
+    have passed over, and nothing partial is kept.
+    """
+    from pipeline.crawl.ytdlp_requests import Bounds, CheckedYoutubeDL, RequestLog
 
     url_policy = url_policy or UrlPolicy()
     target = Path(tempfile.mkdtemp(dir=scratch))
     params = {"quiet": True, "no_warnings": True, "noprogress": True, "format": cfg.video_format,
-              "outtmpl": str(target / "video.%(ext)s"), "socket_timeout": cfg.socket_timeout,
-              "retries": 0, "fragment_retries": 0, "logger": _YtdlpLogger(warn), "noplaylist": True,
-              "writesubtitles": False, "writeautomaticsub": False, "cachedir": False, **ytdlp_params_for(cfg)}
+              "socket_timeout": cfg.socket_timeout, "retries": 0, "fragment_retries": 0, "continuedl": False,
+              "logger": _YtdlpLogger(warn), "noplaylist": True, "writesubtitles": False, "writeautomaticsub": False,
+              "cachedir": False, **ytdlp_params_for(cfg)}
     if cfg.proxies:
         params["proxy"] = cfg.proxies[0]
     if cookie_copy:
         params["cookiefile"] = cookie_copy
+    failures = ytdlp_failures()
 
     def call():
-        with yt_dlp.YoutubeDL(params) as ydl:
+        attempt = Path(tempfile.mkdtemp(dir=target))  # a retry never resumes what a failed attempt left
+        log = RequestLog()
+        bounds = Bounds(cfg.video_download_seconds, cfg.max_video_bytes, total_seconds=cfg.video_download_seconds,
+                        total_bytes=cfg.max_video_bytes, seconds_flag="--video-download-seconds",
+                        bytes_flag="--max-video-bytes")
+        with CheckedYoutubeDL({**params, "outtmpl": str(attempt / "video.%(ext)s")}, url_policy, bounds, log) as ydl:
             refused = refused_format(ydl, info, url_policy)
             if refused is not None:
                 raise refused
-            ydl.process_ie_result(copy.deepcopy(info), download=True)
-        files = [p for p in target.iterdir() if p.is_file() and not p.name.endswith((".part", ".ytdl"))]
+            try:
+                ydl.process_ie_result(copy.deepcopy(info), download=True)
+            except failures:
+                failure = logged_failure(log, "the video download")
+                if failure is None:
+                    raise
+                raise failure from None
+        failure = logged_failure(log, "the video download")  # yt-dlp may have skipped what was refused
+        if failure is not None:
+            raise failure
+        files = [p for p in attempt.iterdir() if p.is_file() and not p.name.endswith((".part", ".ytdl"))]
         if not files:
             raise FetchError(errors.ERROR, "yt-dlp finished without writing a video file")
         path = max(files, key=lambda p: p.stat().st_size)

@@ -162,7 +162,7 @@ class CrawlContext:
                                policy=RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max),
                                proxies=cfg.proxies, cookies=cookie_copy, url_policy=self.url_policy)
         self.info_source = (InfoJsonSource(cfg.info_json) if cfg.info_json else
-                            YtdlpSource(cfg, self.budget, cookie_copy, warn))
+                            YtdlpSource(cfg, self.budget, cookie_copy, warn, self.url_policy))
         self.cookie_copy = cookie_copy
 
     def download_video(self, info: dict) -> tuple[str, bytes]:

@@ -173,33 +173,37 @@ def _short(url: str, limit: int = 80) -> str:
 
 
 class _CheckedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, *args, url_policy: UrlPolicy, **kwargs):
+    def __init__(self, *args, connect, **kwargs):
         super().__init__(*args, **kwargs)
-        self._create_connection = url_policy.connect
+        self._create_connection = connect
 
 
 class _CheckedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args, url_policy: UrlPolicy, **kwargs):
+    def __init__(self, *args, connect, **kwargs):
         super().__init__(*args, **kwargs)
-        self._create_connection = url_policy.connect
+        self._create_connection = connect
 
 
 class CheckedHTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, policy: UrlPolicy):
+    """Connects with ``connect`` (default: ``policy.connect``, only to checked addresses)."""
+
+    def __init__(self, policy: UrlPolicy, connect=None):
         super().__init__()
-        self.policy = policy
+        self.policy, self.connect = policy, connect or policy.connect
 
     def http_open(self, req):
-        return self.do_open(lambda *a, **kw: _CheckedHTTPConnection(*a, url_policy=self.policy, **kw), req)
+        return self.do_open(lambda *a, **kw: _CheckedHTTPConnection(*a, connect=self.connect, **kw), req)
 
 
 class CheckedHTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, policy: UrlPolicy):
-        super().__init__()
-        self.policy = policy
+    """Connects with ``connect`` (default: ``policy.connect``, only to checked addresses)."""
+
+    def __init__(self, policy: UrlPolicy, connect=None, context=None):
+        super().__init__(context=context)
+        self.policy, self.connect = policy, connect or policy.connect
 
     def https_open(self, req):
-        return self.do_open(lambda *a, **kw: _CheckedHTTPSConnection(*a, url_policy=self.policy, **kw), req,
+        return self.do_open(lambda *a, **kw: _CheckedHTTPSConnection(*a, connect=self.connect, **kw), req,
                             context=self._context)
 
 

@@ -162,6 +162,10 @@ def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict,
             kept = dict(held.row, error=f"retry failed ({exc.status}: {exc.message}); earlier tracks kept")
             return kept, dict(held.members)
         return finish(exc.status, exc.message)
+    kind = info.get("_type", "video")
+    if kind != "video":  # it would have yt-dlp fetch what it points to (another page, playlist entries)
+        return finish(REFUSED_URL, f"the info dict is of _type {str(kind)[:40]!r}, not a video: nothing it points "
+                      "to is requested")
     problem = info_problem(info)
     if problem is not None:
         return finish(errors.ERROR, f"unusable info dict: {problem}")
