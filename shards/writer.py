@@ -102,7 +102,8 @@ class UnitWriter:
         return self
 
     def write_sample(self, key: str, members: dict) -> None:
-        """Add one sample: ``members`` maps a member name (``info.json``, ``en.vtt``) to its content."""
+        """Add one sample: ``members`` maps a member name (``info.json``, ``en.vtt``) to its content, or
+        to a ``pathlib.Path`` of a local file whose bytes are streamed in (a video: never held in memory)."""
         if "." in key or "/" in key or not key:
             raise ValueError(f"sample key {key!r} must be non-empty and contain no '.' or '/'")
         if self.layout is not None:
@@ -113,11 +114,16 @@ class UnitWriter:
         for name in sorted(members):
             if name.endswith(FORBIDDEN_SUFFIXES):
                 raise ValueError(f"sample {key}: member {name!r} would be unpickled by readers; not written")
-            data = _encode(members[name])
             info = tarfile.TarInfo(f"{key}.{name}")
-            info.size = len(data)
             info.mtime = mtime
             info.mode = 0o444
+            if isinstance(members[name], os.PathLike):
+                with open(members[name], "rb") as f:
+                    info.size = os.fstat(f.fileno()).st_size
+                    self._tar.addfile(info, f)
+                continue
+            data = _encode(members[name])
+            info.size = len(data)
             self._tar.addfile(info, io.BytesIO(data))
         self.sample_keys.append(key)
 

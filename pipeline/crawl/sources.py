@@ -14,6 +14,7 @@ import copy
 import functools
 import json
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import replace
@@ -242,8 +243,9 @@ def refused_format(ydl, info: dict, url_policy: UrlPolicy) -> FetchError | None:
 
 
 def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie_copy: str | None,
-                   url_policy: UrlPolicy | None = None, warn: Callable[[str], None] | None = None) -> tuple[str, bytes]:
-    """Fetch the video in ``cfg.video_format`` with yt-dlp from the info already at hand: (ext, bytes).
+                   url_policy: UrlPolicy | None = None, warn: Callable[[str], None] | None = None) -> tuple[str, Path]:
+    """Fetch the video in ``cfg.video_format`` with yt-dlp from the info already at hand: (ext, a file in
+    ``scratch`` that the caller streams into its sample and then removes).
 
     Every request passes ``url_policy``; the download as a whole (all its requests, segments and
     fragments) is bounded by ``cfg.max_video_bytes`` and ``cfg.video_download_seconds`` and streams
@@ -288,7 +290,9 @@ def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie
         if not files:
             raise FetchError(errors.ERROR, "yt-dlp finished without writing a video file")
         path = max(files, key=lambda p: p.stat().st_size)
-        return path.suffix.lstrip(".").lower(), path.read_bytes()
+        kept = Path(scratch) / f"{target.name}.{path.suffix.lstrip('.').lower() or 'bin'}"
+        os.replace(path, kept)
+        return path.suffix.lstrip(".").lower(), kept
 
     try:
         return ytdlp_with_retries(call, _policy(cfg), budget)

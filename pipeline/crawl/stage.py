@@ -165,7 +165,7 @@ class CrawlContext:
                             YtdlpSource(cfg, self.budget, cookie_copy, warn, self.url_policy))
         self.cookie_copy = cookie_copy
 
-    def download_video(self, info: dict) -> tuple[str, bytes]:
+    def download_video(self, info: dict) -> tuple[str, Path]:
         return download_video(info, self.cfg, self.budget, self.scratch, self.cookie_copy, self.url_policy,
                               self.warn)
 
@@ -263,7 +263,12 @@ class CrawlStage(Stage):
                     row["attempts"] = int(prev.get("attempts") or 1) + 1
                     writer.count("retried")
             if members is not None:
-                writer.write_sample(entry.video_id, members)
+                try:
+                    writer.write_sample(entry.video_id, members)
+                finally:  # a downloaded video is a scratch file, streamed into the tar
+                    for value in members.values():
+                        if isinstance(value, Path):
+                            value.unlink(missing_ok=True)
                 if row.get("video_ext") and row.get("video_status") == "ok":
                     writer.count("videos_downloaded")
                 writer.count("tracks", sum(1 for m in members if is_track_member(m)))

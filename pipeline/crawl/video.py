@@ -245,9 +245,9 @@ def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict,
         row["video_ext"], row["video_bytes"], row["video_status"] = ext, held.row.get("video_bytes"), errors.TRACK_OK
     elif cfg.download_video:
         try:
-            ext, data = ctx.download_video(info)
-            members[ext] = data
-            row["video_ext"], row["video_bytes"], row["video_status"] = ext, len(data), errors.TRACK_OK
+            ext, path = ctx.download_video(info)  # a file, streamed into the sample by the stage
+            members[ext] = path
+            row["video_ext"], row["video_bytes"], row["video_status"] = ext, path.stat().st_size, errors.TRACK_OK
         except FetchError as exc:
             row["video_status"], row["video_error"] = exc.status, exc.message
 
