@@ -13,6 +13,12 @@ onto a common one-second grid; members at one row per second (every recipe today
 imported features, whose documented mapping is one row per second from 0) keep the
 contiguous slice of their rows.
 
+The mapping is a claim of a file nobody on the team may have written, so nothing is sized by it:
+it is checked against the arrays read (``row_times``: a row span in a sane range, a start inside
+the rows, ``rows`` equal to the array's, and rows of another span not outlasting the video's
+``duration`` by more than two rows and a second), and a clip's rows are looked up for that clip
+alone, never for the whole claimed timeline.
+
 Nothing is unpickled: ``.json`` is read as JSON and ``.npy`` with ``allow_pickle=False``.
 """
 from __future__ import annotations
@@ -31,6 +37,10 @@ from shards.samples import LANGS, META_JSON, Captions, SubsJson, feature_member
 MIN_CLIP_SECONDS = 4
 # Rows this close to one second long are taken as one row per second (the contiguous slice).
 ROW_SECONDS_TOLERANCE = 1e-6
+# The span a row may claim: every recipe's rows last 1 s or one clip (32 frames: 1.07 s at 30 fps,
+# 32 s at 1 fps). A meta.json claiming rows outside it is refused, whatever the arrays hold.
+MIN_ROW_SECONDS = 1e-3
+MAX_ROW_SECONDS = 60.0
 
 
 # ---------------------------------------------------------------------------- decoding
@@ -106,14 +116,33 @@ def _seconds_field(entry: dict, field: str, default: float, name: str) -> float:
     return float(value)
 
 
-def row_times(meta: bytes | dict | None, members: tuple[str, ...]) -> list[RowTimes]:
+def _check_against_rows(name: str, entry: dict, times: RowTimes, rows: int, duration) -> None:
+    """A mapping that the array's ``rows`` (and the video's ``duration``) contradict: RowTimesError."""
+    claimed = entry.get("rows")
+    if claimed is not None and (isinstance(claimed, bool) or not isinstance(claimed, int) or claimed != rows):
+        raise RowTimesError(f"meta.json features.{name}.rows is {claimed!r} but {feature_member(name)} holds "
+                            f"{rows} rows")
+    if not -times.seconds <= times.start <= rows * times.seconds:
+        raise RowTimesError(f"meta.json features.{name}.row_start_s is {times.start!r}: the first of {rows} rows "
+                            f"of {times.seconds:g} s must start within them")
+    if times.per_second or isinstance(duration, bool) or not isinstance(duration, (int, float)) \
+            or not math.isfinite(duration) or duration <= 0:
+        return  # one row per second is the arrays' own timeline (imported rows may differ from the duration)
+    if rows * times.seconds > duration + 2 * times.seconds + 1:
+        raise RowTimesError(f"meta.json features.{name}: {rows} rows of {times.seconds:g} s (row_seconds) span "
+                            f"{rows * times.seconds:g} s, past the {duration:g} s duration of the video")
+
+
+def row_times(meta: bytes | dict | None, members: tuple[str, ...], rows: tuple[int, ...] | None = None
+              ) -> list[RowTimes]:
     """Each member's ``RowTimes`` from a sample's ``meta.json`` (bytes or parsed).
 
     A member without ``features[name]``, or an entry without the fields, gets the default
     (one row per second from 0); bytes that name neither field are not even parsed. Raises
     RowTimesError for a mapping that is there but unusable: meta.json that is not a JSON
     object, an entry that is not an object, a field that is not a finite number, a row span
-    that is not positive.
+    outside ``MIN_ROW_SECONDS``..``MAX_ROW_SECONDS``; and, given each member's ``rows`` (the
+    arrays read), one they contradict (``_check_against_rows``).
     """
     if meta is None or (isinstance(meta, (bytes, bytearray)) and not any(f in meta for f in _ROW_TIME_FIELDS)):
         return [DEFAULT_ROW_TIMES] * len(members)
@@ -140,7 +169,13 @@ def row_times(meta: bytes | dict | None, members: tuple[str, ...]) -> list[RowTi
         if seconds <= 0:
             raise RowTimesError(f"meta.json features.{name}.row_seconds is {seconds!r}; a row must last "
                                 "a positive number of seconds")
-        out.append(RowTimes(start, seconds))
+        if not MIN_ROW_SECONDS <= seconds <= MAX_ROW_SECONDS:
+            raise RowTimesError(f"meta.json features.{name}.row_seconds is {seconds!r}; a feature row lasts "
+                                f"{MIN_ROW_SECONDS:g} to {MAX_ROW_SECONDS:g} seconds")
+        times = RowTimes(start, seconds)
+        if rows is not None:
+            _check_against_rows(name, entry, times, rows[len(out)], meta.get("duration"))
+        out.append(times)
     return out
 
 
@@ -151,10 +186,11 @@ def second_grid(rows: int, times: RowTimes) -> int:
     return max(0, math.ceil(end - 0.5 - 1e-9))
 
 
-def grid_rows(rows: int, times: RowTimes, seconds: int) -> np.ndarray:
-    """The member row each second ``k < seconds`` takes: the one covering time ``k + 0.5``,
-    clipped to the member's rows."""
-    centres = np.arange(seconds, dtype=np.float64) + 0.5
+def grid_rows(rows: int, times: RowTimes, seconds) -> np.ndarray:
+    """The member row each second takes (``seconds``: how many from 0, or an array of them): the
+    one covering time ``k + 0.5``, clipped to the member's rows."""
+    seconds = np.arange(seconds) if np.isscalar(seconds) else np.asarray(seconds)
+    centres = seconds.astype(np.float64) + 0.5
     index = np.floor((centres - times.start) / times.seconds)
     return np.clip(index, 0, rows - 1).astype(np.intp)
 
@@ -172,8 +208,9 @@ class FeatureRows:
     (``row_times``). When every member has one row per second, row ``k`` is second ``k``
     and a slice is a contiguous slice of every member. Otherwise ``T`` is the seconds
     every member covers and second ``k`` takes, per member, the row covering ``k + 0.5``
-    (``grid_rows``). Raises KeyError naming a missing member, ValueError for a malformed
-    array and RowTimesError (a ValueError) for a malformed mapping.
+    (``grid_rows``), looked up for the rows asked for alone (``gridded``). Raises KeyError
+    naming a missing member, ValueError for a malformed array and RowTimesError (a
+    ValueError) for a malformed mapping, or one the arrays contradict.
     """
 
     def __init__(self, sample: dict, members: tuple[str, ...]):
@@ -186,16 +223,15 @@ class FeatureRows:
             if len(a.shape) != 2 or a.shape[0] == 0 or a.dtype.kind != "f":
                 raise ValueError(f"{member} has shape {a.shape} and dtype {a.dtype}; expected float [T, D]")
             self.members.append(a)
-        self.times = row_times(sample.get(META_JSON), tuple(members))
+        self.times = row_times(sample.get(META_JSON), tuple(members), tuple(a.shape[0] for a in self.members))
         width = sum(a.shape[1] for a in self.members)
-        if all(t.per_second for t in self.times):
-            self.index = None  # the contiguous path
+        self.gridded = not all(t.per_second for t in self.times)
+        if not self.gridded:  # the contiguous path
             self.shape = (min(a.shape[0] for a in self.members), width)
             return
         seconds = min(second_grid(a.shape[0], t) for a, t in zip(self.members, self.times))
         if seconds == 0:
             raise ValueError(f"the rows of {', '.join(members)} cover no common second")
-        self.index = [grid_rows(a.shape[0], t, seconds) for a, t in zip(self.members, self.times)]
         self.shape = (seconds, width)
 
     def __len__(self) -> int:
@@ -206,13 +242,24 @@ class FeatureRows:
         if step != 1:
             raise IndexError("feature rows are sliced contiguously")
         end = max(start, end)
-        if self.index is None:
+        if not self.gridded:
             parts = [a.rows(start, end) for a in self.members]
             # one copy of the clip's rows: writable, contiguous, never a view on the tar bytes
             return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0].copy()
+        return self._gather(np.arange(start, end))
+
+    def take(self, seconds) -> np.ndarray:
+        """The rows of the given seconds (non-decreasing, each below ``len(self)``), copied."""
+        seconds = np.asarray(seconds, dtype=np.intp)
+        return self._gather(seconds) if self.gridded else self._gather_rows([seconds] * len(self.members))
+
+    def _gather(self, seconds: np.ndarray) -> np.ndarray:
+        return self._gather_rows([grid_rows(a.shape[0], t, seconds) for a, t in zip(self.members, self.times)])
+
+    def _gather_rows(self, indices: list) -> np.ndarray:
+        """Each member's rows at its (non-decreasing) indices, concatenated: a copy of those rows alone."""
         parts = []
-        for a, index in zip(self.members, self.index):
-            take = index[start:end]
+        for a, take in zip(self.members, indices):
             if len(take) == 0:
                 parts.append(np.empty((0, a.shape[1]), a.dtype))
                 continue

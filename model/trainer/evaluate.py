@@ -87,12 +87,16 @@ def median_rank(ranks) -> float:
 
 
 def even_rows(video, max_len: int):
-    """At most ``max_len`` rows spread evenly over the video (deterministic, for evaluation)."""
+    """At most ``max_len`` rows spread evenly over the video (deterministic, for evaluation).
+    ``video`` is an array or a ``model.clips.FeatureRows``, of which only those rows are copied."""
     import numpy as np
 
+    from model.clips import FeatureRows, RowTimesError
+
     if len(video) <= max_len:
-        return video
-    return video[np.linspace(0, len(video) - 1, max_len).round().astype(int)]
+        return video[:]
+    index = np.linspace(0, len(video) - 1, max_len).round().astype(int)
+    return video.take(index) if isinstance(video, FeatureRows) else video[index]
 
 
 def load_split(urls, members, split: str, langs, max_video_len: int, limits=None, max_sample_bytes=None):
@@ -104,7 +108,7 @@ def load_split(urls, members, split: str, langs, max_video_len: int, limits=None
     found in the shards, usable or not."""
     from collections import Counter
 
-    from model.clips import video_features
+    from model.clips import FeatureRows, RowTimesError
     from model.trainer.shard_stream import StreamState, tar_samples
     from shards.codec import load_json
 
@@ -126,9 +130,13 @@ def load_split(urls, members, split: str, langs, max_video_len: int, limits=None
                 recorded[meta["split_videos"]] += 1
             if isinstance(meta.get("benchmark"), str):
                 benchmarks[meta["benchmark"]] += 1
-            video = even_rows(video_features(sample, members), max_video_len)
+            video = even_rows(FeatureRows(sample, members), max_video_len)
         except KeyError as exc:
             counts[f"skipped/missing_{exc.args[0]}"] += 1
+            continue
+        except RowTimesError as exc:
+            counts["skipped/bad_row_times"] += 1
+            log.warning("skipping %s: %s", sample["__key__"], exc)
             continue
         except (ValueError, UnicodeDecodeError, AttributeError) as exc:
             counts["skipped/corrupt"] += 1

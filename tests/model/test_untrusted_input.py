@@ -161,7 +161,15 @@ def test_a_sound_mapping_of_another_span_still_reads():
     members["meta.json"] = {"duration": 12, "features": {"s3d": {"rows": 12, "row_start_s": 0.0,
                                                                  "row_seconds": 13 / 12}}}
     rows = FeatureRows(_bytes(members), ("r21d", "s3d"))
-    assert rows.shape == (12, 24) and rows[:].shape == (12, 24) and rows[3:7].shape == (4, 24)
+    assert rows.gridded and rows.shape == (12, 24) and rows[3:7].shape == (4, 24)
+    # mmp-eval's even rows copy those rows alone, and equal the same rows of the whole
+    import numpy as np
+
+    from model.trainer.evaluate import even_rows
+
+    index = np.linspace(0, 11, 5).round().astype(int)
+    for video in (rows, FeatureRows(_bytes(pretrain_sample(1)[1]), ("r21d", "s3d"))):
+        assert np.array_equal(even_rows(video, 5), video[:][index])
 
 
 def test_bad_row_mappings_are_skipped_and_counted_and_a_resume_reads_past_them(tmp_path, text_dir):
