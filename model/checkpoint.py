@@ -127,8 +127,9 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path} holds pickled objects, not only tensors and plain values; "
                               f"refusing to load it ({str(exc).splitlines()[0]})") from exc
     except Exception as exc:  # noqa: BLE001 - anything torch.load raises on these bytes is the file's fault
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise _not_a_checkpoint(path, f"unreadable: {first}") from exc
+        first = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0][:200]
+        raise CheckpointError(f"{path} is not a readable checkpoint (damaged, cut short, or not torch.save's: "
+                              f"{first})") from exc
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise _not_a_checkpoint(path, "no model weights")
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):

@@ -37,7 +37,8 @@ from shards.errors import UserError
 from shards.members import DEFAULT_LIMITS, MemberLimits
 from shards.samples import CAPTIONS_JSON, META_JSON, SUBS_JSON, Captions, SubsJson
 
-from model.clips import ClipConfig, FeatureRows, RowTimesError, _caption_clip, _pretrain_clip
+from model.clips import ClipConfig, FeatureRows, _caption_clip, _pretrain_clip
+from model.row_times import RowTimesError
 from model.trainer.shard_stream import StreamState, tar_samples
 from model.trainer.tokens import tokenize
 from shards.codec import load_json

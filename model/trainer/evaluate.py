@@ -91,7 +91,7 @@ def even_rows(video, max_len: int):
     ``video`` is an array or a ``model.clips.FeatureRows``, of which only those rows are copied."""
     import numpy as np
 
-    from model.clips import FeatureRows, RowTimesError
+    from model.clips import FeatureRows
 
     if len(video) <= max_len:
         return video[:]
@@ -108,7 +108,8 @@ def load_split(urls, members, split: str, langs, max_video_len: int, limits=None
     found in the shards, usable or not."""
     from collections import Counter
 
-    from model.clips import FeatureRows, RowTimesError
+    from model.clips import FeatureRows
+    from model.row_times import RowTimesError
     from model.trainer.shard_stream import StreamState, tar_samples
     from shards.codec import load_json
 

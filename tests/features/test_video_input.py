@@ -10,7 +10,8 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)  # tiny tensors on a shared machine: extra threads only wait on each other
 pytest.importorskip("transformers")
 
-from model.clips import ClipConfig, FeatureRows, RowTimesError, row_times  # noqa: E402
+from model.clips import ClipConfig, FeatureRows  # noqa: E402
+from model.row_times import RowTimesError, row_times  # noqa: E402
 from model.trainer.shard_stream import StreamState, tar_samples  # noqa: E402
 from model.trainer.data import sample_clips  # noqa: E402
 from model.trainer.train import main  # noqa: E402

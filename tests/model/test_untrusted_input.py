@@ -135,7 +135,8 @@ def _bytes(members: dict) -> dict:
     ("rows", 99, "rows"),  # the array holds 12
 ])
 def test_a_row_mapping_that_claims_more_than_the_arrays_is_refused(field, value, said):
-    from model.clips import FeatureRows, RowTimesError
+    from model.clips import FeatureRows
+    from model.row_times import RowTimesError
 
     _, members = pretrain_sample(1)  # 12 rows per backbone, a 12 s video
     entry = {"rows": 12, "row_start_s": 0.0, "row_seconds": 1.5}
