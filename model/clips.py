@@ -7,30 +7,28 @@ or two subtitle tracks drawn, not all nine (``shards.samples.SubsJson.lazy``). `
 the pipeline stage that calls them.
 
 Rows are not assumed to be seconds: ``meta.json`` says, per backbone, where row 0 starts
-and how long a row lasts (``features[name].row_start_s`` / ``row_seconds``, written by the
-extraction stage). Subtitle times are seconds, so members with other row spans are mapped
-onto a common one-second grid; members at one row per second (every recipe today, and
-imported features, whose documented mapping is one row per second from 0) keep the
-contiguous slice of their rows.
+and how long a row lasts (``model.row_times``, checked against the arrays read). Subtitle
+times are seconds, so members with other row spans are mapped onto a common one-second
+grid, for the rows a clip asks for alone; members at one row per second (every recipe
+today, and imported features, whose documented mapping is one row per second from 0) keep
+the contiguous slice of their rows.
 
 Nothing is unpickled: ``.json`` is read as JSON and ``.npy`` with ``allow_pickle=False``.
 """
 from __future__ import annotations
 
-import math
 import random
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from shards.codec import load_json, load_npy
-from shards.errors import UserError
+from shards.codec import load_npy
 from shards.samples import LANGS, META_JSON, Captions, SubsJson, feature_member
 
+from model.row_times import grid_rows, row_times, second_grid
+
 MIN_CLIP_SECONDS = 4
-# Rows this close to one second long are taken as one row per second (the contiguous slice).
-ROW_SECONDS_TOLERANCE = 1e-6
 
 
 # ---------------------------------------------------------------------------- decoding
@@ -75,90 +73,6 @@ class NpyRows:
                              offset=self.offset + start * width * self.dtype.itemsize).reshape(end - start, width)
 
 
-class RowTimesError(UserError, ValueError):
-    """A ``meta.json`` whose rows-to-time mapping cannot be used: the sample is skipped and counted."""
-
-
-@dataclass(frozen=True)
-class RowTimes:
-    """How one member's rows map to time: row ``t`` covers ``[start + t * seconds, ... + seconds)``,
-    in seconds from the video's first frame."""
-
-    start: float = 0.0
-    seconds: float = 1.0
-
-    @property
-    def per_second(self) -> bool:
-        return abs(self.seconds - 1.0) <= ROW_SECONDS_TOLERANCE
-
-
-# Samples that record no mapping (imported released features, older shards): one row per second from 0.
-DEFAULT_ROW_TIMES = RowTimes()
-_ROW_TIME_FIELDS = (b'"row_start_s"', b'"row_seconds"')
-
-
-def _seconds_field(entry: dict, field: str, default: float, name: str) -> float:
-    if field not in entry:
-        return default
-    value = entry[field]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RowTimesError(f"meta.json features.{name}.{field} is {value!r}, not a finite number of seconds")
-    return float(value)
-
-
-def row_times(meta: bytes | dict | None, members: tuple[str, ...]) -> list[RowTimes]:
-    """Each member's ``RowTimes`` from a sample's ``meta.json`` (bytes or parsed).
-
-    A member without ``features[name]``, or an entry without the fields, gets the default
-    (one row per second from 0); bytes that name neither field are not even parsed. Raises
-    RowTimesError for a mapping that is there but unusable: meta.json that is not a JSON
-    object, an entry that is not an object, a field that is not a finite number, a row span
-    that is not positive.
-    """
-    if meta is None or (isinstance(meta, (bytes, bytearray)) and not any(f in meta for f in _ROW_TIME_FIELDS)):
-        return [DEFAULT_ROW_TIMES] * len(members)
-    if isinstance(meta, (bytes, bytearray)):
-        try:
-            meta = load_json(meta)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RowTimesError(f"meta.json is not JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise RowTimesError(f"meta.json holds a {type(meta).__name__}, not an object")
-    features = meta.get("features")
-    if not isinstance(features, dict):  # absent, or an older layout listing member names
-        return [DEFAULT_ROW_TIMES] * len(members)
-    out = []
-    for name in members:
-        entry = features.get(name)
-        if entry is None:
-            out.append(DEFAULT_ROW_TIMES)
-            continue
-        if not isinstance(entry, dict):
-            raise RowTimesError(f"meta.json features.{name} is a {type(entry).__name__}, not an object")
-        start = _seconds_field(entry, "row_start_s", DEFAULT_ROW_TIMES.start, name)
-        seconds = _seconds_field(entry, "row_seconds", DEFAULT_ROW_TIMES.seconds, name)
-        if seconds <= 0:
-            raise RowTimesError(f"meta.json features.{name}.row_seconds is {seconds!r}; a row must last "
-                                "a positive number of seconds")
-        out.append(RowTimes(start, seconds))
-    return out
-
-
-def second_grid(rows: int, times: RowTimes) -> int:
-    """How many whole seconds from 0 a member's rows cover: second ``k`` is covered when its
-    centre ``k + 0.5`` falls inside the rows' span."""
-    end = times.start + rows * times.seconds
-    return max(0, math.ceil(end - 0.5 - 1e-9))
-
-
-def grid_rows(rows: int, times: RowTimes, seconds: int) -> np.ndarray:
-    """The member row each second ``k < seconds`` takes: the one covering time ``k + 0.5``,
-    clipped to the member's rows."""
-    centres = np.arange(seconds, dtype=np.float64) + 0.5
-    index = np.floor((centres - times.start) / times.seconds)
-    return np.clip(index, 0, rows - 1).astype(np.intp)
-
-
 class FeatureRows:
     """The chosen feature members of a sample, concatenated along the feature axis on demand,
     one row per second.
@@ -172,8 +86,9 @@ class FeatureRows:
     (``row_times``). When every member has one row per second, row ``k`` is second ``k``
     and a slice is a contiguous slice of every member. Otherwise ``T`` is the seconds
     every member covers and second ``k`` takes, per member, the row covering ``k + 0.5``
-    (``grid_rows``). Raises KeyError naming a missing member, ValueError for a malformed
-    array and RowTimesError (a ValueError) for a malformed mapping.
+    (``grid_rows``), looked up for the rows asked for alone (``gridded``). Raises KeyError
+    naming a missing member, ValueError for a malformed array and RowTimesError (a
+    ValueError) for a malformed mapping, or one the arrays contradict.
     """
 
     def __init__(self, sample: dict, members: tuple[str, ...]):
@@ -186,16 +101,15 @@ class FeatureRows:
             if len(a.shape) != 2 or a.shape[0] == 0 or a.dtype.kind != "f":
                 raise ValueError(f"{member} has shape {a.shape} and dtype {a.dtype}; expected float [T, D]")
             self.members.append(a)
-        self.times = row_times(sample.get(META_JSON), tuple(members))
+        self.times = row_times(sample.get(META_JSON), tuple(members), tuple(a.shape[0] for a in self.members))
         width = sum(a.shape[1] for a in self.members)
-        if all(t.per_second for t in self.times):
-            self.index = None  # the contiguous path
+        self.gridded = not all(t.per_second for t in self.times)
+        if not self.gridded:  # the contiguous path
             self.shape = (min(a.shape[0] for a in self.members), width)
             return
         seconds = min(second_grid(a.shape[0], t) for a, t in zip(self.members, self.times))
         if seconds == 0:
             raise ValueError(f"the rows of {', '.join(members)} cover no common second")
-        self.index = [grid_rows(a.shape[0], t, seconds) for a, t in zip(self.members, self.times)]
         self.shape = (seconds, width)
 
     def __len__(self) -> int:
@@ -206,13 +120,24 @@ class FeatureRows:
         if step != 1:
             raise IndexError("feature rows are sliced contiguously")
         end = max(start, end)
-        if self.index is None:
+        if not self.gridded:
             parts = [a.rows(start, end) for a in self.members]
             # one copy of the clip's rows: writable, contiguous, never a view on the tar bytes
             return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0].copy()
+        return self._gather(np.arange(start, end))
+
+    def take(self, seconds) -> np.ndarray:
+        """The rows of the given seconds (non-decreasing, each below ``len(self)``), copied."""
+        seconds = np.asarray(seconds, dtype=np.intp)
+        return self._gather(seconds) if self.gridded else self._gather_rows([seconds] * len(self.members))
+
+    def _gather(self, seconds: np.ndarray) -> np.ndarray:
+        return self._gather_rows([grid_rows(a.shape[0], t, seconds) for a, t in zip(self.members, self.times)])
+
+    def _gather_rows(self, indices: list) -> np.ndarray:
+        """Each member's rows at its (non-decreasing) indices, concatenated: a copy of those rows alone."""
         parts = []
-        for a, index in zip(self.members, self.index):
-            take = index[start:end]
+        for a, take in zip(self.members, indices):
             if len(take) == 0:
                 parts.append(np.empty((0, a.shape[1]), a.dtype))
                 continue

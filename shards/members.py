@@ -9,6 +9,9 @@ member is checked from its header alone, before any of its payload is read:
   too large: its payload is passed over, never held in memory;
 - a sample of more members than ``MemberLimits.members`` is refused at the first one too
   many (one key repeated a million times would otherwise be held whole);
+- given a sample cap (``SampleGrouper(max_sample_bytes=)``), a sample whose members' headers
+  claim more bytes in all is refused at the member that crosses it (six members each under
+  its cap still add up);
 - a GNU long-name or pax extended header is read whole by tarfile itself, so one that
   claims more than ``MAX_EXTENDED_HEADER`` bytes ends the shard (``BoundedTarInfo``).
 
@@ -139,13 +142,18 @@ class SampleGrouper:
     its key changes); ``finish()`` the last one. A refused member (``refusal``, or one member
     too many) drops its whole sample, unread, after ``on_refused(key, count_name, reason)``;
     a pickle-format member goes to ``on_pickle(info)``, which raises or skips it.
+    ``max_sample_bytes`` (None: no cap beyond the members') caps the bytes of one sample's
+    members together, counted from their headers before a byte is read.
     """
 
-    def __init__(self, limits: MemberLimits = DEFAULT_LIMITS, *, on_refused, on_pickle, extra: dict | None = None):
+    def __init__(self, limits: MemberLimits = DEFAULT_LIMITS, *, on_refused, on_pickle, extra: dict | None = None,
+                 max_sample_bytes: int | None = None):
         self.limits, self.on_refused, self.on_pickle = limits, on_refused, on_pickle
         self.extra = dict(extra or {})
+        self.max_sample_bytes = max_sample_bytes
         self.current: dict | None = None
         self._refused_key = None
+        self._bytes = 0  # claimed by the headers of the current sample's members
 
     def feed(self, info: tarfile.TarInfo, read) -> list[dict]:
         key, member = split_member_name(info.name)
@@ -155,9 +163,14 @@ class SampleGrouper:
         if self.current is not None and self.current["__key__"] != key:
             done.append(self.current)
             self.current = None
+        if self.current is None:
+            self._bytes = 0
         why = refusal(info, member, self.limits)
         if why is None and self.current is not None and len(self.current) - 1 - len(self.extra) >= self.limits.members:
             why = "too_many_members", f"sample {key!r} has more than {self.limits.members} members"
+        if why is None and self.max_sample_bytes is not None and self._bytes + info.size > self.max_sample_bytes:
+            why = "sample_too_large", (f"sample {key!r} claims more than {self.max_sample_bytes / MB:g} MB in all "
+                                       f"(member {info.name!r} takes it to {self._bytes + info.size:,} bytes)")
         if why is not None:
             self.on_refused(key, *why)
             self._refused_key, self.current = key, None
@@ -166,6 +179,7 @@ class SampleGrouper:
             self.on_pickle(info)
             return done
         data = read(info)
+        self._bytes += info.size
         if self.current is None:
             self.current = {"__key__": key, **self.extra}
         self.current[member] = data

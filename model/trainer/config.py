@@ -15,7 +15,7 @@ from pipeline.runtime.cli import OldSpelling, option
 from shards.samples import LANGS
 
 from model.clips import TASK_SETTINGS
-from model.trainer.run_setup import MEMBER_MB_HELP
+from model.trainer.run_setup import MEMBER_MB_HELP, SAMPLE_MB_HELP
 
 MODEL = "model"
 VALIDATION = "validation"
@@ -98,4 +98,5 @@ class TrainConfig:
                                    "the last step", group=VALIDATION, type=int)
     val_split: str = option("val", "the captions.json split of --val-shards scored", group=VALIDATION)
     max_member_mb: str | None = option(None, MEMBER_MB_HELP, metavar="KIND=MB,...")
+    max_sample_mb: float | None = option(None, SAMPLE_MB_HELP, type=float, metavar="MB")
     no_progress: bool = option(False, "no progress bar")

@@ -37,7 +37,8 @@ from shards.errors import UserError
 from shards.members import DEFAULT_LIMITS, MemberLimits
 from shards.samples import CAPTIONS_JSON, META_JSON, SUBS_JSON, Captions, SubsJson
 
-from model.clips import ClipConfig, FeatureRows, RowTimesError, _caption_clip, _pretrain_clip
+from model.clips import ClipConfig, FeatureRows, _caption_clip, _pretrain_clip
+from model.row_times import RowTimesError
 from model.trainer.shard_stream import StreamState, tar_samples
 from model.trainer.tokens import tokenize
 from shards.codec import load_json
@@ -147,11 +148,11 @@ class MemberLayout:
 
 
 def feature_layout(urls: list[str], members: tuple[str, ...], limit: int = 64,
-                   limits: MemberLimits = DEFAULT_LIMITS) -> list[MemberLayout]:
+                   limits: MemberLimits = DEFAULT_LIMITS, max_sample_bytes: int | None = None) -> list[MemberLayout]:
     """The chosen members' widths, in order, read from the first samples that carry them all."""
     state = StreamState()
     seen = 0
-    for sample in tar_samples(iter([(0, urls)]), state, limits=limits):
+    for sample in tar_samples(iter([(0, urls)]), state, limits=limits, max_sample_bytes=max_sample_bytes):
         seen += 1
         try:
             rows = FeatureRows(sample, members)
@@ -172,9 +173,9 @@ def feature_layout(urls: list[str], members: tuple[str, ...], limit: int = 64,
 
 
 def feature_dim(urls: list[str], members: tuple[str, ...], limit: int = 64,
-                limits: MemberLimits = DEFAULT_LIMITS) -> int:
+                limits: MemberLimits = DEFAULT_LIMITS, max_sample_bytes: int | None = None) -> int:
     """The video input dimension, read from the first samples that carry the chosen members."""
-    return sum(m.width for m in feature_layout(urls, members, limit, limits))
+    return sum(m.width for m in feature_layout(urls, members, limit, limits, max_sample_bytes))
 
 
 # ---------------------------------------------------------------------------- clip sampling
@@ -321,18 +322,19 @@ class ClipStream(_iterable_dataset()):
     resume skips at most ``shuffle_buffer`` samples per worker and never repeats one.
     A worker without a position starts at ``start_epoch`` (a resume whose ranks or workers
     changed restarts the stream at the epoch it had reached, so the epoch count goes on).
-    ``limits`` caps each tar member's size by its type (``MemberLimits.parse`` reads a flag).
+    ``limits`` caps each tar member's size by its type (``MemberLimits.parse`` reads a flag),
+    ``max_sample_bytes`` the members of one sample together (None: derived from ``limits``).
     """
 
     def __init__(self, urls, tokenizer, cfg: ClipConfig, batch_size: int, *, seed: int = 0, rank: int = 0,
                  world_size: int = 1, shuffle_buffer: int = 100, positions: dict | None = None,
-                 start_epoch: int = 0, limits: MemberLimits = DEFAULT_LIMITS):
+                 start_epoch: int = 0, limits: MemberLimits = DEFAULT_LIMITS, max_sample_bytes: int | None = None):
         self.urls, self.tokenizer, self.cfg = list(urls), tokenizer, cfg
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.shuffle_buffer = shuffle_buffer
         self.positions = {int(k): v for k, v in (positions or {}).items()}
         self.start_epoch = start_epoch
-        self.limits = limits
+        self.limits, self.max_sample_bytes = limits, max_sample_bytes
 
     def pipeline(self, worker: int, num_workers: int):
         state = StreamState()
@@ -343,7 +345,8 @@ class ClipStream(_iterable_dataset()):
             lambda src: split_by_node(src, self.rank, self.world_size),
             lambda src: split_by_worker(src, worker, num_workers),
             lambda src: _stop_on_empty(src),
-            lambda src: tar_samples(src, state, skip={epoch: raw}, limits=self.limits),
+            lambda src: tar_samples(src, state, skip={epoch: raw}, limits=self.limits,
+                                    max_sample_bytes=self.max_sample_bytes),
             lambda src: shuffle(src, self.shuffle_buffer, rng),
             lambda src: sample_clips(src, self.cfg, state, self.seed),
             lambda src: tokenize(src, self.tokenizer, self.cfg, chunk=self.batch_size),

@@ -50,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-video-len", type=int, default=TASK_SETTINGS["finetune"][2])
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    from model.trainer.run_setup import MEMBER_MB_HELP
+    from model.trainer.run_setup import MEMBER_MB_HELP, SAMPLE_MB_HELP
 
     p.add_argument("--max-member-mb", metavar="KIND=MB,...", help=MEMBER_MB_HELP)
+    p.add_argument("--max-sample-mb", type=float, metavar="MB", help=SAMPLE_MB_HELP)
     add_common_flags(p)
     return p
 
@@ -86,15 +87,19 @@ def median_rank(ranks) -> float:
 
 
 def even_rows(video, max_len: int):
-    """At most ``max_len`` rows spread evenly over the video (deterministic, for evaluation)."""
+    """At most ``max_len`` rows spread evenly over the video (deterministic, for evaluation).
+    ``video`` is an array or a ``model.clips.FeatureRows``, of which only those rows are copied."""
     import numpy as np
 
+    from model.clips import FeatureRows
+
     if len(video) <= max_len:
-        return video
-    return video[np.linspace(0, len(video) - 1, max_len).round().astype(int)]
+        return video[:]
+    index = np.linspace(0, len(video) - 1, max_len).round().astype(int)
+    return video.take(index) if isinstance(video, FeatureRows) else video[index]
 
 
-def load_split(urls, members, split: str, langs, max_video_len: int, limits=None):
+def load_split(urls, members, split: str, langs, max_video_len: int, limits=None, max_sample_bytes=None):
     """Videos of the split and the captions per language:
     ``(keys, videos, {lang: [(text, index)]}, counts, pool)``.
 
@@ -103,14 +108,16 @@ def load_split(urls, members, split: str, langs, max_video_len: int, limits=None
     found in the shards, usable or not."""
     from collections import Counter
 
-    from model.clips import video_features
+    from model.clips import FeatureRows
+    from model.row_times import RowTimesError
     from model.trainer.shard_stream import StreamState, tar_samples
     from shards.codec import load_json
 
     state = StreamState()
     keys, videos, queries, counts = [], [], {l: [] for l in langs}, Counter()
     in_shards, recorded, benchmarks = 0, Counter(), Counter()
-    for sample in tar_samples(iter([(0, urls)]), state, **({"limits": limits} if limits else {})):
+    for sample in tar_samples(iter([(0, urls)]), state, max_sample_bytes=max_sample_bytes,
+                              **({"limits": limits} if limits else {})):
         if CAPTIONS_JSON not in sample:
             counts["skipped/no_captions"] += 1
             continue
@@ -124,9 +131,13 @@ def load_split(urls, members, split: str, langs, max_video_len: int, limits=None
                 recorded[meta["split_videos"]] += 1
             if isinstance(meta.get("benchmark"), str):
                 benchmarks[meta["benchmark"]] += 1
-            video = even_rows(video_features(sample, members), max_video_len)
+            video = even_rows(FeatureRows(sample, members), max_video_len)
         except KeyError as exc:
             counts[f"skipped/missing_{exc.args[0]}"] += 1
+            continue
+        except RowTimesError as exc:
+            counts["skipped/bad_row_times"] += 1
+            log.warning("skipping %s: %s", sample["__key__"], exc)
             continue
         except (ValueError, UnicodeDecodeError, AttributeError) as exc:
             counts["skipped/corrupt"] += 1
@@ -168,12 +179,12 @@ def pool_warning(pool: dict, split: str) -> str | None:
 def evaluate(args) -> dict:
     import torch
 
-    from model.checkpoint import load_checkpoint
+    from model.checkpoint import load_checkpoint, load_weights
     from model.trainer.data import DataError, expand_shards, feature_dim
     from model.mmp import MMPConfig, build_model
     from pipeline.runtime.hub import TextModelError, load_tokenizer
     from model.trainer.distributed import pick_device
-    from model.trainer.run_setup import check_video_dim, member_limits
+    from model.trainer.run_setup import check_video_dim, member_limits, sample_bytes
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -182,9 +193,12 @@ def evaluate(args) -> dict:
     cfg = MMPConfig.from_json(ck["model_config"])
     members = tuple(cfg.video_features)
     limits = member_limits(args.max_member_mb)
-    check_video_dim(cfg, feature_dim(urls, members, limits=limits), members, f"the checkpoint {ck['path']}")
+    max_sample = sample_bytes(args.max_sample_mb, limits)
+    check_video_dim(cfg, feature_dim(urls, members, limits=limits, max_sample_bytes=max_sample), members,
+                    f"the checkpoint {ck['path']}")
     langs = list(args.langs)
-    keys, videos, queries, counts, pool = load_split(urls, members, args.split, langs, args.max_video_len, limits)
+    keys, videos, queries, counts, pool = load_split(urls, members, args.split, langs, args.max_video_len, limits,
+                                                     max_sample)
     if not videos:
         raise DataError(f"--shards hold no video of split {args.split!r} with --video-features "
                         f"{','.join(members)} (counts: {counts})")
@@ -206,7 +220,7 @@ def evaluate(args) -> dict:
         raise TextModelError(f"the checkpoint's text model {cfg.text_model} cannot be loaded "
                              f"({str(exc).split(': ', 1)[-1]}); give its place with --text-model DIR") from None
     model = build_model(cfg)
-    model.load_state_dict(ck["model"])
+    load_weights(model, ck["model"], ck["path"])
     device = pick_device(args.device, 0)
     model.to(device).eval()
 
@@ -286,15 +300,21 @@ def format_table(res: dict) -> str:
 
 @command("mmp-eval")
 def main(argv=None) -> int:
+    from model.trainer.run_dir import check_writable
+    from model.trainer.run_setup import check_flags
+    from shards.errors import output_errors
     from shards.writer import atomic_write_json
 
     args = parse_args(build_parser(), argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    check_flags(args)  # the numbers first, then the output: both before any shard or checkpoint is read
+    if args.out is not None:
+        check_writable(args.out.parent, args.out)
     res = evaluate(args)
     print(format_table(res))
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(args.out, res)
+        with output_errors(args.out):
+            atomic_write_json(args.out, res)
         print(f"mmp-eval: results written to {args.out}")
     return 0
 

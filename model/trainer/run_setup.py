@@ -168,8 +168,10 @@ def load_without_video_input(model, state: dict, source) -> None:
     """A checkpoint's weights into a model whose video input layer (and s3d fc) is new: every
     other key must match exactly, so only the input layer starts afresh."""
     fresh = ("video_proj.", "s3d_fc_")
-    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith(fresh)},
-                                                strict=False)
+    from model.checkpoint import load_weights
+
+    missing, unexpected = load_weights(model, {k: v for k, v in state.items() if not k.startswith(fresh)}, source,
+                                       strict=False)
     missing = [k for k in missing if not k.startswith(fresh)]
     if missing or unexpected:
         raise ConfigError(f"--new-video-input: {source} does not fit the model beyond its video input "
@@ -205,7 +207,8 @@ _LIMITS = (("steps", 1, True), ("epochs", 1, True), ("ckpt_every", 1, True), ("l
            ("val_every", 1, True), ("batch_size", 1, True), ("max_text_len", 3, True), ("max_video_len", 1, True),
            ("shuffle_buffer", 1, True), ("warmup_steps", 0, True), ("keep", 0, True), ("loader_workers", 0, True),
            ("threads", 0, True), ("text_trainable_layers", 0, True), ("lr", 0, False), ("clip_grad", 0, False),
-           ("temperature", 0, False), ("new_input_lr_scale", 0, False), ("mask_prob", 0, True), ("dropout", 0, True))
+           ("temperature", 0, False), ("new_input_lr_scale", 0, False), ("mask_prob", 0, True), ("dropout", 0, True),
+           ("max_sample_mb", 0, False))
 
 
 def check_flags(opts) -> None:
@@ -226,6 +229,19 @@ MEMBER_MB_HELP = ("largest shard member read, in MB per kind: npy, json, text, v
                   "the most members of one sample (default npy=512,json=64,text=64,video=4096,other=64,"
                   "members=256); a sample over a limit is skipped and counted as skipped/member_too_large or "
                   "skipped/too_many_members")
+
+
+SAMPLE_MB_HELP = ("most MB the members of one sample may hold together, counted from the tar headers before they "
+                  "are read (default: twice the npy and twice the json cap of --max-member-mb, 1152 with its "
+                  "defaults); a sample over it is skipped and counted as skipped/sample_too_large")
+
+
+def sample_bytes(megabytes: float | None, limits) -> int:
+    """``--max-sample-mb`` in bytes; without it, the default derived from the member caps."""
+    from model.trainer.shard_stream import default_sample_bytes
+    from shards.members import MB
+
+    return default_sample_bytes(limits) if megabytes is None else int(megabytes * MB)
 
 
 def member_limits(spec: str | None):

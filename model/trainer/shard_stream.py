@@ -7,7 +7,9 @@ end-of-archive check holds for both. Members are checked from their headers befo
 byte of payload is read (``shards.members``): a link, an absolute or ``..`` name, or a
 member over its type's size cap drops its sample, counted as ``skipped/unsafe_member``
 or ``skipped/member_too_large``; a pickle-format member is dropped alone
-(``skipped/pickle_member``). A shard that ends without its end-of-archive marker is
+(``skipped/pickle_member``). The members of one sample together are capped too, from their
+headers (``default_sample_bytes``, ``--max-sample-mb``): a gzip of six members of zeros, each
+under its cap, is ``skipped/sample_too_large`` at the member that crosses the cap, unread. A shard that ends without its end-of-archive marker is
 truncated: the sample it was in the middle of is dropped (``skipped/truncated``).
 """
 from __future__ import annotations
@@ -74,11 +76,19 @@ class _Counting:
         return data
 
 
+def default_sample_bytes(limits: MemberLimits) -> int:
+    """The most bytes one training sample may hold when no cap is given: what an mmp/ sample is
+    made of at the member caps, two feature arrays (r21d, s3d) and two JSON members (meta.json,
+    subs.json or captions.json). Every real sample is far below (a 5-minute video is about 1 MB)."""
+    return 2 * limits.npy + 2 * limits.json
+
+
 def shard_samples(url: str, epoch: int, state: StreamState, limits: MemberLimits = DEFAULT_LIMITS,
-                  handler=counting_handler):
+                  handler=counting_handler, max_sample_bytes: int | None = None):
     """Whole samples ``{"__key__", "__url__", "__epoch__", member: bytes}`` of one shard, in
     tar order. A sample is yielded once the next one starts, the last one once the
-    end-of-archive marker is seen; an unreadable shard goes to ``handler``."""
+    end-of-archive marker is seen; an unreadable shard goes to ``handler``. ``max_sample_bytes``
+    caps one sample's members together (None: ``default_sample_bytes(limits)``)."""
     def refused(key, name, reason):
         state.count(f"skipped/{name}")
         log.warning("%s: skipping sample %s: %s", url, key, reason)
@@ -87,8 +97,9 @@ def shard_samples(url: str, epoch: int, state: StreamState, limits: MemberLimits
         state.count("skipped/pickle_member")
         log.warning("%s: refusing pickle-format member %s", url, info.name)
 
+    cap = default_sample_bytes(limits) if max_sample_bytes is None else max_sample_bytes
     samples = SampleGrouper(limits, on_refused=refused, on_pickle=pickled,
-                            extra={"__url__": url, "__epoch__": epoch})
+                            extra={"__url__": url, "__epoch__": epoch}, max_sample_bytes=cap)
     try:
         with _open(url) as raw:
             # inflated here rather than by tarfile, so the count below is of tar bytes
@@ -115,11 +126,12 @@ def shard_samples(url: str, epoch: int, state: StreamState, limits: MemberLimits
 
 
 def tar_samples(src, state: StreamState, skip: dict | None = None, handler=counting_handler,
-                limits: MemberLimits = DEFAULT_LIMITS):
+                limits: MemberLimits = DEFAULT_LIMITS, max_sample_bytes: int | None = None):
     """Samples ``{"__key__", "__url__", member: bytes}`` from each epoch's shards.
 
     ``skip`` maps an epoch to the number of raw samples to pass over (resume); they are
-    read but not decoded. ``limits`` caps each member's size by its type.
+    read but not decoded. ``limits`` caps each member's size by its type, ``max_sample_bytes``
+    the members of one sample together (None: ``default_sample_bytes(limits)``).
     """
     for epoch, shards in src:
         if state.epochs_read and barren(state):
@@ -129,7 +141,7 @@ def tar_samples(src, state: StreamState, skip: dict | None = None, handler=count
         state.epochs_read += 1
         to_skip = (skip or {}).get(epoch, 0)
         for url in shards:
-            for sample in shard_samples(url, epoch, state, limits, handler):
+            for sample in shard_samples(url, epoch, state, limits, handler, max_sample_bytes):
                 state.raw += 1
                 if state.raw > to_skip:
                     yield sample

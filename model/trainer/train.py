@@ -45,16 +45,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from model.trainer.distributed import broadcast_object, ddp_env, gather_objects, pick_device, shutdown_distributed, to_device
-from shards.errors import command
+from shards.errors import command, output_errors
 from pipeline.runtime.cli import from_args, parse_args
 
 from model.trainer.config import TrainConfig
 from model.trainer.flags import build_parser
-from model.trainer.run_dir import check_run_dir, given_flags, resolve_paths
+from model.trainer.run_dir import check_run_dir, check_writable, given_flags, resolve_paths
 from model.clips import TASK_SETTINGS
 from model.trainer.run_setup import (ConfigError, check_flags, load_without_video_input, lr_at,
                                      member_limits, open_logs, param_groups, parse_losses, parse_members, read_s3d_fc,
-                                     resolve_model)
+                                     resolve_model, sample_bytes)
 from model.trainer.stopping import StopRequest, ignore_stop_signals
 from model.trainer.validation import load_validation, validate
 
@@ -71,12 +71,13 @@ def train(opts: TrainConfig, given: set[str] | None = None) -> int:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from model.checkpoint import load_checkpoint, save_checkpoint
+    from model.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
     from model.clips import ClipConfig
     from model.trainer.data import ClipStream, DataError, expand_shards, feature_layout
     from model.losses import mmp_loss
     from model.mmp import build_model
     from pipeline.runtime.hub import load_tokenizer
+    from shards.members import MB
 
     if opts.text_freeze_below is not None:
         keep = max(0, opts.text_output_layer - opts.text_freeze_below + 1) if opts.text_freeze_below else \
@@ -86,6 +87,7 @@ def train(opts: TrainConfig, given: set[str] | None = None) -> int:
                           f"--text-freeze-below {opts.text_freeze_below} was --text-trainable-layers {keep})")
     check_flags(opts)
     check_run_dir(opts, set(vars(opts)) if given is None else given)
+    check_writable(opts.out)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rank, world, local_rank = ddp_env()
     if opts.threads > 0:
@@ -110,7 +112,9 @@ def train(opts: TrainConfig, given: set[str] | None = None) -> int:
     if len(urls) < world:
         raise ConfigError(f"--shards names {len(urls)} shards for {world} ranks; every rank needs at least one")
     limits = member_limits(opts.max_member_mb)
-    layout = feature_layout(urls, members, limits=limits)
+    max_sample = sample_bytes(opts.max_sample_mb, limits)
+    opts.max_sample_mb = max_sample / MB  # the run config records the cap in force
+    layout = feature_layout(urls, members, limits=limits, max_sample_bytes=max_sample)
     fc = read_s3d_fc(opts, members, layout)
     opts.out.mkdir(parents=True, exist_ok=True)
 
@@ -125,7 +129,7 @@ def train(opts: TrainConfig, given: set[str] | None = None) -> int:
         if fc is not None:
             model.set_s3d_fc(fc[0], fc[1])
     elif ck is not None:
-        model.load_state_dict(ck["model"])  # an s3d fc comes with the checkpoint's weights
+        load_weights(model, ck["model"], ck["path"])  # an s3d fc comes with the checkpoint's weights
     elif fc is not None:
         model.set_s3d_fc(fc[0], fc[1])
     model.to(device)
@@ -133,7 +137,10 @@ def train(opts: TrainConfig, given: set[str] | None = None) -> int:
     opt = torch.optim.Adam(param_groups(model, params, cfg.video_input_lr_scale), lr=opts.lr)
     workers = min(opts.loader_workers, max(1, len(urls) // world)) if opts.loader_workers > 0 else 0
     if resumed:
-        opt.load_state_dict(ck["optimizer"])  # the moments continue; the rate is this command's schedule's
+        try:  # the moments continue; the rate is this command's schedule's
+            opt.load_state_dict(ck["optimizer"])
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
+            raise CheckpointError(f"{ck['path']}: its optimiser state does not fit the model ({exc})") from None
         start_step = int(ck["step"])
         state = ck.get("train_state") or {}
         dp = ck["data_position"]
@@ -153,7 +160,7 @@ def train(opts: TrainConfig, given: set[str] | None = None) -> int:
     opts.losses = ",".join(losses)  # the run config records what this run trains, defaults resolved
     dataset = ClipStream(urls, tokenizer, clip, batch // world, seed=opts.seed, rank=rank, world_size=world,
                          shuffle_buffer=opts.shuffle_buffer, positions=positions,
-                         start_epoch=int(state.get("epochs_done", 0)), limits=limits)
+                         start_epoch=int(state.get("epochs_done", 0)), limits=limits, max_sample_bytes=max_sample)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
                                          prefetch_factor=4 if workers else None,
                                          pin_memory=device.type == "cuda",
@@ -365,7 +372,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     finished = False
     try:
-        code = train(opts, given)
+        with output_errors(opts.out):  # a disk that fills during the run: one sentence, the last checkpoint stands
+            code = train(opts, given)
         finished = True
         return code
     finally:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from model.trainer.distributed import broadcast_object
-from model.trainer.run_setup import ConfigError, check_video_dim, member_limits
+from model.trainer.run_setup import ConfigError, check_video_dim, member_limits, sample_bytes
 
 def load_validation(opts, cfg, members, max_video_len: int, rank: int, world: int):
     """The validation split ``(videos, queries)`` on rank 0 (None elsewhere, and without
@@ -17,10 +17,12 @@ def load_validation(opts, cfg, members, max_video_len: int, rank: int, world: in
         try:
             urls = expand_shards(opts.val_shards)
             limits = member_limits(opts.max_member_mb)
-            check_video_dim(cfg, feature_dim(urls, members, limits=limits), members, "the model")
+            max_sample = sample_bytes(opts.max_sample_mb, limits)
+            check_video_dim(cfg, feature_dim(urls, members, limits=limits, max_sample_bytes=max_sample), members,
+                            "the model")
             langs = list(opts.langs)
             _, videos, queries, counts, _ = load_split(urls, members, opts.val_split, langs, max_video_len,
-                                                  limits)
+                                                       limits, max_sample)
             if not videos or not queries:
                 err = (f"--val-shards hold no {opts.val_split!r} video with --video-features {','.join(members)} "
                        f"and a caption in --langs {','.join(langs)} (counts: {counts}); pick the split with --val-split")

@@ -10,7 +10,8 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)  # tiny tensors on a shared machine: extra threads only wait on each other
 pytest.importorskip("transformers")
 
-from model.clips import ClipConfig, FeatureRows, RowTimesError, row_times  # noqa: E402
+from model.clips import ClipConfig, FeatureRows  # noqa: E402
+from model.row_times import RowTimesError, row_times  # noqa: E402
 from model.trainer.shard_stream import StreamState, tar_samples  # noqa: E402
 from model.trainer.data import sample_clips  # noqa: E402
 from model.trainer.train import main  # noqa: E402
@@ -50,7 +51,7 @@ def test_rows_of_another_span_are_mapped_onto_seconds(tmp_path):
     sample = {k: (v if isinstance(v, bytes) else json.dumps(v).encode()) for k, v in members.items()}
     rows = FeatureRows(sample, ("r21d", "s3d"))
     # r21d covers 0.02 + 30 * 32/30 = 32.02 s: seconds 0..31 (centre 31.5 inside); s3d covers 33
-    assert rows.shape == (32, 5) and rows.index is not None
+    assert rows.shape == (32, 5) and rows.gridded
     whole = rows[:]
     assert whole[:, 3].tolist() == list(range(1000, 1032))  # s3d: second k is row k
     want = [_expected_r21d_row(k, 0.02) for k in range(32)]
@@ -94,7 +95,7 @@ def test_samples_without_row_times_keep_the_contiguous_path():
     for meta in metas:
         sample = dict(base, **({} if meta is None else {"meta.json": meta}))
         rows = FeatureRows(sample, ("r21d", "s3d"))
-        assert rows.index is None and rows.shape == (11, 7), meta
+        assert not rows.gridded and rows.shape == (11, 7), meta
         assert np.array_equal(rows[2:9], np.concatenate([a[2:9], b[2:9]], axis=1))
     assert row_times(b'{"duration": 3}', ("s3d",))[0].per_second
     imported = row_times(json.dumps({"features": {"s3d": {"row_start_s": 0.0, "row_seconds": 1.0}}}).encode(),
