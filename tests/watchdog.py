@@ -4,8 +4,9 @@ past its time or its memory, so a regression fails its test instead of taking th
 ``run_bounded(fn, *args, seconds=, memory_mb=)`` forks, runs ``fn(*args)`` in the child (its own
 process group, so processes it starts are counted and killed with it) and returns its result, or
 re-raises what it raised (``SystemExit`` included). The parent samples the resident memory of the
-whole group every 20 ms; past ``memory_mb`` or ``seconds`` it kills the group and fails the test
-with ``Exceeded``, saying which bound and what was seen. ``call_main`` does the same for a command's
+whole group every 20 ms; once it has grown by more than ``memory_mb`` over what the test process
+held when it forked (the child starts with those pages), or after ``seconds``, it kills the group and
+fails the test with ``Exceeded``, saying which bound and what was seen. ``call_main`` does the same for a command's
 ``main(argv)`` and hands back its exit code and what it printed.
 """
 from __future__ import annotations
@@ -44,6 +45,11 @@ def group_rss(pgid: int) -> int:
     return total
 
 
+def _own_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
 def _child(conn, fn, args, kwargs) -> None:
     os.setpgrp()
     try:
@@ -65,7 +71,8 @@ def run_bounded(fn, *args, seconds: float = 60.0, memory_mb: float = 1024.0, **k
     proc = ctx.Process(target=_child, args=(send, fn, args, kwargs))
     proc.start()
     send.close()
-    limit = memory_mb * 2**20
+    base = _own_rss()
+    limit = base + memory_mb * 2**20
     started = time.monotonic()
     peak = 0
     try:
@@ -77,7 +84,7 @@ def run_bounded(fn, *args, seconds: float = 60.0, memory_mb: float = 1024.0, **k
             peak = max(peak, rss)
             if rss > limit:
                 raise Exceeded(f"{getattr(fn, '__name__', fn)} used more than {memory_mb:g} MiB of memory "
-                               f"({rss / 2**20:.0f} MiB resident after {time.monotonic() - started:.1f} s)")
+                               f"(grew by {(rss - base) / 2**20:.0f} MiB in {time.monotonic() - started:.1f} s)")
             if time.monotonic() - started > seconds:
                 raise Exceeded(f"{getattr(fn, '__name__', fn)} ran past {seconds:g} s "
                                f"(peak {peak / 2**20:.0f} MiB resident)")
