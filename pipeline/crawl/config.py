@@ -110,6 +110,10 @@ class CrawlConfig:
     allow_hosts: list = field(default_factory=list)  # hosts fetched from besides YouTube's (url_policy)
     socket_timeout: float = option(20.0, "seconds before a silent connection fails", group=POLITE,
                                    type=positive_seconds)
+    request_timeout: float = option(
+        60.0, "seconds one subtitle request may take in all, headers and body: a server that trickles its "
+        "answer fails it as a network error (retried) however often it sends a byte", group=POLITE,
+        type=positive_seconds)
     retries: int = option(4, "retries of a transient failure (backoff with jitter)", group=POLITE, type=count)
     backoff_base: float = option(1.0, "first backoff in seconds; doubles per retry", group=POLITE, type=seconds)
     backoff_max: float = option(60.0, "longest single backoff, Retry-After included", group=POLITE, type=seconds)

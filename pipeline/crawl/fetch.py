@@ -6,6 +6,11 @@ full jitter; a ``Retry-After`` header is honoured. The error raised at the end
 carries the real cause of the last attempt. A URL the ``UrlPolicy`` refuses (another
 scheme or host, an address on this machine or its network, directly or by a redirect)
 is never requested and fails for good as ``refused_url``.
+
+One request (its redirects included) has ``request_timeout`` seconds for its whole answer,
+however slowly the server sends it (``deadline.py``): a trickled answer is a ``network``
+failure, retried like the others, and nothing of it is kept. A body is read in chunks up to
+``max_bytes``; a longer one (or one announcing more) fails for good.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import http.client
 import http.cookiejar
 import itertools
 import logging
+import math
 import random
 import socket
 import time
@@ -22,10 +28,12 @@ import urllib.request
 from dataclasses import dataclass
 
 from pipeline.crawl import errors
+from pipeline.crawl.deadline import AnswerTooSlow, read_within_deadline
 from pipeline.crawl.politeness import RequestBudget
 from pipeline.crawl.url_policy import REFUSED_URL, UrlPolicy, UrlRefused, build_opener
 
 log = logging.getLogger("mmp.fetch")
+_CHUNK = 1 << 16  # bytes read at a time: a body is checked against its cap as it arrives
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
 
 
@@ -99,12 +107,14 @@ def with_retries(attempt, policy: RetryPolicy, budget: RequestBudget, *, count_r
 class Fetcher:
     """Fetches URLs through the shared budget, rotating proxies, with cookies if given."""
 
-    def __init__(self, budget: RequestBudget, *, timeout: float = 20.0, policy: RetryPolicy | None = None,
-                 proxies: list[str] | None = None, cookies: str | None = None, max_bytes: int = 256 << 20,
-                 url_policy: UrlPolicy | None = None):
+    def __init__(self, budget: RequestBudget, *, timeout: float = 20.0, request_timeout: float = 60.0,
+                 policy: RetryPolicy | None = None, proxies: list[str] | None = None, cookies: str | None = None,
+                 max_bytes: int = 256 << 20, url_policy: UrlPolicy | None = None):
         self.budget = budget
         self.url_policy = url_policy or UrlPolicy()
-        self.timeout = timeout
+        self.timeout = timeout                  # the longest silence of a connection
+        self.request_timeout = request_timeout  # the longest a whole answer may take
+        self._deadline = math.inf               # of the request in flight (monotonic time)
         self.policy = policy or RetryPolicy()
         self.max_bytes = max_bytes
         jar = None
@@ -118,7 +128,8 @@ class Fetcher:
         self._openers = []
         for proxy in proxies or [None]:
             cookie_handlers = [urllib.request.HTTPCookieProcessor(jar)] if jar is not None else []
-            self._openers.append(build_opener(self.url_policy, *cookie_handlers, proxy=proxy))
+            opener = build_opener(self.url_policy, *cookie_handlers, proxy=proxy)
+            self._openers.append(read_within_deadline(opener, lambda: self._deadline))
         self._rotation = itertools.cycle(range(len(self._openers)))
         self.requests = 0
 
@@ -127,12 +138,20 @@ class Fetcher:
         self.budget.acquire()
         self.requests += 1
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Language": "en-US,en;q=0.8"})
+        self._deadline = time.monotonic() + self.request_timeout
         with opener.open(request, timeout=self.timeout) as response:
             final_url = response.geturl() or url
             length = response.headers.get("Content-Length")
-            body = response.read(self.max_bytes + 1)
-            if len(body) > self.max_bytes:
-                raise FetchError(errors.ERROR, f"response larger than {self.max_bytes} bytes from {_short(url)}")
+            if length is not None and length.isdigit() and int(length) > self.max_bytes:
+                raise FetchError(errors.ERROR, f"response announces {int(length)} bytes, more than the "
+                                               f"{self.max_bytes} allowed, from {_short(url)}")
+            chunks, size = [], 0
+            while chunk := response.read(_CHUNK):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise FetchError(errors.ERROR, f"response larger than {self.max_bytes} bytes from {_short(url)}")
+            body = b"".join(chunks)
             if length is not None and length.isdigit() and int(length) != len(body):
                 raise http.client.IncompleteRead(body, int(length) - len(body))
             if "/sorry/" in final_url:
@@ -167,6 +186,9 @@ class Fetcher:
         except (urllib.error.URLError, http.client.HTTPException, socket.timeout, TimeoutError,
                 ConnectionError, OSError) as exc:
             cause = getattr(exc, "reason", exc)
+            if isinstance(cause, AnswerTooSlow):
+                raise FetchError(errors.NETWORK, f"no complete answer within {self.request_timeout:g} s "
+                                                 f"(--request-timeout) from {_short(url)}") from None
             raise FetchError(errors.NETWORK, f"{type(cause).__name__}: {errors.redact(str(cause)) or 'no detail'} "
                                              f"from {_short(url)}") from None
         problem = check(body) if check is not None else None

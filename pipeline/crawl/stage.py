@@ -158,7 +158,7 @@ class CrawlContext:
         # yt-dlp writes cookies back to its file: give each process a private copy.
         cookie_copy = private_copy(cfg.cookies, self.scratch / "cookies.txt") if cfg.cookies else None
         self.url_policy = UrlPolicy.allowing(cfg.allow_hosts)
-        self.fetcher = Fetcher(self.budget, timeout=cfg.socket_timeout,
+        self.fetcher = Fetcher(self.budget, timeout=cfg.socket_timeout, request_timeout=cfg.request_timeout,
                                policy=RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max),
                                proxies=cfg.proxies, cookies=cookie_copy, url_policy=self.url_policy)
         self.info_source = (InfoJsonSource(cfg.info_json) if cfg.info_json else
