@@ -2,8 +2,9 @@
 
 Every call to YouTube waits for the shared request budget and is retried on
 transient failures by the crawl's one loop, ``fetch.with_retries``, which also tells the circuit
-breaker about rate limits and bot checks. A saved info JSON that cannot be read (not
-JSON, nested beyond reason, not an object) fails its video only. Every request yt-dlp makes
+breaker about rate limits and bot checks. A saved info JSON that cannot be read (not a
+regular file, larger than ``MAX_INFO_JSON_BYTES``, not JSON, nested beyond reason, not an
+object) fails its video only. Every request yt-dlp makes
 for the crawl passes the crawl's ``UrlPolicy`` (``ytdlp_requests``): a refused one fails the
 video (or its download) as ``refused_url``; a download past ``--max-video-bytes`` or
 ``--video-download-seconds`` fails as ``over_budget``; nothing of either is stored.
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
+from shards.bounded import UnreadableInput, read_regular_text
+
 from pipeline.crawl import errors
 from pipeline.crawl.fetch import FetchError, RetryPolicy, with_retries
 from pipeline.crawl.politeness import RequestBudget
@@ -32,6 +35,8 @@ METADATA_REQUEST_SECONDS = 120.0
 METADATA_MAX_BYTES = 64 << 20
 
 log = logging.getLogger("mmp.crawl")
+# Real info dicts (every format and caption track listed) are well under 2 MB.
+MAX_INFO_JSON_BYTES = 32 << 20
 
 
 def ytdlp_failures() -> tuple[type, ...]:
@@ -76,8 +81,11 @@ class InfoJsonSource:
         if not path.exists():
             raise FetchError(errors.UNAVAILABLE, f"no saved info JSON {path.name} in {self.directory}")
         try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
+            # a regular file only, up to a cap: a FIFO, a device or a huge file costs this video, not its worker
+            info = json.loads(read_regular_text(path, MAX_INFO_JSON_BYTES, "saved info JSON"))
+        except UnreadableInput as exc:
+            raise FetchError(errors.ERROR, str(exc)) from None
+        except ValueError as exc:
             raise FetchError(errors.ERROR, f"saved info JSON {path.name} is not valid JSON: {exc}") from None
         except RecursionError:
             raise FetchError(errors.ERROR, f"saved info JSON {path.name} is nested too deeply to read") from None
