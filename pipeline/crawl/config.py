@@ -20,6 +20,7 @@ from pipeline.runtime.cli import add_common_flags, add_executor_args, add_option
 from pipeline.runtime.langs import add_langs_flag, parse_langs
 
 from pipeline.crawl.url_policy import parse_allowed
+from pipeline.crawl.videolist import check_video_list
 
 DEFAULT_LANGS = LANGS
 DEFAULT_VIDEO_FORMAT = "best[ext=mp4][height<=360]/best[height<=360]/worst[ext=mp4]/worst"
@@ -207,6 +208,7 @@ def config_from_args(args) -> CrawlConfig:
             videos = local_copy(videos)
         except FileNotFoundError:
             raise UserError(f"--videos {videos} does not exist") from None
+    check_video_list(videos)
     if args.info_json is not None and not args.info_json.is_dir():
         raise UserError(f"--info-json {args.info_json} is not a directory of ID.info.json files")
     if args.cookies is not None and not args.cookies.is_file():
