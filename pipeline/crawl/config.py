@@ -19,6 +19,7 @@ from pipeline.crawl import errors
 from pipeline.runtime.cli import add_common_flags, add_executor_args, add_options, comma_list, from_args, option
 from pipeline.runtime.langs import add_langs_flag, parse_langs
 
+from pipeline.crawl.access import parse_proxy
 from pipeline.crawl.url_policy import parse_allowed
 from pipeline.crawl.videolist import check_video_list
 
@@ -196,6 +197,8 @@ def config_from_args(args) -> CrawlConfig:
         raise UserError("--videos and --out are required (or run `mmp-crawl --check` alone)")
     langs, variants = args.langs
     proxies = comma_list(*args.proxy)
+    for proxy in proxies:  # a proxy that cannot work would fail every unit: refuse it now, password unshown
+        parse_proxy(proxy)
     egress = comma_list(*args.egress)
     bad_egress = [e for e in egress if not e.replace("_", "").replace("-", "").isalnum()]
     if bad_egress:
