@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from shards.errors import UserError, command, output_errors
-from shards.layout import ALIGNED
+from shards.layout import ALIGNED, is_valid_video_id
 from shards.rows import aligned_schema
 from shards.samples import ABSENT, RELEASE_LANGS, SUBS_JSON, InfoJson
 from shards.storage import as_path, local_copy, staging_dir, staging_name
@@ -45,6 +45,8 @@ def clean_release_track(start: list, end: list, text: list, lang: str, problem: 
                         keep_annotations: bool = False) -> tuple[list, TrackReport]:
     """The release's cue lists -> clean cues, by the rules ``mmp-align`` applies to VTT cues."""
     report = TrackReport(parser="release")
+    if text is None:  # nothing of the value could be kept (pipeline.release.captions.check_cues)
+        return [], report.fail("parse_error", problem or "the value holds no cue lists")
     report.raw_cues = len(text)
     if problem:
         report.warnings.append(problem)
@@ -64,6 +66,13 @@ def clean_release_track(start: list, end: list, text: list, lang: str, problem: 
         report.flags.append("wrong_script")
         report.warnings.append(doubt)
     return cues, report
+
+
+def invalid_id_row(video_id: str) -> dict:
+    """The row of a release key that is no YouTube id (shown cut short: a key can be of any length)."""
+    shown = video_id if len(video_id) <= 64 else video_id[:64] + "..."
+    return {"video_id": shown, "status": "invalid_id", "crawl_status": None,
+            "error": f"video id {shown!r} is not 11 characters of A-Z, a-z, 0-9, _ and -; the video is skipped"}
 
 
 class ReleaseImport(Stage):
@@ -99,6 +108,10 @@ class ReleaseImport(Stage):
         by_lang = {lang: release.read_partition(self.parts, lang, unit.index) for lang in self.langs}
         ids = sorted(set().union(*by_lang.values()))
         for vid in ids:
+            if not is_valid_video_id(vid):  # a key of the file, not yet checked: it must never name a path
+                writer.add_row(invalid_id_row(vid))
+                self.video_done("invalid_id")
+                continue
             cleaned = {}
             for lang in self.langs:
                 entry = by_lang[lang].get(vid)

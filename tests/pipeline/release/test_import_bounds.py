@@ -1,0 +1,86 @@
+"""mmp-import on hostile release files: a bad record is that video's row, memory stays flat."""
+import json
+
+from pipeline.release import importer
+from pipeline.release.captions import StreamReport, iter_release
+from tests.conftest import read_all_rows
+from tests.watchdog import call_main, run_bounded
+
+from tests.pipeline.release.test_import import args, release_doc
+
+
+def _write(path, doc_text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(doc_text)
+    return path
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_a_value_nested_50000_deep_is_its_videos_row_and_memory_stays_flat(tmp_path):
+    good = release_doc("en", ["goodVideo01", "goodVideo02"])
+    body = json.dumps(good)[1:-1]
+    text = '{"deepVideo01": {"text": ' + _deep(50_000) + ', "start": [], "end": []}, ' + body + "}"
+    caps = _write(tmp_path / "release" / "how2_en.json", text).parent
+    code, out, err = call_main(importer.main, ["multi-ht100m", "--captions", str(caps), "--langs", "en",
+                                               "--out", str(tmp_path / "aligned"), *args()],
+                               seconds=60, memory_mb=400)
+    assert code == 0, err
+    rows = {r["video_id"]: r for r in read_all_rows(tmp_path / "aligned")}
+    assert rows["goodVideo01"]["status"] == "ok" and rows["goodVideo02"]["status"] == "ok"
+    assert rows["deepVideo01"]["status"] == "parse_error"
+    assert "nested deeper than" in rows["deepVideo01"]["en_error"]
+
+
+def test_a_file_whose_nesting_never_closes_is_one_error_for_that_file(tmp_path):
+    path = _write(tmp_path / "how2_en.json", '{"goodVideo01": {"text": ["a"], "start": [0], "end": [1]}, '
+                  '"deepVideo01": ' + "[" * 200_000)
+
+    def stream():
+        report = StreamReport()
+        videos = [vid for vid, _ in iter_release(path, report)]
+        return videos, report.truncated, report.error
+
+    videos, truncated, error = run_bounded(stream, seconds=30, memory_mb=300)
+    assert videos == ["goodVideo01"] and truncated
+    assert "how2_en.json" in error
+
+
+def test_bad_ids_and_values_are_rows_and_the_rest_of_the_unit_lands(tmp_path):
+    doc = release_doc("en", ["goodVideo01", "goodVideo02"])
+    doc["../../etc/x"] = doc["goodVideo01"]
+    doc["goodVideo0\n"] = doc["goodVideo01"]
+    doc["numbVideo01"] = {"text": ["a", "b"], "start": ["x", 1.0], "end": [{"a": 1}, 2.0]}
+    doc["listVideo01"] = [1, 2, 3]
+    doc["textVideo01"] = {"text": [["nested"], {"o": 1}, 3, "fine"], "start": [0, 1, 2, 3], "end": [1, 2, 3, 4]}
+    doc["hugeVideo01"] = {"text": ["a"], "start": [1e308 * 10], "end": [10 ** 400]}
+    doc["farVideo001"] = {"text": ["a", "b"], "start": [0, 1e300], "end": [1, 1e300]}
+    doc["goodVideo03"] = doc["goodVideo01"]  # after the number the parser cannot hold
+    caps = _write(tmp_path / "release" / "how2_en.json", json.dumps(doc)).parent
+    code, out, err = call_main(importer.main, ["multi-ht100m", "--captions", str(caps), "--langs", "en",
+                                               "--out", str(tmp_path / "aligned"), "--partitions", "1",
+                                               "--workers", "1", "--no-progress"],
+                               seconds=60, memory_mb=600)
+    assert code == 0, err
+    rows = {r["video_id"]: r for r in read_all_rows(tmp_path / "aligned")}
+    assert rows["goodVideo01"]["status"] == "ok" and rows["goodVideo02"]["status"] == "ok"
+    for bad in ("../../etc/x", "goodVideo0\n"):
+        assert rows[bad]["status"] == "invalid_id" and "11 characters" in rows[bad]["error"]
+    assert rows["listVideo01"]["status"] == "parse_error"
+    assert rows["numbVideo01"]["status"] == "ok"  # the one good cue kept, the bad one recorded
+    assert rows["textVideo01"]["status"] == "ok"
+    assert rows["hugeVideo01"]["status"] == "no_text"  # its one cue had no readable time
+    assert rows["farVideo001"]["status"] == "ok" and rows["goodVideo03"]["status"] == "ok"
+    assert "ends early" not in err
+
+
+def test_a_number_too_large_to_parse_costs_only_its_value(tmp_path):
+    path = _write(tmp_path / "how2_en.json", '{"bigVideo001": {"text": ["a"], "start": [' + "9" * 400 + '], '
+                  '"end": [1e999]}, "goodVideo01": {"text": ["b"], "start": [0], "end": [1]}}')
+    report = StreamReport()
+    got = dict(iter_release(path, report))
+    assert not report.truncated and report.videos == 2
+    assert got["bigVideo001"] == {"text": ["a"], "start": [None], "end": [None]}
+    assert got["goodVideo01"]["text"] == ["b"]
