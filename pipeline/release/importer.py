@@ -30,7 +30,7 @@ from shards.writer import UnitWriter
 from pipeline.release import captions as release
 from pipeline.runtime.cli import add_common_flags, add_executor_args, executor_options, parse_args
 from pipeline.runtime.langs import add_langs_flag
-from pipeline.runtime.lineage import inputs_identity
+from pipeline.runtime.lineage import inputs_identity, open_digest_cache
 from pipeline.subtitles.stage import assemble_video
 from pipeline.runtime.out_dir import stage_out
 from pipeline.runtime.stage import Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage
@@ -181,10 +181,11 @@ def _import_locked(files_by_lang: dict, aligned, langs: list, partitions: int, m
     parts = scratch_dir(aligned, args.scratch)
     from tqdm import tqdm
 
-    identity = {lang: inputs_identity(files) for lang, files in sorted(files_by_lang.items())}
     videos = getattr(args, "videos", None)
-    everything = inputs_identity([f for lang in sorted(files_by_lang) for f in files_by_lang[lang]]
-                                 + ([local_copy(videos)] if videos is not None else []))
+    with open_digest_cache(aligned) as digests:  # each file read once, and on a re-run only if it changed
+        identity = {lang: inputs_identity(files, digests) for lang, files in sorted(files_by_lang.items())}
+        everything = inputs_identity([f for lang in sorted(files_by_lang) for f in files_by_lang[lang]]
+                                     + ([local_copy(videos)] if videos is not None else []), digests)
     present = [l for l in langs if l in files_by_lang]
     stage = ReleaseImport(parts, present, partitions, meta, source, args.keep_annotations, inputs=everything)
     check_config(aligned, stage)  # an import of other files is refused before anything is read

@@ -7,6 +7,12 @@ from tests.pipeline.runtime.test_cli import _parser
 from tests.watchdog import run_bounded
 
 
+def _above_now(mb: float) -> float:
+    """A memory bound ``mb`` above what this process holds now (the watched child is a fork of it)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20 + mb
+
+
 def laughs(levels: int = 9) -> str:
     """A few hundred bytes of nested anchors that expand to 10**levels strings."""
     lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
@@ -30,7 +36,7 @@ def test_an_alias_bomb_is_refused_in_one_sentence(tmp_path, capfd):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(laughs())
     assert len(cfg.read_bytes()) < 800
-    assert run_bounded(parse_exit, ["--config", str(cfg)], seconds=20, memory_mb=400) == 2
+    assert run_bounded(parse_exit, ["--config", str(cfg)], seconds=20, memory_mb=_above_now(300)) == 2
     err = capfd.readouterr().err
     assert "aliases" in err and str(cfg) in err and "Traceback" not in err
 
@@ -38,13 +44,13 @@ def test_an_alias_bomb_is_refused_in_one_sentence(tmp_path, capfd):
 def test_an_oversize_or_special_config_is_refused(tmp_path, capfd):
     big = tmp_path / "big.yaml"
     big.write_text("crawl: x\n" + "# padding\n" * 200_000)
-    assert run_bounded(parse_exit, ["--config", str(big)], seconds=20, memory_mb=400) == 2
+    assert run_bounded(parse_exit, ["--config", str(big)], seconds=20, memory_mb=_above_now(300)) == 2
     assert "larger than" in capfd.readouterr().err
     fifo = tmp_path / "fifo.yaml"
     os.mkfifo(fifo)
-    assert run_bounded(parse_exit, ["--config", str(fifo)], seconds=20, memory_mb=400) == 2
+    assert run_bounded(parse_exit, ["--config", str(fifo)], seconds=20, memory_mb=_above_now(300)) == 2
     assert "not a regular file" in capfd.readouterr().err
-    assert run_bounded(parse_exit, ["--config", "/dev/zero"], seconds=20, memory_mb=400) == 2
+    assert run_bounded(parse_exit, ["--config", "/dev/zero"], seconds=20, memory_mb=_above_now(300)) == 2
     assert "not a regular file" in capfd.readouterr().err
 
 
