@@ -93,3 +93,40 @@ def test_a_number_too_large_to_parse_costs_only_its_value(tmp_path):
     assert not report.truncated and report.videos == 2
     assert got["bigVideo001"] == {"text": ["a"], "start": [None], "end": [None]}
     assert got["goodVideo01"]["text"] == ["b"]
+
+
+def test_feature_files_that_lie_or_never_end_are_their_videos_rows(tmp_path):
+    import os
+
+    import numpy as np
+
+    from tests.pipeline.release.test_import import write_release
+    from tests.conftest import read_all_rows as rows_of
+
+    ids = ["goodVideo01", "fifoVideo01", "zeroVideo01", "lyingVideo1", "hugeVideo01"]
+    caps = write_release(tmp_path / "release", langs=["en"], ids=ids)
+    aligned = tmp_path / "data" / "aligned"
+    assert importer.main(["multi-ht100m", "--captions", str(caps), "--langs", "en", "--out", str(aligned),
+                          *args()]) == 0
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    np.save(feats / "goodVideo01.npy", np.zeros((20, 1024), np.float32))
+    os.mkfifo(feats / "fifoVideo01.npy")
+    os.symlink("/dev/zero", feats / "zeroVideo01.npy")
+    header = {"descr": "<f2", "fortran_order": False, "shape": (10**9, 1024)}  # 2 TB claimed, 64 bytes given
+    with open(feats / "lyingVideo1.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(bytes(64))
+    with open(feats / "hugeVideo01.npy", "wb") as f:  # sparse: larger than any video's features
+        f.truncate(3 << 30)
+    mmp = tmp_path / "data" / "mmp"
+    code, out, err = call_main(importer.main, ["s3d-features", "--features", str(feats), "--aligned", str(aligned),
+                                               "--out", str(mmp), "--workers", "1", "--no-progress"],
+                               seconds=60, memory_mb=_above_now(600))
+    assert code == 0, err
+    rows = {r["video_id"]: r for r in rows_of(mmp)}
+    assert rows["goodVideo01"]["status"] in ("ok", "length_mismatch")
+    assert rows["fifoVideo01"]["status"] == "bad_features" and "FIFO" in rows["fifoVideo01"]["error"]
+    assert rows["zeroVideo01"]["status"] == "bad_features" and "character device" in rows["zeroVideo01"]["error"]
+    assert rows["lyingVideo1"]["status"] == "bad_features" and "claims" in rows["lyingVideo1"]["error"]
+    assert rows["hugeVideo01"]["status"] == "bad_features" and "larger than" in rows["hugeVideo01"]["error"]
