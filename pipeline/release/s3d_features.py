@@ -110,6 +110,7 @@ class S3DFeatureImport(Stage):
     def __init__(self, features: Path, aligned: Path, out: Path, tolerance: float, hash_files: bool = True):
         self.features, self.aligned, self.out = Path(features), as_path(aligned), as_path(out)
         self.tolerance, self.hash_files = tolerance, hash_files
+        self._fingerprint: dict | None = None  # asked for twice per run; the files are read once
 
     def plan(self) -> list[Unit]:
         if not self.features.is_dir():
@@ -128,9 +129,17 @@ class S3DFeatureImport(Stage):
         return {"aligned": unit_identity(UnitFiles(self.aligned, "aligned", unit.index))}
 
     def fingerprint(self) -> dict:
-        from pipeline.runtime.lineage import stage_identity
+        """The aligned directory by its fingerprint and the feature files by content (each read once;
+        on a re-run only the ones changed since, through the digests kept in the output)."""
+        from pipeline.runtime.lineage import directory_identity, open_digest_cache, stage_identity
 
-        return {"aligned_identity": stage_identity(self.aligned)}
+        if self._fingerprint is None:
+            features = None
+            if self.features.is_dir():  # else plan() says so in one sentence
+                with open_digest_cache(self.out) as cache:
+                    features = directory_identity(self.features, cache)
+            self._fingerprint = {"aligned_identity": stage_identity(self.aligned), "features_identity": features}
+        return self._fingerprint
 
     def process(self, unit: Unit, writer: UnitWriter) -> None:
         files = UnitFiles(self.aligned, "aligned", unit.index)

@@ -130,3 +130,33 @@ def test_feature_files_that_lie_or_never_end_are_their_videos_rows(tmp_path):
     assert rows["zeroVideo01"]["status"] == "bad_features" and "character device" in rows["zeroVideo01"]["error"]
     assert rows["lyingVideo1"]["status"] == "bad_features" and "claims" in rows["lyingVideo1"]["error"]
     assert rows["hugeVideo01"]["status"] == "bad_features" and "larger than" in rows["hugeVideo01"]["error"]
+
+
+def test_a_feature_file_rewritten_at_the_same_size_is_noticed(tmp_path, capsys):
+    import os
+    import time
+
+    import numpy as np
+
+    from tests.pipeline.release.test_import import write_release
+
+    caps = write_release(tmp_path / "release", langs=["en"], ids=["goodVideo01", "goodVideo02"])
+    aligned = tmp_path / "data" / "aligned"
+    assert importer.main(["multi-ht100m", "--captions", str(caps), "--langs", "en", "--out", str(aligned),
+                          *args()]) == 0
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    for vid in ("goodVideo01", "goodVideo02"):
+        np.save(feats / f"{vid}.npy", np.zeros((20, 1024), np.float32))
+    argv = ["s3d-features", "--features", str(feats), "--aligned", str(aligned), "--out", str(tmp_path / "mmp"),
+            "--workers", "1", "--no-progress"]
+    assert importer.main(argv) == 0
+    assert importer.main(argv) == 0  # nothing changed: resumes
+    path = feats / "goodVideo02.npy"
+    st = path.stat()
+    time.sleep(0.05)
+    np.save(path, np.ones((20, 1024), np.float32))  # same size, and the old mtime put back
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    capsys.readouterr()
+    assert importer.main(argv) == 2
+    assert "different features (by content)" in capsys.readouterr().err
