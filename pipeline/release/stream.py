@@ -39,6 +39,12 @@ _NOT_READABLE = re.compile(rb"(?<=[\[,:])(\s*)(-?Infinity|NaN|-?\d{19,}(?:\.\d*)
                            rb"|-?\d+(?:\.\d*)?[eE][+-]?\d{3,})(?=\s*(?:[,\]}]|\Z))")
 # Finding a long number in C: digits read as 0, and E, + and - as e.
 _NUMBER_SHAPES = bytes.maketrans(b"123456789E+-", b"000000000eee")
+# A \uD800-\uDFFF escape that is not half of a pair decodes to no character, and the parser's
+# string decoding fails where it stands (the rest of the file with it): read as U+FFFD. The
+# escape must not itself be escaped (an even run of backslashes before it).
+_LONE_SURROGATE = re.compile(
+    rb"(?<!\\)((?:\\\\)*)(\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})")
 
 
 class ReleaseError(UserError):
@@ -58,11 +64,12 @@ class StreamReport:
     truncated: bool = False
     error: str | None = None
     bytes_read: int = 0
+    careful_helps: bool = False  # stopped where the careful reading (_NanAsNull numbers=True) goes on
 
 
 class _NanAsNull:
-    """A binary reader that turns bare NaN/Infinity (and, ``numbers=True``, numbers the parser cannot
-    hold) into null, chunk by chunk."""
+    """A binary reader that turns bare NaN/Infinity into null, chunk by chunk; with ``numbers=True``
+    (the careful reading) also numbers the parser cannot hold, and lone surrogate escapes into U+FFFD."""
 
     HOLD = 16  # longer than "-Infinity" plus the delimiter before it
 
@@ -76,7 +83,8 @@ class _NanAsNull:
         if not self.numbers:
             return False
         shapes = data.translate(_NUMBER_SHAPES)
-        return b"0" * 19 in shapes or b"e000" in shapes or b"ee000" in shapes
+        return (b"0" * 19 in shapes or b"e000" in shapes or b"ee000" in shapes
+                or b"\\ud" in data or b"\\uD" in data)
 
     def read(self, n: int = -1) -> bytes:
         if n == 0:  # ijson probes with read(0) to tell bytes from text
@@ -85,7 +93,8 @@ class _NanAsNull:
         data = self.tail + more
         if not more:  # end of file: whatever is left goes out
             self.tail = b""
-            return _NOT_READABLE.sub(rb"\1null", data) if data else b""
+            data = _NOT_READABLE.sub(rb"\1null", data)
+            return _LONE_SURROGATE.sub(rb"\1\\ufffd", data) if self.numbers else data
         # Hold back from the last delimiter on, so a value after it is seen whole next time
         # ("Infin" | "ity", or a long number split across reads); without a delimiter near the
         # end (inside a long string), only the last few bytes.
@@ -97,6 +106,9 @@ class _NanAsNull:
         if not self._suspect(head):
             return head  # the common case: nothing to replace
         head, n_sub = _NOT_READABLE.subn(rb"\1null", head)
+        if self.numbers:
+            head, n_lone = _LONE_SURROGATE.subn(rb"\1\\ufffd", head)
+            n_sub += n_lone
         self.replaced += n_sub
         return head
 
@@ -175,8 +187,9 @@ def iter_release(path: Path, report: StreamReport, max_depth: int = MAX_DEPTH,
             if attempt.videos > skip:
                 report.videos += 1
                 yield video_id, value
-        if not careful and attempt.truncated and "overflow" in (attempt.error or ""):
-            log.info("%s holds a number too large to read; reading it again with such numbers as null", path.name)
+        if not careful and attempt.careful_helps:
+            log.info("%s holds a number too large or a string escape the parser cannot read; reading it "
+                     "again with such numbers as null and such escapes as U+FFFD", path.name)
             careful = True
             continue
         report.truncated, report.error, report.bytes_read = attempt.truncated, attempt.error, attempt.bytes_read
@@ -215,10 +228,14 @@ def _read_once(path, report: StreamReport, careful: bool, max_depth: int, max_sc
                     report.videos += 1
                     yield video_id, value
         except (ijson.common.IncompleteJSONError, EOFError) as exc:
-            report.truncated = True
+            report.truncated, report.careful_helps = True, "overflow" in str(exc)
             why = f" ({exc})" if str(exc) else ""
             report.error = f"{path.name} ends early after {report.videos} complete videos{why}; the rest is lost"
         except ijson.common.JSONError as exc:
             report.truncated = True
             report.error = f"{path.name} is not valid JSON after {report.videos} complete videos: {exc}"
+        except UnicodeDecodeError as exc:  # a string the parser decoded to no text (a lone surrogate escape)
+            report.truncated, report.careful_helps = True, True
+            report.error = (f"{path.name} holds a string that is not text after {report.videos} complete videos "
+                            f"({exc.reason}); the rest is lost")
         report.bytes_read = f.tell()

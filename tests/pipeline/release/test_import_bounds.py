@@ -160,3 +160,17 @@ def test_a_feature_file_rewritten_at_the_same_size_is_noticed(tmp_path, capsys):
     capsys.readouterr()
     assert importer.main(argv) == 2
     assert "different features (by content)" in capsys.readouterr().err
+
+
+def test_a_lone_surrogate_escape_costs_only_its_string(tmp_path):
+    path = _write(tmp_path / "how2_en.json",
+                  r'{"\ud800VideoAAAA": {"text": ["a"], "start": [0], "end": [1]}, '
+                  r'"goodVideo01": {"text": ["x \udfff y", "\ud83d\ude00 pair", "\\ud800 not an escape"], '
+                  r'"start": [0, 1, 2], "end": [1, 2, 3]}, '
+                  '"goodVideo02": {"text": ["b"], "start": [0], "end": [1]}}')
+    report = StreamReport()
+    got = dict(iter_release(path, report))
+    assert not report.truncated and report.videos == 3
+    assert [k for k in got if k.endswith("VideoAAAA")]  # its key read with a stand-in character
+    assert got["goodVideo01"]["text"] == ["x \ufffd y", "\U0001F600 pair", "\\ud800 not an escape"]
+    assert got["goodVideo02"]["text"] == ["b"]
