@@ -4,8 +4,9 @@ The Multi-HT100M release is nine ``how2_{lang}.json`` files and HowTo100M's Engl
 is ``caption.json`` / ``raw_caption.json``, each one JSON object
 ``{video_id: {"text": [...], "start": [...], "end": [...]}}`` of up to tens of GB.
 They are never loaded whole: ``iter_release`` (``pipeline.release.stream``) walks one
-and yields a video at a time, each value bounded in depth and size; ``partition_language`` writes each video's cues to one of P parquet
-partitions chosen by a hash of its id, a row group at a time. A join then reads one
+and yields a video at a time, each value bounded in depth and size; ``partition_language``
+writes each video's cues to one of P parquet partitions chosen by a hash of its id, a row
+group at a time. A join then reads one
 partition of every language at once: memory is bounded by one partition, whatever
 the files' sizes and key orders.
 """

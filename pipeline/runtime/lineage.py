@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from shards.bounded import UnreadableInput, open_regular
-from shards.errors import output_errors
+from shards.errors import UserError, output_errors
 from shards.layout import UnitFiles
 
 log = logging.getLogger("mmp")
@@ -161,7 +161,10 @@ def inputs_identity(paths, cache: DigestCache | None = None) -> str:
     """One digest over files and directories, by base name and content, in the order given."""
     h = hashlib.sha256()
     for p in map(_path, paths):
-        what = directory_identity(p, cache) if p.is_dir() else content_hash(p, cache)
+        try:
+            what = directory_identity(p, cache) if p.is_dir() else content_hash(p, cache)
+        except UnreadableInput as exc:  # an input the user named: a FIFO, a device, gone
+            raise UserError(str(exc)) from None
         h.update(f"{p.name}\0{what}\n".encode())
     return h.hexdigest()
 

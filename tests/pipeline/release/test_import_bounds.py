@@ -174,3 +174,16 @@ def test_a_lone_surrogate_escape_costs_only_its_string(tmp_path):
     assert [k for k in got if k.endswith("VideoAAAA")]  # its key read with a stand-in character
     assert got["goodVideo01"]["text"] == ["x \ufffd y", "\U0001F600 pair", "\\ud800 not an escape"]
     assert got["goodVideo02"]["text"] == ["b"]
+
+
+def test_a_fifo_among_the_caption_files_is_one_sentence(tmp_path):
+    import os
+
+    from tests.pipeline.release.test_import import write_release
+
+    caps = write_release(tmp_path / "release", langs=["en"], ids=["goodVideo01"])
+    os.mkfifo(caps / "how2_de.json")
+    code, out, err = call_main(importer.main, ["multi-ht100m", "--captions", str(caps), "--langs", "en,de",
+                                               "--out", str(tmp_path / "aligned"), *args()],
+                               seconds=30, memory_mb=_above_now(300))
+    assert code == 2 and "how2_de.json is a FIFO" in err and "Traceback" not in err
