@@ -130,40 +130,41 @@ def _skip(events, depth: int) -> None:
 def build_value(events, max_depth: int = MAX_DEPTH, max_scalars: int = MAX_SCALARS):
     """The next JSON value from ijson ``basic_parse`` events, or ``Unusable`` when it is too deep or
     too large (its events are consumed either way, so the stream goes on after it)."""
-    stack: list = []   # the open containers, innermost last
-    keys: list = []    # for each open container, the key its next value goes under (maps only)
+    outer: list = []   # (container, key) of each open container around the current one
+    current = None     # the innermost open container
+    key = None         # in a map: the key its next value goes under
     scalars = 0
-    for event, value in events:
-        if event in _SCALARS or event in ("start_map", "start_array"):
-            if event in _SCALARS:
-                scalars += 1
-                if scalars > max_scalars:
-                    _skip(events, len(stack))
-                    return Unusable(f"the value holds more than {max_scalars:,} numbers and strings")
+    for event, value in events:  # the order of the tests follows the events' frequency
+        if event in _SCALARS:
+            if current is None:
+                return value
+            scalars += 1
+            if scalars > max_scalars:
+                _skip(events, len(outer) + 1)
+                return Unusable(f"the value holds more than {max_scalars:,} numbers and strings")
+            if type(current) is list:
+                current.append(value)
             else:
-                if len(stack) >= max_depth:
-                    _skip(events, len(stack) + 1)
-                    return Unusable(f"the value is nested deeper than {max_depth} levels")
-                value = {} if event == "start_map" else []
-            if stack:
-                top = stack[-1]
-                if type(top) is list:
-                    top.append(value)
-                else:
-                    top[keys[-1]] = value
-            if event in _SCALARS:
-                if not stack:
-                    return value
-            else:
-                stack.append(value)
-                keys.append(None)
+                current[key] = value
         elif event == "map_key":
-            keys[-1] = value
-        else:  # end_map / end_array
-            done = stack.pop()
-            keys.pop()
-            if not stack:
-                return done
+            key = value
+        elif event == "start_array" or event == "start_map":
+            depth = len(outer) + (current is not None)
+            if depth >= max_depth:
+                _skip(events, depth + 1)
+                return Unusable(f"the value is nested deeper than {max_depth} levels")
+            new = [] if event == "start_array" else {}
+            if current is not None:
+                if type(current) is list:
+                    current.append(new)
+                else:
+                    current[key] = new
+                outer.append((current, key))
+            current, key = new, None
+        else:  # end_array / end_map
+            if not outer:
+                return current
+            current, key = outer.pop()
     raise EOFError  # the events ended inside the value: the file is cut short
 
 

@@ -187,3 +187,23 @@ def test_a_fifo_among_the_caption_files_is_one_sentence(tmp_path):
                                                "--out", str(tmp_path / "aligned"), *args()],
                                seconds=30, memory_mb=_above_now(300))
     assert code == 2 and "how2_de.json is a FIFO" in err and "Traceback" not in err
+
+
+def test_values_are_built_as_json_has_them_and_a_bounded_one_is_skipped_whole():
+    import io
+
+    import ijson
+
+    from pipeline.release.stream import Unusable, build_value
+
+    def events(doc):
+        return ijson.basic_parse(io.BytesIO(json.dumps(doc).encode()), use_float=True)
+
+    for doc in ({"a": [1.5, {"b": [None, True, "x"]}, []], "c": {}}, [], {}, 3.5, "s", [[[]]], {"k": {"k": {"k": 1}}}):
+        assert build_value(events(doc)) == doc
+    stream = events([[[[1]]], 2])
+    assert build_value(stream, max_depth=3) == Unusable("the value is nested deeper than 3 levels")
+    assert list(stream) == []  # consumed to its end, the stream goes on after it
+    stream = events([[1, 2, 3], [4]])
+    assert build_value(stream, max_scalars=3) == Unusable("the value holds more than 3 numbers and strings")
+    assert list(stream) == []
