@@ -19,7 +19,7 @@ from shards.samples import (CAPTIONS_JSON, FEATURE_NAMES, INFO_JSON, META_JSON, 
                             feature_member)
 from shards.storage import RemotePath, as_path, staging_dir, staging_name
 
-VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
+VIDEO_ID_RE = re.compile(r"[A-Za-z0-9_-]{11}")  # whole string (fullmatch): "$" would let a trailing newline by
 
 UNIT_DIGITS = 6
 UNIT_RE = re.compile(r"^(?P<prefix>[a-z0-9_]+)-(?P<index>\d{6})\.stats\.json$")
@@ -27,7 +27,7 @@ UNIT_RE = re.compile(r"^(?P<prefix>[a-z0-9_]+)-(?P<index>\d{6})\.stats\.json$")
 
 def is_valid_video_id(video_id: str) -> bool:
     """True for an 11-character YouTube id. Checked before an id reaches yt-dlp or a path."""
-    return isinstance(video_id, str) and VIDEO_ID_RE.match(video_id) is not None
+    return isinstance(video_id, str) and VIDEO_ID_RE.fullmatch(video_id) is not None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ Formats read: see ``pipeline/downstream/annotations.py``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections import Counter
@@ -82,6 +83,8 @@ class PrepareStage(Stage):
         self.unit_size, self.options = unit_size, options or {}
         self.benchmarks = benchmarks or {}  # split -> the paper's protocol it is, for meta.json
         self.notes: list[str] = []  # lines main prints before the run
+        self.out = None  # the output, where the inputs' digests are kept (set by main)
+        self._fingerprint: dict | None = None
         seen, self.items, self.duplicates = set(), [], 0
         for item in items:  # one row and one sample per id, whatever the annotations repeat
             if item.video_id in seen:
@@ -104,14 +107,20 @@ class PrepareStage(Stage):
                                       "per_split": {k: str(v) for k, v in s.per_split.items()}} for s in self.sources}}
 
     def fingerprint(self) -> dict:
-        """By content, not path: other annotation or feature files are refused, a copy resumes."""
-        from pipeline.runtime.lineage import inputs_identity
+        """By content, not path: other annotation or feature files are refused, a copy resumes. Every
+        feature file is read once per run (the run asks twice), and on a re-run only if it changed
+        (digests kept in the output, ``self.out``, when main has set it)."""
+        from pipeline.runtime.lineage import inputs_identity, open_digest_cache
 
-        features = {s.name: inputs_identity([p for p in [s.path] if p] + [s.per_split[k] for k in sorted(s.per_split)])
-                    for s in self.sources if s.path or s.per_split}
-        return {"dataset": self.dataset, "inputs_identity": inputs_identity(self.inputs),
-                "features_identity": features, "items": len(self.items), "unit_size": self.unit_size,
-                **self.options}
+        if self._fingerprint is None:
+            with open_digest_cache(self.out) if self.out is not None else contextlib.nullcontext() as cache:
+                features = {s.name: inputs_identity([p for p in [s.path] if p]
+                                                    + [s.per_split[k] for k in sorted(s.per_split)], cache)
+                            for s in self.sources if s.path or s.per_split}
+                self._fingerprint = {"dataset": self.dataset, "inputs_identity": inputs_identity(self.inputs, cache),
+                                     "features_identity": features, "items": len(self.items),
+                                     "unit_size": self.unit_size, **self.options}
+        return self._fingerprint
 
     def process(self, unit: Unit, writer: UnitWriter) -> None:
         for item in unit.items:
@@ -351,6 +360,7 @@ def split_warnings(stage: PrepareStage, out, rank: int = 0, world_size: int = 1)
 def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
     stage = make_stage(args)
+    stage.out = args.out
     for line in stage.notes:
         print(line)
     summary = run_stage(stage, args.out, **executor_options(args))

@@ -3,9 +3,10 @@
 The Multi-HT100M release is nine ``how2_{lang}.json`` files and HowTo100M's English
 is ``caption.json`` / ``raw_caption.json``, each one JSON object
 ``{video_id: {"text": [...], "start": [...], "end": [...]}}`` of up to tens of GB.
-They are never loaded whole: ``iter_release`` walks one with ijson and yields a
-video at a time; ``partition_language`` writes each video's cues to one of P parquet
-partitions chosen by a hash of its id, a row group at a time. A join then reads one
+They are never loaded whole: ``iter_release`` (``pipeline.release.stream``) walks one
+and yields a video at a time, each value bounded in depth and size; ``partition_language``
+writes each video's cues to one of P parquet partitions chosen by a hash of its id, a row
+group at a time. A join then reads one
 partition of every language at once: memory is bounded by one partition, whatever
 the files' sizes and key orders.
 """
@@ -20,13 +21,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 
-from shards.errors import UserError
-from shards.storage import as_path, open_file
+from shards.storage import as_path
 from shards.writer import atomic_write_json
+
+from pipeline.release.stream import ReleaseError, StreamReport, Unusable, _NanAsNull, iter_release  # noqa: F401
 
 log = logging.getLogger("mmp.release")
 
@@ -49,51 +50,6 @@ for _lang, _words in _STOPWORDS.items():
 _ONLY_STR = {str}
 
 
-# Python's json writes NaN and Infinity, which are not JSON and which no streaming parser
-# accepts. Outside strings they can only stand where a value does: after [ , or :.
-_NON_JSON = re.compile(rb"(?<=[\[,:])(\s*)(-?Infinity|NaN)(?=\s*(?:[,\]}]|\Z))")
-
-
-class _NanAsNull:
-    """A binary reader that turns bare NaN/Infinity values into null, chunk by chunk."""
-
-    HOLD = 16  # longer than any token replaced ("-Infinity") plus the delimiter before it
-
-    def __init__(self, raw, chunk: int = 1 << 20):
-        self.raw, self.chunk, self.tail = raw, chunk, b""
-        self.replaced = 0
-
-    def read(self, n: int = -1) -> bytes:
-        if n == 0:  # ijson probes with read(0) to tell bytes from text
-            return b""
-        more = self.raw.read(max(n, self.chunk) if n and n > 0 else -1)
-        data = self.tail + more
-        if not more:  # end of file: whatever is left goes out
-            self.tail = b""
-            return _NON_JSON.sub(rb"\1null", data) if data else b""
-        if b"NaN" not in data and b"Infinity" not in data:
-            # The common case: nothing to replace. Hold back the last few bytes so a token
-            # split across two reads ("Infin" | "ity") is seen whole next time.
-            self.tail = data[-self.HOLD:]
-            return data[:-self.HOLD]
-        # hold back from the last delimiter on, so a value after it is never split in two
-        cut = max(data.rfind(b","), data.rfind(b"["), data.rfind(b":"))
-        if cut <= 0:
-            self.tail = data
-            return self.read(n)
-        head, self.tail = data[:cut], data[cut:]
-        head, n_sub = _NON_JSON.subn(rb"\1null", head)
-        self.replaced += n_sub
-        return head
-
-    def tell(self) -> int:
-        return self.raw.tell()
-
-
-class ReleaseError(UserError):
-    """A release file that cannot be read at all (missing, not JSON at its start)."""
-
-
 PARTITION_BYTES = 64 * 1024 * 1024
 MAX_PARTITIONS = 4096
 
@@ -114,49 +70,19 @@ def partition_of(video_id: str, partitions: int) -> int:
     return int.from_bytes(hashlib.blake2b(video_id.encode(), digest_size=8).digest(), "big") % partitions
 
 
-@dataclass
-class StreamReport:
-    videos: int = 0
-    truncated: bool = False
-    error: str | None = None
-    bytes_read: int = 0
-
-
-def iter_release(path: Path, report: StreamReport) -> Iterator[tuple[str, object]]:
-    """Yield ``(video_id, value)`` from one release file as it is read.
-
-    A file cut short (the last video half written) yields every complete video before
-    the cut; the report says where it stopped and why.
-    """
-    import ijson
-
-    path = as_path(path)
-    if not path.is_file():
-        raise ReleaseError(f"caption file {path} does not exist")
-    with open_file(path, "rb") as raw:
-        f = _NanAsNull(raw)
-        try:
-            for video_id, value in ijson.kvitems(f, "", use_float=True):
-                report.videos += 1
-                yield video_id, value
-        except ijson.common.IncompleteJSONError as exc:
-            report.truncated = True
-            report.error = f"{path.name} ends early after {report.videos} complete videos ({exc}); the rest is lost"
-        except ijson.common.JSONError as exc:
-            report.truncated = True
-            report.error = f"{path.name} is not valid JSON after {report.videos} complete videos: {exc}"
-        report.bytes_read = f.tell()
-    if report.truncated and report.videos == 0 and report.bytes_read < 2:
-        raise ReleaseError(f"caption file {path} is empty")
-
-
 def check_cues(value) -> tuple[list, list, list, str | None]:
-    """Validate one video's ``{"text", "start", "end"}``; keep what can be kept, say what was not."""
+    """Validate one video's ``{"text", "start", "end"}``; keep what can be kept, say what was not.
+
+    A value with nothing to keep (not an object of three lists, or ``Unusable``) gives ``None`` lists
+    and the reason: that video's track is a ``parse_error``.
+    """
+    if isinstance(value, Unusable):
+        return None, None, None, value.reason
     if not isinstance(value, dict):
-        return [], [], [], f"value is a {type(value).__name__}, not an object with text/start/end"
+        return None, None, None, f"the value is a {_json_type(value)}, not an object with text, start and end"
     text, start, end = value.get("text"), value.get("start"), value.get("end")
     if not all(isinstance(x, list) for x in (text, start, end)):
-        return [], [], [], "text, start and end must all be lists"
+        return None, None, None, "text, start and end must all be lists"
     if len(text) == len(start) == len(end):
         # the common case, checked in C: every time a finite, non-negative number, every text a string
         import numpy as np
@@ -190,6 +116,10 @@ def check_cues(value) -> tuple[list, list, list, str | None]:
     if bad_times:
         problems.append(f"{bad_times} cues with negative, NaN or non-numeric times dropped")
     return out_s, out_e, out_t, "; ".join(problems) or None
+
+
+def _json_type(value) -> str:
+    return {list: "list", str: "string", float: "number", int: "number", bool: "boolean"}.get(type(value), "null")
 
 
 @dataclass
@@ -320,8 +250,8 @@ def _stream_files(files, report, buffers, held, flush, partitions, rows_per_grou
             columns[2].append(e)
             columns[3].append(t)
             columns[4].append(problem)
-            held[p] = held.get(p, 0) + len(t)
-            buffered += len(t)
+            held[p] = held.get(p, 0) + len(t or ())
+            buffered += len(t or ())
             if len(columns[0]) >= rows_per_group:
                 buffered -= held[p]
                 flush(p)

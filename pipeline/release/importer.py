@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from shards.errors import UserError, command, output_errors
-from shards.layout import ALIGNED
+from shards.layout import ALIGNED, is_valid_video_id
 from shards.rows import aligned_schema
 from shards.samples import ABSENT, RELEASE_LANGS, SUBS_JSON, InfoJson
 from shards.storage import as_path, local_copy, staging_dir, staging_name
@@ -30,7 +30,7 @@ from shards.writer import UnitWriter
 from pipeline.release import captions as release
 from pipeline.runtime.cli import add_common_flags, add_executor_args, executor_options, parse_args
 from pipeline.runtime.langs import add_langs_flag
-from pipeline.runtime.lineage import inputs_identity
+from pipeline.runtime.lineage import inputs_identity, open_digest_cache
 from pipeline.subtitles.stage import assemble_video
 from pipeline.runtime.out_dir import stage_out
 from pipeline.runtime.stage import Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage
@@ -45,6 +45,8 @@ def clean_release_track(start: list, end: list, text: list, lang: str, problem: 
                         keep_annotations: bool = False) -> tuple[list, TrackReport]:
     """The release's cue lists -> clean cues, by the rules ``mmp-align`` applies to VTT cues."""
     report = TrackReport(parser="release")
+    if text is None:  # nothing of the value could be kept (pipeline.release.captions.check_cues)
+        return [], report.fail("parse_error", problem or "the value holds no cue lists")
     report.raw_cues = len(text)
     if problem:
         report.warnings.append(problem)
@@ -64,6 +66,13 @@ def clean_release_track(start: list, end: list, text: list, lang: str, problem: 
         report.flags.append("wrong_script")
         report.warnings.append(doubt)
     return cues, report
+
+
+def invalid_id_row(video_id: str) -> dict:
+    """The row of a release key that is no YouTube id (shown cut short: a key can be of any length)."""
+    shown = video_id if len(video_id) <= 64 else video_id[:64] + "..."
+    return {"video_id": shown, "status": "invalid_id", "crawl_status": None,
+            "error": f"video id {shown!r} is not 11 characters of A-Z, a-z, 0-9, _ and -; the video is skipped"}
 
 
 class ReleaseImport(Stage):
@@ -99,6 +108,10 @@ class ReleaseImport(Stage):
         by_lang = {lang: release.read_partition(self.parts, lang, unit.index) for lang in self.langs}
         ids = sorted(set().union(*by_lang.values()))
         for vid in ids:
+            if not is_valid_video_id(vid):  # a key of the file, not yet checked: it must never name a path
+                writer.add_row(invalid_id_row(vid))
+                self.video_done("invalid_id")
+                continue
             cleaned = {}
             for lang in self.langs:
                 entry = by_lang[lang].get(vid)
@@ -168,10 +181,11 @@ def _import_locked(files_by_lang: dict, aligned, langs: list, partitions: int, m
     parts = scratch_dir(aligned, args.scratch)
     from tqdm import tqdm
 
-    identity = {lang: inputs_identity(files) for lang, files in sorted(files_by_lang.items())}
     videos = getattr(args, "videos", None)
-    everything = inputs_identity([f for lang in sorted(files_by_lang) for f in files_by_lang[lang]]
-                                 + ([local_copy(videos)] if videos is not None else []))
+    with open_digest_cache(aligned) as digests:  # each file read once, and on a re-run only if it changed
+        identity = {lang: inputs_identity(files, digests) for lang, files in sorted(files_by_lang.items())}
+        everything = inputs_identity([f for lang in sorted(files_by_lang) for f in files_by_lang[lang]]
+                                     + ([local_copy(videos)] if videos is not None else []), digests)
     present = [l for l in langs if l in files_by_lang]
     stage = ReleaseImport(parts, present, partitions, meta, source, args.keep_annotations, inputs=everything)
     check_config(aligned, stage)  # an import of other files is refused before anything is read

@@ -10,12 +10,16 @@ Each aligned video with a feature file becomes an ``mmp/`` sample: ``s3d.npy`` (
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from shards.bounded import UnreadableInput, read_regular
 from shards.codec import npy_bytes
 from shards.errors import UserError
 from shards.layout import MMP, UnitFiles, completed_units
@@ -24,7 +28,7 @@ from shards.reader import read_unit
 from shards.feature_spec import S3D
 from shards.samples import META_JSON, SUBS_JSON, MmpMeta, SubsJson, feature_member
 from shards.versions import versions
-from shards.writer import UnitWriter, sha256_file
+from shards.writer import UnitWriter
 
 from pipeline.runtime.stage import Stage, Unit
 
@@ -37,10 +41,39 @@ SCHEMA = pa.schema([("video_id", pa.string()), ("status", pa.string()), ("error"
                     ("length_mismatch", pa.float64()), ("feature_file", pa.string()), ("aligned_unit", pa.int32())])
 
 
-def load_feature_file(path: Path) -> np.ndarray:
-    """A ``[T, 1024]`` float array from a ``.npy`` file, or ValueError saying why not."""
+# A 3-hour video's features are 10,800 rows of 1024 float32: 44 MB. A file four times the float64
+# size of that is no feature file of one video.
+MAX_FEATURE_BYTES = 384 * 2**20
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def load_feature_file(path: Path) -> tuple[np.ndarray, str]:
+    """A ``[T, 1024]`` float array from a ``.npy`` file and the file's sha256, or ValueError saying why not.
+
+    The file is read whole (a regular file of at most ``MAX_FEATURE_BYTES``: a FIFO or a device is
+    refused, never read) and its header checked against what follows it before numpy allocates the
+    array the header claims."""
     try:
-        array = np.load(path, allow_pickle=False)
+        data = read_regular(path, MAX_FEATURE_BYTES, "feature file")
+    except UnreadableInput as exc:
+        raise ValueError(str(exc)) from None
+    f = io.BytesIO(data)
+    try:
+        reader = _HEADER_READERS.get(np.lib.format.read_magic(f))
+        if reader is None:
+            raise ValueError("a .npy format version this reader does not take")
+        shape, _, dtype = reader(f)
+    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+        raise ValueError(f"{path.name} is not a .npy array file ({type(exc).__name__}: {exc})") from None
+    if dtype.hasobject:
+        raise ValueError(f"refused: {path.name} holds pickled objects (an object array)")
+    claimed, follows = math.prod(shape) * dtype.itemsize, len(data) - f.tell()
+    if claimed != follows:
+        raise ValueError(f"{path.name}: its header claims shape {tuple(shape)} ({claimed:,} bytes) "
+                         f"but {follows:,} bytes follow it")
+    f.seek(0)
+    try:
+        array = np.load(f, allow_pickle=False)
     except ValueError as exc:
         raise ValueError(f"refused: {path.name} holds pickled objects ({exc})") from None
     except (OSError, EOFError) as exc:
@@ -53,7 +86,7 @@ def load_feature_file(path: Path) -> np.ndarray:
         raise ValueError(f"{path.name} has no rows")
     if not np.isfinite(array).all():
         raise ValueError(f"{path.name} holds NaN or infinite values")
-    return array
+    return array, hashlib.sha256(data).hexdigest()  # of the bytes loaded, not of a second read
 
 
 # The release's documented mapping: one row per second from the start (its README: 1m20s -> 80x1024).
@@ -77,6 +110,7 @@ class S3DFeatureImport(Stage):
     def __init__(self, features: Path, aligned: Path, out: Path, tolerance: float, hash_files: bool = True):
         self.features, self.aligned, self.out = Path(features), as_path(aligned), as_path(out)
         self.tolerance, self.hash_files = tolerance, hash_files
+        self._fingerprint: dict | None = None  # asked for twice per run; the files are read once
 
     def plan(self) -> list[Unit]:
         if not self.features.is_dir():
@@ -95,9 +129,17 @@ class S3DFeatureImport(Stage):
         return {"aligned": unit_identity(UnitFiles(self.aligned, "aligned", unit.index))}
 
     def fingerprint(self) -> dict:
-        from pipeline.runtime.lineage import stage_identity
+        """The aligned directory by its fingerprint and the feature files by content (each read once;
+        on a re-run only the ones changed since, through the digests kept in the output)."""
+        from pipeline.runtime.lineage import directory_identity, open_digest_cache, stage_identity
 
-        return {"aligned_identity": stage_identity(self.aligned)}
+        if self._fingerprint is None:
+            features = None
+            if self.features.is_dir():  # else plan() says so in one sentence
+                with open_digest_cache(self.out) as cache:
+                    features = directory_identity(self.features, cache)
+            self._fingerprint = {"aligned_identity": stage_identity(self.aligned), "features_identity": features}
+        return self._fingerprint
 
     def process(self, unit: Unit, writer: UnitWriter) -> None:
         files = UnitFiles(self.aligned, "aligned", unit.index)
@@ -112,11 +154,11 @@ class S3DFeatureImport(Stage):
             path = self.features / f"{vid}.npy"
             if sample is None:
                 row.update(status="no_subtitles", error=f"no aligned subtitles ({arow.get('status')})")
-            elif not path.exists():
+            elif not path.exists() and not path.is_symlink():
                 row.update(status="no_features", error=f"no {path.name} in {self.features}")
             else:
                 try:
-                    array = load_feature_file(path)
+                    array, digest = load_feature_file(path)
                 except ValueError as exc:
                     row.update(status="bad_features", error=str(exc))
                 else:
@@ -140,7 +182,7 @@ class S3DFeatureImport(Stage):
                                             f"(kept; tolerance {self.tolerance:g}s)")
                     meta = MmpMeta(video_id=vid, duration=duration, fps=None,
                                    features={"s3d": dict(spec, file=path.name,
-                                                         sha256=sha256_file(path) if self.hash_files else None,
+                                                         sha256=digest if self.hash_files else None,
                                                          rows=int(array.shape[0]), **RELEASED_ROW_TIMES)},
                                    versions=versions())
                     writer.write_sample(vid, {feature_member("s3d"): npy_bytes(array.astype(np.float16)),

@@ -88,11 +88,18 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
                                  "flags given on the command line override it")
 
 
+# A config of settings by flag name is a few KB; the cap keeps a wrong path (a dataset, /dev/zero)
+# from being read whole.
+MAX_CONFIG_BYTES = 256 * 1024
+
+
 def _load(path: Path, parser: argparse.ArgumentParser) -> dict:
+    from shards.bounded import UnreadableInput, read_regular_text
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        parser.error(f"--config {path}: cannot read it ({exc.strerror or exc})")
+        text = read_regular_text(path, MAX_CONFIG_BYTES, "--config")
+    except UnreadableInput as exc:
+        parser.error(str(exc))
     try:
         doc = json.loads(text) if path.suffix == ".json" else _yaml(text)
     except (ValueError, RecursionError) as exc:
@@ -106,12 +113,26 @@ def _load(path: Path, parser: argparse.ArgumentParser) -> dict:
 
 
 def _yaml(text: str):
+    """``text`` as YAML, refusing aliases (``*name``): a few hundred bytes of nested anchors expand to
+    billions of nodes, and a file of settings by flag name has no use for them."""
     import yaml
 
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"it uses an alias (line {mark.line + 1}); aliases are not allowed, "
+                    "write the value out", mark)
+            return super().compose_node(parent, index)
+
+    loader = NoAliases(text)
     try:
-        return yaml.safe_load(text)
+        return loader.get_single_data()
     except yaml.YAMLError as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(str(exc).strip()) from None
+    finally:
+        loader.dispose()
 
 
 def _as_text(value, action: argparse.Action):

@@ -16,12 +16,16 @@ from pipeline.stats.report_blocks import LANG_NAMES, Details, Figure, Side, Tabl
 def figure_png(fig_spec: Figure) -> str:
     """The figure as a base64 PNG. A bare ``matplotlib.figure.Figure`` renders with Agg and never
     touches pyplot's global state or a display."""
+    import matplotlib
     from matplotlib.figure import Figure as MplFigure
 
-    fig = MplFigure(figsize=fig_spec.size, dpi=100, layout="constrained")
-    fig_spec.draw(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    # Labels hold user text (categories, paths: a YouTube title holds "$5 and $10"): drawn as
+    # written, never parsed as mathtext, which fails on text such as "$\frac{$".
+    with matplotlib.rc_context({"text.parse_math": False}):
+        fig = MplFigure(figsize=fig_spec.size, dpi=100, layout="constrained")
+        fig_spec.draw(fig)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -158,8 +162,14 @@ def page_html(secs: list) -> str:
 
 # ---------------------------------------------------------------- Markdown
 
+def _md(text) -> str:
+    """Text as Markdown shows it literally: user text (titles, categories, errors) may hold HTML,
+    which a Markdown viewer would otherwise render or run."""
+    return html.escape(str(text), quote=False)
+
+
 def _md_cell(v) -> str:
-    return str(v).replace("|", "\\|").replace("\n", " ")
+    return _md(v).replace("|", "\\|").replace("\n", " ")
 
 
 def _block_md(block) -> str:
@@ -178,15 +188,15 @@ def _block_md(block) -> str:
         cap = f"\n_{_md_cell(block.caption)}_\n" if block.caption else ""
         return "\n".join([head, sep, *rows]) + "\n" + cap
     if isinstance(block, Figure):
-        return f"_Plot in report.html: {block.caption}_\n"
+        return f"_Plot in report.html: {_md_cell(block.caption)}_\n"
     prefix = {"warning": "**Warning:** ", "error": "**Error:** "}.get(block.level, "")
-    return f"{prefix}{block.text}\n"
+    return f"{prefix}{_md(block.text)}\n"
 
 
 def page_markdown(secs: list) -> str:
     """The sections as Markdown: the same tables and notes, each plot named by its caption."""
     parts = ["# Multi-HowTo100M dataset report\n"]
     for s in secs:
-        parts.append(f"## {s.title}\n")
+        parts.append(f"## {_md_cell(s.title)}\n")
         parts += [_block_md(b) for b in s.blocks]
     return "\n".join(parts)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shards.errors import UserError, command
+from shards.errors import UserError, command, output_errors
 from shards.writer import atomic_write_bytes
 
 from pipeline.runtime.cli import add_common_flags, parse_args
@@ -122,6 +122,30 @@ def _clean_floats(obj):
     return obj
 
 
+# The reports of a 1.2M-video dataset are a few MB (report.html embeds its PNG plots): less free
+# space than this and the writes at the end would fail after all the reading.
+MIN_FREE_BYTES = 64 * 2**20
+
+
+def check_out(out: Path) -> None:
+    """Make ``out`` and prove it takes a file and has room, before any input is read: a read-only,
+    misplaced or full ``--out`` is one sentence (``UserError``), not a traceback at the end."""
+    import errno
+    import tempfile
+
+    with output_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".mmp-stats-", dir=out)
+        try:
+            os.write(fd, b"probe")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+        st = os.statvfs(out)
+        if st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
+
+
 def write_report(stats: dict, out: Path) -> dict:
     """stats.json, report.md and report.html under ``out``; returns their paths."""
     from pipeline.stats import report
@@ -183,10 +207,12 @@ def main(argv=None) -> int:
         if tokenizer is None:
             raise UserError(why)
     out = args.out or args.data / "reports"
+    check_out(out)
     stats = build_stats(args.data, tokenizer, threads=args.threads, progress=not args.no_progress,
                         tokenizer_name=args.tokenizer, sample=args.tokenizer_sample,
                         examples=not args.no_examples)
-    paths = write_report(stats, out)
+    with output_errors(out):  # checked at the start, but a disk can fill meanwhile
+        paths = write_report(stats, out)
     for issue in stats["issues"]:
         print(f"mmp-stats: {issue['level']}: {issue['where']}: {issue['message']}", file=sys.stderr)
     print(f"mmp-stats: {len(stats['crawl'])} crawl, {len(stats['aligned'])} aligned, {len(stats['mmp'])} mmp "
