@@ -31,6 +31,7 @@ from pipeline.release import captions as release
 from pipeline.runtime.cli import add_common_flags, add_executor_args, executor_options, parse_args
 from pipeline.runtime.langs import add_langs_flag
 from pipeline.runtime.lineage import inputs_identity, open_digest_cache
+from pipeline.runtime.budget import Budget, OverBudget, add_budget_args, budget_from_args
 from pipeline.subtitles.stage import assemble_video
 from pipeline.runtime.out_dir import stage_out
 from pipeline.runtime.stage import Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage
@@ -39,6 +40,12 @@ from pipeline.crawl.videolist import read_video_list
 
 log = logging.getLogger("mmp.import")
 RELEASED = "released"
+
+
+# A published video's tracks clean in milliseconds (at most 10,000 cues each); a feature file is at most
+# 384 MiB. Both bounds leave two orders of magnitude of room.
+RELEASE_BUDGET = Budget(seconds=120.0, memory_mb=2048.0)
+FEATURE_BUDGET = Budget(seconds=120.0, memory_mb=2048.0)
 
 
 def clean_release_track(start: list, end: list, text: list, lang: str, problem: str | None,
@@ -82,12 +89,14 @@ class ReleaseImport(Stage):
     layout = ALIGNED
 
     def __init__(self, parts: Path, langs: list, partitions: int, meta: dict | None = None,
-                 source: str = "multi-ht100m", keep_annotations: bool = False, inputs: str | None = None):
+                 source: str = "multi-ht100m", keep_annotations: bool = False, inputs: str | None = None,
+                 budget: Budget | None = None):
         self.parts, self.langs, self.partitions = Path(parts), list(langs), partitions
         self.inputs = inputs  # the caption files' (and video list's) content identity
         self.meta = meta or {}
         self.source, self.keep_annotations = source, keep_annotations
         self.schema = aligned_schema(self.langs)
+        self.budget = budget or RELEASE_BUDGET
 
     def plan(self) -> list[Unit]:
         present = set()
@@ -104,6 +113,20 @@ class ReleaseImport(Stage):
         return {"partitions": self.partitions, "langs": self.langs, "source": self.source,
                 **({"inputs_identity": self.inputs} if self.inputs else {})}
 
+    def _video(self, vid: str, by_lang: dict):
+        """One video's published tracks -> (row, subs.json or None), as mmp-align writes them."""
+        cleaned = {}
+        for lang in self.langs:
+            entry = by_lang[lang].get(vid)
+            if entry is None:
+                continue
+            start, end, text, problem = entry
+            cues, report = clean_release_track(start, end, text, lang, problem, self.keep_annotations)
+            cleaned[lang] = (cues, report, RELEASED, lang)
+        meta = self.meta.get(vid, {})
+        info = InfoJson(duration=None, language=None, input_meta=meta or None, extra={"source": self.source})
+        return assemble_video(vid, info, cleaned, self.langs)
+
     def process(self, unit: Unit, writer: UnitWriter) -> None:
         by_lang = {lang: release.read_partition(self.parts, lang, unit.index) for lang in self.langs}
         ids = sorted(set().union(*by_lang.values()))
@@ -112,18 +135,12 @@ class ReleaseImport(Stage):
                 writer.add_row(invalid_id_row(vid))
                 self.video_done("invalid_id")
                 continue
-            cleaned = {}
-            for lang in self.langs:
-                entry = by_lang[lang].get(vid)
-                if entry is None:
-                    continue
-                start, end, text, problem = entry
-                cues, report = clean_release_track(start, end, text, lang, problem, self.keep_annotations)
-                cleaned[lang] = (cues, report, RELEASED, lang)
-            meta = self.meta.get(vid, {})
-            info = InfoJson(duration=None, language=None, input_meta=meta or None, extra={"source": self.source})
-            row, subs = assemble_video(vid, info, cleaned, self.langs)
+            try:
+                row, subs = self.within_budget(vid, self._video, vid, by_lang)
+            except OverBudget as exc:
+                row, subs = {"video_id": vid, "status": exc.status, "error": exc.what}, None
             row["crawl_status"] = self.source
+            meta = self.meta.get(vid, {})
             if subs is not None:
                 subs = replace(subs, source=self.source, meta=meta or ABSENT,
                                stopwords_removed=(self.source == "howto100m-caption"
@@ -187,7 +204,8 @@ def _import_locked(files_by_lang: dict, aligned, langs: list, partitions: int, m
         everything = inputs_identity([f for lang in sorted(files_by_lang) for f in files_by_lang[lang]]
                                      + ([local_copy(videos)] if videos is not None else []), digests)
     present = [l for l in langs if l in files_by_lang]
-    stage = ReleaseImport(parts, present, partitions, meta, source, args.keep_annotations, inputs=everything)
+    stage = ReleaseImport(parts, present, partitions, meta, source, args.keep_annotations, inputs=everything,
+                          budget=budget_from_args(args))
     check_config(aligned, stage)  # an import of other files is refused before anything is read
     with output_errors(parts):
         parts.mkdir(parents=True, exist_ok=True)
@@ -262,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="hash partitions = work units of the join; memory holds one partition of every "
                             "language. 'auto' (default): one per ~64 MB of caption files, at most 4096")
         q.add_argument("--keep-annotations", action="store_true", help="keep [Music]-style annotations")
+        add_budget_args(q, RELEASE_BUDGET, "cleaning one video's published tracks")
         add_executor_args(q)
     f = sub.add_parser("s3d-features", help="released HowTo100M S3D features + DATA/aligned -> DATA/mmp/")
     f.add_argument("--features", type=Path, required=True, help="directory of VIDEO_ID.npy, [seconds, 1024]")
@@ -270,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="the training shard directory, e.g. DATA/mmp or s3://b/mmp")
     f.add_argument("--tolerance", type=float, default=3.0,
                    help="seconds of length mismatch between features and video before it is recorded")
+    add_budget_args(f, FEATURE_BUDGET, "reading one video's feature file")
     add_executor_args(f)
     add_common_flags(p)
     return p
@@ -281,7 +301,7 @@ def main(argv=None) -> int:
     if args.source == "s3d-features":
         from pipeline.release.s3d_features import S3DFeatureImport
 
-        stage = S3DFeatureImport(args.features, args.aligned, args.out, args.tolerance)
+        stage = S3DFeatureImport(args.features, args.aligned, args.out, args.tolerance, budget=budget_from_args(args))
         summary = run_stage(stage, args.out, **executor_options(args))
         print_summary("mmp-import", args.out, summary)
         return 1 if summary.units_failed else 0

@@ -30,6 +30,7 @@ from shards.samples import META_JSON, SUBS_JSON, MmpMeta, SubsJson, feature_memb
 from shards.versions import versions
 from shards.writer import UnitWriter
 
+from pipeline.runtime.budget import Budget, OverBudget
 from pipeline.runtime.stage import Stage, Unit
 
 log = logging.getLogger("mmp.import")
@@ -107,9 +108,11 @@ class S3DFeatureImport(Stage):
     layout = MMP
     schema = SCHEMA
 
-    def __init__(self, features: Path, aligned: Path, out: Path, tolerance: float, hash_files: bool = True):
+    def __init__(self, features: Path, aligned: Path, out: Path, tolerance: float, hash_files: bool = True,
+                 budget: Budget | None = None):
         self.features, self.aligned, self.out = Path(features), as_path(aligned), as_path(out)
         self.tolerance, self.hash_files = tolerance, hash_files
+        self.budget = budget
         self._fingerprint: dict | None = None  # asked for twice per run; the files are read once
 
     def plan(self) -> list[Unit]:
@@ -158,9 +161,11 @@ class S3DFeatureImport(Stage):
                 row.update(status="no_features", error=f"no {path.name} in {self.features}")
             else:
                 try:
-                    array, digest = load_feature_file(path)
+                    array, digest = self.within_budget(vid, load_feature_file, path)
                 except ValueError as exc:
                     row.update(status="bad_features", error=str(exc))
+                except OverBudget as exc:
+                    row.update(status=exc.status, error=exc.what)
                 else:
                     row.update(feature_rows=int(array.shape[0]), feature_dim=int(array.shape[1]),
                                feature_seconds=float(array.shape[0]) * RELEASED_ROW_TIMES["row_seconds"],

@@ -101,6 +101,19 @@ def budget_number(text: str) -> float:
     return value
 
 
+def add_budget_args(parser, default: "Budget", what: str) -> None:
+    """``--budget-seconds`` and ``--budget-memory-mb`` on a parser whose flags are not a config dataclass's
+    (``what``: the per-video work they bound, for ``--help``); ``budget_from_args`` reads them back."""
+    parser.add_argument("--budget-seconds", type=budget_number, default=default.seconds,
+                        help=f"wall time {what} may take (seconds; 0: no bound); past it the video is over_budget")
+    parser.add_argument("--budget-memory-mb", type=budget_number, default=default.memory_mb,
+                        help=f"memory {what} may add (MiB; 0: no bound); past it the video is over_budget")
+
+
+def budget_from_args(args) -> "Budget":
+    return Budget(args.budget_seconds, args.budget_memory_mb)
+
+
 def resident_bytes(pid: int | str = "self") -> int:
     """The resident memory of a process (0 where /proc cannot tell)."""
     try:
@@ -198,7 +211,11 @@ class Guard:
         self._start()
         try:
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                grown = resident_bytes() - baseline if budget.memory_mb else 0
+                if grown > budget.memory_bytes and len(self._running) == 1:  # what the last sample missed
+                    raise OverBudget(key, f"memory ({budget.memory_mb:g} MiB; grew by {grown / 2**20:.0f} MiB)")
+                return result
             finally:
                 self._end(tid, record)
         except _Tripped:
