@@ -34,6 +34,10 @@ VIDEO_SUFFIXES = ("mp4", "webm", "mkv", "mov", "avi", "flv", "3gp", "m4v", "ts",
                   "m4a", "mka")
 TEXT_SUFFIXES = ("vtt", "txt", "srt")
 
+# The largest subtitle track (``<lang>.vtt``), about 100 hours of rolling captions: the crawl
+# stores none larger, a reader skips a larger text member, mmp-align cleans none larger.
+TRACK_MAX_BYTES = 32 * MB
+
 
 @dataclass(frozen=True)
 class MemberLimits:
@@ -41,7 +45,7 @@ class MemberLimits:
 
     npy: int = 512 * MB  # a feature array: 1024 float32 a row, one row a second, is 36 hours of video
     json: int = 64 * MB  # subs.json of a long video holds nine tracks of cues; info.json is trimmed
-    text: int = 64 * MB  # a raw .vtt track as fetched (the crawl caps a response at 256 MB)
+    text: int = TRACK_MAX_BYTES  # a raw .vtt track as fetched: the crawl stores none larger
     video: int = 4096 * MB  # a downloaded video (mmp-crawl --download-video)
     other: int = 64 * MB
     members: int = 256  # members of one sample: a crawl sample holds info, subs, a track per language, a video
