@@ -14,7 +14,8 @@ member is checked from its header alone, before any of its payload is read:
 
 ``SampleGrouper`` applies these rules and groups members into samples; both readers (the
 stages' ``shards.reader`` and the trainer's ``model.trainer.shard_stream``) use it, and each says
-what a refusal or a pickle-format member costs.
+what a refusal or a pickle-format member costs: the whole sample, or (``on_skipped``) only a
+member over its cap, the sample's other members still arriving.
 """
 from __future__ import annotations
 
@@ -142,14 +143,18 @@ class SampleGrouper:
     ``feed(info, read)`` returns the samples finished by this member (the one before it, once
     its key changes); ``finish()`` the last one. A refused member (``refusal``, or one member
     too many) drops its whole sample, unread, after ``on_refused(key, count_name, reason)``;
-    a pickle-format member goes to ``on_pickle(info)``, which raises or skips it.
+    a pickle-format member goes to ``on_pickle(info)``, which raises or skips it. With
+    ``on_skipped``, a member that is only over its size cap costs itself alone: it is passed
+    over, unread, after ``on_skipped(key, member, size, reason)``, and its sample is kept.
     """
 
-    def __init__(self, limits: MemberLimits = DEFAULT_LIMITS, *, on_refused, on_pickle, extra: dict | None = None):
-        self.limits, self.on_refused, self.on_pickle = limits, on_refused, on_pickle
+    def __init__(self, limits: MemberLimits = DEFAULT_LIMITS, *, on_refused, on_pickle, on_skipped=None,
+                 extra: dict | None = None):
+        self.limits, self.on_refused, self.on_pickle, self.on_skipped = limits, on_refused, on_pickle, on_skipped
         self.extra = dict(extra or {})
         self.current: dict | None = None
         self._refused_key = None
+        self._skipped = 0  # members of the current sample passed over, counted against limits.members
 
     def feed(self, info: tarfile.TarInfo, read) -> list[dict]:
         key, member = split_member_name(info.name)
@@ -160,8 +165,15 @@ class SampleGrouper:
             done.append(self.current)
             self.current = None
         why = refusal(info, member, self.limits)
-        if why is None and self.current is not None and len(self.current) - 1 - len(self.extra) >= self.limits.members:
+        held = len(self.current) - 1 - len(self.extra) + self._skipped if self.current is not None else 0
+        if why is None and held >= self.limits.members:
             why = "too_many_members", f"sample {key!r} has more than {self.limits.members} members"
+        if why is not None and why[0] == "member_too_large" and self.on_skipped is not None and \
+                held < self.limits.members:
+            self._open(key)
+            self._skipped += 1
+            self.on_skipped(key, member, info.size, why[1])
+            return done
         if why is not None:
             self.on_refused(key, *why)
             self._refused_key, self.current = key, None
@@ -170,10 +182,13 @@ class SampleGrouper:
             self.on_pickle(info)
             return done
         data = read(info)
-        if self.current is None:
-            self.current = {"__key__": key, **self.extra}
+        self._open(key)
         self.current[member] = data
         return done
+
+    def _open(self, key: str) -> None:
+        if self.current is None:
+            self.current, self._skipped = {"__key__": key, **self.extra}, 0
 
     def finish(self) -> dict | None:
         last, self.current = self.current, None

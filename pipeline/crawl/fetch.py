@@ -21,6 +21,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from shards.members import TRACK_MAX_BYTES
+
 from pipeline.crawl import errors
 from pipeline.crawl.politeness import RequestBudget
 from pipeline.crawl.url_policy import REFUSED_URL, UrlPolicy, UrlRefused, build_opener
@@ -100,7 +102,7 @@ class Fetcher:
     """Fetches URLs through the shared budget, rotating proxies, with cookies if given."""
 
     def __init__(self, budget: RequestBudget, *, timeout: float = 20.0, policy: RetryPolicy | None = None,
-                 proxies: list[str] | None = None, cookies: str | None = None, max_bytes: int = 256 << 20,
+                 proxies: list[str] | None = None, cookies: str | None = None, max_bytes: int = TRACK_MAX_BYTES,
                  url_policy: UrlPolicy | None = None):
         self.budget = budget
         self.url_policy = url_policy or UrlPolicy()

@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 
-from shards.members import TRACK_MAX_BYTES
+from shards.members import MB, TRACK_MAX_BYTES
 
 OK, EMPTY, NOT_TEXT, TOO_LARGE, PARSE_ERROR = "ok", "empty", "not_text", "too_large", "parse_error"
 DEFAULT_MAX_BYTES = TRACK_MAX_BYTES
@@ -52,7 +52,7 @@ class TrackReport:
 
 
 def too_large_error(size: int, max_bytes: int) -> str:
-    return f"{size / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB limit for one track"
+    return f"{size / MB:.3g} MiB is over the {max_bytes / MB:.3g} MiB limit for one track (mmp-align --max-track-mb)"
 
 
 def decode(data: bytes, report: TrackReport, max_bytes: int) -> str | None:
