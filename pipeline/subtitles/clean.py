@@ -137,7 +137,7 @@ def _timed_chunks(line: str, start: float, end: float, report: TrackReport) -> l
 
 class _Joined:
     """Cue texts joined with spaces, built by appending and joined once: a cue that absorbs many
-    others costs their length, not the square of it."""
+    others costs their length, not the square of it. A cue's text is a str until it absorbs one."""
 
     __slots__ = ("parts", "size")
 
@@ -151,14 +151,18 @@ class _Joined:
 
     def same(self, text: str) -> bool:
         """Equal to ``text``; joined only when the lengths agree, at the cost of ``text``'s length."""
-        return self.size == len(text) and (self.parts[0] if len(self.parts) == 1 else str(self)) == text
+        return self.size == len(text) and str(self) == text
 
     def __str__(self) -> str:
         return " ".join(self.parts)
 
 
+def _joined(text, more: str) -> _Joined:
+    return (text if isinstance(text, _Joined) else _Joined(text)).add(more)
+
+
 def _texts(cues: list) -> list:
-    return [(s, e, str(t)) for s, e, t in cues]
+    return [(s, e, t if isinstance(t, str) else str(t)) for s, e, t in cues]
 
 
 def unroll(raw: list, keys: list, report: TrackReport, keep_annotations: bool) -> list:
@@ -184,23 +188,23 @@ def unroll(raw: list, keys: list, report: TrackReport, keep_annotations: bool) -
             text = clean_text("".join(c[1] for c in chunks), keep_annotations)
             if text and out:  # new words in a snapshot: they belong to the line before
                 ps, pe, pt = out[-1]
-                out[-1] = (ps, max(pe, end), pt.add(text))
+                out[-1] = (ps, max(pe, end), _joined(pt, text))
                 report.repair("snapshot_text_merged")
             elif text:
-                out.append((start, start + MIN_ROLLING_CUE_S, _Joined(text)))
+                out.append((start, start + MIN_ROLLING_CUE_S, text))
             continue
         piece, piece_start = [], chunks[0][0]
         for i, (t, chunk) in enumerate(chunks):
             if piece and chunk.strip() and t - chunks[i - 1][0] > PAUSE_SPLIT_S:
                 text = clean_text("".join(piece), keep_annotations)
                 if text:
-                    out.append((piece_start, min(t, chunks[i - 1][0] + WORD_TAIL_S), _Joined(text)))
+                    out.append((piece_start, min(t, chunks[i - 1][0] + WORD_TAIL_S), text))
                     report.repair("split_at_pause")
                 piece, piece_start = [], t
             piece.append(chunk)
         text = clean_text("".join(piece), keep_annotations)
         if text:
-            out.append((piece_start, end, _Joined(text)))
+            out.append((piece_start, end, text))
     return _texts(out)
 
 
@@ -213,17 +217,18 @@ def repair_timeline(cues: list, report: TrackReport) -> list:
     if any(a[0] > b[0] for a, b in zip(fixed, fixed[1:])):
         report.repair("out_of_order")
         fixed.sort(key=lambda c: (c[0], c[1]))
-    out = []
-    later = _next_starts(fixed)
+    out, later = [], None
     for i, (s, e, t) in enumerate(fixed):
         if e <= s:  # give it a reading time, but never past the next cue's start
             report.repair("zero_length")
             e = s + min(5.0, max(0.5, 0.06 * len(t)))
+            if later is None:
+                later = _next_starts(fixed)
             if later[i] is not None:
                 e = min(e, later[i])
         if out and s < out[-1][1]:
             ps, pe, pt = out[-1]
-            if s == ps and pt.same(t):
+            if s == ps and (pt == t if isinstance(pt, str) else pt.same(t)):
                 report.repair("duplicate_dropped")
                 out[-1] = (ps, max(pe, e), pt)
                 continue
@@ -231,10 +236,10 @@ def repair_timeline(cues: list, report: TrackReport) -> list:
                 out[-1] = (ps, s, pt)
                 report.repair("overlap_trimmed")
             else:  # same start: one cue holding both texts keeps the order and loses nothing
-                out[-1] = (ps, max(pe, e), pt.add(t))
+                out[-1] = (ps, max(pe, e), _joined(pt, t))
                 report.repair("overlap_merged")
                 continue
-        out.append((s, e, _Joined(t)))
+        out.append((s, e, t))
     return _texts(out)
 
 
@@ -254,10 +259,10 @@ def _merge_short(cues: list, report: TrackReport) -> list:
     for s, e, t in cues:
         if out and (e - s < MIN_ROLLING_CUE_S or out[-1][1] - out[-1][0] < MIN_ROLLING_CUE_S):
             ps, pe, pt = out[-1]
-            out[-1] = (ps, max(pe, e), pt.add(t))
+            out[-1] = (ps, max(pe, e), _joined(pt, t))
             report.repair("short_cue_merged")
         else:
-            out.append((s, e, _Joined(t)))
+            out.append((s, e, t))
     return _texts(out)
 
 
