@@ -17,7 +17,8 @@ member is checked from its header alone, before any of its payload is read:
 
 ``SampleGrouper`` applies these rules and groups members into samples; both readers (the
 stages' ``shards.reader`` and the trainer's ``model.trainer.shard_stream``) use it, and each says
-what a refusal or a pickle-format member costs.
+what a refusal or a pickle-format member costs: the whole sample, or (``on_skipped``) only a
+member over its cap, the sample's other members still arriving.
 """
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ VIDEO_SUFFIXES = ("mp4", "webm", "mkv", "mov", "avi", "flv", "3gp", "m4v", "ts",
                   "m4a", "mka")
 TEXT_SUFFIXES = ("vtt", "txt", "srt")
 
+# The largest subtitle track (``<lang>.vtt``), about 100 hours of rolling captions: the crawl
+# stores none larger, a reader skips a larger text member, mmp-align cleans none larger.
+TRACK_MAX_BYTES = 32 * MB
+
 
 @dataclass(frozen=True)
 class MemberLimits:
@@ -44,7 +49,7 @@ class MemberLimits:
 
     npy: int = 512 * MB  # a feature array: 1024 float32 a row, one row a second, is 36 hours of video
     json: int = 64 * MB  # subs.json of a long video holds nine tracks of cues; info.json is trimmed
-    text: int = 64 * MB  # a raw .vtt track as fetched (the crawl caps a response at 256 MB)
+    text: int = TRACK_MAX_BYTES  # a raw .vtt track as fetched: the crawl stores none larger
     video: int = 4096 * MB  # a downloaded video (mmp-crawl --download-video)
     other: int = 64 * MB
     members: int = 256  # members of one sample: a crawl sample holds info, subs, a track per language, a video
@@ -141,19 +146,22 @@ class SampleGrouper:
     ``feed(info, read)`` returns the samples finished by this member (the one before it, once
     its key changes); ``finish()`` the last one. A refused member (``refusal``, or one member
     too many) drops its whole sample, unread, after ``on_refused(key, count_name, reason)``;
-    a pickle-format member goes to ``on_pickle(info)``, which raises or skips it.
+    a pickle-format member goes to ``on_pickle(info)``, which raises or skips it. With
+    ``on_skipped``, a member that is only over its size cap costs itself alone: it is passed
+    over, unread, after ``on_skipped(key, member, size, reason)``, and its sample is kept.
     ``max_sample_bytes`` (None: no cap beyond the members') caps the bytes of one sample's
     members together, counted from their headers before a byte is read.
     """
 
-    def __init__(self, limits: MemberLimits = DEFAULT_LIMITS, *, on_refused, on_pickle, extra: dict | None = None,
-                 max_sample_bytes: int | None = None):
-        self.limits, self.on_refused, self.on_pickle = limits, on_refused, on_pickle
+    def __init__(self, limits: MemberLimits = DEFAULT_LIMITS, *, on_refused, on_pickle, on_skipped=None,
+                 extra: dict | None = None, max_sample_bytes: int | None = None):
+        self.limits, self.on_refused, self.on_pickle, self.on_skipped = limits, on_refused, on_pickle, on_skipped
         self.extra = dict(extra or {})
         self.max_sample_bytes = max_sample_bytes
         self.current: dict | None = None
         self._refused_key = None
         self._bytes = 0  # claimed by the headers of the current sample's members
+        self._skipped = 0  # members of the current sample passed over, counted against limits.members
 
     def feed(self, info: tarfile.TarInfo, read) -> list[dict]:
         key, member = split_member_name(info.name)
@@ -166,11 +174,18 @@ class SampleGrouper:
         if self.current is None:
             self._bytes = 0
         why = refusal(info, member, self.limits)
-        if why is None and self.current is not None and len(self.current) - 1 - len(self.extra) >= self.limits.members:
+        held = len(self.current) - 1 - len(self.extra) + self._skipped if self.current is not None else 0
+        if why is None and held >= self.limits.members:
             why = "too_many_members", f"sample {key!r} has more than {self.limits.members} members"
         if why is None and self.max_sample_bytes is not None and self._bytes + info.size > self.max_sample_bytes:
             why = "sample_too_large", (f"sample {key!r} claims more than {self.max_sample_bytes / MB:g} MB in all "
                                        f"(member {info.name!r} takes it to {self._bytes + info.size:,} bytes)")
+        if why is not None and why[0] == "member_too_large" and self.on_skipped is not None and \
+                held < self.limits.members:
+            self._open(key)
+            self._skipped += 1
+            self.on_skipped(key, member, info.size, why[1])
+            return done
         if why is not None:
             self.on_refused(key, *why)
             self._refused_key, self.current = key, None
@@ -180,10 +195,13 @@ class SampleGrouper:
             return done
         data = read(info)
         self._bytes += info.size
-        if self.current is None:
-            self.current = {"__key__": key, **self.extra}
+        self._open(key)
         self.current[member] = data
         return done
+
+    def _open(self, key: str) -> None:
+        if self.current is None:
+            self.current, self._skipped = {"__key__": key, **self.extra}, 0
 
     def finish(self) -> dict | None:
         last, self.current = self.current, None

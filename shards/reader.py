@@ -45,12 +45,16 @@ def _log_refusal(key: str, reason: str) -> None:
     log.warning("skipping sample %s: %s", key, reason)
 
 
-def iter_samples(path, limits: MemberLimits = DEFAULT_LIMITS, on_refused=_log_refusal) -> Iterator[dict]:
+def iter_samples(path, limits: MemberLimits = DEFAULT_LIMITS, on_refused=_log_refusal,
+                 on_skipped=None) -> Iterator[dict]:
     """Yield one dict per sample: ``{"__key__": key, member: bytes, ...}``, in tar order.
 
     A sample holding a member that is unsafe (a link, an absolute or ``..`` name), over
     its type's size cap, or one member too many, is not yielded: ``on_refused(key, reason)``
-    is told instead, and the refused member's payload is never read.
+    is told instead, and the refused member's payload is never read. A reader that can do
+    without a member passes ``on_skipped(key, member, size, reason)``: then a member over its
+    cap is passed over, unread, that call is made before its sample is yielded, and the sample
+    comes with its other members (with none when it held no other).
     """
     def pickled(info):
         raise ShardError(f"{path}: member {info.name!r} is a pickle format; refusing to read it")
@@ -58,7 +62,7 @@ def iter_samples(path, limits: MemberLimits = DEFAULT_LIMITS, on_refused=_log_re
     try:
         with _open_tar(path) as tar:
             samples = SampleGrouper(limits, on_refused=lambda key, _, reason: on_refused(key, reason),
-                                    on_pickle=pickled)
+                                    on_pickle=pickled, on_skipped=on_skipped)
             for info in tar:
                 tar.members = []  # tarfile keeps every header it reads; a shard may hold millions
                 if info.isfile() or info.issym() or info.islnk():

@@ -27,6 +27,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from shards.members import TRACK_MAX_BYTES
+
 from pipeline.crawl import errors
 from pipeline.crawl.deadline import AnswerTooSlow, read_within_deadline
 from pipeline.crawl.politeness import RequestBudget
@@ -109,7 +111,7 @@ class Fetcher:
 
     def __init__(self, budget: RequestBudget, *, timeout: float = 20.0, request_timeout: float = 60.0,
                  policy: RetryPolicy | None = None, proxies: list[str] | None = None, cookies: str | None = None,
-                 max_bytes: int = 256 << 20, url_policy: UrlPolicy | None = None):
+                 max_bytes: int = TRACK_MAX_BYTES, url_policy: UrlPolicy | None = None):
         self.budget = budget
         self.url_policy = url_policy or UrlPolicy()
         self.timeout = timeout                  # the longest silence of a connection

@@ -1,4 +1,4 @@
-"""Parsing and cleaning one subtitle track: raw bytes in, clean cues and a report out.
+"""Cleaning one subtitle track: raw bytes in, clean cues and a report out.
 
 ``clean_track(data, lang)`` returns ``(cues, report)``: cues ``(start_s, end_s, text)``
 sorted, non-overlapping, never zero-length, with tags, cue settings and word timings
@@ -11,27 +11,39 @@ above the line being spoken, whose words carry inline times
 (``word<00:00:01.234><c> next</c>``), and ~10 ms "snapshot" cues repeat the
 finished line. Rolling is detected per track (inline timings, or cues that start
 with the line the previous cue ended with), never assumed from the track kind.
+
+Reading the cues is ``pipeline.subtitles.parse``'s. Every step is linear in the size of the
+track: no pattern here can rescan what it failed on, and a text built from many cues is
+joined once.
 """
 from __future__ import annotations
 
 import html
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, field
 
-OK, EMPTY, NOT_TEXT, TOO_LARGE, PARSE_ERROR = "ok", "empty", "not_text", "too_large", "parse_error"
-DEFAULT_MAX_BYTES = 32 << 20   # ~100 hours of rolling captions: far beyond any HowTo100M video
+from pipeline.subtitles.parse import (DEFAULT_MAX_BYTES, EMPTY, MAX_CUE_TIME_S, NOT_TEXT, OK, PARSE_ERROR,
+                                      TOO_LARGE, TrackReport, decode, out_of_range, parse_track, seconds,
+                                      too_large_error)
+
+__all__ = ["DEFAULT_MAX_BYTES", "EMPTY", "MAX_CUE_TIME_S", "NOT_TEXT", "OK", "PARSE_ERROR", "TOO_LARGE",
+           "TrackReport", "clean_text", "clean_track", "detect_rolling", "repair_timeline", "script_flag",
+           "too_large_error", "unroll"]
+
 SNAPSHOT_S = 0.05              # YouTube's snapshot cues last 10 ms; real cues never this short
 MIN_ROLLING_CUE_S = 0.1        # the issue's bar: nothing this short survives from a rolling track
 PAUSE_SPLIT_S = 2.0            # a silence this long between timed words starts a new cue
 WORD_TAIL_S = 1.0              # how long the last word before such a pause is taken to last
 
-_TAG = re.compile(r"<[^>]*>")
+_TAG = re.compile(r"<[^>]*>")  # applied only up to the last ">" (strip_tags): else each "<" scans to the end
 _INLINE_TS = re.compile(r"<((?:\d+:)?\d{1,2}:\d{1,2}[.,]\d{1,3})>")
-_TIMING_LINE = re.compile(r"^[ \t]*([\d:.,]+)[ \t]*-->[ \t]*([\d:.,]+)", re.M)
-_TEXT_AFTER_GAP = re.compile(r"-->[^\n]*\r?\n\r?\n[ \t]*[^\s\d]")
-_ANNOTATION = re.compile(r"\[[^\[\]]*\]|\([^()]*\b(?:music|applause|laughter)\b[^()]*\)|[♪♫]+|>>+", re.I)
-_BAD_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\ufffd]")
+# A parenthesis holding one of the words, e.g. "(upbeat music)". The lookahead finds the first such
+# word and, being atomic, is never retried from a later one: the rest of the parenthesis is
+# scanned once (a backtracking search from each word of "(music music ..." is quadratic).
+_ANNOTATION = re.compile(r"\[[^\[\]]*\]|\((?=([^()]*?\b(?:music|applause|laughter)\b))\1[^()]*\)|[♪♫]+|>>+", re.I)
+# Numeric character references: html.unescape makes one past U+10FFFF U+FFFD, but raises on one
+# of over 4300 digits (int()'s limit), leading zeros included
+_CHARREF = re.compile(r"&#(?:([xX])0*([0-9a-fA-F]+)|0*([0-9]+))")
 _LETTER = re.compile(r"[^\W\d_]")
 _SCRIPTS = {"cjk": re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff]"),
             "cyrillic": re.compile(r"[\u0400-\u04ff]"), "latin": re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]")}
@@ -40,38 +52,31 @@ _LANG_SCRIPT = {"zh": "cjk", "ja": "cjk", "ru": "cyrillic", "uk": "cyrillic", "b
 _MARKERS = {"vi": re.compile(r"[ăâđêôơưĂÂĐÊÔƠƯ\u1ea0-\u1ef9]"), "cs": re.compile(r"[ěščřžůňťďĚŠČŘŽŮŇŤĎ]")}
 
 
-@dataclass
-class TrackReport:
-    """What happened to one track. ``repairs`` counts fixes by name; ``flags`` are doubts."""
-
-    status: str = OK
-    error: str | None = None
-    parser: str = "none"       # webvtt | webvtt_repaired | tolerant | none
-    rolling: bool = False
-    raw_cues: int = 0
-    repairs: dict = field(default_factory=dict)
-    warnings: list = field(default_factory=list)
-    flags: list = field(default_factory=list)
-
-    def repair(self, name: str, n: int = 1) -> None:
-        if n:
-            self.repairs[name] = self.repairs.get(name, 0) + n
-
-    def fail(self, status: str, error: str) -> "TrackReport":
-        self.status, self.error = status, error
-        return self
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
 # ---------------------------------------------------------------- text
+
+def strip_tags(text: str) -> str:
+    """``text`` without ``<...>`` tags. A "<" with no ">" after it is text, and so is all after the last ">"."""
+    last = text.rfind(">")
+    return text if last < 0 else _TAG.sub("", text[:last + 1]) + text[last + 1:]
+
+
+def _short_charref(m: re.Match) -> str:
+    """The same reference in at most 16 digits: leading zeros dropped, a longer number (past
+    U+10FFFF whatever its digits) made the largest of 16 digits."""
+    if len(m.group(0)) <= 20:
+        return m.group(0)
+    if m.group(1):
+        return f"&#{m.group(1)}{m.group(2) if len(m.group(2)) <= 16 else 'F' * 16}"
+    return f"&#{m.group(3) if len(m.group(3)) <= 16 else '9' * 16}"
+
 
 def clean_text(raw: str, keep_annotations: bool = False) -> str:
     """Cue text without tags, entities, annotations, odd whitespace; NFC."""
     if "<" in raw:
-        raw = _TAG.sub("", raw)  # before unescaping, so "&lt;b&gt;" stays text
+        raw = strip_tags(raw)  # before unescaping, so "&lt;b&gt;" stays text
     if "&" in raw:
+        if "&#" in raw:
+            raw = _CHARREF.sub(_short_charref, raw)
         raw = html.unescape(raw)
     if not keep_annotations and ("[" in raw or ">>" in raw or "(" in raw or "♪" in raw or "♫" in raw):
         raw = _ANNOTATION.sub(" ", raw)
@@ -100,133 +105,10 @@ def script_flag(cues: list, lang: str | None) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------- parsing
-
-def _seconds(token: str) -> float | None:
-    """Lenient timestamp: ``[h:]m:s[.,]frac`` with any field widths, or plain seconds."""
-    parts = token.replace(",", ".").split(":")
-    if len(parts) > 3 or not parts[-1]:
-        return None
-    try:
-        value = float(parts[-1])
-        for i, part in enumerate(reversed(parts[:-1])):
-            value += int(part) * 60 ** (i + 1)
-    except ValueError:
-        return None
-    return value
-
-
-def _format_ts(value: float) -> str:
-    ms = int(round(value * 1000))
-    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
-
-
-def normalise_timings(text: str) -> tuple[str, int]:
-    """Rewrite every cue timing line as ``HH:MM:SS.mmm --> HH:MM:SS.mmm`` (settings kept)."""
-    changed = 0
-
-    def fix(m):
-        nonlocal changed
-        s, e = _seconds(m.group(1)), _seconds(m.group(2))
-        if s is None or e is None:
-            return m.group(0)
-        new = f"{_format_ts(s)} --> {_format_ts(e)}"
-        changed += new != m.group(0).strip()
-        return new
-
-    return _TIMING_LINE.sub(fix, text), changed
-
-
-def parse_tolerant(text: str) -> list:
-    """A small forgiving parser: any line ``T --> T`` starts a cue, an empty line ends it.
-
-    Two departures from WebVTT, both seen in real files: an empty line right after
-    the timing line does not end the cue (yt-dlp's SRT of ASR tracks writes the text
-    after one), and a line just before a timing line is its identifier, not text.
-    """
-    cues, current = [], None
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        m = _TIMING_LINE.match(line)
-        if m:
-            s, e = _seconds(m.group(1)), _seconds(m.group(2))
-            current = (s, e, []) if s is not None and e is not None else None
-            if current is not None:
-                cues.append(current)
-        elif not line:
-            if current is not None and current[2]:
-                current = None
-        elif current is not None and not (i + 1 < len(lines) and _TIMING_LINE.match(lines[i + 1])):
-            current[2].append(line)
-    return cues
-
-
-def _filled(cues: list) -> int:
-    return sum(1 for c in cues if any(l.strip() for l in c[2]))
-
-
-def _webvtt_cues(text: str) -> list:
-    import webvtt  # imported here: only workers that clean subtitles need it
-
-    return [(c.start_time.in_milliseconds() / 1000, c.end_time.in_milliseconds() / 1000, c.lines)
-            for c in webvtt.from_string(text).captions]
-
-
-def _try_webvtt(text: str, report: TrackReport, label: str) -> list | None:
-    from webvtt.errors import MalformedCaptionError, MalformedFileError
-
-    try:
-        return _webvtt_cues(text)
-    except (MalformedFileError, MalformedCaptionError, ValueError) as exc:
-        report.warnings.append(f"{label}: {type(exc).__name__}: {exc}"[:200])
-        return None
-
-
-def parse_track(text: str, report: TrackReport) -> list:
-    """Raw cues ``(start, end, payload lines)`` from webvtt-py, repairing the file when it fails.
-
-    webvtt-py raises MalformedFileError without a ``WEBVTT`` first line, and silently
-    skips cues whose timings it cannot read (commas, minutes past 59): the number of
-    timing lines tells when that happened. Then timings are normalised and it is tried
-    again, and last the tolerant parser is used, whichever reads more cues.
-    """
-    arrows = text.count("-->")  # cheap upper bound; the exact count only when cues went missing
-    if not text.startswith("WEBVTT"):
-        stripped = text.lstrip()
-        if stripped.startswith("WEBVTT"):
-            text = stripped
-        else:
-            text = "WEBVTT\n\n" + text
-            report.repair("added_header")
-    report.parser = "webvtt"
-    cues = _try_webvtt(text, report, "webvtt-py") or []
-    expected = len(_TIMING_LINE.findall(text)) if len(cues) < arrows else len(cues)
-    if len(cues) < expected:
-        fixed, changed = normalise_timings(text)
-        report.repair("timestamps_normalised", changed)
-        again = _try_webvtt(fixed, report, "webvtt-py after repair") if changed else None
-        if again is not None:
-            cues, report.parser = again, "webvtt_repaired"
-    if len(cues) < expected:
-        loose = parse_tolerant(text)
-        if len(loose) > len(cues):
-            report.warnings.append(f"webvtt-py read {len(cues)} of {expected} cues; tolerant parser used")
-            cues, report.parser = loose, "tolerant"
-    elif _TEXT_AFTER_GAP.search(text) and any(not any(l.strip() for l in c[2]) for c in cues):
-        # cues left empty because their text follows a blank line: webvtt-py drops that text
-        loose = parse_tolerant(text)
-        if _filled(loose) > _filled(cues):
-            report.repair("text_after_blank_line", _filled(loose) - _filled(cues))
-            cues, report.parser = loose, "tolerant"
-    if report.repairs.get("added_header") and report.parser == "webvtt":
-        report.parser = "webvtt_repaired"
-    return cues
-
-
 # ---------------------------------------------------------------- rolling captions
 
 def _line_key(line: str) -> str:
-    return " ".join((_TAG.sub("", line) if "<" in line else line).split())
+    return " ".join((strip_tags(line) if "<" in line else line).split())
 
 
 def detect_rolling(raw: list, keys: list) -> bool:
@@ -244,13 +126,43 @@ def _timed_chunks(line: str, start: float, end: float, report: TrackReport) -> l
     parts = _INLINE_TS.split(line)
     chunks, t = [(start, parts[0])], start
     for i in range(1, len(parts), 2):
-        ts = _seconds(parts[i])
+        ts = seconds(parts[i])
         if ts is None or ts < t or ts > end:
             report.repair("word_time_clamped")
             ts = min(max(ts if ts is not None else t, t), end)
         t = ts
         chunks.append((t, parts[i + 1]))
     return chunks
+
+
+class _Joined:
+    """Cue texts joined with spaces, built by appending and joined once: a cue that absorbs many
+    others costs their length, not the square of it. A cue's text is a str until it absorbs one."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, text: str):
+        self.parts, self.size = [text], len(text)
+
+    def add(self, text: str) -> "_Joined":
+        self.parts.append(text)
+        self.size += 1 + len(text)
+        return self
+
+    def same(self, text: str) -> bool:
+        """Equal to ``text``; joined only when the lengths agree, at the cost of ``text``'s length."""
+        return self.size == len(text) and str(self) == text
+
+    def __str__(self) -> str:
+        return " ".join(self.parts)
+
+
+def _joined(text, more: str) -> _Joined:
+    return (text if isinstance(text, _Joined) else _Joined(text)).add(more)
+
+
+def _texts(cues: list) -> list:
+    return [(s, e, t if isinstance(t, str) else str(t)) for s, e, t in cues]
 
 
 def unroll(raw: list, keys: list, report: TrackReport, keep_annotations: bool) -> list:
@@ -276,7 +188,7 @@ def unroll(raw: list, keys: list, report: TrackReport, keep_annotations: bool) -
             text = clean_text("".join(c[1] for c in chunks), keep_annotations)
             if text and out:  # new words in a snapshot: they belong to the line before
                 ps, pe, pt = out[-1]
-                out[-1] = (ps, max(pe, end), pt + " " + text)
+                out[-1] = (ps, max(pe, end), _joined(pt, text))
                 report.repair("snapshot_text_merged")
             elif text:
                 out.append((start, start + MIN_ROLLING_CUE_S, text))
@@ -293,7 +205,7 @@ def unroll(raw: list, keys: list, report: TrackReport, keep_annotations: bool) -
         text = clean_text("".join(piece), keep_annotations)
         if text:
             out.append((piece_start, end, text))
-    return out
+    return _texts(out)
 
 
 # ---------------------------------------------------------------- repairs
@@ -305,17 +217,18 @@ def repair_timeline(cues: list, report: TrackReport) -> list:
     if any(a[0] > b[0] for a, b in zip(fixed, fixed[1:])):
         report.repair("out_of_order")
         fixed.sort(key=lambda c: (c[0], c[1]))
-    out = []
+    out, later = [], None
     for i, (s, e, t) in enumerate(fixed):
         if e <= s:  # give it a reading time, but never past the next cue's start
             report.repair("zero_length")
             e = s + min(5.0, max(0.5, 0.06 * len(t)))
-            nxt = next((c[0] for c in fixed[i + 1:] if c[0] > s), None)
-            if nxt is not None:
-                e = min(e, nxt)
+            if later is None:
+                later = _next_starts(fixed)
+            if later[i] is not None:
+                e = min(e, later[i])
         if out and s < out[-1][1]:
             ps, pe, pt = out[-1]
-            if s == ps and t == pt:
+            if s == ps and (pt == t if isinstance(pt, str) else pt.same(t)):
                 report.repair("duplicate_dropped")
                 out[-1] = (ps, max(pe, e), pt)
                 continue
@@ -323,48 +236,37 @@ def repair_timeline(cues: list, report: TrackReport) -> list:
                 out[-1] = (ps, s, pt)
                 report.repair("overlap_trimmed")
             else:  # same start: one cue holding both texts keeps the order and loses nothing
-                out[-1] = (ps, max(pe, e), pt + " " + t)
+                out[-1] = (ps, max(pe, e), _joined(pt, t))
                 report.repair("overlap_merged")
                 continue
         out.append((s, e, t))
-    return out
+    return _texts(out)
+
+
+def _next_starts(cues: list) -> list:
+    """For each cue of ``cues`` (sorted by start), the first start after its own, or None; one pass
+    from the end, where a search from each cue through the many that share its start is quadratic."""
+    later, nxt = [None] * len(cues), None
+    for i in range(len(cues) - 2, -1, -1):
+        if cues[i + 1][0] > cues[i][0]:
+            nxt = cues[i + 1][0]
+        later[i] = nxt
+    return later
 
 
 def _merge_short(cues: list, report: TrackReport) -> list:
     out = []
-    for c in cues:
-        if out and (c[1] - c[0] < MIN_ROLLING_CUE_S or out[-1][1] - out[-1][0] < MIN_ROLLING_CUE_S):
+    for s, e, t in cues:
+        if out and (e - s < MIN_ROLLING_CUE_S or out[-1][1] - out[-1][0] < MIN_ROLLING_CUE_S):
             ps, pe, pt = out[-1]
-            out[-1] = (ps, max(pe, c[1]), pt + " " + c[2])
+            out[-1] = (ps, max(pe, e), _joined(pt, t))
             report.repair("short_cue_merged")
         else:
-            out.append(c)
-    return out
+            out.append((s, e, t))
+    return _texts(out)
 
 
 # ---------------------------------------------------------------- the whole track
-
-def decode(data: bytes, report: TrackReport, max_bytes: int) -> str | None:
-    if len(data) > max_bytes:
-        report.fail(TOO_LARGE, f"{len(data) / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB limit for one track")
-        return None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-        report.repair("bom")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        text = data.decode("utf-8", "replace")
-        report.warnings.append(f"invalid UTF-8 from byte {exc.start}; replaced")
-    head = text[:65536]
-    bad = len(_BAD_CHARS.findall(head)) if _BAD_CHARS.search(head) else 0
-    if head and bad > 0.02 * len(head):
-        report.fail(NOT_TEXT, f"not a subtitle file: {bad} of the first {len(head)} characters are binary")
-        return None
-    if "\r" in text:
-        report.repair("crlf")
-    return text
-
 
 def clean_track(data: bytes, lang: str | None = None, *, keep_annotations: bool = False,
                 max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[list, TrackReport]:
@@ -378,6 +280,8 @@ def clean_track(data: bytes, lang: str | None = None, *, keep_annotations: bool 
     if not raw:
         return [], report.fail(PARSE_ERROR if "-->" in text else EMPTY,
                                "no cue could be read" if "-->" in text else "the file holds no cues")
+    if out_of_range(raw):  # 400 digits of hours: no arithmetic on such times is meaningful
+        return [], report.fail(PARSE_ERROR, f"a cue time is beyond {MAX_CUE_TIME_S / 3600:,.0f} hours")
     keys = [[(k, l) for l in lines if (k := _line_key(l))] for _, _, lines in raw]  # (key, raw line)
     report.rolling = detect_rolling(raw, keys)
     if report.rolling:

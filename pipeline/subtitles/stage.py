@@ -20,6 +20,10 @@ Video statuses:
 Track statuses (``{lang}_status``): ok, missing, crawl_error, wrong_script (kept under
 ``flagged_tracks``, out of ``tracks`` and ``segments``), and subtitles' empty,
 not_text, too_large, parse_error.
+
+A track over ``--max-track-mb`` (``shards.members.TRACK_MAX_BYTES``, the crawl's cap too) is
+never read from the tar: the reader passes it over, and it is that track's ``too_large``
+while the video's other tracks are cleaned as usual.
 """
 from __future__ import annotations
 
@@ -32,9 +36,11 @@ from dataclasses import asdict, dataclass, field
 
 from shards.errors import UserError, command
 from shards.layout import ALIGNED, UnitFiles, completed_units, is_valid_video_id
+from shards.members import MemberLimits
 from shards.reader import UNREADABLE_PARQUET, ShardError, iter_samples, read_rows
 from shards.rows import aligned_schema, lang_column
-from shards.samples import ABSENT, INFO_JSON, LANGS, SUBS_JSON, InfoJson, SubsJson, TrackRecord, track_member
+from shards.samples import (ABSENT, INFO_JSON, LANGS, SUBS_JSON, InfoJson, SubsJson, TrackRecord, is_track_member,
+                            track_member)
 from shards.storage import RemotePath, as_path
 from shards.writer import UnitWriter
 
@@ -45,7 +51,8 @@ from pipeline.runtime.cli import (add_common_flags, add_executor_args, add_optio
 from pipeline.runtime.langs import add_langs_flag
 from pipeline.runtime.stage import (Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage,
                                     units_from_upstream)
-from pipeline.subtitles.clean import DEFAULT_MAX_BYTES, OK as TRACK_OK, clean_track
+from pipeline.subtitles.clean import DEFAULT_MAX_BYTES, OK as TRACK_OK, TOO_LARGE, TrackReport, clean_track, \
+    too_large_error
 
 log = logging.getLogger("mmp.align")
 
@@ -74,15 +81,21 @@ def _set(value):
     return None if value is ABSENT else value
 
 
-def align_video(video_id: str, info: InfoJson, members: dict, cfg: AlignConfig) -> tuple[dict, SubsJson | None]:
-    """One crawl sample -> (parquet row, subs.json or None). Bad tracks are values; bugs raise."""
+def align_video(video_id: str, info: InfoJson, members: dict, cfg: AlignConfig,
+                skipped: dict | None = None) -> tuple[dict, SubsJson | None]:
+    """One crawl sample -> (parquet row, subs.json or None). Bad tracks are values; bugs raise.
+
+    ``skipped``: ``{member: error}`` of the members the reader passed over as too large."""
     declared = info.declared()
     cleaned = {}
     for lang in cfg.langs:
         data = members.get(track_member(lang))
+        meta = declared.get(lang) or TrackRecord()
+        if data is None and track_member(lang) in (skipped or {}):
+            report = TrackReport().fail(TOO_LARGE, skipped[track_member(lang)])
+            cleaned[lang] = ([], report, _set(meta.kind) or "none", _set(meta.source_lang))
         if data is None:
             continue
-        meta = declared.get(lang) or TrackRecord()
         cues, report = clean_track(data, lang, keep_annotations=cfg.keep_annotations, max_bytes=cfg.max_track_bytes)
         cleaned[lang] = (cues, report, _set(meta.kind) or "none", _set(meta.source_lang))
     return assemble_video(video_id, info, cleaned, cfg.langs, declared)
@@ -198,6 +211,13 @@ class AlignStage(Stage):
             writer.count("crawl_parquet_unreadable")
             crawl_rows = {}
         done: set = set()
+        skipped: dict = {}  # key -> {member: error}: members over their cap, passed over unread
+
+        def skip(key: str, member: str, size: int, reason: str) -> None:
+            log.warning("%s: sample %s: %s; that member is skipped", source.stem, key, reason)
+            writer.count("members_too_large")
+            error = too_large_error(size, self.cfg.max_track_bytes) if is_track_member(member) else reason
+            skipped.setdefault(key, {})[member] = error
 
         def emit(row: dict, subs: SubsJson | None) -> None:
             row["crawl_unit"] = unit.index
@@ -215,8 +235,11 @@ class AlignStage(Stage):
 
         broken = None
         try:
-            for sample in iter_samples(source.tar):
+            # a track over --max-track-mb is never read: the reader's cap for text members is the same
+            limits = MemberLimits(text=self.cfg.max_track_bytes)
+            for sample in iter_samples(source.tar, limits, on_skipped=skip):
                 key = sample.pop("__key__")
+                over = skipped.pop(key, {})
                 crawl = crawl_rows.get(key, {})
                 base = {"crawl_status": crawl.get("status", "unknown")}
                 if key in done:
@@ -228,10 +251,11 @@ class AlignStage(Stage):
                 try:
                     info = InfoJson.from_member(sample[INFO_JSON])
                 except (KeyError, ValueError) as exc:
-                    emit({**base, "video_id": key, "status": "bad_sample", "error": f"info.json unusable: {exc}"[:300]}, None)
+                    why = over.get(INFO_JSON, exc)
+                    emit({**base, "video_id": key, "status": "bad_sample", "error": f"info.json unusable: {why}"[:300]}, None)
                     continue
                 try:
-                    row, subs = self.within_budget(key, align_video, key, info, sample, self.cfg)
+                    row, subs = self.within_budget(key, align_video, key, info, sample, self.cfg, over)
                 except OverBudget as exc:
                     row, subs = {"video_id": key, "status": exc.status, "error": exc.what}, None
                 emit({**base, **row}, subs)
@@ -291,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                    + ",".join(DEFAULT_LANGS))
     add_options(p, AlignConfig)
     p.add_argument("--max-track-mb", type=float, default=field_default(AlignConfig, "max_track_bytes") / 2**20,
-                   help="tracks larger than this are recorded as too_large, not parsed")
+                   help="tracks larger than this are recorded as too_large, never read from the crawl tar nor parsed "
+                   "(default: %(default)g, the largest track the crawl stores)")
     add_executor_args(p)
     add_common_flags(p)
     return p

@@ -17,7 +17,7 @@ from model.clips import ClipConfig
 from shards.samples import SubsJson
 from model.trainer.shard_stream import StreamState, tar_samples
 from model.trainer.data import sample_clips
-from shards.members import MB, MemberLimits, is_compressed_name
+from shards.members import MB, TRACK_MAX_BYTES, MemberLimits, is_compressed_name
 from shards.codec import load_json as codec_load_json
 from shards.reader import ShardError, iter_samples
 
@@ -181,6 +181,32 @@ def test_reader_passes_over_a_2gib_member_and_tells_why(tmp_path, extracted):
     assert keys == ["AAAAAAAAAAA", "CCCCCCCCCCC"]
     assert refused[0][0] == "BBBBBBBBBBB" and "over the 4096 MB limit for video" in refused[0][1]
     assert "BBBBBBBBBBB.mp4" not in extracted
+
+
+def test_a_reader_that_can_do_without_a_member_skips_only_that_member(tmp_path, extracted):
+    """With on_skipped, a track over the one track cap (a 100 MB hole here) costs that member:
+    it is told before its sample, never read, and the sample comes with its other members."""
+    with open(tmp_path / "crawl-000000.tar", "wb") as f:
+        f.write(members_of("AAAAAAAAAAA", **{"en.vtt": b"WEBVTT\n"}))
+        f.write(members_of("BBBBBBBBBBB"))
+        f.write(member("BBBBBBBBBBB.en.vtt", size=100 * MB))
+        f.seek(100 * MB, 1)
+        f.write(member("BBBBBBBBBBB.de.vtt", b"WEBVTT\n") + member("CCCCCCCCCCC.solo.vtt", size=40 * MB))
+        f.seek(40 * MB, 1)
+        f.write(members_of("DDDDDDDDDDD") + END)
+    events = []
+    samples = list(iter_samples(tmp_path / "crawl-000000.tar", on_refused=lambda k, r: events.append(("refused", k)),
+                                on_skipped=lambda k, m, size, why: events.append((k, m, size, why))))
+    assert [sorted(s) for s in samples] == [["__key__", "en.vtt", "meta.json"], ["__key__", "de.vtt", "meta.json"],
+                                            ["__key__"], ["__key__", "meta.json"]]
+    assert [s["__key__"] for s in samples] == ["AAAAAAAAAAA", "BBBBBBBBBBB", "CCCCCCCCCCC", "DDDDDDDDDDD"]
+    assert events == [("BBBBBBBBBBB", "en.vtt", 100 * MB, "member 'BBBBBBBBBBB.en.vtt' claims 104,857,600 bytes, "
+                       "over the 32 MB limit for text members"), ("CCCCCCCCCCC", "solo.vtt", 40 * MB, events[1][3])]
+    assert "BBBBBBBBBBB.en.vtt" not in extracted and "CCCCCCCCCCC.solo.vtt" not in extracted
+    # without on_skipped the reader refuses the whole sample, as the trainer's stream does
+    assert [s["__key__"] for s in iter_samples(tmp_path / "crawl-000000.tar", on_refused=lambda k, r: None)] == \
+        ["AAAAAAAAAAA", "DDDDDDDDDDD"]
+    assert MemberLimits().cap("x.vtt") == TRACK_MAX_BYTES == 32 * MB
 
 
 def test_a_huge_extended_header_ends_the_shard_unread(tmp_path):
