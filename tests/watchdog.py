@@ -17,6 +17,7 @@ import multiprocessing as mp
 import os
 import pickle
 import signal
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -52,6 +53,9 @@ def _own_rss() -> int:
 
 def _child(conn, fn, args, kwargs) -> None:
     os.setpgrp()
+    torch = sys.modules.get("torch")
+    if torch is not None:  # the parent's OpenMP pool is not in a fork: one thread never asks for it
+        torch.set_num_threads(1)
     try:
         reply = ("ok", fn(*args, **kwargs))
     except BaseException as exc:  # handed to the parent, which raises it in the test
@@ -64,9 +68,14 @@ def _child(conn, fn, args, kwargs) -> None:
     os._exit(0)
 
 
-def run_bounded(fn, *args, seconds: float = 60.0, memory_mb: float = 1024.0, **kwargs):
-    """``fn(*args, **kwargs)`` in a forked child under a wall-time and resident-memory bound."""
-    ctx = mp.get_context("fork")
+def run_bounded(fn, *args, seconds: float = 60.0, memory_mb: float = 1024.0, start: str = "fork", **kwargs):
+    """``fn(*args, **kwargs)`` in a child under a wall-time and resident-memory bound.
+
+    ``start="fork"`` (the default) keeps what the test set up (monkeypatches, fixtures' state) and
+    takes any callable; ``"spawn"`` starts a clean interpreter, for work a fork cannot do safely
+    once the test process has run torch (its thread pools do not survive a fork), and takes only
+    what pickles (module-level functions)."""
+    ctx = mp.get_context(start)
     receive, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(send, fn, args, kwargs))
     proc.start()
@@ -78,7 +87,11 @@ def run_bounded(fn, *args, seconds: float = 60.0, memory_mb: float = 1024.0, **k
     try:
         while True:
             if receive.poll(0.02):
-                reply = pickle.loads(receive.recv_bytes())
+                try:
+                    reply = pickle.loads(receive.recv_bytes())
+                except EOFError:  # the child went without a word (a crash, os._exit)
+                    proc.join(5)
+                    raise Exceeded(f"{getattr(fn, '__name__', fn)}'s process died (exit code {proc.exitcode})")
                 break
             rss = group_rss(proc.pid)
             peak = max(peak, rss)
@@ -113,6 +126,6 @@ def _main_printing(main, argv):
     return code, out.getvalue(), err.getvalue()
 
 
-def call_main(main, argv, *, seconds: float = 120.0, memory_mb: float = 1024.0):
+def call_main(main, argv, *, seconds: float = 120.0, memory_mb: float = 1024.0, start: str = "fork"):
     """``main(argv)`` under the watchdog: (exit code, stdout, stderr)."""
-    return run_bounded(_main_printing, main, list(argv), seconds=seconds, memory_mb=memory_mb)
+    return run_bounded(_main_printing, main, list(argv), seconds=seconds, memory_mb=memory_mb, start=start)

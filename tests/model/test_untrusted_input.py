@@ -103,7 +103,7 @@ def test_mmp_train_skips_a_gzip_bomb_sample_and_records_the_cap(tmp_path, text_d
     argv = ["--shards", shards, "--text-model", str(text_dir), "--steps", "2", "--batch-size", "2",
             "--max-member-mb", "npy=8,json=1"] + TINY
     run = tmp_path / "run"
-    code, out, err = call_main(train_main, argv + ["--out", str(run), "--max-sample-mb", "12"], seconds=120,
+    code, out, err = call_main(train_main, argv + ["--out", str(run), "--max-sample-mb", "12"], seconds=120, start="spawn",
                                memory_mb=_rss_mb() + 400)
     assert code == 0, err
     assert json.loads((run / "summary.json").read_text())["counts"]["skipped/sample_too_large"] >= 1
@@ -111,7 +111,7 @@ def test_mmp_train_skips_a_gzip_bomb_sample_and_records_the_cap(tmp_path, text_d
 
     # without the flag the cap is derived from the member caps, and recorded resolved
     run = tmp_path / "run2"
-    code, out, err = call_main(train_main, argv + ["--out", str(run)], seconds=120, memory_mb=_rss_mb() + 400)
+    code, out, err = call_main(train_main, argv + ["--out", str(run)], seconds=120, start="spawn", memory_mb=_rss_mb() + 400)
     assert code == 0, err
     assert json.loads((run / "run_config.json").read_text())["max_sample_mb"] == 2 * 8 + 2 * 1
     assert json.loads((run / "summary.json").read_text())["counts"]["skipped/sample_too_large"] >= 1
@@ -184,10 +184,10 @@ def test_bad_row_mappings_are_skipped_and_counted_and_a_resume_reads_past_them(t
     run = tmp_path / "run"
     argv = ["--shards", str(tmp_path / "d"), "--out", str(run), "--text-model", str(text_dir), "--batch-size", "2",
             "--shuffle-buffer", "1", "--ckpt-every", "1"] + TINY
-    code, out, err = call_main(train_main, argv + ["--steps", "2"], seconds=120, memory_mb=_rss_mb() + 600)
+    code, out, err = call_main(train_main, argv + ["--steps", "2"], seconds=120, start="spawn", memory_mb=_rss_mb() + 600)
     assert code == 0, err
     assert json.loads((run / "summary.json").read_text())["counts"]["skipped/bad_row_times"] == 2
-    code, out, err = call_main(train_main, argv + ["--steps", "5", "--resume"], seconds=120,
+    code, out, err = call_main(train_main, argv + ["--steps", "5", "--resume"], seconds=120, start="spawn",
                                memory_mb=_rss_mb() + 600)
     assert code == 0, err
     summary = json.loads((run / "summary.json").read_text())
