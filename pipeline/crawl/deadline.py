@@ -31,7 +31,7 @@ def _too_slow() -> AnswerTooSlow:
     return AnswerTooSlow("the answer was not complete by the request's deadline")
 
 
-def time_left(deadline: float, timeout=None) -> float:
+def _time_left(deadline: float, timeout=None) -> float:
     """Seconds one wait may last: what is left until ``deadline``, no more than ``timeout`` (a number,
     else unbounded); AnswerTooSlow when nothing is left."""
     left = deadline - time.monotonic()
@@ -53,7 +53,7 @@ class _DeadlineReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        self._sock.settimeout(time_left(self._deadline, self._per_read))
+        self._sock.settimeout(_time_left(self._deadline, self._per_read))
         try:
             return self._raw.readinto(buffer)
         except TimeoutError:
@@ -82,9 +82,9 @@ def _connecting_within(conn: http.client.HTTPConnection, deadline: float) -> Non
     create, connect = conn._create_connection, conn.connect
 
     def create_within(address, timeout, *args):
-        sock = create(address, time_left(deadline, timeout), *args)
+        sock = create(address, _time_left(deadline, timeout), *args)
         try:  # the TLS handshake that follows waits with this socket's timeout, as one total
-            sock.settimeout(time_left(deadline, sock.gettimeout()))
+            sock.settimeout(_time_left(deadline, sock.gettimeout()))
         except AnswerTooSlow:
             sock.close()
             raise

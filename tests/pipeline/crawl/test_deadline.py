@@ -175,3 +175,31 @@ def test_the_ytdlp_handler_ends_a_trickled_connect_answer_at_its_bound(holder):
     message = run_bounded(send_through_ytdlp_handler, "https://127.0.0.1:9/v.mp4",
                           f"http://127.0.0.1:{proxy.port}", seconds=8)
     assert message == "took longer than --the-bound 1 s"
+
+
+def metadata_request(tmp_path, url: str):
+    """A YtdlpSource's lookup whose extraction asks ``url``: (status, message) of its failure."""
+    import yt_dlp
+
+    from pipeline.crawl.fetch import FetchError
+    from pipeline.crawl.sources import YtdlpSource
+    from pipeline.crawl.stage import CrawlConfig, make_budget
+
+    def extract_info(self, *args, **kwargs):  # what yt-dlp's extractor does for a page: one urlopen
+        return {"id": "x", "page": self.urlopen(url).read().decode()}
+
+    yt_dlp.YoutubeDL.extract_info = extract_info  # in the watched child only
+    cfg = CrawlConfig(videos="x", out=str(tmp_path), budget_dir=str(tmp_path), retries=0,
+                      socket_timeout=SILENCE, request_timeout=DEADLINE)
+    source = YtdlpSource(cfg, make_budget(cfg), None, url_policy=UrlPolicy.allowing(["127.0.0.1"]))
+    try:
+        source.get("abcdefghijk")
+    except FetchError as exc:
+        return exc.status, exc.message
+    return "ok", ""
+
+
+def test_a_metadata_request_is_bounded_by_the_request_timeout(holder, tmp_path):
+    server = holder("trickle", tls=False)
+    status, message = run_bounded(metadata_request, tmp_path, f"http://127.0.0.1:{server.port}/watch", seconds=8)
+    assert status == "over_budget" and message == "the video's page took longer than --request-timeout 1 s"
