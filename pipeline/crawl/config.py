@@ -113,8 +113,10 @@ class CrawlConfig:
     socket_timeout: float = option(20.0, "seconds before a silent connection fails", group=POLITE,
                                    type=positive_seconds)
     request_timeout: float = option(
-        60.0, "seconds one subtitle request may take in all, headers and body: a server that trickles its "
-        "answer fails it as a network error (retried) however often it sends a byte", group=POLITE,
+        60.0, "seconds any single request of the crawl may take in all, connecting, headers and body, "
+        "however often the server sends a byte: a video's metadata pages and each subtitle file alike "
+        "(a subtitle file past it fails as a network error and is retried, a metadata page fails the "
+        "video as over_budget; a video download has --video-download-seconds)", group=POLITE,
         type=positive_seconds)
     retries: int = option(4, "retries of a transient failure (backoff with jitter)", group=POLITE, type=count)
     backoff_base: float = option(1.0, "first backoff in seconds; doubles per retry", group=POLITE, type=seconds)

@@ -1,15 +1,18 @@
-"""A total time limit for one HTTP answer: status line, headers and body, however slowly they come.
+"""A total time limit for one HTTP request: connecting, the TLS handshake, status line, headers and body.
 
 A socket timeout bounds one silence, not a whole answer: a server that sends a byte every few
-seconds never trips it, and holds its client for as long as it likes. Here every read of an
-answer waits at most until the request's deadline (and never longer than the socket timeout
-at a time), so a trickled answer fails with ``AnswerTooSlow`` once the deadline passes.
+seconds never trips it, and holds its client for as long as it likes. Here every wait of a
+request (connecting, the handshake, each read of the answer) is given at most the time left until
+the request's deadline (and never longer than the socket timeout at a time), so a trickled answer
+fails with ``AnswerTooSlow`` once the deadline passes. No thread watches the request: each blocking
+call simply cannot outlast the deadline, plain or TLS (whose socket reads and handshake honour the
+socket timeout as a total), directly or through a proxy's tunnel.
 
 ``read_within_deadline(opener, deadline)`` fits an opener's HTTP(S) handlers with this: each
-connection they open reads its answer through ``DeadlineResponse``, against the monotonic time
-``deadline()`` returns when the connection is opened (the caller sets it per request, redirects
-and all). The handlers keep their own way of connecting (the URL policy's checked connections,
-proxies, tunnels); only how the answer is read changes.
+connection they open works against the monotonic time ``deadline()`` returns when the connection
+is made (the caller sets it per request, redirects and all). The handlers keep their own way of
+connecting (the URL policy's checked connections, proxies, tunnels); only how long each wait may
+last changes.
 """
 from __future__ import annotations
 
@@ -21,7 +24,20 @@ import urllib.request
 
 
 class AnswerTooSlow(TimeoutError):
-    """The answer was not complete by the request's deadline."""
+    """The request was not complete by its deadline."""
+
+
+def _too_slow() -> AnswerTooSlow:
+    return AnswerTooSlow("the answer was not complete by the request's deadline")
+
+
+def _time_left(deadline: float, timeout=None) -> float:
+    """Seconds one wait may last: what is left until ``deadline``, no more than ``timeout`` (a number,
+    else unbounded); AnswerTooSlow when nothing is left."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _too_slow()
+    return min(timeout, left) if isinstance(timeout, (int, float)) else left
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -37,15 +53,12 @@ class _DeadlineReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise AnswerTooSlow("the answer was not complete by the request's deadline")
-        self._sock.settimeout(left if self._per_read is None else min(self._per_read, left))
+        self._sock.settimeout(_time_left(self._deadline, self._per_read))
         try:
             return self._raw.readinto(buffer)
         except TimeoutError:
             if time.monotonic() >= self._deadline:
-                raise AnswerTooSlow("the answer was not complete by the request's deadline") from None
+                raise _too_slow() from None
             raise
 
     def close(self) -> None:
@@ -63,20 +76,46 @@ class DeadlineResponse(http.client.HTTPResponse):
         self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
 
 
+def _connecting_within(conn: http.client.HTTPConnection, deadline: float) -> None:
+    """Bound ``conn``'s connecting and TLS handshake by ``deadline``; its answers (a proxy's to
+    CONNECT included) are read through ``DeadlineResponse``."""
+    create, connect = conn._create_connection, conn.connect
+
+    def create_within(address, timeout, *args):
+        sock = create(address, _time_left(deadline, timeout), *args)
+        try:  # the TLS handshake that follows waits with this socket's timeout, as one total
+            sock.settimeout(_time_left(deadline, sock.gettimeout()))
+        except AnswerTooSlow:
+            sock.close()
+            raise
+        return sock
+
+    def connect_within():
+        try:
+            connect()
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                raise _too_slow() from None
+            raise
+
+    conn._create_connection, conn.connect = create_within, connect_within
+    conn.response_class = functools.partial(DeadlineResponse, deadline=deadline)
+
+
 def _opening_within(do_open, deadline):
-    """``do_open`` of an urllib HTTP handler whose connections read their answers against ``deadline()``."""
+    """``do_open`` of an urllib HTTP handler whose connections work against ``deadline()``."""
     @functools.wraps(do_open)
     def opening(http_class, req, **kwargs):
         def connection(*args, **kw):
             conn = http_class(*args, **kw)
-            conn.response_class = functools.partial(DeadlineResponse, deadline=deadline())
+            _connecting_within(conn, deadline())
             return conn
         return do_open(connection, req, **kwargs)
     return opening
 
 
 def read_within_deadline(opener: urllib.request.OpenerDirector, deadline) -> urllib.request.OpenerDirector:
-    """Fit ``opener``'s HTTP and HTTPS handlers so that every answer is read by ``deadline()``."""
+    """Fit ``opener``'s HTTP and HTTPS handlers so that every request ends by ``deadline()``."""
     for handler in opener.handlers:
         if isinstance(handler, urllib.request.AbstractHTTPHandler):
             handler.do_open = _opening_within(handler.do_open, deadline)

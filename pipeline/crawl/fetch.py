@@ -7,8 +7,8 @@ carries the real cause of the last attempt. A URL the ``UrlPolicy`` refuses (ano
 scheme or host, an address on this machine or its network, directly or by a redirect)
 is never requested and fails for good as ``refused_url``.
 
-One request (its redirects included) has ``request_timeout`` seconds for its whole answer,
-however slowly the server sends it (``deadline.py``): a trickled answer is a ``network``
+One request (its redirects included) has ``request_timeout`` seconds in all, connecting and its
+whole answer, however slowly the server sends it (``deadline.py``): a trickled answer is a ``network``
 failure, retried like the others, and nothing of it is kept. A body is read in chunks up to
 ``max_bytes``; a longer one (or one announcing more) fails for good.
 """

@@ -6,8 +6,9 @@ breaker about rate limits and bot checks. A saved info JSON that cannot be read 
 regular file, larger than ``MAX_INFO_JSON_BYTES``, not JSON, nested beyond reason, not an
 object) fails its video only. Every request yt-dlp makes
 for the crawl passes the crawl's ``UrlPolicy`` (``ytdlp_requests``): a refused one fails the
-video (or its download) as ``refused_url``; a download past ``--max-video-bytes`` or
-``--video-download-seconds`` fails as ``over_budget``; nothing of either is stored.
+video (or its download) as ``refused_url``; a request of an extraction past ``--request-timeout``
+or ``METADATA_MAX_BYTES``, or a download past ``--max-video-bytes`` or ``--video-download-seconds``,
+fails as ``over_budget``; nothing of either is stored.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ from pipeline.crawl.fetch import FetchError, RetryPolicy, with_retries
 from pipeline.crawl.politeness import RequestBudget
 from pipeline.crawl.url_policy import REFUSED_URL, UrlPolicy
 
-# What one request of an extraction may take: YouTube's watch page and player script are a few MB.
-METADATA_REQUEST_SECONDS = 120.0
+# The bytes one answer of an extraction may have: YouTube's watch page and player script are a few MB.
+# (Its time is the crawl's --request-timeout, as for every single request.)
 METADATA_MAX_BYTES = 64 << 20
 
 log = logging.getLogger("mmp.crawl")
@@ -182,7 +183,8 @@ class YtdlpSource:
                 params["proxy"] = proxy
             if cookie_copy:
                 params["cookiefile"] = cookie_copy
-            self._ydls.append(CheckedYoutubeDL(params, url_policy, Bounds(METADATA_REQUEST_SECONDS, METADATA_MAX_BYTES)))
+            bounds = Bounds(cfg.request_timeout, METADATA_MAX_BYTES, seconds_flag="--request-timeout")
+            self._ydls.append(CheckedYoutubeDL(params, url_policy, bounds))
         self._turn = 0
 
     def get(self, video_id: str) -> dict:

@@ -11,8 +11,10 @@ The policy is one layer and the transport another. ``PolicyCheckedRH`` checks ea
 crawl's ``UrlPolicy`` before anything is sent, follows redirects itself, one hop at a time, each
 hop checked the same way, and keeps what it refused or cut short in a ``RequestLog``; a transport
 (``_send_once``) sends exactly one request, follows no redirect, connects only to addresses the
-policy checked and honours the ``Bounds``: a time bound on the whole request (headers and body,
-so a server trickling a byte per second cannot hold a worker) and a cap on the bytes of an answer.
+policy checked and honours the ``Bounds``: a time bound on the whole request (connecting, headers
+and body, so a server trickling a byte per second cannot hold a worker: ``deadline.py``, whose deadline
+never passes the end of the totals, so a download of many segments stops when its own time is up) and
+a cap on the bytes of an answer.
 ``CheckedUrllibRH`` is that transport over urllib; another (curl_cffi, for impersonation) gets the
 same policy by implementing ``_send_once`` alike.
 """
@@ -21,7 +23,6 @@ from __future__ import annotations
 import functools
 import http.client
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +34,7 @@ from yt_dlp.networking.common import Features, RequestHandler, Response
 from yt_dlp.networking.exceptions import HTTPError, RequestError, TransportError
 from yt_dlp.utils.networking import select_proxy
 
+from pipeline.crawl.deadline import AnswerTooSlow, read_within_deadline
 from pipeline.crawl.errors import redact
 from pipeline.crawl.url_policy import CheckedHTTPHandler, CheckedHTTPSHandler, UrlPolicy, UrlRefused
 
@@ -190,54 +192,12 @@ class PolicyCheckedRH(RequestHandler):
         raise NotImplementedError
 
 
-class _Deadline:
-    """Shuts a request's connections down when its time is up, so a read blocked on a trickle (of
-    headers or body, plain or TLS) returns at once; the reader then raises ``OverBounds``."""
-
-    def __init__(self, seconds: float):
-        self.expired = False
-        self._socks: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(max(0.0, seconds), self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def watch(self, sock: socket.socket) -> socket.socket:
-        with self._lock:
-            self._socks.append(sock.dup())  # the same connection, even after TLS takes the socket over
-            if self.expired:
-                self._shut(self._socks[-1])
-        return sock
-
-    @staticmethod
-    def _shut(sock):
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def _expire(self):
-        with self._lock:
-            self.expired = True
-            for sock in self._socks:
-                self._shut(sock)
-                sock.close()
-            self._socks.clear()
-
-    def close(self):
-        self._timer.cancel()
-        with self._lock:
-            for sock in self._socks:
-                sock.close()
-            self._socks.clear()
-
-
 class _BoundedResponse(Response):
-    """An answer read within its request's time bound and byte cap."""
+    """An answer read within its request's time bound (``deadline.py``) and byte cap."""
 
-    def __init__(self, raw, deadline: _Deadline, bounds: Bounds, max_bytes: int, log: RequestLog):
+    def __init__(self, raw, bounds: Bounds, max_bytes: int, log: RequestLog):
         super().__init__(fp=raw, url=raw.url, headers=raw.headers, status=raw.status, reason=raw.reason)
-        self._deadline, self._bounds, self._left, self._log = deadline, bounds, max_bytes, log
+        self._bounds, self._left, self._log = bounds, max_bytes, log
 
     def _over(self, exc: OverBounds) -> OverBounds:
         self._log.exceeded.append(exc)
@@ -250,12 +210,10 @@ class _BoundedResponse(Response):
         want = self._left + 1 if amt is None or amt < 0 else min(amt, self._left + 1)
         try:
             data = self.fp.read(want)
+        except AnswerTooSlow:
+            raise self._over(self._bounds.too_slow()) from None
         except (OSError, http.client.HTTPException) as exc:
-            if self._deadline.expired:
-                raise self._over(self._bounds.too_slow()) from None
             raise TransportError(cause=exc) from exc
-        if self._deadline.expired:  # a shut connection may read as a short, clean end
-            raise self._over(self._bounds.too_slow())
         self._left -= len(data)
         self._bounds.spend(len(data))
         if self._left < 0:
@@ -263,10 +221,6 @@ class _BoundedResponse(Response):
         if not data or amt is None:
             self.close()
         return data
-
-    def close(self):
-        self._deadline.close()
-        return super().close()
 
 
 class CheckedUrllibRH(PolicyCheckedRH):
@@ -276,39 +230,36 @@ class CheckedUrllibRH(PolicyCheckedRH):
 
     def _send_once(self, request, bounds: Bounds) -> Response:
         seconds, max_bytes = bounds.for_request()
-        deadline = _Deadline(seconds)
+        deadline = time.monotonic() + seconds  # never past the totals' end: a download stops with its time
         proxy = select_proxy(request.url, self._get_proxies(request))
         connect = socket.create_connection if proxy else self.url_policy.connect  # a proxy resolves for us
         opener = urllib.request.OpenerDirector()
         for handler in (urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {}),
-                        CheckedHTTPHandler(self.url_policy, connect=lambda *a: deadline.watch(connect(*a))),
-                        CheckedHTTPSHandler(self.url_policy, connect=lambda *a: deadline.watch(connect(*a)),
+                        CheckedHTTPHandler(self.url_policy, connect=connect),
+                        CheckedHTTPSHandler(self.url_policy, connect=connect,
                                             context=self._make_sslcontext(request.extensions.get("legacy_ssl"))),
                         urllib.request.HTTPCookieProcessor(self._get_cookiejar(request)),
                         urllib.request.UnknownHandler()):
             opener.add_handler(handler)
+        read_within_deadline(opener, lambda: deadline)
         raw_request = urllib.request.Request(request.url, data=request.data, headers=self._get_headers(request),
                                              method=request.method)
         try:
             raw = opener.open(raw_request, timeout=min(self._calculate_timeout(request), seconds))
         except UrlRefused as exc:  # the name resolved inward when connecting
-            deadline.close()
             self._refuse(request.url, f"{exc.reason} ({_short(request.url)})")
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-            expired = deadline.expired
-            deadline.close()
-            if expired:
-                raise bounds.too_slow() from None
             cause = getattr(exc, "reason", exc)
+            if isinstance(cause, AnswerTooSlow):
+                raise bounds.too_slow() from None
             if isinstance(cause, UrlRefused):
                 self._refuse(request.url, f"{cause.reason} ({_short(request.url)})")
             raise TransportError(cause=exc) from exc
         length = raw.headers.get("Content-Length")
         if length is not None and length.strip().isdigit() and int(length) > max_bytes:
             raw.close()
-            deadline.close()
             raise bounds.too_large()
-        return _BoundedResponse(raw, deadline, bounds, max_bytes, self.log)
+        return _BoundedResponse(raw, bounds, max_bytes, self.log)
 
 
 _NATIVE = ("HttpFD", "HlsFD", "DashSegmentsFD")  # yt-dlp's own downloaders, every request through urlopen

@@ -175,6 +175,25 @@ def test_trickling_headers_are_a_bounded_failure(sample_with_videos, tmp_path):
     assert "mp4" not in members
 
 
+def test_an_hls_download_stops_when_its_total_time_is_up(sample, tmp_path):
+    """Each segment comes well within one request's bound, but all of them would not: the download
+    fails once its own total time is spent, and the segments after that are never asked for."""
+    hls = sample.server.root / "hls"
+    hls.mkdir()
+    segments = [f"s{i}.ts" for i in range(12)]
+    for name in segments:
+        (hls / name).write_bytes(b"\x47" * 5)  # trickled: half a second each
+        sample.server.fault(f"/hls/{name}", "trickle", sticky=True)
+    (hls / "v.m3u8").write_text("#EXTM3U\n#EXT-X-TARGETDURATION:5\n#EXT-X-MEDIA-SEQUENCE:0\n"
+                                + "".join(f"#EXTINF:5.0,\n{name}\n" for name in segments) + "#EXT-X-ENDLIST\n")
+    row, members = crawl_video_dict(sample, tmp_path, {"formats": [
+        fmt(f"{sample.server.base_url}/hls/v.m3u8", protocol="m3u8_native", ext="mp4")]},
+        "--video-download-seconds", "2", seconds=30)
+    assert row["video_status"] == "over_budget" and "--video-download-seconds 2 s" in row["video_error"]
+    assert sample.server.count("/hls/s0.ts") == 1 and sample.server.count(f"/hls/{segments[-1]}") == 0
+    assert "mp4" not in members
+
+
 def test_an_endless_video_body_is_capped_and_never_held_in_memory(sample_with_videos, tmp_path):
     sample = sample_with_videos
     sample.server.fault(f"/videos/{VIDEO}.mp4", "endless", sticky=True)
