@@ -69,7 +69,7 @@ class MemberLimits:
 
     @classmethod
     def parse(cls, spec: str | None) -> "MemberLimits":
-        """Limits from ``npy=512,json=64,text=64,video=4096,other=64`` (megabytes; any subset), and
+        """Limits from ``npy=512,json=64,text=32,video=4096,other=64`` (megabytes; any subset), and
         ``members=N``, the most members one sample may have."""
         names = [f.name for f in fields(cls)]
         values = {}

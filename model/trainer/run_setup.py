@@ -226,7 +226,7 @@ def check_flags(opts) -> None:
 
 
 MEMBER_MB_HELP = ("largest shard member read, in MB per kind: npy, json, text, video, other, and members=N, "
-                  "the most members of one sample (default npy=512,json=64,text=64,video=4096,other=64,"
+                  "the most members of one sample (default npy=512,json=64,text=32,video=4096,other=64,"
                   "members=256); a sample over a limit is skipped and counted as skipped/member_too_large or "
                   "skipped/too_many_members")
 
