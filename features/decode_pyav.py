@@ -41,6 +41,8 @@ def _video_stream(container, limits: VideoLimits):
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise DecodeError("no_video_stream", f"no video stream (streams: {', '.join(kinds)})")
     stream = streams[0]
+    if stream.codec_context is None:  # PyAV found no decoder for it
+        raise DecodeError("decode_error", "no decoder for the video stream's codec in this FFmpeg")
     limits.check_size(stream.codec_context.width, stream.codec_context.height)
     stream.codec_context.options = _max_pixels(limits)
     return stream

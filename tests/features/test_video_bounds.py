@@ -7,6 +7,7 @@ case runs on every decoder the project has (decord, which hands refusals to PyAV
 alone); they must agree on the status and the message.
 """
 import fractions
+import json
 import os
 import struct
 import zlib
@@ -19,6 +20,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("decord")
 
 import features.batching  # noqa: E402
+import features.devices  # noqa: E402
 from features.decode import DecodedVideo  # noqa: E402
 from features.extract import main  # noqa: E402
 from features.video import DecodeError  # noqa: E402
@@ -43,6 +45,9 @@ def _outcome(path, use_decord: bool, **limits):
     """(status, message, rows per backbone) of decoding `path` whole; 'ok' when it decodes."""
     from features.video import VideoLimits
 
+    # A forked child cannot use the OpenMP threads an earlier test started in the parent (it would
+    # wait on them for ever): torch runs on this thread alone.
+    torch.set_num_threads(1)
     video = DecodedVideo(str(path), SPECS, use_decord=use_decord, limits=VideoLimits(**limits))
     try:
         chunks = [c for c in video.chunks() if c is not None]
@@ -186,6 +191,8 @@ def test_mmp_extract_features_records_hostile_videos_and_extracts_the_rest(tmp_p
         return DecodedVideo(path, specs, chunk_seconds, DECODERS[decoder], limits)
 
     monkeypatch.setattr(features.batching, "DecodedVideo", decoded_video)
+    # The CPU worker takes cpu_count() torch threads; in a forked child only one works (see _outcome).
+    monkeypatch.setattr(features.devices.os, "cpu_count", lambda: 1)
     argv = ["--aligned", str(aligned), "--video-dir", str(src), "--out", str(out), "--gpus", "0", "--workers", "1",
             "--no-progress", "--random-weights", "--backbones", "r21d", "--executor", "inline"]
     code, _, err = call_main(main, argv, seconds=180, memory_mb=_rss_mb() + 700)
@@ -196,6 +203,8 @@ def test_mmp_extract_features_records_hostile_videos_and_extracts_the_rest(tmp_p
     assert rows["vidHugeSize"]["status"] == "too_large" and "--max-video-pixels" in rows["vidHugeSize"]["error"]
     assert rows["vidGood0001"]["status"] == "ok" and rows["vidGood0001"]["feature_rows"] == 1
     assert sorted(read_all_samples(out)) == ["vidGood0001"]
+    limits = json.loads((out / "config.json").read_text())["config"]["limits"]
+    assert limits == {"max_video_seconds": 43200.0, "max_frame_gap": 300.0, "max_video_pixels": 8192 * 8192}
 
 
 def test_limits_are_flags_checked_before_any_work(tmp_path, capsys):
