@@ -27,6 +27,15 @@ from pipeline.runtime.cli import option
 DECODE_STATUSES = ("no_video", "empty_file", "no_video_stream", "no_frames", "too_short", "too_long", "frame_gap",
                    "too_large", "decode_error")
 
+
+class DecodeError(Exception):
+    """A video that cannot give features, with a status from DECODE_STATUSES."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
 # Long side over short side beyond which no real video goes: YouTube's widest formats are 32:9
 # (3.6) and 360-degree equirectangular (2); vertical videos are 9:16.
 MAX_ASPECT = 10
@@ -78,14 +87,6 @@ class VideoLimits:
         if gaps[worst] > self.max_frame_gap:
             raise DecodeError("frame_gap", f"no frame for {gaps[worst]:.3f} s after {times_abs[worst] - first:.3f} s "
                               f"(over --max-frame-gap {self.max_frame_gap:g})")
-
-
-class DecodeError(Exception):
-    """A video that cannot give features, with a status from DECODE_STATUSES."""
-
-    def __init__(self, status: str, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 @dataclass
