@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from features.decode import DEFAULT_CHUNK_SECONDS, DecodedVideo
-from features.video import DecodeError
+from features.video import DecodeError, VideoLimits
 from features.frames import Normaliser, stack_windows
 
 log = logging.getLogger("mmp.extract")
@@ -136,7 +136,7 @@ def _free_cuda() -> None:
 
 
 def _decode_worker(jobs: list, next_job, out: "queue.Queue", specs, chunk_seconds: int, stop: threading.Event,
-                   use_decord: bool) -> None:
+                   use_decord: bool, limits: VideoLimits) -> None:
     """Thread body: take the next job, decode it into chunks, put them on the queue."""
 
     def put(item) -> bool:
@@ -161,7 +161,7 @@ def _decode_worker(jobs: list, next_job, out: "queue.Queue", specs, chunk_second
                 if job.tar is not None:
                     tmp = _copy_member(job.tar)
                     path = tmp
-                video = DecodedVideo(path, specs, chunk_seconds, use_decord)
+                video = DecodedVideo(path, specs, chunk_seconds, use_decord, limits)
                 elapsed = 0.0
                 t0 = time.perf_counter()
                 for chunk in video.chunks():
@@ -202,8 +202,10 @@ def _copy_member(ref: tuple) -> str:
 
 
 def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int = 32, decode_workers: int = 2,
-                   chunk_seconds: int = DEFAULT_CHUNK_SECONDS, use_decord: bool = True, runners: dict | None = None):
+                   chunk_seconds: int = DEFAULT_CHUNK_SECONDS, use_decord: bool = True, runners: dict | None = None,
+                   limits: VideoLimits = VideoLimits()):
     """Yield a VideoResult per job, in job order; decoding runs ahead in `decode_workers` threads.
+    A video past `limits` is a failed result (too_long, frame_gap, too_large), like any DecodeError.
 
     `backbones`: name -> Backbone. Windows of different videos share batches; each
     backbone's batch runs as soon as it is full, the rest when decoding is over.
@@ -220,8 +222,9 @@ def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int
         with lock:
             return next(counter, None)
 
-    threads = [threading.Thread(target=_decode_worker, args=(jobs, next_job, q, specs, chunk_seconds, stop, use_decord),
-                                daemon=True, name=f"decode-{k}") for k in range(workers)]
+    args = (jobs, next_job, q, specs, chunk_seconds, stop, use_decord, limits)
+    threads = [threading.Thread(target=_decode_worker, args=args, daemon=True, name=f"decode-{k}")
+               for k in range(workers)]
     for t in threads:
         t.start()
 

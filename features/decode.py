@@ -45,9 +45,17 @@ picture; the recipes' geometry is measured on the upright size. decord's handlin
 by version (0.6 turns the frame but then squeezes it into the requested width x height), so
 rotated videos take the PyAV path.
 
+Bounds (``features.video.VideoLimits``): the PyAV probe both decoders start from refuses a
+frame size over the limits, declared or decoded (``too_large``), and rows are planned only for
+a video within ``--max-video-seconds`` and ``--max-frame-gap`` (``too_long``, ``frame_gap``),
+both checked on the frame times before any row exists. decord's timestamps are not trusted to
+refuse a video: PyAV re-reads them and decides. A stream that changes to a larger size part way
+through is refused inside FFmpeg on the PyAV path (``max_pixels``); decord exposes no such
+bound, so there the executor's memory budget is what stops it.
+
 Failures are values: `DecodeError(status, message)` with status `no_video` (file gone),
-`empty_file`, `no_video_stream`, `no_frames`, `too_short` or `decode_error`; a bug still raises
-anything else.
+`empty_file`, `no_video_stream`, `no_frames`, `too_short`, `too_long`, `frame_gap`, `too_large`
+or `decode_error`; a bug still raises anything else.
 """
 
 from __future__ import annotations
@@ -60,7 +68,7 @@ import numpy as np
 
 from features.decode_pyav import display_size, probe_video, pyav_chunks
 from features.frames import Chunk, chunk_ranges, decode_groups, decode_size, windows_from
-from features.video import VideoInfo, check_file, plan_rows
+from features.video import DecodeError, VideoInfo, VideoLimits, check_file, plan_rows
 from shards.feature_spec import BackboneSpec
 
 log = logging.getLogger("mmp.decode")
@@ -82,10 +90,10 @@ class _DecordFailed(Exception):
     """decord cannot do this file; PyAV is tried."""
 
 
-def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list) -> Iterator[Chunk]:
+def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list, limits: VideoLimits) -> Iterator[Chunk]:
     import decord
 
-    rotation, width, height, _, stream_start = probe_video(path)
+    rotation, width, height, _, stream_start = probe_video(path, limits)  # sizes over `limits` end here
     if rotation:
         # decord 0.6 turns such frames itself but then squeezes them into the requested
         # width x height; PyAV gives coded frames and the angle, which we apply ourselves.
@@ -116,7 +124,12 @@ def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list) -> Iter
     info = VideoInfo(duration=round(end, 6), fps=fps, width=width_d, height=height_d, rotation=rotation,
                      decoder="decord", frames=n, first_pts=first)
     info_out.append(info)
-    n_rows = plan_rows(info, starts, first + end, specs)
+    try:
+        n_rows = plan_rows(info, starts, first + end, specs, limits)
+    except DecodeError as exc:
+        if exc.status in ("too_long", "frame_gap"):  # decord's timestamps are wrong for some files: PyAV judges
+            raise _DecordFailed(f"decord's timestamps say {exc.message}") from None
+        raise
     plan = info.plans
     # Read forward only: skip_frames decodes without colour conversion or resize, next()
     # converts the frames a window needs. (get_batch is slower here even for the frames
@@ -193,8 +206,9 @@ class DecodedVideo:
     """
 
     def __init__(self, path: str, specs: Sequence[BackboneSpec], chunk_seconds: int = DEFAULT_CHUNK_SECONDS,
-                 use_decord: bool = True):
+                 use_decord: bool = True, limits: VideoLimits = VideoLimits()):
         self.path, self.specs, self.chunk_seconds, self.use_decord = str(path), list(specs), chunk_seconds, use_decord
+        self.limits = limits
         self.info: VideoInfo | None = None
 
     def _rows_per_chunk(self, group) -> int:
@@ -213,9 +227,9 @@ class DecodedVideo:
             infos: list = []
             try:
                 if decoder == "decord":
-                    yield from _decord_chunks(self.path, group, self._rows_per_chunk(group), infos)
+                    yield from _decord_chunks(self.path, group, self._rows_per_chunk(group), infos, self.limits)
                 else:
-                    yield from pyav_chunks(self.path, group, self._rows_per_chunk(group), infos, reason)
+                    yield from pyav_chunks(self.path, group, self._rows_per_chunk(group), infos, reason, self.limits)
             finally:
                 if infos:
                     infos_done.append(infos[-1])
@@ -244,11 +258,11 @@ class DecodedVideo:
 
 
 def decode_all(path: str, specs: Sequence[BackboneSpec], chunk_seconds: int = DEFAULT_CHUNK_SECONDS,
-               use_decord: bool = True):
+               use_decord: bool = True, limits: VideoLimits = VideoLimits()):
     """(VideoInfo, {backbone: uint8 [N, 3, T, H, W]}) for a whole video; for tests and short clips."""
     import torch
 
-    video = DecodedVideo(path, specs, chunk_seconds, use_decord)
+    video = DecodedVideo(path, specs, chunk_seconds, use_decord, limits)
     parts: list[Chunk] = []
     for chunk in video.chunks():
         if chunk is None:

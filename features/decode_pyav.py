@@ -3,6 +3,12 @@
 The fallback reads every packet's pts first (demux only), then decodes sequentially,
 keeping only the frames some row needs, turned upright and resized by FFmpeg's own
 filters (``_Scaler``), so it hands the recipes the same bytes as decord.
+
+Frame sizes are bounded inside FFmpeg: every decoder here, FFmpeg's own probing at open
+included, gets ``max_pixels`` (``--max-video-pixels``), so a stream that declares 16x16 and
+decodes 16000x16000 is refused before the frame is allocated; FFmpeg reports that as an
+invalid argument, which is recorded as ``too_large``. A size the stream declares is checked
+before its first frame is decoded.
 """
 from __future__ import annotations
 
@@ -11,45 +17,67 @@ from typing import Iterator
 import numpy as np
 
 from features.frames import Chunk, chunk_ranges, decode_size
-from features.video import DecodeError, VideoInfo, emit_chunk, plan_rows
+from features.video import DecodeError, VideoInfo, VideoLimits, emit_chunk, plan_rows
 
 
-def _open_av(path: str):
+def _open_av(path: str, limits: VideoLimits):
     import av
 
     try:
-        return av.open(path)
+        # FFmpeg's probe decodes a frame itself when the container says too little (a PNG track).
+        return av.open(path, options=_max_pixels(limits))
     except av.FFmpegError as exc:
         raise DecodeError("decode_error", f"not a readable media file ({exc.__class__.__name__}: {exc})"[:300]) from None
 
 
-def _video_stream(container, path: str):
+def _max_pixels(limits: VideoLimits) -> dict:
+    return {"max_pixels": str(int(limits.max_video_pixels))}
+
+
+def _video_stream(container, limits: VideoLimits):
+    """The first video stream, its declared size checked, its decoder bounded to --max-video-pixels."""
     streams = list(container.streams.video)
     if not streams:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise DecodeError("no_video_stream", f"no video stream (streams: {', '.join(kinds)})")
-    return streams[0]
+    stream = streams[0]
+    if stream.codec_context is None:  # PyAV found no decoder for it
+        raise DecodeError("decode_error", "no decoder for the video stream's codec in this FFmpeg")
+    limits.check_size(stream.codec_context.width, stream.codec_context.height)
+    stream.codec_context.options = _max_pixels(limits)
+    return stream
 
 
-def probe_rotation(path: str) -> tuple[int, int, int, float]:
+def _decode_failed(exc, where: str, limits: VideoLimits, note: str = "") -> DecodeError:
+    import av
+
+    if isinstance(exc, av.error.ArgumentError):  # what a decoder over max_pixels raises
+        return DecodeError("too_large", f"a frame larger than --max-video-pixels {limits.max_video_pixels} was "
+                           f"refused ({where}: {exc})"[:300] + note)
+    return DecodeError("decode_error", f"{where}: {exc}"[:300] + note)
+
+
+def probe_rotation(path: str, limits: VideoLimits) -> tuple[int, int, int, float]:
     """(rotation, coded width, coded height, average fps) from PyAV; rotation from the first frame."""
-    rotation, width, height, rate, _ = probe_video(path)
+    rotation, width, height, rate, _ = probe_video(path, limits)
     return rotation, width, height, rate
 
 
-def probe_video(path: str) -> tuple[int, int, int, float, float]:
-    """probe_rotation's facts and the stream's start time in seconds (0 when it has none)."""
+def probe_video(path: str, limits: VideoLimits) -> tuple[int, int, int, float, float]:
+    """probe_rotation's facts and the stream's start time in seconds (0 when it has none); a frame
+    over `limits` is a DecodeError ``too_large``, declared or decoded."""
     import av
 
-    with _open_av(path) as container:
-        stream = _video_stream(container, path)
+    with _open_av(path, limits) as container:
+        stream = _video_stream(container, limits)
         rate = float(stream.average_rate or stream.guessed_rate or 0.0)
         try:
             frame = next(container.decode(stream), None)
         except av.FFmpegError as exc:
-            raise DecodeError("decode_error", f"first frame does not decode: {exc}"[:300]) from None
+            raise _decode_failed(exc, "first frame does not decode", limits) from None
         if frame is None:
             raise DecodeError("no_frames", "the video stream holds no decodable frame")
+        limits.check_size(frame.width, frame.height)
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
         return _rotation_of(frame), frame.width, frame.height, rate, start
 
@@ -63,12 +91,13 @@ def display_size(width: int, height: int, rotation: int) -> tuple[int, int]:
     return (height, width) if rotation % 180 == 90 else (width, height)
 
 
-def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: str | None) -> Iterator[Chunk]:
+def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: str | None,
+                limits: VideoLimits) -> Iterator[Chunk]:
     import av
 
     # Pass 1: demux only (no decoding) for every frame's pts, which fixes times and duration.
-    with _open_av(path) as container:
-        stream = _video_stream(container, path)
+    with _open_av(path, limits) as container:
+        stream = _video_stream(container, limits)
         tb = float(stream.time_base) if stream.time_base else None
         rate = float(stream.average_rate or stream.guessed_rate or 0.0)
         pts, durs = [], []
@@ -91,14 +120,14 @@ def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: st
     times_abs = pts_sorted * tb
     duration = round(float(times_abs[-1] - first + last_dur), 6)
 
-    rotation, width, height, _ = probe_rotation(path)
+    rotation, width, height, _ = probe_rotation(path, limits)
     width_d, height_d = display_size(width, height, rotation)
     dw, dh = decode_size(width_d, height_d, specs)
     info = VideoInfo(duration=duration, fps=rate or (len(times_abs) / duration if duration else 0.0), width=width_d,
                      height=height_d, rotation=rotation, decoder="pyav", frames=len(times_abs), first_pts=first,
                      fallback_reason=reason)
     info_out.append(info)
-    n_rows = plan_rows(info, times_abs, float(times_abs[-1] + last_dur), specs)
+    n_rows = plan_rows(info, times_abs, float(times_abs[-1] + last_dur), specs, limits)
     plan = info.plans
     ranges = chunk_ranges(n_rows, chunk_seconds)
     # For each needed frame, the last chunk that needs it: frames are kept until then.
@@ -112,8 +141,8 @@ def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: st
 
     kept: dict[int, np.ndarray] = {}
     c = 0
-    with _open_av(path) as container:
-        stream = container.streams.video[0]
+    with _open_av(path, limits) as container:
+        stream = _video_stream(container, limits)
         stream.thread_type = "AUTO"
         scaler = _Scaler(stream, rotation, dw, dh)
         try:
@@ -130,8 +159,8 @@ def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: st
                     kept = {k: v for k, v in kept.items() if last_user[k] > c or k == newest}
                     c += 1
         except av.FFmpegError as exc:
-            raise DecodeError("decode_error", f"decoding failed near frame {len(kept)}: {exc}"[:300]
-                              + (f" (decord: {reason})" if reason else "")) from None
+            raise _decode_failed(exc, f"decoding failed near frame {len(kept)}", limits,
+                                 f" (decord: {reason})" if reason else "") from None
     if c < len(ranges) and not kept:
         raise DecodeError("no_frames", "no frame of the video stream decoded")
     while c < len(ranges):  # frames lost at the end: their windows repeat the last kept frame

@@ -27,11 +27,15 @@ and uses ``cuda:i``. Where a scheduler already gave the process fewer visible GP
 
 Video statuses: ok; no_subtitles (the aligned row has no sample: skipped, recorded);
 no_video (no file for the id in SRC); empty_file; no_video_stream (e.g. audio only);
-no_frames; too_short (under the 16 frames of one s3d=released row); decode_error (corrupt
-or unreadable, with the reason); oom.
+no_frames; too_short (under the 16 frames of one s3d=released row); too_long (over
+``--max-video-seconds`` from first frame to end of last); frame_gap (no frame for over
+``--max-frame-gap`` seconds); too_large (frames over ``--max-video-pixels``, declared or
+decoded, or of an aspect no real video has); decode_error (corrupt or unreadable, with the
+reason); oom. The limits (features.video.VideoLimits) are recorded in ``config.json``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import tarfile
@@ -40,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.runtime.cli import comma_list, executor_options, parse_args
+from pipeline.runtime.cli import comma_list, executor_options, from_args, parse_args
 from pipeline.runtime.stage import Stage, Unit, prepare_output, print_summary, run_stage, units_from_upstream
 from shards.errors import UserError, command
 from shards.layout import MMP, UnitFiles, is_valid_video_id
@@ -56,6 +60,7 @@ from shards.members import VIDEO_SUFFIXES
 from features.batching import Backbone, VideoJob, extract_videos
 from features.devices import Worker, pick_device
 from features.extract_flags import build_parser, parse_recipes, parse_weights
+from features.video import VideoLimits
 from shards.feature_spec import SPECS, get_spec
 
 log = logging.getLogger("mmp.extract")
@@ -137,13 +142,13 @@ class ExtractStage(Stage):
 
     def __init__(self, aligned: Path, videos: Path, out: Path, backbones: list, weights: dict, random_weights: bool,
                  *, gpus: int, workers: int, batch_size: int, decode_workers: int, chunk_seconds: int,
-                 specs: dict | None = None):
+                 specs: dict | None = None, limits: VideoLimits = VideoLimits()):
         self.aligned, self.videos, self.out = as_path(aligned), Path(videos), as_path(out)
         self.backbones, self.weights, self.random_weights = list(backbones), dict(weights), random_weights
         # The recipe each backbone follows (default: shards.feature_spec.DEFAULT_RECIPES).
         self.specs = {n: (specs or {}).get(n) or get_spec(n) for n in self.backbones}
         self.gpus, self.workers, self.batch_size, self.decode_workers = gpus, workers, batch_size, decode_workers
-        self.chunk_seconds = chunk_seconds
+        self.chunk_seconds, self.limits = chunk_seconds, limits
         self.crawl_source = bool(list(self.videos.glob("crawl-*.stats.json")))
         # Read by executors that place work by resources (e.g. a Ray executor).
         self.resources = {"num_cpus": max(1, decode_workers), "num_gpus": 1 if gpus > 0 else 0}
@@ -159,7 +164,7 @@ class ExtractStage(Stage):
                 "backbones": self.backbones, "weights": {k: str(v) for k, v in self.weights.items()},
                 "random_weights": self.random_weights, "gpus": self.gpus, "batch_size": self.batch_size,
                 "decode_workers": self.decode_workers, "chunk_seconds": self.chunk_seconds,
-                "specs": {n: spec.to_json() for n, spec in self.specs.items()}}
+                "limits": dataclasses.asdict(self.limits), "specs": {n: spec.to_json() for n, spec in self.specs.items()}}
 
     def built_from(self, unit: Unit) -> dict | None:
         from pipeline.runtime.lineage import unit_identity
@@ -241,7 +246,7 @@ class ExtractStage(Stage):
 
         for (row, sample), result in zip(plans, extract_videos(
                 jobs, backbones, device=device, batch_size=self.batch_size, decode_workers=self.decode_workers,
-                chunk_seconds=self.chunk_seconds)):
+                chunk_seconds=self.chunk_seconds, limits=self.limits)):
             info = result.info
             row.update(status=result.status, error=result.error, device=device,
                        seconds_decode=round(result.seconds_decode, 4), seconds_model=round(result.seconds_model, 4))
@@ -327,6 +332,11 @@ def stage_from_args(args) -> ExtractStage:
         raise UserError(f"--video-dir {args.video_dir} is not a directory of video files or a crawl output")
     if args.gpus < 0 or args.batch_size < 1 or args.decode_workers < 1 or args.chunk_seconds < 1:
         raise UserError("--gpus must be >= 0 and --batch-size, --decode-workers, --chunk-seconds >= 1")
+    limits = from_args(VideoLimits, args)
+    try:
+        limits.check()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if args.gpus > 0 and args.executor == "ray":
         args.workers = args.gpus  # the GPUs are on the cluster's nodes, not necessarily here
     elif args.gpus > 0:
@@ -341,7 +351,8 @@ def stage_from_args(args) -> ExtractStage:
               "use them only for smoke runs", file=sys.stderr)
     stage = ExtractStage(args.aligned, args.video_dir, args.out, backbones, weights, args.random_weights,
                          gpus=args.gpus, workers=args.workers, batch_size=args.batch_size,
-                         decode_workers=args.decode_workers, chunk_seconds=args.chunk_seconds, specs=specs)
+                         decode_workers=args.decode_workers, chunk_seconds=args.chunk_seconds, specs=specs,
+                         limits=limits)
     stage.preloaded = preloaded
     return stage
 

@@ -6,11 +6,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipeline.runtime.cli import OldSpelling, add_common_flags, add_executor_args
+from pipeline.runtime.cli import OldSpelling, add_common_flags, add_executor_args, add_options
 from shards.errors import UserError
 from shards.storage import as_path
 
 from features.decode import DEFAULT_CHUNK_SECONDS
+from features.video import VideoLimits
 from shards.feature_spec import DEFAULT_RECIPES, OUTPUTS, PRECISIONS, RECIPES, SPECS, get_spec
 
 log = logging.getLogger("mmp.extract")
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode-workers", type=int, default=2, help="decoding threads per worker")
     p.add_argument("--chunk-seconds", type=int, default=DEFAULT_CHUNK_SECONDS,
                    help="seconds of windows decoded at a time; bounds memory (default 4)")
+    add_options(p, VideoLimits, groups={"limits": "what one video may claim (beyond it: a failure row)"})
     add_executor_args(p)
     add_common_flags(p)
     return p
