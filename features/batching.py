@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.runtime.budget import OverBudget
+
 from features.decode import DEFAULT_CHUNK_SECONDS, DecodedVideo
 from features.video import DecodeError, VideoLimits
 from features.frames import Normaliser, stack_windows
@@ -135,9 +137,40 @@ def _free_cuda() -> None:
         torch.cuda.empty_cache()
 
 
+def _decode_job(i: int, job, put, specs, chunk_seconds: int, use_decord: bool, limits: VideoLimits):
+    """Decode one job into chunks on the queue: its last item, or None when the run stopped meanwhile."""
+    started = time.perf_counter()
+    tmp = video = None
+    try:
+        path = job.path
+        if job.tar is not None:
+            tmp = _copy_member(job.tar)
+            path = tmp
+        video = DecodedVideo(path, specs, chunk_seconds, use_decord, limits)
+        elapsed = 0.0
+        t0 = time.perf_counter()
+        for chunk in video.chunks():
+            elapsed += time.perf_counter() - t0
+            if not put(("chunk", i, chunk, None)):
+                return None
+            t0 = time.perf_counter()
+        elapsed += time.perf_counter() - t0
+        return "done", i, video.info, elapsed
+    except DecodeError as exc:
+        return ("failed", i, (exc.status, exc.message, video.info if video is not None else None),
+                time.perf_counter() - started)
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
+
+
+def _unbounded(key, fn, *args):
+    return fn(*args)
+
+
 def _decode_worker(jobs: list, next_job, out: "queue.Queue", specs, chunk_seconds: int, stop: threading.Event,
-                   use_decord: bool, limits: VideoLimits) -> None:
-    """Thread body: take the next job, decode it into chunks, put them on the queue."""
+                   use_decord: bool, limits: VideoLimits, within) -> None:
+    """Thread body: take the next job, decode it into chunks (under its budget: ``within``), put them on the queue."""
 
     def put(item) -> bool:
         while not stop.is_set():
@@ -155,28 +188,12 @@ def _decode_worker(jobs: list, next_job, out: "queue.Queue", specs, chunk_second
                 break
             job = jobs[i]
             started = time.perf_counter()
-            tmp = video = None
             try:
-                path = job.path
-                if job.tar is not None:
-                    tmp = _copy_member(job.tar)
-                    path = tmp
-                video = DecodedVideo(path, specs, chunk_seconds, use_decord, limits)
-                elapsed = 0.0
-                t0 = time.perf_counter()
-                for chunk in video.chunks():
-                    elapsed += time.perf_counter() - t0
-                    if not put(("chunk", i, chunk, None)):
-                        return
-                    t0 = time.perf_counter()
-                elapsed += time.perf_counter() - t0
-                item = ("done", i, video.info, elapsed)
-            except DecodeError as exc:
-                item = ("failed", i, (exc.status, exc.message, video.info if video is not None else None),
-                        time.perf_counter() - started)
-            finally:
-                if tmp is not None:
-                    os.unlink(tmp)
+                item = within(job.key, _decode_job, i, job, put, specs, chunk_seconds, use_decord, limits)
+            except OverBudget as exc:  # stopped by the video's budget: its chunks so far are dropped
+                item = ("failed", i, (exc.status, exc.what, None), time.perf_counter() - started)
+            if item is None:  # stopped while putting a chunk
+                return
             if not put(item):
                 return
     except BaseException:  # a bug: the consumer re-raises it with this traceback
@@ -203,9 +220,11 @@ def _copy_member(ref: tuple) -> str:
 
 def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int = 32, decode_workers: int = 2,
                    chunk_seconds: int = DEFAULT_CHUNK_SECONDS, use_decord: bool = True, runners: dict | None = None,
-                   limits: VideoLimits = VideoLimits()):
+                   limits: VideoLimits = VideoLimits(), within=None):
     """Yield a VideoResult per job, in job order; decoding runs ahead in `decode_workers` threads.
     A video past `limits` is a failed result (too_long, frame_gap, too_large), like any DecodeError.
+    `within(key, fn, *args)` runs each video's decoding under its budget (``Stage.within_budget``): one
+    that runs out is a failed result with the budget's status (over_budget, crashed).
 
     `backbones`: name -> Backbone. Windows of different videos share batches; each
     backbone's batch runs as soon as it is full, the rest when decoding is over.
@@ -222,7 +241,7 @@ def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int
         with lock:
             return next(counter, None)
 
-    args = (jobs, next_job, q, specs, chunk_seconds, stop, use_decord, limits)
+    args = (jobs, next_job, q, specs, chunk_seconds, stop, use_decord, limits, within or _unbounded)
     threads = [threading.Thread(target=_decode_worker, args=args, daemon=True, name=f"decode-{k}")
                for k in range(workers)]
     for t in threads:

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from pipeline.runtime.budget import Budget, budget_from_args
 from pipeline.runtime.cli import comma_list, executor_options, from_args, parse_args
 from pipeline.runtime.stage import Stage, Unit, prepare_output, print_summary, run_stage, units_from_upstream
 from shards.errors import UserError, command
@@ -142,13 +143,14 @@ class ExtractStage(Stage):
 
     def __init__(self, aligned: Path, videos: Path, out: Path, backbones: list, weights: dict, random_weights: bool,
                  *, gpus: int, workers: int, batch_size: int, decode_workers: int, chunk_seconds: int,
-                 specs: dict | None = None, limits: VideoLimits = VideoLimits()):
+                 specs: dict | None = None, limits: VideoLimits = VideoLimits(), budget: Budget | None = None):
         self.aligned, self.videos, self.out = as_path(aligned), Path(videos), as_path(out)
         self.backbones, self.weights, self.random_weights = list(backbones), dict(weights), random_weights
         # The recipe each backbone follows (default: shards.feature_spec.DEFAULT_RECIPES).
         self.specs = {n: (specs or {}).get(n) or get_spec(n) for n in self.backbones}
         self.gpus, self.workers, self.batch_size, self.decode_workers = gpus, workers, batch_size, decode_workers
         self.chunk_seconds, self.limits = chunk_seconds, limits
+        self.budget = budget  # each video's decoding and extraction (Stage.within_budget)
         self.crawl_source = bool(list(self.videos.glob("crawl-*.stats.json")))
         # Read by executors that place work by resources (e.g. a Ray executor).
         self.resources = {"num_cpus": max(1, decode_workers), "num_gpus": 1 if gpus > 0 else 0}
@@ -246,7 +248,7 @@ class ExtractStage(Stage):
 
         for (row, sample), result in zip(plans, extract_videos(
                 jobs, backbones, device=device, batch_size=self.batch_size, decode_workers=self.decode_workers,
-                chunk_seconds=self.chunk_seconds, limits=self.limits)):
+                chunk_seconds=self.chunk_seconds, limits=self.limits, within=self.within_budget)):
             info = result.info
             row.update(status=result.status, error=result.error, device=device,
                        seconds_decode=round(result.seconds_decode, 4), seconds_model=round(result.seconds_model, 4))
@@ -352,7 +354,7 @@ def stage_from_args(args) -> ExtractStage:
     stage = ExtractStage(args.aligned, args.video_dir, args.out, backbones, weights, args.random_weights,
                          gpus=args.gpus, workers=args.workers, batch_size=args.batch_size,
                          decode_workers=args.decode_workers, chunk_seconds=args.chunk_seconds, specs=specs,
-                         limits=limits)
+                         limits=limits, budget=budget_from_args(args))
     stage.preloaded = preloaded
     return stage
 

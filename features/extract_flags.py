@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from pipeline.runtime.budget import Budget, add_budget_args
 from pipeline.runtime.cli import OldSpelling, add_common_flags, add_executor_args, add_options
 from shards.errors import UserError
 from shards.storage import as_path
@@ -61,9 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-seconds", type=int, default=DEFAULT_CHUNK_SECONDS,
                    help="seconds of windows decoded at a time; bounds memory (default 4)")
     add_options(p, VideoLimits, groups={"limits": "what one video may claim (beyond it: a failure row)"})
+    add_budget_args(p, EXTRACT_BUDGET, "decoding and extracting one video (raise it for long videos on the CPU)")
     add_executor_args(p)
     add_common_flags(p)
     return p
+
+
+# A 12-hour video (--max-video-seconds) takes minutes on a GPU; decoding holds a few chunks of a few
+# seconds (--chunk-seconds), so memory does not grow with a video's length.
+EXTRACT_BUDGET = Budget(seconds=3600.0, memory_mb=8192.0)
 
 
 def split_named(item: str, flag: str, value_name: str, example: str, backbones: list) -> tuple[str, str]:
