@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
+from shards.members import TRACK_MAX_BYTES
 from shards.rows import CRAWL_LANG_FIELDS, lang_column
 from shards.samples import ABSENT, INFO_JSON, InfoJson, TrackRecord, is_track_member, track_member
 
@@ -235,6 +236,10 @@ def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict,
             bad = sum(1 for _ in body.decode("utf-8", "replace") if _ == "\ufffd")
             body = body.decode("utf-8", "replace").encode("utf-8")
             tracks[lang]["warning"] = f"invalid UTF-8 ({bad} characters replaced, first at byte {exc.start})"
+            if len(body) > TRACK_MAX_BYTES:  # each replacement takes 3 bytes: what readers take is the cap
+                outcome(lang, errors.ERROR, f"{len(body):,} bytes once its invalid UTF-8 is replaced, over the "
+                        f"{TRACK_MAX_BYTES:,} a track may have")
+                continue
         members[track_member(lang)] = body
         row[lang_column(lang, "bytes")] = len(body)
         outcome(lang, errors.TRACK_OK)

@@ -130,3 +130,16 @@ def test_the_crawl_stores_no_track_over_the_cap_and_align_keeps_the_rest(sample,
     aligned = {r["video_id"]: r for r in read_all_rows(data / "aligned")}["smplPancak1"]
     assert aligned["status"] == "partial" and aligned["de_status"] == "crawl_error" and aligned["en_status"] == "ok"
     assert aligned["de_error"] == row["de_error"]
+
+
+def test_a_track_that_its_utf8_repair_takes_past_the_cap_is_not_stored(sample, tmp_path):
+    """Under the cap as fetched, but each invalid byte becomes a 3-byte U+FFFD: the crawl stores none
+    larger than the readers take."""
+    track = sample.files / "subs" / "smplPancak1" / "de.vtt"
+    track.write_bytes(b"WEBVTT\n\n00:00:01.000 --> 00:00:02.000\n" + b"\xff" * (TRACK_MAX_BYTES // 2))
+    data = tmp_path / "data"
+    code, _, stderr = call_main(crawl_stage.main, sample.crawl_args(data), seconds=120, memory_mb=1024)
+    assert code == 0, stderr
+    row = {r["video_id"]: r for r in read_all_rows(data / "crawl")}["smplPancak1"]
+    assert row["de_status"] == "error" and "once its invalid UTF-8 is replaced" in row["de_error"]
+    assert row["en_status"] == "ok" and "de.vtt" not in read_all_samples(data / "crawl")["smplPancak1"]
