@@ -29,11 +29,31 @@ def npy_bytes(array) -> bytes:
     return buf.getvalue()
 
 
-def load_npy(data: bytes):
-    """A ``.npy`` member as an array; ValueError for a pickled (object) array, never unpickled."""
+def load_npy(data: bytes, name: str = "the .npy member"):
+    """A ``.npy`` member as an array; ValueError for a pickled (object) array, never unpickled, and for
+    a header whose shape is not the bytes that follow it, checked before numpy allocates what the
+    header claims (it would, for a file-like object: a few bytes could ask for terabytes)."""
+    import math
+
     import numpy as np
 
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    f = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(f)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise ValueError(f"format version {version} is not read here")
+        shape, _, dtype = reader(f)
+    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+        raise ValueError(f"{name} is not a .npy array ({type(exc).__name__}: {exc})") from None
+    if dtype.hasobject:
+        raise ValueError(f"refused: {name} holds pickled objects (an object array)")
+    claimed, follows = math.prod(shape) * dtype.itemsize, len(data) - f.tell()
+    if claimed != follows:
+        raise ValueError(f"{name}: its header claims shape {tuple(shape)} ({claimed:,} bytes) but {follows:,} "
+                         "bytes follow it")
+    f.seek(0)
+    return np.load(f, allow_pickle=False)
 
 
 def loads(text: str):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shards.bounded import UnreadableInput, read_regular
+from shards.codec import load_npy
 from shards.errors import UserError
 from shards.writer import sha256_file
 
@@ -17,6 +19,7 @@ log = logging.getLogger("mmp.prepare")
 
 FEATURE_DIMS = {"r21d": 512, "s3d": 1024, "regions": 0}  # 0: any width
 FLOAT16_MAX = 65504.0
+MAX_FEATURE_BYTES = 384 * 2**20  # one video's features: a 3-hour video's are 44 MB of float32
 
 @dataclass(frozen=True)
 class FeatureSource:
@@ -80,7 +83,11 @@ def load_feature(source: FeatureSource, item: Item) -> tuple[np.ndarray, dict] |
         path = source.path / f"{item.video_id}.npy"
         if not path.is_file():
             return None
-        array = check_array(open_array(path), path.name, 2, source.dim)
+        try:
+            data = read_regular(path, MAX_FEATURE_BYTES, "feature file")
+        except UnreadableInput as exc:
+            raise ValueError(str(exc)) from None
+        array = check_array(load_npy(data, path.name), path.name, 2, source.dim)
         file_entry = {"file": path.name, "sha256": sha256_file(path)}
     return array, dict(file_entry, rows=int(array.shape[0]), dim=int(array.shape[-1]))
 

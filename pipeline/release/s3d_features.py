@@ -11,16 +11,14 @@ Each aligned video with a feature file becomes an ``mmp/`` sample: ``s3d.npy`` (
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from shards.bounded import UnreadableInput, read_regular
-from shards.codec import npy_bytes
+from shards.codec import load_npy, npy_bytes
 from shards.errors import UserError
 from shards.layout import MMP, UnitFiles, completed_units
 from shards.storage import as_path
@@ -45,7 +43,6 @@ SCHEMA = pa.schema([("video_id", pa.string()), ("status", pa.string()), ("error"
 # A 3-hour video's features are 10,800 rows of 1024 float32: 44 MB. A file four times the float64
 # size of that is no feature file of one video.
 MAX_FEATURE_BYTES = 384 * 2**20
-_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def load_feature_file(path: Path) -> tuple[np.ndarray, str]:
@@ -58,25 +55,8 @@ def load_feature_file(path: Path) -> tuple[np.ndarray, str]:
         data = read_regular(path, MAX_FEATURE_BYTES, "feature file")
     except UnreadableInput as exc:
         raise ValueError(str(exc)) from None
-    f = io.BytesIO(data)
     try:
-        reader = _HEADER_READERS.get(np.lib.format.read_magic(f))
-        if reader is None:
-            raise ValueError("a .npy format version this reader does not take")
-        shape, _, dtype = reader(f)
-    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
-        raise ValueError(f"{path.name} is not a .npy array file ({type(exc).__name__}: {exc})") from None
-    if dtype.hasobject:
-        raise ValueError(f"refused: {path.name} holds pickled objects (an object array)")
-    claimed, follows = math.prod(shape) * dtype.itemsize, len(data) - f.tell()
-    if claimed != follows:
-        raise ValueError(f"{path.name}: its header claims shape {tuple(shape)} ({claimed:,} bytes) "
-                         f"but {follows:,} bytes follow it")
-    f.seek(0)
-    try:
-        array = np.load(f, allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"refused: {path.name} holds pickled objects ({exc})") from None
+        array = load_npy(data, path.name)
     except (OSError, EOFError) as exc:
         raise ValueError(f"{path.name} is not a .npy array file ({type(exc).__name__}: {exc})") from None
     if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
