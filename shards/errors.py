@@ -72,3 +72,32 @@ def output_errors(out):
         if problem is None:
             raise
         raise UserError(problem) from exc
+
+
+def check_writable(directory, need: int, out=None) -> None:
+    """Create ``directory``, write and remove a file in it, and see ``need`` bytes free there, so that
+    a read-only, misplaced or full ``--out`` (``out``, default ``directory``) is one sentence (a
+    UserError) before any work, not a traceback after it."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    directory = Path(directory)
+    out = directory if out is None else out
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".mmp-write-probe-", dir=directory)
+        try:
+            os.write(fd, b"probe")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+        if shutil.disk_usage(directory).free < need:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+    except OSError as exc:
+        # said of --out itself: the probe's own name means nothing to the user
+        problem = output_problem(OSError(exc.errno, exc.strerror, str(out)), out)
+        if problem is None:
+            raise
+        raise UserError(problem) from exc

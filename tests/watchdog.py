@@ -4,8 +4,8 @@ past its time or its memory, so a regression fails its test instead of taking th
 ``run_bounded(fn, *args, seconds=, memory_mb=)`` forks, runs ``fn(*args)`` in the child (its own
 process group, so processes it starts are counted and killed with it) and returns its result, or
 re-raises what it raised (``SystemExit`` included). The parent samples the resident memory of the
-whole group every 20 ms; once it has grown by more than ``memory_mb`` over what the test process
-held when it forked (the child starts with those pages), or after ``seconds``, it kills the group and
+whole group every 20 ms; once it has grown by more than ``memory_mb`` over what the child held when
+it began (a fork starts with some of the test process's pages), or after ``seconds``, it kills the group and
 fails the test with ``Exceeded``, saying which bound and what was seen. ``call_main`` does the same for a command's
 ``main(argv)`` and hands back its exit code and what it printed.
 """
@@ -51,8 +51,9 @@ def _own_rss() -> int:
         return int(f.read().split()[1]) * _PAGE
 
 
-def _child(conn, fn, args, kwargs) -> None:
+def _child(conn, start_rss, fn, args, kwargs) -> None:
     os.setpgrp()
+    start_rss.value = _own_rss()  # what the child holds before its work: a fork shares only some pages
     torch = sys.modules.get("torch")
     if torch is not None:  # the parent's OpenMP pool is not in a fork: one thread never asks for it
         torch.set_num_threads(1)
@@ -77,11 +78,11 @@ def run_bounded(fn, *args, seconds: float = 60.0, memory_mb: float = 1024.0, sta
     what pickles (module-level functions)."""
     ctx = mp.get_context(start)
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs))
+    start_rss = ctx.RawValue("d", 0.0)
+    proc = ctx.Process(target=_child, args=(send, start_rss, fn, args, kwargs))
     proc.start()
     send.close()
-    base = _own_rss()
-    limit = base + memory_mb * 2**20
+    base = _own_rss()  # until the child says what it started with
     started = time.monotonic()
     peak = 0
     try:
@@ -95,7 +96,8 @@ def run_bounded(fn, *args, seconds: float = 60.0, memory_mb: float = 1024.0, sta
                 break
             rss = group_rss(proc.pid)
             peak = max(peak, rss)
-            if rss > limit:
+            base = start_rss.value or base
+            if rss > base + memory_mb * 2**20:
                 raise Exceeded(f"{getattr(fn, '__name__', fn)} used more than {memory_mb:g} MiB of memory "
                                f"(grew by {(rss - base) / 2**20:.0f} MiB in {time.monotonic() - started:.1f} s)")
             if time.monotonic() - started > seconds:

@@ -12,16 +12,13 @@ checkpoint cadence and validation.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from model.clips import TASK_SETTINGS
 from model.trainer.run_setup import ConfigError, parse_losses
-from shards.errors import UserError, output_problem
+from shards.errors import check_writable as writable
 
 # Free bytes an output directory needs before any work: results and logs are kilobytes.
 MIN_FREE_BYTES = 1 << 20
@@ -49,26 +46,8 @@ def given_flags(parser: argparse.ArgumentParser, argv) -> set[str]:
 
 
 def check_writable(directory: Path, out=None, need: int = MIN_FREE_BYTES) -> None:
-    """Create ``directory`` and write a file in it, and see ``need`` bytes free there, so that a
-    read-only, misplaced or full ``--out`` (``out``, default ``directory``) is one sentence
-    (a UserError) before any work rather than a traceback after it."""
-    out = directory if out is None else out
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".mmp-write-probe-", dir=directory)
-        try:
-            os.write(fd, b"probe")
-        finally:
-            os.close(fd)
-            os.unlink(probe)
-        if shutil.disk_usage(directory).free < need:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
-    except OSError as exc:
-        # said of --out itself: the probe's own name means nothing to the user
-        problem = output_problem(OSError(exc.errno, exc.strerror, str(out)), out)
-        if problem is None:
-            raise
-        raise UserError(problem) from exc
+    """``shards.errors.check_writable`` with the trainer's free-space floor."""
+    writable(directory, need, out)
 
 
 def resolve_paths(opts) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shards.errors import UserError, command, output_errors
+from shards.errors import UserError, check_writable, command, output_errors
 from shards.writer import atomic_write_bytes
 
 from pipeline.runtime.cli import add_common_flags, parse_args
@@ -130,20 +130,7 @@ MIN_FREE_BYTES = 64 * 2**20
 def check_out(out: Path) -> None:
     """Make ``out`` and prove it takes a file and has room, before any input is read: a read-only,
     misplaced or full ``--out`` is one sentence (``UserError``), not a traceback at the end."""
-    import errno
-    import tempfile
-
-    with output_errors(out):
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".mmp-stats-", dir=out)
-        try:
-            os.write(fd, b"probe")
-        finally:
-            os.close(fd)
-            os.unlink(probe)
-        st = os.statvfs(out)
-        if st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
+    check_writable(out, MIN_FREE_BYTES)
 
 
 def write_report(stats: dict, out: Path) -> dict:

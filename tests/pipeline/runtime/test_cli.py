@@ -194,7 +194,7 @@ def test_every_cli_main_turns_any_user_error_into_one_line(module, monkeypatch, 
 
 USER_ERRORS = ["model.trainer.run_setup:ConfigError", "model.trainer.data:DataError", "pipeline.runtime.hub:TextModelError",
                "model.checkpoint:CheckpointError", "features.weights:WeightsError", "model.mmp:S3DFcError",
-               "model.clips:RowTimesError", "shards.reader:ShardError", "shards.layout:DamagedUnit",
+               "model.row_times:RowTimesError", "shards.reader:ShardError", "shards.layout:DamagedUnit",
                "pipeline.crawl.access:CookieFileError", "pipeline.crawl.access:ProxyError",
                "pipeline.crawl.ytdlp_env:JsRuntimeError", "pipeline.crawl.ytdlp_env:ExtractorArgsError",
                "pipeline.release.captions:ReleaseError"]
