@@ -29,7 +29,9 @@ from pipeline.crawl import errors
 LOGIN_COOKIES = ("SID", "HSID", "SSID", "APISID", "SAPISID", "__Secure-1PSID", "__Secure-3PSID",
                  "__Secure-1PAPISID", "__Secure-3PAPISID", "LOGIN_INFO")
 _SAPISIDS = ("SAPISID", "__Secure-1PAPISID", "__Secure-3PAPISID")
-PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+# Every request of the crawl, yt-dlp's too, goes through the URL policy's own HTTP transport
+# (pipeline.crawl.ytdlp_requests), which reaches the web through an http:// proxy only.
+PROXY_SCHEMES = ("http",)
 _EXPORT_HINT = "export it again from a browser signed in to youtube.com in Netscape (cookies.txt) format"
 
 
@@ -138,7 +140,7 @@ def parse_proxy(url: str) -> str:
     The URL itself (credentials and all) is what goes to yt-dlp; only this form is shown.
     """
     shown = mask_url(url.strip())
-    form = "write it as SCHEME://[USER:PASSWORD@]HOST:PORT, e.g. socks5h://127.0.0.1:1080"
+    form = "write it as http://[USER:PASSWORD@]HOST:PORT, e.g. http://127.0.0.1:3128"
     try:
         parts = urlsplit(url.strip())
         port = parts.port
@@ -146,8 +148,8 @@ def parse_proxy(url: str) -> str:
         raise ProxyError(f"proxy {shown} has no valid host and port; {form}") from None
     scheme = parts.scheme.lower()
     if scheme not in PROXY_SCHEMES:
-        raise ProxyError(f"proxy {shown} has scheme {scheme or '(none)'!r}, which yt-dlp cannot use; "
-                         f"use one of {', '.join(PROXY_SCHEMES)} and {form}")
+        raise ProxyError(f"proxy {shown} has scheme {scheme or '(none)'!r}: the crawl's requests all go through "
+                         f"its URL policy's HTTP transport, which uses http:// proxies only; {form}")
     if not parts.hostname or port is None:
         raise ProxyError(f"proxy {shown} needs both a host and a port; {form}")
     if parts.path not in ("", "/") or parts.query or parts.fragment:

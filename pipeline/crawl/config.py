@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                      default=argparse.SUPPRESS, help="no request budget at all (for a local stand-in server, never for YouTube)")
     pol.add_argument("--cookies", type=Path, help="Netscape cookies file (its contents are never logged or copied to outputs)")
     pol.add_argument("--proxy", action="append", default=[],
-                     help="proxy URL; repeat or comma-separate several to rotate between them")
+                     help="http://[USER:PASSWORD@]HOST:PORT proxy (http:// only: every request goes through the URL "
+                     "policy's own HTTP transport); repeat or comma-separate several to rotate between them")
     pol.add_argument("--budget-dir", type=Path, help="where the machine-wide request budget lives (default: a temp dir; "
                      "with --executor ray the budget is a Ray actor per egress address instead)")
     pol.add_argument("--egress", action="append", default=[],

@@ -203,7 +203,8 @@ def test_a_large_real_list_is_read_streaming(tmp_path):
     ("http://user:s3cret@proxy.example:notaport", "no valid host and port"),
     ("http://user:s3cret@proxy.example", "needs both a host and a port"),
     ("ftp://user:s3cret@proxy.example:21", "scheme 'ftp'"),
-    ("socks5://user:s3cret@:1080", "needs both a host and a port"),
+    ("http://user:s3cret@:1080", "needs both a host and a port"),
+    ("socks5h://user:s3cret@127.0.0.1:1080", "uses http:// proxies only"),
     ("proxy.example:3128", "scheme"),
 ])
 def test_a_malformed_proxy_is_one_sentence_before_any_work(sample, tmp_path, proxy, why):
