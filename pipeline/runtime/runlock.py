@@ -48,6 +48,20 @@ class RunLocked(Exception):
     """Another live run holds the output directory; the message names it."""
 
 
+class LockLost(Exception):
+    """This run's lock was taken by another run; the message says so."""
+
+
+def check_held(path, token: str) -> None:
+    """LockLost unless the lock at ``path`` is still the one with ``token`` (cheap: one small read)."""
+    try:
+        holder = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        holder = None
+    if not isinstance(holder, dict) or holder.get("token") != token:
+        raise LockLost(f"the run lock {path} was taken by another run; this run stopped writing to {path.parent}")
+
+
 def lock_name(rank: int = 0, world_size: int = 1) -> str:
     return ".run.lock" if world_size == 1 else f".run-rank{rank}-of-{world_size}.lock"
 

@@ -36,7 +36,7 @@ from pipeline.runtime.interrupt import StageInterrupted, StopRequest, UnitAbando
 from pipeline.runtime.lineage import reopen_changed
 from pipeline.runtime.logs import log_dir_for, setup_logging
 from pipeline.runtime.progress import StageProgress
-from pipeline.runtime.runlock import RunLock, RunLocked
+from pipeline.runtime.runlock import LockLost, RunLock, RunLocked, check_held
 
 log = logging.getLogger("mmp")
 
@@ -151,10 +151,6 @@ def _worker_setup(stage: Stage, out: str) -> None:
     stage.setup_worker()
 
 
-class _LockLost(Exception):
-    pass
-
-
 class _UnitRunner:
     """Picklable callable that processes one unit in a worker process. With ``lock`` (the run lock's
     path and token) it checks the run still holds its output before a unit starts and before it is
@@ -164,15 +160,8 @@ class _UnitRunner:
         self.stage, self.out, self.lock = stage, as_path(out), lock
 
     def _check_lock(self) -> None:
-        if self.lock is None:
-            return
-        path, token = self.lock
-        try:
-            holder = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            holder = None
-        if not isinstance(holder, dict) or holder.get("token") != token:
-            raise _LockLost(f"the run lock {path} was taken by another run; this run stopped writing to {self.out}")
+        if self.lock is not None:
+            check_held(*self.lock)
 
     def bind_events(self, events) -> None:
         """Where the stage's progress events go in this process (``None``: nowhere)."""
@@ -196,7 +185,7 @@ class _UnitRunner:
                     writer.extra["built_from"] = source
                 self.stage.process(unit, writer)
                 self._check_lock()  # raising here leaves the unit unpublished
-        except _LockLost as exc:
+        except LockLost as exc:
             log.error("unit %s not written: %s", files.stem, exc)
             return {"output_error": str(exc), "counts": {}}
         except OSError as exc:
