@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -202,20 +203,52 @@ def _decode_worker(jobs: list, next_job, out: "queue.Queue", specs, chunk_second
         put(("worker_done", None, None, None))
 
 
+COPY_PREFIX = "mmp-video-"
+
+
 def _copy_member(ref: tuple) -> str:
-    """A crawl tar member copied to a temporary file (decoders want a path), in 1 MiB blocks."""
+    """A crawl tar member copied to a temporary file (decoders want a path), in 1 MiB blocks. Its name
+    carries this process's pid, so that the copies of a worker killed mid-video (its budget, a crash)
+    are found and removed by the next extraction on the machine (``_remove_dead_copies``)."""
     tar_path, offset, size, suffix = ref
-    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="mmp-video-")
-    with os.fdopen(fd, "wb") as dst, open(tar_path, "rb") as src:
-        src.seek(offset)
-        left = size
-        while left > 0:
-            block = src.read(min(left, 1 << 20))
-            if not block:
-                break
-            dst.write(block)
-            left -= len(block)
+    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=f"{COPY_PREFIX}{os.getpid()}-")
+    try:
+        with os.fdopen(fd, "wb") as dst, open(tar_path, "rb") as src:
+            src.seek(offset)
+            left = size
+            while left > 0:
+                block = src.read(min(left, 1 << 20))
+                if not block:
+                    break
+                dst.write(block)
+                left -= len(block)
+    except BaseException:  # an error, or the video's budget striking mid-copy
+        os.unlink(tmp)
+        raise
     return tmp
+
+
+def _remove_dead_copies() -> None:
+    """Remove the member copies left by extraction processes that are gone (killed mid-video)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{COPY_PREFIX}*-*"):
+        pid = path.name[len(COPY_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            if path.stat().st_uid == os.getuid():
+                path.unlink()
+        except OSError:  # removed meanwhile, or not ours to remove
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int = 32, decode_workers: int = 2,
@@ -229,6 +262,8 @@ def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int
     `backbones`: name -> Backbone. Windows of different videos share batches; each
     backbone's batch runs as soon as it is full, the rest when decoding is over.
     """
+    if any(job.tar is not None for job in jobs):
+        _remove_dead_copies()
     specs = [b.spec for b in backbones.values()]
     runners = runners or {name: BatchRunner(b, device, batch_size) for name, b in backbones.items()}
     workers = max(1, int(decode_workers))

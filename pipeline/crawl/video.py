@@ -9,6 +9,7 @@ knows about units or executors (``pipeline.crawl.stage`` maps this over a unit).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field, replace
 
 from shards.members import TRACK_MAX_BYTES
@@ -133,6 +134,26 @@ def _carry_track(lang: str, held: Held, row: dict, tracks: dict, members: dict) 
 
 
 def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict, dict | None]:
+    """Crawl one video: (parquet row, sample members or None); see ``_crawl_video``. A downloaded video
+    is a scratch file the stage streams into its sample and removes; one that does not reach the
+    sample (its tracks all failed transiently, a bug) is removed here."""
+    scratch: list[Path] = []
+    try:
+        row, members = _crawl_video(entry, ctx, held, scratch)
+    except BaseException:
+        _remove(scratch)
+        raise
+    kept = {id(v) for v in (members or {}).values()}
+    _remove(p for p in scratch if id(p) not in kept)
+    return row, members
+
+
+def _remove(paths) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _crawl_video(entry: VideoEntry, ctx, held: Held | None, scratch: list) -> tuple[dict, dict | None]:
     """Crawl one video: (parquet row, sample members or None). Failures are values; bugs raise.
 
     Every language ends with a ``{lang}_status``: ``ok``, ``none``, ``no_url``, or why it
@@ -251,6 +272,7 @@ def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict,
     elif cfg.download_video:
         try:
             ext, path = ctx.download_video(info)  # a file, streamed into the sample by the stage
+            scratch.append(path)
             members[ext] = path
             row["video_ext"], row["video_bytes"], row["video_status"] = ext, path.stat().st_size, errors.TRACK_OK
         except FetchError as exc:

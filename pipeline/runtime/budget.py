@@ -38,6 +38,7 @@ OVER_BUDGET = "over_budget"  # a video's status: its work ran out of time or mem
 CRASHED = "crashed"  # a video's status: its worker process died while doing it
 HARD_GRACE = (1.25, 5.0)  # the executor kills at budget x 1.25 + 5 s (or MiB): the thread's chance comes first
 _TICK_S = 0.1  # finer sampling cost the align benchmark 7% (at 20 ms); 100 ms is within its noise
+_IDLE_EXIT_S = 5.0  # a watcher with nothing to watch for this long ends; the next piece of work starts one
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -127,6 +128,11 @@ def _raise_in(thread_id: int, exc) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), exc)
 
 
+def slot_key(key: str) -> str:
+    """``key`` as the parent reads it back from a slot (its first ``WorkSlots.KEY_BYTES`` UTF-8 bytes)."""
+    return key.encode("utf-8")[:WorkSlots.KEY_BYTES].decode("utf-8", "ignore")
+
+
 class WorkSlots:
     """What a worker process is doing, in memory its parent can read: per slot ``[active, started
     (monotonic), seconds, memory bytes, baseline resident bytes]`` and the key's UTF-8 bytes."""
@@ -139,7 +145,7 @@ class WorkSlots:
         self.keys = ctx.RawArray("c", self.SLOTS * self.KEY_BYTES)
 
     def publish(self, slot: int, key: str, started: float, budget: Budget, baseline: int) -> None:
-        raw = key.encode("utf-8")[: self.KEY_BYTES]
+        raw = slot_key(key).encode("utf-8")
         self.keys[slot * self.KEY_BYTES:(slot + 1) * self.KEY_BYTES] = raw.ljust(self.KEY_BYTES, b"\0")
         self.numbers[slot * 5 + 1:slot * 5 + 5] = [started, budget.seconds, budget.memory_bytes, baseline]
         self.numbers[slot * 5] = 1.0  # last: the parent reads a slot only when it is whole
@@ -195,8 +201,9 @@ class Guard:
 
     def run(self, key: str, budget: Budget, fn, *args, **kwargs):
         """``fn(*args, **kwargs)`` under ``budget``; raises ``OverBudget`` when it runs out."""
-        if key in self.judged:
-            status, what = self.judged[key]
+        judged = self.judged.get(key) or self.judged.get(slot_key(key))  # the parent saw it cut to a slot
+        if judged is not None:
+            status, what = judged
             raise OverBudget(key, what, status)
         if not budget.seconds and not budget.memory_mb:
             return fn(*args, **kwargs)
@@ -236,17 +243,25 @@ class Guard:
             _raise_in(tid, None)  # a trip sent but not yet delivered must not strike later
 
     def _start(self) -> None:
+        with self._lock:  # the watcher decides to leave under the same lock: one of us sees the other
+            if self._thread is None or not self._thread.is_alive():  # not alive: gone with a fork
+                self._thread = threading.Thread(target=self._watch, name="mmp-budget", daemon=True)
+                self._thread.start()
         self._wake.set()
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._watch, name="mmp-budget", daemon=True)
-            self._thread.start()
 
     def _watch(self) -> None:
+        idle_since = time.monotonic()
         while True:
-            if not self._running:
+            with self._lock:
+                idle = not self._running
+                if idle and time.monotonic() - idle_since > _IDLE_EXIT_S:
+                    self._thread = None  # a guard no longer used leaves no thread behind
+                    return
+            if idle:
+                self._wake.wait(_TICK_S * 5)
                 self._wake.clear()
-                self._wake.wait(1.0)
                 continue
+            idle_since = time.monotonic()
             time.sleep(_TICK_S)
             now, rss = time.monotonic(), resident_bytes()
             with self._lock:

@@ -196,6 +196,7 @@ class LocalExecutor:
         todo = list(range(len(units)))[::-1]  # unit indices not yet sent, next one last
         running: dict = {}  # worker number -> the unit index it is doing
         judged: dict = {}  # unit index -> {key: (status, what)} found by the budget watch
+        resent: dict = {}  # unit index -> how many times it was sent again
         deadline = None  # set by a stop request: when units still in flight are abandoned
         finished = False
         try:
@@ -224,10 +225,11 @@ class LocalExecutor:
                     logging.getLogger("mmp").warning("unit %s: %s %s (%s); its unit is sent again",
                                                      getattr(units[k], "index", k), key, status, what)
                     judged.setdefault(k, {})[key] = (status, what)
+                    resent[k] = resent.get(k, 0) + 1
                     workers[w].stop(abandon=True)
                     workers[w] = _PoolWorker(ctx, payload)
-                    if len(judged[k]) > self.MAX_RESENDS:
-                        yield Outcome(units[k], error=f"its workers were stopped {len(judged[k])} times ({what})")
+                    if resent[k] > self.MAX_RESENDS:
+                        yield Outcome(units[k], error=f"its workers were stopped {resent[k]} times ({what})")
                     else:
                         todo.append(k)
                 if any(not worker.proc.is_alive() for worker in workers) and running:

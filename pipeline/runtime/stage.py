@@ -187,7 +187,7 @@ class _UnitRunner:
                 self._check_lock()  # raising here leaves the unit unpublished
         except LockLost as exc:
             log.error("unit %s not written: %s", files.stem, exc)
-            return {"output_error": str(exc), "counts": {}}
+            return {"output_error": str(exc), "lock_lost": True, "counts": {}}
         except OSError as exc:
             problem = output_problem(exc, self.out)
             if problem is None:
@@ -347,6 +347,8 @@ def _run_locked(stage: Stage, out, stop: StopRequest, lock: RunLock, *, executor
                 log.error("unit %d of %s raised; it will be redone on the next run:\n%s",
                           outcome.unit.index, stage.name, outcome.error)
             elif outcome.result.get("output_error"):
+                if outcome.result.get("lock_lost"):
+                    lock.lost = lock.lost or outcome.result["output_error"]
                 stop.stop(outcome.result["output_error"])
             else:
                 done += 1
@@ -356,7 +358,8 @@ def _run_locked(stage: Stage, out, stop: StopRequest, lock: RunLock, *, executor
     finally:
         bar.close()
     if stop.requested:
-        _clear_abandoned(out, stage.name, [u for u in pending if u.index not in finished])
+        if lock.lost is None:  # the temporaries there now may be the new holder's
+            _clear_abandoned(out, stage.name, [u for u in pending if u.index not in finished])
         if stop.reason is not None and stop.signum is None:
             raise UserError(stop.reason)
         complete = skipped + done

@@ -47,3 +47,20 @@ def test_a_video_past_its_budget_is_one_row_and_the_rest_is_extracted(tmp_path, 
     assert rows["vidGood0001"]["status"] == rows["vidGood0002"]["status"] == "ok"
     assert sorted(read_all_samples(out)) == ["vidGood0001", "vidGood0002"]
     assert json.loads((out / "config.json").read_text())["budget"] == {"seconds": 2.0, "memory_mb": 8192.0}
+
+
+def test_member_copies_of_a_killed_worker_are_removed_by_the_next_extraction(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f"{features.batching.COPY_PREFIX}{gone.pid}-abc.mp4"
+    live = tmp_path / f"{features.batching.COPY_PREFIX}{os.getpid()}-def.mp4"
+    for path in (dead, live):
+        path.write_bytes(b"a video copied out of a crawl tar")
+    features.batching._remove_dead_copies()
+    assert not dead.exists() and live.exists()

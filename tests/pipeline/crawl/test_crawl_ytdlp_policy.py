@@ -255,3 +255,33 @@ def test_a_large_video_streams_to_its_shard_without_being_held_in_memory(sample_
         assert tar.getmember(f"{VIDEO}.mp4").size == 400 * 2**20
     assert not [p for p in (tmp_path / "data" / "crawl" / ".work").rglob("*") if p.is_file()
                 and p.stat().st_size > 2**20]
+
+
+def test_a_downloaded_video_whose_tracks_all_failed_leaves_no_scratch_file(tmp_path):
+    """Every track refused (429): the video is retried later as a whole, so its download is dropped,
+    and its scratch file with it (a unit of a crawl without a PO-token provider would otherwise fill
+    the disk before it ends)."""
+    from types import SimpleNamespace
+
+    from pipeline.crawl import errors
+    from pipeline.crawl.config import CrawlConfig
+    from pipeline.crawl.fetch import FetchError
+    from pipeline.crawl.video import crawl_video
+    from pipeline.crawl.videolist import VideoEntry
+
+    scratch = tmp_path / "video.mp4"
+
+    def download(info):
+        scratch.write_bytes(b"a video")
+        return "mp4", scratch
+
+    def refuse(url, check=None):
+        raise FetchError(errors.RATE_LIMITED, "HTTP 429")
+
+    info = {"id": VIDEO, "title": "t", "subtitles": {"en": [{"ext": "vtt", "url": "https://www.youtube.com/x"}]}}
+    ctx = SimpleNamespace(cfg=CrawlConfig(videos="v", out="o", langs=["en"], download_video=True, sleep_subtitles=0),
+                          info_source=SimpleNamespace(get=lambda vid: info, take_warnings=lambda: []),
+                          fetcher=SimpleNamespace(get=refuse), download_video=download)
+    row, members = crawl_video(VideoEntry(VIDEO, VIDEO), ctx)
+    assert row["status"] == errors.RATE_LIMITED and members is None and row["video_status"] == "ok"
+    assert not scratch.exists()

@@ -129,3 +129,21 @@ def test_judge_reads_the_slots_a_worker_publishes():
     assert key == "young" and what.startswith("memory (100 MiB; the worker grew by 200 MiB")
     with pytest.raises(ValueError, match="seconds must be a number >= 0"):
         Budget(-1, 10)
+
+
+def test_an_idle_guard_leaves_no_thread_and_starts_one_again(monkeypatch):
+    import threading
+
+    import pipeline.runtime.budget as budget_module
+
+    monkeypatch.setattr(budget_module, "_IDLE_EXIT_S", 0.2)
+    guard = Guard()
+    assert guard.run("v1", Budget(5, 100), _work, "v1") == "ok"
+    watcher = guard._thread
+    deadline = time.monotonic() + 10
+    while watcher.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not watcher.is_alive() and guard._thread is None
+    with pytest.raises(OverBudget, match="wall time"):  # a new watcher comes with the next piece of work
+        guard.run("loop9", Budget(0.3, 0), _work, "loop9")
+    assert not any(t is watcher for t in threading.enumerate())

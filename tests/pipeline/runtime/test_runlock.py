@@ -262,9 +262,12 @@ def test_a_run_whose_lock_is_taken_stops_writing(tmp_path, monkeypatch):
             super().process(unit, writer)
             if unit.index == 0:
                 write_lock(tmp_path, 1, host="another-node")  # taken while unit 0 is being written
+                (tmp_path / ".test-000001.tar.tmp-theirs").write_bytes(b"the new holder's unit in progress")
 
     with pytest.raises(UserError, match="was taken by another run; this run stopped writing"):
         run_stage(TakenAfterFirst(), tmp_path, executor="inline", progress=False, lock=lock)
     lock.release()
-    assert not list(tmp_path.glob("test-*.stats.json")) and not list(tmp_path.glob(".*tmp*"))
+    assert not list(tmp_path.glob("test-*.stats.json"))
+    assert [p.name for p in tmp_path.glob(".*tmp*")] == [".test-000001.tar.tmp-theirs"]
     assert json.loads((tmp_path / ".run.lock").read_text())["host"] == "another-node"
+    assert (tmp_path / ".test-000001.tar.tmp-theirs").exists()  # the new holder's temporaries are its own
