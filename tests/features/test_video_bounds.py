@@ -7,6 +7,7 @@ case runs on every decoder the project has (decord, which hands refusals to PyAV
 alone); they must agree on the status and the message.
 """
 import fractions
+import functools
 import json
 import os
 import struct
@@ -175,8 +176,17 @@ def test_a_thin_video_is_refused_by_its_shape(tmp_path, decoder):
 
 # ---------------------------------------------------------------- the stage: one row each, the unit goes on
 
+def _main_decoding_with(decoder: str, argv):
+    """mmp-extract-features whose extraction loop decodes with ``decoder`` first (run in a spawned child)."""
+    def decoded_video(path, specs, chunk_seconds, use_decord, limits):
+        return DecodedVideo(path, specs, chunk_seconds, DECODERS[decoder], limits)
+
+    features.batching.DecodedVideo = decoded_video
+    return main(argv)
+
+
 @pytest.mark.parametrize("decoder", DECODERS)
-def test_mmp_extract_features_records_hostile_videos_and_extracts_the_rest(tmp_path, monkeypatch, decoder):
+def test_mmp_extract_features_records_hostile_videos_and_extracts_the_rest(tmp_path, decoder):
     src = tmp_path / "videos"
     src.mkdir()
     far_apart(src / "vidFarApart.mkv")
@@ -186,16 +196,11 @@ def test_mmp_extract_features_records_hostile_videos_and_extracts_the_rest(tmp_p
     aligned = tmp_path / "aligned"
     write_aligned(aligned, [[(vid, 0.9) for vid in ids]])
     out = tmp_path / "mmp"
-    # The forked child inherits this: the extraction loop decodes with this decoder first.
-    def decoded_video(path, specs, chunk_seconds, use_decord, limits):
-        return DecodedVideo(path, specs, chunk_seconds, DECODERS[decoder], limits)
-
-    monkeypatch.setattr(features.batching, "DecodedVideo", decoded_video)
-    # The CPU worker takes cpu_count() torch threads; in a forked child only one works (see _outcome).
-    monkeypatch.setattr(features.devices.os, "cpu_count", lambda: 1)
     argv = ["--aligned", str(aligned), "--video-dir", str(src), "--out", str(out), "--gpus", "0", "--workers", "1",
             "--no-progress", "--random-weights", "--backbones", "r21d", "--executor", "inline"]
-    code, _, err = call_main(main, argv, seconds=180, memory_mb=_rss_mb() + 700)
+    # A clean interpreter (torch's threads do not survive a fork of this process once it ran them).
+    code, _, err = call_main(functools.partial(_main_decoding_with, decoder), argv, seconds=180, memory_mb=700,
+                             start="spawn")
     assert code == 0, err
     rows = {r["video_id"]: r for r in read_all_rows(out)}
     assert rows["vidFarApart"]["status"] == "too_long"

@@ -285,8 +285,18 @@ def test_train_on_a_read_only_out_is_one_sentence_before_any_work(read_only_dir,
         assert code == 2 and f"cannot write the output {out}" in line and "permission denied" in line, err
 
 
-def test_train_on_a_full_out_is_one_sentence(tmp_path, text_dir, pretrain_shards, monkeypatch):
+def _train_with_a_full_disk(argv):
+    """mmp-train whose checkpoint writes find the disk full (run in a spawned child)."""
     import model.checkpoint as checkpoint
+
+    def no_space(path, *a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    checkpoint.save_checkpoint = no_space
+    return train_main(argv)
+
+
+def test_train_on_a_full_out_is_one_sentence(tmp_path, text_dir, pretrain_shards, monkeypatch):
 
     argv = ["--shards", str(pretrain_shards), "--text-model", str(text_dir), "--steps", "2", "--batch-size", "2"] + TINY
     real_usage = shutil.disk_usage
@@ -297,11 +307,10 @@ def test_train_on_a_full_out_is_one_sentence(tmp_path, text_dir, pretrain_shards
     assert not list((tmp_path / "full").glob("ckpt-*")) and not (tmp_path / "full" / "train_log.jsonl").exists()
     monkeypatch.undo()
 
-    def no_space(*a, **k):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "filled" / "ckpt-000001.pt"))
-
-    monkeypatch.setattr(checkpoint, "save_checkpoint", no_space)
-    code, _, err = call_main(train_main, argv + ["--out", str(tmp_path / "filled"), "--ckpt-every", "1"])
+    # It trains a step first: a clean interpreter, since torch's threads do not survive a fork of this
+    # process once it ran them; the disk fills there, at the first checkpoint.
+    code, _, err = call_main(_train_with_a_full_disk, argv + ["--out", str(tmp_path / "filled"), "--ckpt-every", "1"],
+                             start="spawn")
     assert code == 2 and "the disk is full" in _one_line(err, "mmp-train")
 
 
