@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from pipeline.runtime.budget import OVER_BUDGET as BUDGET_STATUS
+
 OK = "ok"
 PARTIAL = "partial"
 NO_SUBTITLES = "no_subtitles"
@@ -28,7 +30,8 @@ BAD_RESPONSE = "bad_response"
 # later run can fix it.
 PO_TOKEN_REQUIRED = "po_token_required"
 # A bound ran out (a video download past --max-video-bytes or --video-download-seconds): final.
-OVER_BUDGET = "over_budget"
+# The same status as a video whose work ran out of its budget (pipeline.runtime.budget).
+OVER_BUDGET = BUDGET_STATUS
 
 STATUSES = (OK, PARTIAL, NO_SUBTITLES, UNAVAILABLE, RATE_LIMITED, BOT_CHECK, NETWORK,
             SERVER_ERROR, BAD_RESPONSE, PO_TOKEN_REQUIRED, INVALID_ID, OVER_BUDGET, ERROR)
