@@ -7,9 +7,12 @@ from tests.watchdog import Exceeded, call_main, run_bounded
 
 
 def _hog(mb):
+    from tests.watchdog import _own_rss
+
+    before = _own_rss()
     blocks = [bytearray(2**20) for _ in range(mb)]
     time.sleep(10)
-    return len(blocks)
+    return len(blocks), before >> 20, _own_rss() >> 20
 
 
 def _raise():
@@ -25,8 +28,12 @@ def test_result_and_exceptions_come_back():
 
 def test_memory_and_time_bounds_stop_the_call():
     started = time.monotonic()
-    with pytest.raises(Exceeded, match="more than 200 MiB"):
-        run_bounded(_hog, 400, seconds=30, memory_mb=200)
+    try:
+        got = run_bounded(_hog, 400, seconds=30, memory_mb=200)
+    except Exceeded as exc:
+        assert "more than 200 MiB" in str(exc)
+    else:
+        pytest.fail(f"not stopped: (MiB allocated, resident before, after) = {got}")
     with pytest.raises(Exceeded, match="ran past 0.5 s"):
         run_bounded(time.sleep, 30, seconds=0.5)
     assert time.monotonic() - started < 20

@@ -2,9 +2,9 @@
 past its time or its memory, so a regression fails its test instead of taking the machine down.
 
 ``run_bounded(fn, *args, seconds=, memory_mb=)`` forks, runs ``fn(*args)`` in the child (its own
-process group, so processes it starts are counted and killed with it) and returns its result, or
+process group, so processes it starts are killed with it) and returns its result, or
 re-raises what it raised (``SystemExit`` included). The parent samples the resident memory of the
-whole group every 20 ms; once it has grown by more than ``memory_mb`` over what the child held when
+child and its descendants every 20 ms; once it has grown by more than ``memory_mb`` over what the child held when
 it began (a fork starts with some of the test process's pages), or after ``seconds``, it kills the group and
 fails the test with ``Exceeded``, saying which bound and what was seen. ``call_main`` does the same for a command's
 ``main(argv)`` and hands back its exit code and what it printed.
@@ -29,21 +29,30 @@ class Exceeded(AssertionError):
     """The call ran past a bound of the watchdog (the test fails)."""
 
 
-def group_rss(pgid: int) -> int:
-    """Resident bytes of every process in process group ``pgid`` (Linux's /proc)."""
-    total = 0
+def tree_rss(root: int) -> tuple[int, int]:
+    """(resident bytes, processes) of process ``root`` and all its descendants (Linux's /proc)."""
+    parents, sizes = {}, {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[2]) != pgid:  # fields after the name: state, ppid, pgrp, ...
-                continue
-            total += int((entry / "statm").read_text().split()[1]) * _PAGE
+            fields = stat[stat.rindex(")") + 2:].split()  # fields after the name: state, ppid, ...
+            pid = int(entry.name)
+            parents[pid] = int(fields[1])
+            sizes[pid] = int((entry / "statm").read_text().split()[1]) * _PAGE
         except (OSError, ValueError, IndexError):
             continue  # the process ended while it was read
-    return total
+    tree, todo = {root}, [root]
+    children: dict = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in tree:
+                tree.add(child)
+                todo.append(child)
+    return sum(sizes.get(pid, 0) for pid in tree), sum(1 for pid in tree if pid in sizes)
 
 
 def _own_rss() -> int:
@@ -94,12 +103,14 @@ def run_bounded(fn, *args, seconds: float = 60.0, memory_mb: float = 1024.0, sta
                     proc.join(5)
                     raise Exceeded(f"{getattr(fn, '__name__', fn)}'s process died (exit code {proc.exitcode})")
                 break
-            rss = group_rss(proc.pid)
+            rss, count = tree_rss(proc.pid)
             peak = max(peak, rss)
             base = start_rss.value or base
             if rss > base + memory_mb * 2**20:
                 raise Exceeded(f"{getattr(fn, '__name__', fn)} used more than {memory_mb:g} MiB of memory "
-                               f"(grew by {(rss - base) / 2**20:.0f} MiB in {time.monotonic() - started:.1f} s)")
+                               f"(grew by {(rss - base) / 2**20:.0f} MiB in {time.monotonic() - started:.1f} s: "
+                               f"{rss / 2**20:.0f} MiB in {count} processes, {base / 2**20:.0f} MiB at the start, "
+                               f"the test process {_own_rss() / 2**20:.0f} MiB)")
             if time.monotonic() - started > seconds:
                 raise Exceeded(f"{getattr(fn, '__name__', fn)} ran past {seconds:g} s "
                                f"(peak {peak / 2**20:.0f} MiB resident)")
