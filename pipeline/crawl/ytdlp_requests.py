@@ -20,6 +20,8 @@ same policy by implementing ``_send_once`` alike.
 """
 from __future__ import annotations
 
+import abc
+
 import functools
 import http.client
 import socket
@@ -186,10 +188,10 @@ class PolicyCheckedRH(RequestHandler):
         new.url = url
         return new
 
+    @abc.abstractmethod
     def _send_once(self, request, bounds: Bounds) -> Response:
         """Send ``request`` (already checked) and return its answer as it is: no redirect followed,
-        connecting only to addresses the policy checked, within ``bounds``. Redefined by a transport."""
-        raise NotImplementedError
+        connecting only to addresses the policy checked, within ``bounds``. Each transport defines it."""
 
 
 class _BoundedResponse(Response):
