@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.runtime.budget import OverBudget
+from pipeline.runtime.runlock import pid_alive
 
 from features.decode import DEFAULT_CHUNK_SECONDS, DecodedVideo
 from features.video import DecodeError, VideoLimits
@@ -232,23 +233,13 @@ def _remove_dead_copies() -> None:
     """Remove the member copies left by extraction processes that are gone (killed mid-video)."""
     for path in Path(tempfile.gettempdir()).glob(f"{COPY_PREFIX}*-*"):
         pid = path.name[len(COPY_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         try:
             if path.stat().st_uid == os.getuid():
                 path.unlink()
         except OSError:  # removed meanwhile, or not ours to remove
             pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int = 32, decode_workers: int = 2,

@@ -36,6 +36,7 @@ from shards.writer import UnitWriter, atomic_write_json, sha256_file
 
 from pipeline.crawl import errors
 from pipeline.crawl.fetch import Fetcher, RetryPolicy
+from pipeline.runtime.runlock import pid_alive
 from pipeline.crawl.politeness import CrawlHalted, RayRequestBudget, RequestBudget, default_budget_dir
 from pipeline.crawl.sources import InfoJsonSource, YtdlpSource, download_video
 from pipeline.runtime.cli import executor_options, parse_args
@@ -107,7 +108,7 @@ def start_run_dir(cfg: CrawlConfig) -> Path:
     host = socket.gethostname()
     for old in root.iterdir():
         name, _, pid = old.name.rpartition("@")
-        if name == host and not (pid.isdigit() and _alive(int(pid))):
+        if name == host and not (pid.isdigit() and pid_alive(int(pid))):
             shutil.rmtree(old, ignore_errors=True)
     run = root / f"{host}@{os.getpid()}"
     run.mkdir(mode=0o700, exist_ok=True)
@@ -120,16 +121,6 @@ def end_run_dir(run: Path) -> None:
         run.parent.rmdir()  # the work area goes too when no other run uses it
     except OSError:
         pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        pass
-    return True
 
 
 def private_scratch(run_dir: Path) -> Path:

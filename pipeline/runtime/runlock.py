@@ -68,7 +68,8 @@ def lock_name(rank: int = 0, world_size: int = 1) -> str:
     return ".run.lock" if world_size == 1 else f".run-rank{rank}-of-{world_size}.lock"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (another user's included)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -93,7 +94,7 @@ def _holder_alive(holder: dict) -> bool:
         pid = int(holder.get("pid", -1))
     except (TypeError, ValueError):
         return False
-    if pid <= 0 or not _pid_alive(pid):
+    if pid <= 0 or not pid_alive(pid):
         return False
     recorded, now = holder.get("pid_start"), process_start(pid)
     return recorded is None or now is None or recorded == now  # else the pid was reused
