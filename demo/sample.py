@@ -91,8 +91,12 @@ MISSING_VIDEO = "smplGone007"          # listed, but no info JSON: YouTube no lo
 INVALID_INPUTS = ("../etc/passwd", "short_id")
 
 
-def _sub_entries(base: str, video_id: str, key: str, name: str, hls: bool = False) -> list[dict]:
-    entries = [{"ext": ext, "name": name, "url": f"{base}/subs/{video_id}/{key}.{ext}"} for ext in SUB_FORMATS]
+def _sub_entries(base: str, video_id: str, key: str, name: str, hls: bool = False, query: str = "") -> list[dict]:
+    """A track's formats. ``query`` is what YouTube's timedtext URLs say of the track (``lang=en&kind=asr&
+    tlang=fr``: the English ASR track translated into French); the stand-in serves by path and reads it
+    to answer as YouTube does (``SampleServer.refuse_translations``)."""
+    entries = [{"ext": ext, "name": name, "url": f"{base}/subs/{video_id}/{key}.{ext}"
+                + (f"?{query}&fmt={ext}" if query else "")} for ext in SUB_FORMATS]
     if hls:
         entries.insert(0, {"ext": "vtt", "protocol": "m3u8_native",
                            "url": f"{base}/hls/{video_id}/{key}.m3u8"})
@@ -136,24 +140,31 @@ def build_sample(root: Path, base_url: str, videos: bool = True) -> dict:
         subtitles, auto = {}, {}
         for lang in v.manual:
             (subs_dir / f"{lang}.vtt").write_text(plain_vtt(topic[lang], lang, split=2 if lang == "de" else 1), encoding="utf-8")
-            subtitles[lang] = _sub_entries(base_url, v.video_id, lang, LANG_NAMES[lang])
+            subtitles[lang] = _sub_entries(base_url, v.video_id, lang, LANG_NAMES[lang], query=f"lang={lang}")
         if v.asr:
             asr_key = v.asr if v.legacy else f"{v.asr}-orig"
             (subs_dir / f"{asr_key}.vtt").write_text(rolling_asr_vtt(topic[v.asr], v.asr), encoding="utf-8")
-            auto[asr_key] = _sub_entries(base_url, v.video_id, asr_key, f"{LANG_NAMES[v.asr]} (Original)")
+            asr_query = f"lang={v.asr}&kind=asr" + (f"&tlang={v.asr}" if v.legacy else "")  # youtube-dl asked so
+            auto[asr_key] = _sub_entries(base_url, v.video_id, asr_key, f"{LANG_NAMES[v.asr]} (Original)",
+                                         query=asr_query)
         for lang in v.translated:
             if lang == v.asr:
                 if not v.legacy:  # newer dicts also list "xx": the same ASR track under its plain name
-                    auto[lang] = _sub_entries(base_url, v.video_id, f"{lang}-orig", LANG_NAMES[lang])
+                    auto[lang] = _sub_entries(base_url, v.video_id, f"{lang}-orig", LANG_NAMES[lang],
+                                              query=f"lang={lang}&kind=asr")
                 continue
             key = "zh-Hans" if lang == "zh" else lang
             (subs_dir / f"{key}.vtt").write_text(plain_vtt(topic[lang], lang), encoding="utf-8")
-            auto[key] = _sub_entries(base_url, v.video_id, key, LANG_NAMES[lang], hls=v.hls_first)
+            # YouTube translates the ASR track, or (without one) the first manual track
+            of_asr = f"lang={v.asr}&kind=asr&tlang={key}" if v.asr else f"lang={v.manual[0]}&tlang={key}" \
+                if v.manual else ""
+            auto[key] = _sub_entries(base_url, v.video_id, key, LANG_NAMES[lang], hls=v.hls_first, query=of_asr)
             for src in v.manual:
                 if src != lang:
                     fkey = f"{key}-{src}"
                     (subs_dir / f"{fkey}.vtt").write_text(plain_vtt(topic[lang], lang), encoding="utf-8")
-                    auto[fkey] = _sub_entries(base_url, v.video_id, fkey, f"{LANG_NAMES[lang]} from {LANG_NAMES[src]}")
+                    auto[fkey] = _sub_entries(base_url, v.video_id, fkey, f"{LANG_NAMES[lang]} from {LANG_NAMES[src]}",
+                                              query=f"lang={src}&tlang={key}")
         formats = []
         if videos and _make_video(files / "videos" / f"{v.video_id}.mp4", duration, n):
             made_videos += 1

@@ -27,6 +27,9 @@ Two behaviours hold for every path at once, as YouTube's do:
   through. Refused requests count toward the window, because YouTube counts what an
   address sends: a client that keeps hammering through 429s stays refused, one that
   slows down below the threshold gets through again.
+- ``server.refuse_translations(True)``: a 429 for every machine-translated track (a query whose
+  ``tlang`` is not its ``lang``) and for nothing else (logged with fault ``"translation"``), as
+  YouTube answers in 2026 (yt-dlp #13831: the original ASR downloads, every translation is refused).
 - ``server.require_po_token(True)``: a subtitle URL marked ``exp=xpe`` (YouTube's mark
   for a track that needs a PO token) without a non-empty ``pot=`` gets a 200 with an
   empty body, which is what YouTube sends when the token is missing (logged with fault
@@ -97,7 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and fault.startswith("redirect:"):
             self._send(302, b"", headers={"Location": fault.split(":", 1)[1]})
             return 302
-        if fault == "ratelimit":
+        if fault in ("ratelimit", "translation"):
             self._send(429, b"<html><body>Error 429 (Too Many Requests)</body></html>", "text/html")
             return 429
         if fault and fault.split(":", 1)[0].isdigit():
@@ -190,6 +193,7 @@ class SampleServer:
         self._window = 1.0
         self._recent: collections.deque = collections.deque()  # arrival times within the window
         self._po_token = False
+        self._refuse_translations = False
 
     def fault(self, path: str, *faults: str, sticky: bool = False) -> None:
         with self._lock:
@@ -216,6 +220,11 @@ class SampleServer:
         with self._lock:
             self._po_token = required
 
+    def refuse_translations(self, refused: bool = True) -> None:
+        """Answer 429 to every translated track (``tlang`` other than ``lang``), and to nothing else."""
+        with self._lock:
+            self._refuse_translations = refused
+
     def _over_limit(self, now: float) -> bool:
         if self._limit is None:
             return False
@@ -237,6 +246,9 @@ class SampleServer:
                 if fault != "ok":
                     return fault
             query = query or {}
+            tlang, lang = query.get("tlang", [None])[0], query.get("lang", [None])[0]
+            if self._refuse_translations and tlang and tlang.removesuffix("-orig") != (lang or "").removesuffix("-orig"):
+                return "translation"
             if self._po_token and "xpe" in ",".join(query.get("exp", [])).split(",") and "pot" not in query:
                 return "po_token"
         return None
@@ -282,12 +294,15 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--log", type=Path, help="append one JSON line per request here")
     p.add_argument("--rate-limit", type=float, help="refuse (429) requests beyond this many per second")
+    p.add_argument("--refuse-translations", action="store_true",
+                   help="answer 429 to every machine-translated track (tlang other than lang), as YouTube does now")
     p.add_argument("--require-po-token", action="store_true",
                    help="answer exp=xpe subtitle URLs without pot= with an empty body")
     args = p.parse_args(argv)
     server = SampleServer(args.root, args.port, args.log)
     server.rate_limit(args.rate_limit)
     server.require_po_token(args.require_po_token)
+    server.refuse_translations(args.refuse_translations)
     print(f"serving {server.root} at {server.base_url}", flush=True)
     try:
         server._httpd.serve_forever()

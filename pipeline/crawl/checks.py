@@ -6,6 +6,7 @@ live in ``pipeline.crawl.ytdlp_env``; this module turns them into the crawl's ve
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from pipeline.runtime.cli import comma_list
 from shards.errors import UserError
@@ -32,8 +33,39 @@ def check_main(args) -> int:
                         proxies=proxies, extractor_args=list(args.extractor_args),
                         budget_line=budget_line(args.max_requests_per_second, args.adaptive_rate,
                                                 args.rate_quiet_seconds, args.sleep_subtitles, args.budget_dir))
+    checks.append(session_check(args))
     print(format_checks(checks))
     return checks_exit_code(checks)
+
+
+HOWTO100M_VIDEOS = 1_238_911  # the paper's Table 8: videos with an English track
+
+
+def session_check(args):
+    """The session the crawl would send in, its budgets, and how long the input (``--videos``, else all
+    of HowTo100M) takes at them, per session and with the ``--egress`` sessions given."""
+    from types import SimpleNamespace
+
+    from pipeline.crawl.sessions import ANONYMOUS, account_of, projection
+    from pipeline.crawl.videolist import dedupe, read_video_list
+    from pipeline.crawl.ytdlp_env import Check
+
+    try:
+        account = account_of(str(args.cookies) if args.cookies else None)
+    except UserError:  # the cookies line says why
+        account = ANONYMOUS
+    langs = args.langs[0] if isinstance(args.langs, tuple) else args.langs
+    cfg = SimpleNamespace(videos_per_hour=args.videos_per_hour, max_requests_per_second=args.max_requests_per_second,
+                          translation_requests_per_second=args.translation_requests_per_second, langs=list(langs),
+                          cookies=None)
+    n, what = HOWTO100M_VIDEOS, "all of HowTo100M"
+    if args.videos:
+        try:
+            n, what = len([e for e in dedupe(read_video_list(Path(args.videos)))[0] if e.valid]), str(args.videos)
+        except (UserError, OSError, ValueError) as exc:
+            return Check("session", "warn", f"--videos {args.videos} could not be read: {exc}")
+    sessions = len(comma_list(*args.egress)) or 1
+    return Check("session", "ok", f"{account}; {what}: " + projection(cfg, n, account, sessions))
 
 
 def preflight(cfg, allow_no_js_runtime: bool) -> None:

@@ -60,6 +60,8 @@ at_least_one = _number(int, lambda v: v >= 1, "a whole number, 1 or more")
 seconds = _number(float, lambda v: v >= 0, "seconds, 0 or more")
 positive_seconds = _number(float, lambda v: v > 0, "seconds, more than 0")
 rate = _number(float, lambda v: v > 0, "requests per second, more than 0 (--no-request-limit for none)")
+positive_rate = _number(float, lambda v: v > 0, "requests per second, more than 0")
+per_hour = _number(float, lambda v: v > 0, "videos per hour, more than 0")
 
 
 def allowed_host(text: str) -> str:
@@ -129,6 +131,20 @@ class CrawlConfig:
     breaker_pause: float = option(60.0, "first pause in seconds; doubles each time", group=POLITE,
                                   type=positive_seconds)
     breaker_max_pauses: int = option(6, "pauses in a row before the crawl halts", group=POLITE, type=at_least_one)
+    videos_per_hour: float | None = option(
+        None, "videos one session may extract per hour (default: 300 for an anonymous session, 2000 signed in "
+        "with --cookies: the figures of yt-dlp's wiki); a session is the cookies' account or an anonymous "
+        "one, from one egress address", group=POLITE, type=per_hour)
+    translation_requests_per_second: float = option(
+        DEFAULT_RATE, "request budget of YouTube's machine translations, apart from the video's own tracks: "
+        "their refusals slow and pause only them", group=POLITE, type=positive_rate)
+    translation_max_wait: float = option(
+        30.0, "the longest a translation waits for its turn; one whose budget is paused, halted or slowed past "
+        "this is not requested now (rate_limited, for --retry-failed), so the own tracks go on", group=POLITE,
+        type=seconds)
+    translation_retries: int = option(
+        0, "retries of a refused translation within the run (YouTube refuses translations in storms that "
+        "retries seconds apart do not outlast; --retry-failed asks again later)", group=POLITE, type=count)
     egress: list = field(default_factory=list)  # egress address labels; units spread over them (Ray)
     budget_backend: str = "file"  # "file": one budget per machine; "ray": one actor per egress address
 

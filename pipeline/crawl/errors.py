@@ -38,6 +38,9 @@ STATUSES = (OK, PARTIAL, NO_SUBTITLES, UNAVAILABLE, RATE_LIMITED, BOT_CHECK, NET
 # Worth trying again later (--retry-failed); everything else is final. They apply to a
 # whole video and to single tracks (``{lang}_status``) alike.
 TRANSIENT = frozenset({RATE_LIMITED, BOT_CHECK, NETWORK, SERVER_ERROR, BAD_RESPONSE, PO_TOKEN_REQUIRED})
+# Transient across runs but the same answer within one: asked once, never retried in the run. A track
+# that needs a PO token gets an empty 200 every time until a token provider runs.
+LATER_ONLY = frozenset({PO_TOKEN_REQUIRED})
 # Refusals the request budget slows down for and the circuit breaker counts.
 REFUSALS = frozenset({RATE_LIMITED, BOT_CHECK, BAD_RESPONSE})
 # Statuses that always come with a sample (info.json and whatever tracks were found); an

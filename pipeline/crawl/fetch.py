@@ -96,13 +96,13 @@ def with_retries(attempt, policy: RetryPolicy, budget: RequestBudget, *, count_r
             return result
         if last.status in errors.REFUSALS:
             budget.record(last.status)
-        if not last.transient or n == policy.retries:
+        if not last.transient or last.status in errors.LATER_ONLY or n == policy.retries:
             break
         delay = policy.delay(n, last.retry_after)
         log.info("%s; retry %d/%d in %.1fs", last.message, n + 1, policy.retries, delay)
         time.sleep(delay)
-    if count_retries and last.transient and policy.retries:
-        last.message += f" (after {policy.retries} retries)"
+    if count_retries and last.transient and n:
+        last.message += f" (after {n} retries)"
     raise last
 
 

@@ -178,16 +178,26 @@ class _BudgetState:
     def to_bytes(self) -> bytes:
         return _STATE.pack(self.next_slot, self.pause_until, self.strikes, self.trips, *astuple(self.adaptive))
 
-    def reserve(self, rate: float | None, max_trips: int, rule: AdaptiveRate | None = None):
-        """(seconds to wait, None, rate change or None), or (None, trips, None) when the breaker halted."""
-        if self.trips > max_trips:
-            return None, self.trips, None
+    def reserve(self, rate: float | None, max_trips: int, rule: AdaptiveRate | None = None,
+                max_wait: float | None = None):
+        """(seconds to wait, None, rate change or None), or (None, trips, None) when the breaker halted.
+
+        With ``max_wait``, nothing is reserved when the slot is further away than that, or the breaker
+        has halted: (None, None, why) then, ``why`` a phrase for the message of what was not requested."""
         now = time.time()
+        if self.trips > max_trips:
+            if max_wait is not None:
+                return None, None, f"the breaker halted them, paused {self.trips - 1} times in a row"
+            return None, self.trips, None
         change = None
         if rule is not None:
             change = rule.quiet(self.adaptive, now)
             rate = rule.current(self.adaptive)
         start = max(now, self.next_slot, self.pause_until)
+        if max_wait is not None and start - now > max_wait:
+            if self.pause_until > now:
+                return None, None, f"the breaker paused them for {self.pause_until - now:.0f} s more"
+            return None, None, f"their next free request slot was {start - now:.0f} s away"
         if rate:
             self.next_slot = start + 1.0 / rate
         return start - now, None, change
@@ -238,6 +248,7 @@ class _Budget:
         # unlimited means no spacing, so there is nothing to adapt
         self.rule = AdaptiveRate(self.rate, min_rate or 0.0, quiet_seconds) if adaptive and self.rate else None
         self.requests = 0
+        self.deferred = 0   # requests not made because their turn was too far away (acquire_within)
         self.decreases = 0  # rate changes this process made; the rate itself is shared
         self.increases = 0
 
@@ -264,6 +275,15 @@ class _Budget:
             time.sleep(wait)
         self.requests += 1
         return wait
+
+    def _granted(self, wait: float | None, change) -> str | None:
+        """``acquire_within``'s end: None after waiting for the slot, or the reason it was not granted."""
+        if wait is None:
+            self.deferred += 1
+            return change
+        self._increased(change)
+        self._wait(wait)
+        return None
 
 
 class RequestBudget(_Budget):
@@ -297,6 +317,14 @@ class RequestBudget(_Budget):
         self._increased(change)
         return self._wait(wait)
 
+    def acquire_within(self, max_wait: float) -> str | None:
+        """Like ``acquire``, but only when this process's turn comes within ``max_wait`` seconds and the
+        breaker has not halted: None once waited, else why not (nothing reserved, nothing raised). For
+        work that can wait for a later run rather than hold up what may not wait."""
+        with self._locked() as state:
+            wait, _, change = state.reserve(self.rate, self.max_trips, self.rule, max_wait)
+        return self._granted(wait, change)
+
     def record(self, outcome: str) -> None:
         """Tell the breaker and the rate how a request went: ``ok``, or a refusal (``rate_limited``,
         ``bot_check``, or any other status the caller counts as one)."""
@@ -329,7 +357,7 @@ def budget_actor_name(name: str) -> str:
 
 
 class RayRequestBudget(_Budget):
-    """``RequestBudget``'s interface (acquire, record, reset_halt, current_rate, state) over a Ray actor.
+    """``RequestBudget``'s interface (acquire, acquire_within, record, reset_halt, current_rate, state) over a Ray actor.
 
     Used by the crawl under ``--executor ray``: one detached, named actor per egress
     address (``name``), shared by every crawl task on every node that sends requests
@@ -372,6 +400,10 @@ class RayRequestBudget(_Budget):
             raise CrawlHalted(_halted_message(trips, self.name))
         self._increased(change)
         return self._wait(wait)
+
+    def acquire_within(self, max_wait: float) -> str | None:
+        wait, _, change = self._call("reserve", self.rate, self.max_trips, self.rule, max_wait)
+        return self._granted(wait, change)
 
     def record(self, outcome: str) -> None:
         tripped, change = self._call("record", outcome, self.breaker_threshold, self.pause_seconds,

@@ -163,12 +163,13 @@ class YtdlpSource:
     """Asks YouTube through yt-dlp's Python API: one ``extract_info`` per video, no download."""
 
     def __init__(self, cfg, budget: RequestBudget, cookie_copy: str | None, warn: Callable[[str], None] | None = None,
-                 url_policy: UrlPolicy | None = None):
+                 url_policy: UrlPolicy | None = None, video_budget: RequestBudget | None = None):
         from pipeline.crawl.ytdlp_requests import Bounds, CheckedYoutubeDL
 
         url_policy = url_policy or UrlPolicy()
         url_policy = replace(url_policy, allowed=url_policy.allowed | pot_provider_hosts(tuple(cfg.extractor_args)))
         self.budget, self.policy = budget, _policy(cfg)
+        self.video_budget = video_budget  # one slot per video extracted: the session's videos/hour
         self.logger = _YtdlpLogger(warn)
         self._ydls = []
         for proxy in cfg.proxies or [None]:
@@ -204,6 +205,8 @@ class YtdlpSource:
 
         failures = ytdlp_failures()
         self.logger.take()
+        if self.video_budget is not None:
+            self.video_budget.acquire()
         return ytdlp_with_retries(call, self.policy, self.budget)
 
     def take_warnings(self) -> list[str]:

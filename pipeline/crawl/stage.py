@@ -37,7 +37,8 @@ from shards.writer import UnitWriter, atomic_write_json, sha256_file
 from pipeline.crawl import errors
 from pipeline.crawl.fetch import Fetcher, RetryPolicy
 from pipeline.runtime.runlock import pid_alive
-from pipeline.crawl.politeness import CrawlHalted, RayRequestBudget, RequestBudget, default_budget_dir
+from pipeline.crawl.politeness import CrawlHalted, RayRequestBudget
+from pipeline.crawl.sessions import KINDS, DeferringBudget, SessionKey, account_of, session_budgets
 from pipeline.crawl.sources import InfoJsonSource, YtdlpSource, download_video
 from pipeline.runtime.cli import executor_options, parse_args
 from pipeline.runtime.out_dir import stage_out
@@ -49,39 +50,6 @@ from pipeline.crawl.url_policy import UrlPolicy
 from pipeline.crawl.videolist import dedupe, read_video_list
 
 log = logging.getLogger("mmp.crawl")
-
-def egress_label(cfg: CrawlConfig, egress: str | None = None) -> str:
-    """Which outbound address the requests of this process leave from, for the Ray budget.
-
-    An ``--egress`` label names it; with proxies, the proxies are the address (any node
-    can use them); otherwise it is the node's own address.
-    """
-    if egress:
-        return f"egress-{egress}"
-    if cfg.proxies:
-        import hashlib
-
-        hosts = ",".join(sorted(errors.redact(p) for p in cfg.proxies))
-        return f"proxy-{hashlib.sha256(hosts.encode()).hexdigest()[:12]}"
-    import ray
-
-    return f"node-{ray.util.get_node_ip_address()}"
-
-
-def make_budget(cfg: CrawlConfig, egress: str | None = None):
-    """The request budget: a file shared by this machine's processes, or (``budget_backend
-    == "ray"``) an actor shared by every task that uses the same egress address."""
-    if cfg.budget_backend == "ray":
-        return RayRequestBudget(f"{cfg.budget_name}:{egress_label(cfg, egress)}", cfg.max_requests_per_second,
-                                breaker_threshold=cfg.breaker_threshold, pause_seconds=cfg.breaker_pause,
-                                max_trips=cfg.breaker_max_pauses, adaptive=cfg.adaptive_rate,
-                                quiet_seconds=cfg.rate_quiet_seconds)
-    budget_dir = Path(cfg.budget_dir) if cfg.budget_dir else default_budget_dir()
-    return RequestBudget(budget_dir / f"{cfg.budget_name}.budget", cfg.max_requests_per_second,
-                         breaker_threshold=cfg.breaker_threshold, pause_seconds=cfg.breaker_pause,
-                         max_trips=cfg.breaker_max_pauses, adaptive=cfg.adaptive_rate,
-                         quiet_seconds=cfg.rate_quiet_seconds)
-
 
 # ---------------------------------------------------------------- the private work area
 
@@ -144,7 +112,8 @@ class CrawlContext:
 
     def __init__(self, cfg: CrawlConfig, egress: str | None = None, run_dir: Path | None = None, warn=None):
         self.cfg, self.warn = cfg, warn  # warn: the stage's report_warning, for yt-dlp's warnings
-        self.budget = make_budget(cfg, egress)
+        self.budgets = session_budgets(cfg, egress)
+        self.budget = self.budgets.own
         self.scratch = private_scratch(run_dir or work_area(cfg) / f"{socket.gethostname()}@{os.getpid()}")
         # yt-dlp writes cookies back to its file: give each process a private copy.
         cookie_copy = private_copy(cfg.cookies, self.scratch / "cookies.txt") if cfg.cookies else None
@@ -152,8 +121,14 @@ class CrawlContext:
         self.fetcher = Fetcher(self.budget, timeout=cfg.socket_timeout, request_timeout=cfg.request_timeout,
                                policy=RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max),
                                proxies=cfg.proxies, cookies=cookie_copy, url_policy=self.url_policy)
+        # translations: their own budget, never waited for past --translation-max-wait (sessions.py)
+        self.translation_fetcher = Fetcher(
+            DeferringBudget(self.budgets.translations, cfg.translation_max_wait), timeout=cfg.socket_timeout,
+            request_timeout=cfg.request_timeout, policy=RetryPolicy(cfg.translation_retries, cfg.backoff_base,
+                                                                    cfg.backoff_max),
+            proxies=cfg.proxies, cookies=cookie_copy, url_policy=self.url_policy)
         self.info_source = (InfoJsonSource(cfg.info_json) if cfg.info_json else
-                            YtdlpSource(cfg, self.budget, cookie_copy, warn, self.url_policy))
+                            YtdlpSource(cfg, self.budget, cookie_copy, warn, self.url_policy, self.budgets.videos))
         self.cookie_copy = cookie_copy
 
     def download_video(self, info: dict) -> tuple[str, Path]:
@@ -273,10 +248,8 @@ class CrawlStage(Stage):
             self.video_done(row["status"])
             log.info("%s %s %s", row["video_id"], row["status"], row.get("error") or "")
         writer.count("videos", len(unit.items))
-        writer.count("requests", ctx.budget.requests)
-        writer.count("rate_decreases", ctx.budget.decreases)
-        writer.count("rate_increases", ctx.budget.increases)
-        ctx.budget.requests = ctx.budget.decreases = ctx.budget.increases = 0
+        for name, n in ctx.budgets.take_counts().items():
+            writer.count(name, n)
 
     def after_publish(self, files: UnitFiles) -> None:
         retry_marker(files).unlink(missing_ok=True)
@@ -308,7 +281,7 @@ def mark_transient_units(out, langs) -> int:
 def reset_budgets(cfg: CrawlConfig, args) -> None:
     """Clear a halt an earlier run left in the budgets this crawl will use."""
     if cfg.budget_backend != "ray":
-        make_budget(cfg).reset_halt()
+        session_budgets(cfg).reset_halt()
         return
     from pipeline.runtime.ray_executor import RayUnavailable, ensure_ray
 
@@ -318,16 +291,18 @@ def reset_budgets(cfg: CrawlConfig, args) -> None:
         raise UserError(str(exc)) from exc
     if cfg.egress:
         for egress in cfg.egress:
-            make_budget(cfg, egress).reset_halt()
+            session_budgets(cfg, egress).reset_halt()
     elif cfg.proxies:
-        make_budget(cfg).reset_halt()
+        session_budgets(cfg).reset_halt()
     else:
         import ray
 
+        account = account_of(cfg.cookies)
         for node in ray.nodes():
             if node.get("Alive"):
-                RayRequestBudget(f"{cfg.budget_name}:node-{node['NodeManagerAddress']}",
-                                 max_trips=cfg.breaker_max_pauses).reset_halt()
+                for kind in KINDS:
+                    name = SessionKey(account, f"node-{node['NodeManagerAddress']}").name(cfg.budget_name, kind)
+                    RayRequestBudget(name, max_trips=cfg.breaker_max_pauses).reset_halt()
 
 
 def video_hint(cfg: CrawlConfig, summary) -> str | None:

@@ -18,7 +18,8 @@ from shards.samples import ABSENT, INFO_JSON, InfoJson, TrackRecord, is_track_me
 
 from pipeline.crawl import errors
 from pipeline.crawl.fetch import FetchError
-from pipeline.crawl.tracks import NONE, select_tracks
+from pipeline.crawl.sessions import Deferred
+from pipeline.crawl.tracks import NONE, TRANSLATED, select_tracks
 from pipeline.crawl.url_policy import REFUSED_URL
 from pipeline.crawl.videolist import VideoEntry
 
@@ -158,9 +159,10 @@ def _crawl_video(entry: VideoEntry, ctx, held: Held | None, scratch: list) -> tu
 
     Every language ends with a ``{lang}_status``: ``ok``, ``none``, ``no_url``, or why it
     failed; a transient one (``rate_limited``, ``po_token_required``...) is asked again by
-    ``--retry-failed`` while the tracks already fetched are kept. After a refusal (429, bot
-    check, a 200 that is not the file) the video's remaining tracks are not requested:
-    they are marked with the same transient status, for the next run.
+    ``--retry-failed`` while the tracks already fetched are kept. The video's own tracks (manual,
+    original ASR) are fetched first, then its machine translations through their own budget
+    (``_TrackFetch``): a refusal of an own track holds back the rest of the video, a refusal or a
+    deferral of a translation only the video's other translations.
     """
     cfg = ctx.cfg
     started = time.time()
@@ -208,8 +210,6 @@ def _crawl_video(entry: VideoEntry, ctx, held: Held | None, scratch: list) -> tu
     carried = set(held.final_langs(cfg.langs)) if held is not None else set()
     members: dict = {}
     tracks: dict = {}
-    by_url: dict = {}
-    refused: tuple | None = None  # (lang, status) of the refusal that stops this video's requests
 
     def outcome(lang, status, error=None):
         row[lang_column(lang, "status")] = status
@@ -217,6 +217,7 @@ def _crawl_video(entry: VideoEntry, ctx, held: Held | None, scratch: list) -> tu
         if error:
             row[lang_column(lang, "error")] = tracks[lang]["error"] = error
 
+    wanted = {}  # lang -> choice, for the tracks to fetch now
     for lang, choice in choices.items():
         if lang in carried:
             _carry_track(lang, held, row, tracks, members)
@@ -230,40 +231,17 @@ def _crawl_video(entry: VideoEntry, ctx, held: Held | None, scratch: list) -> tu
                         "not provided (see mmp-crawl --check and the README on PO-token providers)")
             else:
                 outcome(lang, errors.TRACK_NONE)
-            continue
-        if not choice.url:
+        elif not choice.url:
             outcome(lang, errors.TRACK_NO_URL, "no fetchable WebVTT (or timedtext) format offered for this track")
-            continue
-        if refused is not None:
-            outcome(lang, refused[1], f"not requested: the {refused[0]} track was refused ({refused[1]}) just "
-                    "before; --retry-failed fetches it")
-            continue
-        if choice.url in by_url:  # the same file serves two languages: fetch it once
-            body = by_url[choice.url]
         else:
-            if cfg.sleep_subtitles > 0:
-                time.sleep(cfg.sleep_subtitles)
-            try:
-                body = ctx.fetcher.get(choice.url, check=lambda b, c=choice: vtt_problem(b, c.po_token))
-            except FetchError as exc:
-                outcome(lang, exc.status, exc.message)
-                if exc.status in errors.REFUSALS:
-                    refused = (lang, exc.status)
-                continue
-            by_url[choice.url] = body
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            bad = sum(1 for _ in body.decode("utf-8", "replace") if _ == "\ufffd")
-            body = body.decode("utf-8", "replace").encode("utf-8")
-            tracks[lang]["warning"] = f"invalid UTF-8 ({bad} characters replaced, first at byte {exc.start})"
-            if len(body) > TRACK_MAX_BYTES:  # each replacement takes 3 bytes: what readers take is the cap
-                outcome(lang, errors.ERROR, f"{len(body):,} bytes once its invalid UTF-8 is replaced, over the "
-                        f"{TRACK_MAX_BYTES:,} a track may have")
-                continue
-        members[track_member(lang)] = body
-        row[lang_column(lang, "bytes")] = len(body)
-        outcome(lang, errors.TRACK_OK)
+            wanted[lang] = choice
+    # The video's own tracks first, with the session's own budget; then its machine translations, with
+    # theirs (sessions.py): a refused translation never costs an own track.
+    own = {l: c for l, c in wanted.items() if c.kind != TRANSLATED}
+    translated = {l: c for l, c in wanted.items() if c.kind == TRANSLATED}
+    fetch = _TrackFetch(ctx, cfg, outcome, members, row, tracks)
+    stopped = fetch.group(own, ctx.fetcher)
+    fetch.group(translated, getattr(ctx, "translation_fetcher", ctx.fetcher), stopped)
 
     if held is not None and held.row.get("video_ext") and held.row["video_ext"] in held.members:
         ext = held.row["video_ext"]
@@ -304,6 +282,60 @@ def _crawl_video(entry: VideoEntry, ctx, held: Held | None, scratch: list) -> tu
         return finish(errors.ERROR, "every offered track failed: " + "; ".join(
             f"{l}: {row.get(lang_column(l, 'error'))}" for l, st in failed.items() if st != errors.TRACK_NONE), members)
     return finish(errors.NO_SUBTITLES, "YouTube offers no subtitles in the requested languages", members)
+
+
+class _TrackFetch:
+    """Fetches one video's tracks, a group at a time, each file once; records each outcome."""
+
+    def __init__(self, ctx, cfg, outcome, members: dict, row: dict, tracks: dict):
+        self.ctx, self.cfg, self.outcome = ctx, cfg, outcome
+        self.members, self.row, self.tracks = members, row, tracks
+        self.by_url: dict = {}  # the same file may serve two languages: fetched once
+
+    def group(self, choices: dict, fetcher, stopped: tuple | None = None) -> tuple | None:
+        """Fetch ``choices`` in order. After a refusal (429, bot check, a 200 that is not the file) or a
+        deferral, the group's remaining tracks are not requested: they get that transient status and
+        why, for the next run. Returns (status, why) the group stopped (None if it did not), which, given
+        as ``stopped``, holds a later group back from the start."""
+        held_back = stopped
+        for lang, choice in choices.items():
+            if held_back is not None:
+                self.outcome(lang, held_back[0], f"not requested: {held_back[1]}; --retry-failed fetches it")
+                continue
+            body = self.by_url.get(choice.url)
+            if body is None:
+                if self.cfg.sleep_subtitles > 0:
+                    time.sleep(self.cfg.sleep_subtitles)
+                try:
+                    body = fetcher.get(choice.url, check=lambda b, c=choice: vtt_problem(b, c.po_token))
+                except Deferred as exc:
+                    why = f"translations from this session are held back ({exc})"
+                    self.outcome(lang, errors.RATE_LIMITED, f"not requested: {why}; --retry-failed fetches it")
+                    held_back = (errors.RATE_LIMITED, why)
+                    continue
+                except FetchError as exc:
+                    self.outcome(lang, exc.status, exc.message)
+                    if exc.status in errors.REFUSALS:
+                        held_back = (exc.status, f"the {lang} track was refused ({exc.status}) just before")
+                    continue
+                self.by_url[choice.url] = body
+            self.keep(lang, body)
+        return held_back
+
+    def keep(self, lang: str, body: bytes) -> None:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad = sum(1 for _ in body.decode("utf-8", "replace") if _ == "\ufffd")
+            body = body.decode("utf-8", "replace").encode("utf-8")
+            self.tracks[lang]["warning"] = f"invalid UTF-8 ({bad} characters replaced, first at byte {exc.start})"
+            if len(body) > TRACK_MAX_BYTES:  # each replacement takes 3 bytes: what readers take is the cap
+                self.outcome(lang, errors.ERROR, f"{len(body):,} bytes once its invalid UTF-8 is replaced, over the "
+                             f"{TRACK_MAX_BYTES:,} a track may have")
+                return
+        self.members[track_member(lang)] = body
+        self.row[lang_column(lang, "bytes")] = len(body)
+        self.outcome(lang, errors.TRACK_OK)
 
 
 def held_from(row: dict, sample: dict | None) -> Held:

@@ -10,6 +10,7 @@ from pipeline.crawl import config as crawl_config
 from pipeline.crawl import stage as crawl
 
 from pipeline.crawl import sources
+from pipeline.crawl.sessions import session_budgets
 from pipeline.crawl import ytdlp_env
 
 from tests.conftest import read_all_rows, read_all_samples
@@ -74,7 +75,7 @@ def test_ytdlp_gets_the_runtime_and_extractor_args(sample, tmp_path):
     runtime = ytdlp_env.find_js_runtime()
     assert params["js_runtimes"] == {"deno": {"path": runtime.path}}
     assert params["extractor_args"]["youtube"]["player_client"] == ["default", "mweb"]
-    source = sources.YtdlpSource(cfg, crawl.make_budget(cfg), None)
+    source = sources.YtdlpSource(cfg, session_budgets(cfg).own, None)
     ydl = source._ydls[0]
     assert ydl.params["writeautomaticsub"] and ydl.params["js_runtimes"] == params["js_runtimes"]
 

@@ -103,9 +103,9 @@ def test_ytdlp_source_gets_the_id_inside_a_url(monkeypatch, tmp_path):
 
     monkeypatch.setattr(yt_dlp.YoutubeDL, "extract_info", fake_extract)
     cfg = CrawlConfig(videos="x", out=str(tmp_path), budget_dir=str(tmp_path))
-    from pipeline.crawl.stage import make_budget
+    from pipeline.crawl.sessions import session_budgets
 
-    src = YtdlpSource(cfg, make_budget(cfg), None)
+    src = YtdlpSource(cfg, session_budgets(cfg).own, None)
     assert src.get("-abcdefghij")["id"] == "-abcdefghij"
     assert seen == ["https://www.youtube.com/watch?v=-abcdefghij"]
 
@@ -113,7 +113,8 @@ def test_ytdlp_source_gets_the_id_inside_a_url(monkeypatch, tmp_path):
 def _source_raising(monkeypatch, tmp_path, exc):
     """A YtdlpSource whose yt-dlp raises ``exc`` from every extract_info; and the list of its calls."""
     yt_dlp = pytest.importorskip("yt_dlp")
-    from pipeline.crawl.stage import CrawlConfig, make_budget
+    from pipeline.crawl.stage import CrawlConfig
+    from pipeline.crawl.sessions import session_budgets
     from pipeline.crawl.sources import YtdlpSource
 
     calls = []
@@ -124,7 +125,7 @@ def _source_raising(monkeypatch, tmp_path, exc):
 
     monkeypatch.setattr(yt_dlp.YoutubeDL, "extract_info", fake_extract)
     cfg = CrawlConfig(videos="x", out=str(tmp_path), budget_dir=str(tmp_path), retries=1, backoff_base=0.01)
-    return YtdlpSource(cfg, make_budget(cfg), None), calls
+    return YtdlpSource(cfg, session_budgets(cfg).own, None), calls
 
 
 def test_ytdlp_errors_are_classified_and_retried(monkeypatch, tmp_path):

@@ -183,7 +183,8 @@ def metadata_request(tmp_path, url: str):
 
     from pipeline.crawl.fetch import FetchError
     from pipeline.crawl.sources import YtdlpSource
-    from pipeline.crawl.stage import CrawlConfig, make_budget
+    from pipeline.crawl.stage import CrawlConfig
+    from pipeline.crawl.sessions import session_budgets
 
     def extract_info(self, *args, **kwargs):  # what yt-dlp's extractor does for a page: one urlopen
         return {"id": "x", "page": self.urlopen(url).read().decode()}
@@ -191,7 +192,7 @@ def metadata_request(tmp_path, url: str):
     yt_dlp.YoutubeDL.extract_info = extract_info  # in the watched child only
     cfg = CrawlConfig(videos="x", out=str(tmp_path), budget_dir=str(tmp_path), retries=0,
                       socket_timeout=SILENCE, request_timeout=DEADLINE)
-    source = YtdlpSource(cfg, make_budget(cfg), None, url_policy=UrlPolicy.allowing(["127.0.0.1"]))
+    source = YtdlpSource(cfg, session_budgets(cfg).own, None, url_policy=UrlPolicy.allowing(["127.0.0.1"]))
     try:
         source.get("abcdefghijk")
     except FetchError as exc:
