@@ -45,7 +45,7 @@ from pipeline.runtime.out_dir import stage_out
 from pipeline.runtime.stage import Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage
 from pipeline.crawl.checks import check_main, preflight
 from pipeline.crawl.config import CrawlConfig, build_parser, config_from_args
-from pipeline.crawl.video import crawl_video, held_from, needs_retry
+from pipeline.crawl.video import crawl_video, held_from, lacks_video, needs_retry
 from pipeline.crawl.url_policy import UrlPolicy
 from pipeline.crawl.videolist import dedupe, read_video_list
 
@@ -219,7 +219,8 @@ class CrawlStage(Stage):
         for entry in unit.items:
             key = entry.video_id if entry.valid else None
             prev = prev_rows.get(key) if key else None
-            if prev is not None and not needs_retry(prev, self.cfg.langs):
+            if prev is not None and not needs_retry(prev, self.cfg.langs) and not (
+                    self.cfg.download_video and lacks_video(prev)):
                 row, members = prev, prev_samples.get(key)
                 writer.count("carried_over")
             else:
@@ -255,9 +256,10 @@ class CrawlStage(Stage):
         retry_marker(files).unlink(missing_ok=True)
 
 
-def mark_transient_units(out, langs) -> int:
-    """For --retry-failed: reopen every complete unit that holds transient failures
-    (of whole videos, or of single tracks of ``partial`` ones).
+def mark_transient_units(out, langs, retry_failed: bool = True, download_video: bool = False) -> int:
+    """Reopen every complete unit that holds work: with --retry-failed, failures to ask again for
+    (``needs_retry``: transient ones or those of this machine's settings, of whole videos or single
+    tracks); with --download-video, videos read without their download (``lacks_video``).
 
     The unit's stats go to a retry marker (with the checksums of its files) and the
     stats file is removed, so the unit is redone; its final rows are carried over, and
@@ -267,7 +269,8 @@ def mark_transient_units(out, langs) -> int:
     reopened = 0
     for files in completed_units(out, "crawl"):
         try:
-            retry = any(needs_retry(r, langs) for r in read_rows(files.parquet))
+            retry = any(retry_failed and needs_retry(r, langs) or download_video and lacks_video(r)
+                        for r in read_rows(files.parquet))
         except UNREADABLE_PARQUET as exc:
             log.warning("%s: parquet unreadable (%s); redoing the unit", files.stem, exc)
             retry = True
@@ -316,6 +319,16 @@ def video_hint(cfg: CrawlConfig, summary) -> str | None:
     return None
 
 
+def refused_hint(summary) -> str | None:
+    """One line when the URL policy refused what this run would have fetched (a setting, not YouTube)."""
+    videos = summary.counts.get(f"status/{errors.REFUSED_URL}", 0)
+    tracks = summary.counts.get(f"track_status/{errors.REFUSED_URL}", 0)
+    if not videos and not tracks:
+        return None
+    return (f"mmp-crawl: the URL policy refused {videos} videos and {tracks} tracks (their error columns say "
+            f"which host); to fetch from a host, re-run with --allow-host HOST --retry-failed")
+
+
 def run_crawl(stage: CrawlStage, args):
     """Everything a crawl writes, under its output's run lock: the units reopened by
     --retry-failed, the budgets' halts cleared, the work area, then the units."""
@@ -324,8 +337,14 @@ def run_crawl(stage: CrawlStage, args):
     with lock_output(stage.out, args.rank, args.world_size) as lock:
         check_config(stage.out, stage)  # before reopening any unit of a crawl over other input
         if args.retry_failed:
-            reopened = mark_transient_units(stage.out, cfg.langs)
-            print(f"mmp-crawl: {reopened} units hold transient failures and will be retried")
+            reopened = mark_transient_units(stage.out, cfg.langs, True, cfg.download_video)
+            print(f"mmp-crawl: {reopened} units hold transient failures (or failures of this machine's settings"
+                  f"{', or videos not downloaded' if cfg.download_video else ''}) and will be retried")
+        elif cfg.download_video:
+            reopened = mark_transient_units(stage.out, cfg.langs, False, True)
+            if reopened:
+                print(f"mmp-crawl: {reopened} finished units hold videos not downloaded yet; fetching them "
+                      f"(their tracks are kept)")
         reset_budgets(cfg, args)
         stage.run_dir = start_run_dir(cfg)
         try:
@@ -350,9 +369,9 @@ def main(argv=None) -> int:
     stage = CrawlStage(cfg)
     summary = run_crawl(stage, args)
     print_summary("mmp-crawl", stage.out, summary)
-    hint = video_hint(cfg, summary)
-    if hint:
-        print(hint)
+    for hint in (video_hint(cfg, summary), refused_hint(summary)):
+        if hint:
+            print(hint)
     if summary.raised(CrawlHalted):
         print("mmp-crawl: halted by the circuit breaker: YouTube keeps refusing requests from this address. "
               "Completed units are kept; re-run later (add --cookies, --proxy or lower --max-requests-per-second).",

@@ -22,9 +22,7 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from pipeline.crawl.errors import redact
-
-REFUSED_URL = "refused_url"  # a per-track or per-video status: the URL was never requested
+from pipeline.crawl.errors import REFUSED_URL, redact  # noqa: F401  (a per-track or per-video status)
 YOUTUBE_HOSTS = frozenset({"youtube.com", "youtu.be"})
 YOUTUBE_DOMAINS = (".youtube.com", ".googlevideo.com", ".ytimg.com")
 _SCHEMES = {"http": 80, "https": 443}

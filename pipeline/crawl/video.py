@@ -66,10 +66,25 @@ def info_problem(info: dict) -> str | None:
 
 
 def needs_retry(row: dict, langs) -> bool:
-    """Whether ``--retry-failed`` asks YouTube again for (part of) this video."""
-    if row.get("status") in errors.TRANSIENT or row.get("video_status") in errors.TRANSIENT:
+    """Whether ``--retry-failed`` asks YouTube again for (part of) this video: a transient failure, one
+    this machine's settings caused (``errors.SETTINGS``), or tracks missing from an extraction yt-dlp
+    warned had no JavaScript runtime (a runtime installed since may find them)."""
+    if row.get("status") in errors.RETRIED or row.get("video_status") in errors.RETRIED:
         return True
-    return any(row.get(lang_column(l, "status")) in errors.TRANSIENT for l in langs)
+    if any(row.get(lang_column(l, "status")) in errors.RETRIED for l in langs):
+        return True
+    return _without_runtime(row) and any(row.get(lang_column(l, "status")) not in (None, errors.TRACK_OK)
+                                         for l in langs)
+
+
+def lacks_video(row: dict) -> bool:
+    """Whether a video whose metadata was read has never had its download tried (a crawl run without
+    ``--download-video``): a run with it fetches the video and keeps the tracks."""
+    return row.get("status") in errors.WITH_SAMPLE and row.get("video_status") is None
+
+
+def _without_runtime(row: dict) -> bool:
+    return "js_runtime" in (row.get("ytdlp_warnings") or "").split(",")
 
 
 def vtt_problem(body: bytes, needs_po_token: bool = False):
@@ -114,7 +129,11 @@ class Held:
     members: dict = field(default_factory=dict)
 
     def final_langs(self, langs) -> list[str]:
-        return [l for l in langs if self.row.get(lang_column(l, "status")) not in (None, *errors.TRANSIENT)]
+        """The languages kept as they are: those with a final outcome (only the fetched ones when the
+        extraction had no JavaScript runtime: what it did not offer may exist)."""
+        if _without_runtime(self.row):
+            return [l for l in langs if self.row.get(lang_column(l, "status")) == errors.TRACK_OK]
+        return [l for l in langs if self.row.get(lang_column(l, "status")) not in (None, *errors.RETRIED)]
 
     def has_work(self) -> bool:
         return any(is_track_member(k) for k in self.members)

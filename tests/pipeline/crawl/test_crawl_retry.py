@@ -168,3 +168,51 @@ def test_tracks_with_no_fetchable_url_are_recorded(sample, tmp_path):
     track = json.loads(s["info.json"])["tracks"]["de"]
     assert (track["kind"], track["key"], track["status"]) == ("manual", "de", "no_url")
     assert verify_dir(out / "crawl").ok
+
+
+def test_a_host_allowed_later_is_fetched_by_retry_failed(sample, tmp_path, capsys):
+    out = tmp_path / "d"
+    args = sample.crawl_args(out, "--langs", "en,de", "--unit-size", "3")
+    at = args.index("--allow-host")
+    without = args[:at] + args[at + 2:]
+    assert crawl.main(without) == 0
+    printed = capsys.readouterr().out
+    assert "URL policy refused" in printed and "--allow-host HOST --retry-failed" in printed
+    rows = {r["video_id"]: r for r in read_all_rows(out / "crawl")}
+    assert rows[VID]["status"] == "refused_url" and not sample.server.requests
+    rc, rows = run(sample, out, "--langs", "en,de", "--retry-failed")
+    assert rc == 0 and "units hold transient failures (or failures of this machine's settings" in capsys.readouterr().out
+    assert rows[VID]["status"] == "ok" and rows[VID]["attempts"] == 2
+    assert {k for k in read_all_samples(out / "crawl")[VID] if k.endswith(".vtt")} == {"en.vtt", "de.vtt"}
+
+
+def test_download_video_added_to_a_finished_crawl_fetches_only_the_videos(sample_with_videos, tmp_path, capsys):
+    sample = sample_with_videos
+    out = tmp_path / "d"
+    rc, rows = run(sample, out, "--langs", "en,de")
+    assert rc == 0 and not any(r["path"].startswith("/videos/") for r in sample.server.requests)
+    subs = hits(sample.server)
+    rc, rows = run(sample, out, "--langs", "en,de", "--download-video")
+    assert rc == 0 and "hold videos not downloaded yet" in capsys.readouterr().out
+    assert hits(sample.server) == subs  # no subtitle asked for again
+    assert rows[VID]["video_status"] == "ok" and rows[VID]["en_status"] == "ok"
+    s = read_all_samples(out / "crawl")[VID]
+    assert rows[VID]["video_ext"] in s and {"en.vtt", "de.vtt"} <= set(s)
+    videos = Counter(r["path"] for r in sample.server.requests if r["path"].startswith("/videos/"))
+    assert videos and all(n == 1 for n in videos.values())
+    # a third run has nothing left to do
+    n = len(sample.server.requests)
+    run(sample, out, "--langs", "en,de", "--download-video")
+    assert len(sample.server.requests) == n
+
+
+def test_tracks_an_extraction_without_a_js_runtime_missed_are_asked_again():
+    from pipeline.crawl.video import Held, needs_retry
+
+    row = {"video_id": VID, "status": "partial", "ytdlp_warnings": "js_runtime", "en_status": "ok",
+           "de_status": "none"}
+    assert needs_retry(row, ["en", "de"]) and Held(row).final_langs(["en", "de"]) == ["en"]
+    ran = dict(row, ytdlp_warnings=None)  # a runtime was there: "none" is YouTube's answer
+    assert not needs_retry(ran, ["en", "de"]) and Held(ran).final_langs(["en", "de"]) == ["en", "de"]
+    refused = dict(ran, de_status="refused_url")
+    assert needs_retry(refused, ["en", "de"]) and Held(refused).final_langs(["en", "de"]) == ["en"]
