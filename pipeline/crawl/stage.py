@@ -197,6 +197,7 @@ class CrawlStage(Stage):
         entries, self.duplicates = dedupe(read_video_list(Path(self.cfg.videos)))
         if self.duplicates:
             log.warning("%d duplicate ids in %s are crawled once", self.duplicates, self.cfg.videos)
+        self.input_videos = len(entries)
         size = max(1, self.cfg.unit_size)
         return [Unit(i, entries[start:start + size]) for i, start in enumerate(range(0, len(entries), size))]
 
@@ -206,7 +207,10 @@ class CrawlStage(Stage):
         return {"input_sha256": self._input_sha, "unit_size": self.cfg.unit_size, "langs": list(self.cfg.langs)}
 
     def config(self) -> dict:
-        return self.cfg.public()
+        """The settings, the session the budgets are keyed on (``sessions.py``) and the input's size: what
+        the stats report projects the crawl's days from."""
+        return {**self.cfg.public(), "session": account_of(self.cfg.cookies),
+                "input_videos": getattr(self, "input_videos", None)}
 
     def setup_worker(self) -> None:
         if not self.cfg.egress:

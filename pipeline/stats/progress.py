@@ -76,3 +76,23 @@ def _iso(t: float) -> str:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def crawl_projection(sd: StageDir) -> str | None:
+    """How long the crawl's input takes at its session's budgets (``pipeline.crawl.sessions.projection``), from
+    the settings its config.json recorded; None for a crawl that recorded no session or ran unlimited."""
+    from types import SimpleNamespace
+
+    from pipeline.crawl.sessions import projection
+
+    cfg = sd.config.get("config") or {}
+    n = cfg.get("input_videos")
+    if not isinstance(n, int) or not cfg.get("session") or not cfg.get("max_requests_per_second"):
+        return None
+    try:
+        settings = SimpleNamespace(videos_per_hour=cfg.get("videos_per_hour"), langs=list(cfg.get("langs") or ()),
+                                   max_requests_per_second=float(cfg["max_requests_per_second"]),
+                                   translation_requests_per_second=float(cfg["translation_requests_per_second"]))
+        return projection(settings, n, str(cfg["session"]), len(cfg.get("egress") or ()) or 1)
+    except (KeyError, TypeError, ValueError):  # a config.json of another version
+        return None

@@ -116,6 +116,9 @@ def crawl_section(c: dict) -> list[Section]:
                     Figure(draw_status, "Crawl outcomes by status.", size=(5.5, max(1.6, 0.26 * len(rows) + 0.7)))])]
     blocks += failures_block(c.get("failed_examples"))
     blocks += progress_blocks(c.get("progress"), c.get("runs") or [])
+    if c.get("projection"):
+        blocks.append(Note(f"At its session's budgets (mmp-crawl --check shows the same): {c['projection']}. "
+                           f"More sessions (--egress, each its own address or account) divide it."))
     runs = c["runs"]
     if runs:
         statuses = list(c["statuses"])

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from shards.rows import lang_column
 
 from pipeline.crawl import errors
-from pipeline.stats.progress import crawl_progress
+from pipeline.stats.progress import crawl_progress, crawl_projection
 from pipeline.stats.read import StageDir
 
 # The paper's Table 8 (Huang et al., NAACL 2021): videos, subtitles, tokens per language.
@@ -237,7 +237,7 @@ def summarize_crawl(table: pa.Table, langs: list, sd: StageDir) -> dict:
            "attempts": value_counts(attempts),
            "retried_videos": int((attempts > 1).sum()),
            "retried_statuses": counts_of(table.filter(pa.array(attempts > 1)).column("status"), "unknown") if n else {},
-           "runs": crawl_runs(sd), "progress": crawl_progress(sd, n),
+           "runs": crawl_runs(sd), "progress": crawl_progress(sd, n), "projection": crawl_projection(sd),
            "failed_examples": failure_examples(table),
            "duration": summary(duration[ok]), "duration_minutes_hist": histogram(duration[ok] / 60, VIDEO_MINUTES_BINS),
            "hours_with_subtitles": float(np.nansum(duration[ok]) / 3600)}

@@ -44,7 +44,9 @@ def pipeline_data(tmp_path_factory):
         built = build_sample(sample, server.base_url, videos=False)
         assert crawl.main(["--videos", built["list"], "--out", str(root / "data" / "crawl"), "--info-json", built["info_json"],
                            "--unit-size", "4", "--workers", "1", "--no-progress", "--budget-dir", str(root / "budget"),
-                           "--retries", "1", "--backoff-base", "0.05", "--no-request-limit",
+                           "--retries", "1", "--backoff-base", "0.05", "--max-requests-per-second", "200",
+                           "--translation-requests-per-second", "200", "--videos-per-hour", "600",
+                           "--allow-host", f"127.0.0.1:{server.port}",
                            "--sleep-subtitles", "0"]) == 0
     data = root / "data"
     assert align_stage.main(["--crawl", str(data / "crawl"), "--out", str(data / "aligned"), "--workers", "1",
@@ -196,6 +198,9 @@ def test_figures_match_the_rows_of_the_real_stages(pipeline_data, tmp_path, caps
     assert "| track outcome |" in md and f"| none | {crawl['track_statuses']['none']} |" in md
     assert "Table 8" in md and "| en (English) |" in md and "1,238,911" in md
     assert "whitespace-separated words" in md  # the report names the token rule
+    # the input (9 distinct lines) projected at the session's budgets the crawl ran with
+    assert crawl["projection"].startswith("9 videos take 0.0 days in one session at 600 videos/hour")
+    assert "At its session's budgets" in md and "bound by --videos-per-hour" in md
     assert "report.html" in capsys.readouterr().out
 
 
