@@ -197,7 +197,7 @@ class CrawlStage(Stage):
         entries, self.duplicates = dedupe(read_video_list(Path(self.cfg.videos)))
         if self.duplicates:
             log.warning("%d duplicate ids in %s are crawled once", self.duplicates, self.cfg.videos)
-        self.input_videos = len(entries)
+        self.input_videos = sum(1 for e in entries if e.valid)  # what would be asked of YouTube
         size = max(1, self.cfg.unit_size)
         return [Unit(i, entries[start:start + size]) for i, start in enumerate(range(0, len(entries), size))]
 

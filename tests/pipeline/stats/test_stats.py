@@ -198,8 +198,8 @@ def test_figures_match_the_rows_of_the_real_stages(pipeline_data, tmp_path, caps
     assert "| track outcome |" in md and f"| none | {crawl['track_statuses']['none']} |" in md
     assert "Table 8" in md and "| en (English) |" in md and "1,238,911" in md
     assert "whitespace-separated words" in md  # the report names the token rule
-    # the input (9 distinct lines) projected at the session's budgets the crawl ran with
-    assert crawl["projection"].startswith("9 videos take 0.0 days in one session at 600 videos/hour")
+    # the input (7 distinct valid ids) projected at the session's budgets the crawl ran with
+    assert crawl["projection"].startswith("7 videos take 0.0 days in one session at 600 videos/hour")
     assert "At its session's budgets" in md and "bound by --videos-per-hour" in md
     assert "report.html" in capsys.readouterr().out
 
