@@ -22,6 +22,12 @@ videos x 9 tracks, crawled with the ceiling at 3T and ``--retry-failed`` until n
 transient is left, with and without the adaptive budget: requests per track delivered and
 tracks served twice, from the server's log.
 Targets: no track served twice; requests within 1.1x of the tracks delivered.
+
+Then (or alone, with ``--translation-storm``) YouTube as it answers in 2026: every machine
+translation refused, the own tracks served; requests per delivered track, own tracks and
+translations apart, in the storm and over the ``--retry-failed`` runs after it, and the days
+HowTo100M takes at the default budgets of one session.
+Targets: every own track delivered in the storm run at 1.0 request each; not halted; nothing twice.
 """
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -191,6 +197,8 @@ def storm_bench(work: Path, videos: int, threshold: float, rounds: int = 6, quie
             base = [sys.executable, "-m", "pipeline.crawl.stage", "--videos", str(sample / "ids.txt"), "--out", str(out / "crawl"),
                     "--info-json", str(info), "--langs", LANGS, "--workers", "4", "--unit-size", "10",
                     "--no-progress", "--max-requests-per-second", str(3 * threshold), "--sleep-subtitles", "0",
+                    "--translation-requests-per-second", str(3 * threshold), "--translation-retries", "4",
+                    "--translation-max-wait", "600",
                     "--allow-host", urlsplit(server.base_url).netloc,
                     "--rate-quiet-seconds", str(quiet), "--retries", "4", "--backoff-base", "0.2",
                     "--backoff-max", "2", "--breaker-threshold", "1000", "--budget-dir", str(work / f"storm-{adaptive}")]
@@ -217,6 +225,88 @@ def storm_bench(work: Path, videos: int, threshold: float, rounds: int = 6, quie
         server.stop()
 
 
+def is_translation(request: dict) -> bool:
+    """A request the stand-in's log shows was for a machine translation (``tlang`` other than ``lang``)."""
+    q = parse_qs(urlsplit(request["raw"]).query)
+    tlang, lang = q.get("tlang", [None])[0], q.get("lang", [""])[0]
+    return bool(tlang) and tlang.removesuffix("-orig") != lang.removesuffix("-orig")
+
+
+def print_projections() -> None:
+    """Days for all of HowTo100M at the default budgets of one session (sessions.projection)."""
+    from pipeline.crawl.config import CrawlConfig
+    from pipeline.crawl.sessions import ANONYMOUS, projection
+
+    cfg = CrawlConfig(videos="-", out="-", langs=LANGS.split(","))
+    print("\nProjected crawl of HowTo100M at the default budgets:")
+    for account in (ANONYMOUS, "account"):
+        print(f"  {'anonymous' if account == ANONYMOUS else 'signed in'}: {projection(cfg, 1_238_911, account)}")
+
+
+def translation_storm_bench(work: Path, videos: int, rounds: int = 4) -> None:
+    """YouTube in 2026 (yt-dlp #13831): every machine-translated track refused, the own tracks served. N videos
+    x 9 languages crawled with 4 workers and the default breaker (scaled to seconds), then, the storm over,
+    ``--retry-failed`` until nothing transient is left. Counted from the stand-in's log, own tracks and
+    translations apart: requests, tracks delivered, requests per delivered track, files served twice."""
+    sample = work / "tstorm"
+    server = SampleServer(sample / "files").start()
+    try:
+        build_sample(sample, server.base_url, videos=False)
+        info = sample / "info"
+        templates = {v: json.loads((info / f"{v}.info.json").read_text()) for v in ("smplPancak1", "smplBikeFx2")}
+        ids = [f"tstorm{i:05d}" for i in range(videos)]
+        for i, vid in enumerate(ids):
+            src = ("smplPancak1", "smplBikeFx2")[i % 2]
+            text = json.dumps(dict(templates[src], id=vid)).replace(f"/subs/{src}/", f"/subs/{vid}/")
+            (info / f"{vid}.info.json").write_text(text)
+            shutil.copytree(sample / "files" / "subs" / src, sample / "files" / "subs" / vid)
+        (sample / "ids.txt").write_text("\n".join(ids) + "\n")
+        out = work / "tstorm-out"
+        base = [sys.executable, "-m", "pipeline.crawl.stage", "--videos", str(sample / "ids.txt"), "--out",
+                str(out / "crawl"), "--info-json", str(info), "--langs", LANGS, "--workers", "4", "--unit-size", "10",
+                "--no-progress", "--max-requests-per-second", "50", "--translation-requests-per-second", "50",
+                "--sleep-subtitles", "0", "--allow-host", urlsplit(server.base_url).netloc, "--retries", "4",
+                "--backoff-base", "0.05", "--breaker-pause", "2", "--translation-max-wait", "1",
+                "--budget-dir", str(work / "tstorm-budget")]
+        print(f"\nTranslation storm: {videos} videos x 9 languages, every translated track refused (429), then "
+              f"served again; 4 workers, breaker 5 refusals / 2 s pause, --translation-max-wait 1")
+        print(f"  {'':22s} {'rc':>3s} {'own req':>8s} {'own got':>8s} {'req/own':>8s} {'tr req':>7s} {'tr got':>7s} "
+              f"{'req/tr':>7s} {'seconds':>8s}")
+        totals = collections.Counter()
+
+        def phase(name, extra):
+            n0, t0 = len(server.requests), time.time()
+            rc = subprocess.run(base + extra, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+            rows = [r for p in sorted((out / "crawl").glob("*.parquet")) for r in read_rows(p)]
+            reqs = [r for r in server.requests[n0:] if r["path"].startswith("/subs/")]
+            got = {kind: sum(r.get(f"{l}_status") == "ok" and (r.get(f"{l}_kind") == "translated") == (kind == "tr")
+                             for r in rows for l in LANGS.split(",")) for kind in ("own", "tr")}
+            new = {k: got[k] - totals[f"{k} got"] for k in got}
+            own_req = sum(not is_translation(r) for r in reqs)
+            tr_req = len(reqs) - own_req
+            totals.update({"own req": own_req, "tr req": tr_req, "own got": new["own"], "tr got": new["tr"]})
+            print(f"  {name:22s} {rc:3d} {own_req:8d} {new['own']:8d} {own_req / max(1, new['own']):8.2f} "
+                  f"{tr_req:7d} {new['tr']:7d} {tr_req / max(1, new['tr']):7.2f} {time.time() - t0:8.1f}")
+            return rows
+
+        server.refuse_translations(True)
+        phase("storm", [])
+        server.refuse_translations(False)
+        time.sleep(2.5)  # the translations' breaker pause runs out
+        for n in range(1, rounds + 1):
+            rows = phase(f"--retry-failed #{n}", ["--retry-failed"])
+            if not any(r.get(f"{l}_status") in TRANSIENT for r in rows for l in LANGS.split(",")):
+                break
+        served = collections.Counter(r["path"] for r in server.requests if r["status"] == 200)
+        print(f"  {'all runs':22s} {'':3s} {totals['own req']:8d} {totals['own got']:8d} "
+              f"{totals['own req'] / max(1, totals['own got']):8.2f} {totals['tr req']:7d} {totals['tr got']:7d} "
+              f"{totals['tr req'] / max(1, totals['tr got']):7.2f}")
+        print(f"  files served twice: {sum(n > 1 for n in served.values())}; targets: every own track in the storm "
+              f"run at 1.0 request each, the crawl not halted (rc 0), nothing served twice")
+    finally:
+        server.stop()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--videos", type=int, default=500)
@@ -228,14 +318,19 @@ def main() -> int:
     p.add_argument("--storm", action="store_true", help="run only the 429-storm section")
     p.add_argument("--storm-videos", type=int, default=80)
     p.add_argument("--storm-quiet", type=float, default=3.0, help="--rate-quiet-seconds of the storm crawls")
+    p.add_argument("--translation-storm", action="store_true", help="run only the translation-storm section")
+    p.add_argument("--translation-storm-videos", type=int, default=80)
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mmp-bench-crawl-"))
-    if args.adaptive or args.storm:
+    if args.adaptive or args.storm or args.translation_storm:
         try:
             if args.adaptive:
                 adaptive_bench(work, args.threshold, args.adaptive_seconds)
             if args.storm:
                 storm_bench(work, args.storm_videos, args.threshold, quiet=args.storm_quiet)
+            if args.translation_storm:
+                translation_storm_bench(work, args.translation_storm_videos)
+                print_projections()
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return 0
@@ -288,23 +383,19 @@ def main() -> int:
         n0 = len(server.requests)
         run_child([sys.executable, "-m", "pipeline.crawl.stage", "--videos", str(work / "rate.txt"), "--out",
                    str(work / "rate" / "crawl"), "--info-json", str(info), "--langs", LANGS, "--workers", "4",
-                   "--unit-size", "5", "--no-progress", "--max-requests-per-second", str(args.rate),
+                   "--unit-size", "5", "--no-progress", "--translation-requests-per-second", str(args.rate),
                    "--no-adaptive-rate", "--sleep-subtitles", "0", "--budget-dir", str(work / "budget-rate"),
-                   "--allow-host", urlsplit(server.base_url).netloc])
-        times = sorted(r["t"] for r in server.requests[n0:])
+                   "--translation-max-wait", "600", "--allow-host", urlsplit(server.base_url).netloc])
+        # the translations (most of the requests) keep to their own budget
+        times = sorted(r["t"] for r in server.requests[n0:] if is_translation(r))
         measured = (len(times) - 1) / (times[-1] - times[0])
-        print(f"--max-requests-per-second {args.rate:g} with 4 workers: measured {measured:.2f}/s "
+        print(f"--translation-requests-per-second {args.rate:g} with 4 workers: measured {measured:.2f}/s "
               f"({100 * (measured / args.rate - 1):+.1f}%, target within 10%)")
-
-        reqs_per_video = results["mmp-crawl x1"][2] / n
-        print("\nProjected crawl of 1.2M videos x 9 languages per egress IP "
-              f"({reqs_per_video:.1f} subtitle requests per video + 1 metadata request):")
-        for r in (0.5, 1.0, 2.0, 5.0):
-            days = 1.2e6 * (reqs_per_video + 1) / r / 86400
-            print(f"  at {r:4.1f} requests/s: {days:6.1f} days")
+        print_projections()
         server.stop()
         adaptive_bench(work, args.threshold, args.adaptive_seconds)
         storm_bench(work, args.storm_videos, args.threshold, quiet=args.storm_quiet)
+        translation_storm_bench(work, args.translation_storm_videos)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
