@@ -19,6 +19,7 @@ from shards.samples import ABSENT, INFO_JSON, InfoJson, TrackRecord, find_track_
 
 from pipeline.crawl import errors
 from pipeline.crawl.fetch import FetchError
+from pipeline.crawl.info import normalize_info
 from pipeline.crawl.tracks import NONE, select_tracks
 from pipeline.crawl.url_policy import REFUSED_URL
 from pipeline.crawl.videolist import VideoEntry
@@ -216,6 +217,7 @@ def _crawl_video(entry: VideoEntry, ctx, held: Held | None, scratch: list) -> tu
     if kind != "video":  # it would have yt-dlp fetch what it points to (another page, playlist entries)
         return finish(REFUSED_URL, f"the info dict is of _type {str(kind)[:40]!r}, not a video: nothing it points "
                       "to is requested")
+    info = normalize_info(info)  # what youtube-dl wrote, in yt-dlp's types
     problem = info_problem(info)
     if problem is not None:
         return finish(errors.ERROR, f"unusable info dict: {problem}")
