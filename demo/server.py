@@ -47,8 +47,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-CONTENT_TYPES = {".vtt": "text/vtt; charset=utf-8", ".json": "application/json", ".mp4": "video/mp4",
-                 ".webm": "video/webm", ".html": "text/html"}
+CONTENT_TYPES = {".vtt": "text/vtt; charset=utf-8", ".srt": "application/x-subrip; charset=utf-8",
+                 ".json": "application/json", ".mp4": "video/mp4", ".webm": "video/webm", ".html": "text/html"}
 
 
 class _Handler(BaseHTTPRequestHandler):

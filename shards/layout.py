@@ -15,7 +15,7 @@ from pathlib import Path
 
 from shards.errors import UserError
 from shards.members import VIDEO_SUFFIXES
-from shards.samples import (CAPTIONS_JSON, FEATURE_NAMES, INFO_JSON, META_JSON, SUBS_JSON, TRACK_EXT,
+from shards.samples import (CAPTIONS_JSON, FEATURE_NAMES, INFO_JSON, META_JSON, SUBS_JSON, TRACK_EXTS,
                             feature_member)
 from shards.storage import RemotePath, as_path, staging_dir, staging_name
 
@@ -167,12 +167,12 @@ class SampleLayout:
         return problems
 
 
-# crawl/: info.json (trimmed yt-dlp info + tracks), one <lang>.vtt per language found,
+# crawl/: info.json (trimmed yt-dlp info + tracks), one <lang>.vtt (or .srt) per language found,
 # optionally the video file.
 CRAWL = SampleLayout(
     stage="crawl",
     required=(INFO_JSON,),
-    optional_patterns=(rf"[a-z]{{2,3}}(-[A-Za-z]+)?\.{TRACK_EXT}", "|".join(VIDEO_SUFFIXES)),
+    optional_patterns=(rf"[a-z]{{2,3}}(-[A-Za-z]+)?\.({'|'.join(TRACK_EXTS)})", "|".join(VIDEO_SUFFIXES)),
 )
 
 # aligned/: subs.json with cleaned cues per language and the common timeline.

@@ -1,8 +1,9 @@
 """What one sample holds on disk: the languages, the names of its members, and ``meta.json``.
 
 Every stage names a sample's members through these constants and functions, so a member
-is spelled once: ``info.json`` and ``<lang>.vtt`` in crawl/, ``subs.json`` in aligned/,
-``meta.json``, ``<backbone>.npy`` and ``subs.json`` or ``captions.json`` in mmp/.
+is spelled once: ``info.json`` and ``<lang>.vtt`` (``<lang>.srt`` for a track fetched as SubRip)
+in crawl/, ``subs.json`` in aligned/, ``meta.json``, ``<backbone>.npy`` and ``subs.json`` or
+``captions.json`` in mmp/.
 ``MmpMeta`` is an mmp/ sample's ``meta.json``, whichever stage writes it (feature
 extraction, the released S3D import, downstream preparation): each writes its own subset
 of the fields, and a field it leaves ``ABSENT`` is not in its bytes. The other JSON members
@@ -17,8 +18,9 @@ from shards.members_json import (ABSENT, CAPTIONS_JSON, INFO_JSON, SUBS_JSON, Ca
                                  LazyTracks, SubsJson, TrackRecord, segment_pair)
 
 __all__ = ["ABSENT", "CAPTIONS_JSON", "CARRIED_KEYS", "FEATURE_EXT", "FEATURE_NAMES", "INFO_JSON", "LANGS",
-           "META_JSON", "RELEASE_LANGS", "SUBS_JSON", "TRACK_EXT", "Captions", "InfoJson", "LazyTracks", "MmpMeta",
-           "SubsJson", "TrackRecord", "feature_member", "is_track_member", "segment_pair", "track_member"]
+           "META_JSON", "RELEASE_LANGS", "SUBS_JSON", "TRACK_EXT", "TRACK_EXTS", "Captions", "InfoJson", "LazyTracks",
+           "MmpMeta", "SubsJson", "TrackRecord", "feature_member", "find_track_member", "is_track_member",
+           "segment_pair", "track_format", "track_member"]
 
 # The 9 languages of Multi-HowTo100M, in the order the paper's pre-training lists them.
 LANGS = ("en", "de", "fr", "ru", "es", "cs", "sw", "zh", "vi")
@@ -27,16 +29,35 @@ RELEASE_LANGS = ("en", "de", "fr", "cs", "sw", "ru", "vi", "es", "zh")
 
 META_JSON = "meta.json"
 TRACK_EXT = "vtt"
+# The formats a crawled track may be stored in, the usual one first: WebVTT, and SubRip for a
+# translation fetched with ``mmp-crawl --translated-format srt``. The member's suffix says which.
+TRACK_EXTS = (TRACK_EXT, "srt")
 FEATURE_EXT = "npy"
 
 
 def track_member(lang: str, ext: str = TRACK_EXT) -> str:
-    """The member holding one language's subtitle track: ``en.vtt``."""
+    """The member holding one language's subtitle track: ``en.vtt`` (``en.srt`` with ``ext="srt"``)."""
+    if ext not in TRACK_EXTS:
+        raise ValueError(f"a track is stored as one of {', '.join(TRACK_EXTS)}, not {ext!r}")
     return f"{lang}.{ext}"
 
 
 def is_track_member(name: str) -> bool:
-    return name.endswith(f".{TRACK_EXT}")
+    return name.endswith(tuple(f".{ext}" for ext in TRACK_EXTS))
+
+
+def track_format(name: str) -> str:
+    """The format of a track member, from its suffix: ``vtt`` or ``srt``."""
+    if not is_track_member(name):
+        raise ValueError(f"{name!r} is not a track member")
+    return name.rpartition(".")[2]
+
+
+def find_track_member(members, lang: str, prefer: object = None) -> str | None:
+    """The name of ``lang``'s track among ``members`` (any container of member names), whichever format
+    it was stored in; ``prefer`` (the ``ext`` the crawl recorded) is looked for first. None when absent."""
+    order = ([prefer] if prefer in TRACK_EXTS else []) + [e for e in TRACK_EXTS if e != prefer]
+    return next((track_member(lang, ext) for ext in order if track_member(lang, ext) in members), None)
 
 
 # The feature arrays an mmp/ sample may hold: the two backbones, or a Multi30K image's regions.

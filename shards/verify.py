@@ -20,7 +20,7 @@ from shards.errors import command
 from shards.layout import LAYOUTS, UNIT_RE, DamagedUnit, UnitFiles, read_stats
 from shards.reader import UNREADABLE_PARQUET, ShardError, iter_samples, read_rows
 from shards.rows import lang_column
-from shards.samples import feature_member, track_member
+from shards.samples import TRACK_EXTS, feature_member, find_track_member, is_track_member, track_member
 from shards.storage import RemotePath, as_path, staging_dir, staging_name
 from shards.versions import add_version_flag
 from shards.writer import sha256_file
@@ -41,7 +41,8 @@ class VerifyReport:
 
 def recorded_members(row: dict) -> dict[str, int | None]:
     """The members a parquet row says its sample holds, with the byte count where it records one:
-    a crawl row's fetched tracks (``{lang}_status`` ok, ``{lang}_bytes``) and video file
+    a crawl row's fetched tracks (``{lang}_status`` ok, ``{lang}_bytes``; named ``<lang>.vtt`` here,
+    though a track may be stored as ``<lang>.srt``: ``cross_check`` takes either) and video file
     (``video_ext``, ``video_bytes``); a feature row's arrays (``backbones`` or ``features``)."""
     members: dict[str, int | None] = {}
     for column, value in row.items():
@@ -71,6 +72,13 @@ def cross_check(name: str, rows: list[dict], sizes: dict[str, dict | None], repo
                 report.problems.append(f"{name}: row {vid} has status ok but the tar holds no sample for it")
             continue
         for member, size in sorted(recorded_members(row).items()):
+            if is_track_member(member):  # the row records a track, not the format it was stored in
+                lang = member.rpartition(".")[0]
+                stored = [track_member(lang, ext) for ext in TRACK_EXTS if track_member(lang, ext) in sample]
+                if len(stored) > 1:
+                    report.problems.append(f"{name}: sample {vid}: language {lang!r} has {len(stored)} track "
+                                           f"members ({', '.join(stored)}); a crawl stores one")
+                member = find_track_member(sample, lang) or member
             if member not in sample:
                 report.problems.append(f"{name}: sample {vid}: the row records member {member!r}, the tar lacks it")
             elif size is not None and sample[member] != size:

@@ -102,6 +102,11 @@ class CrawlConfig:
                                        group=POLITE, type=positive_seconds)
     sleep_subtitles: float = option(DEFAULT_SLEEP_SUBTITLES, "seconds to pause before each subtitle file",
                                     group=POLITE, type=seconds)
+    translated_format: str = option(
+        "vtt", "the format machine translations are asked for in: vtt, or srt (YouTube's timedtext URL with "
+        "fmt=srt, stored as <lang>.srt; reported to get through where WebVTT gets 429s, unverified at scale). "
+        "Other tracks are always WebVTT, as is a translation offered neither as SRT nor by a timedtext URL",
+        group=POLITE, choices=("vtt", "srt"))
     js_runtime: str | None = option(
         None, "the JavaScript runtime yt-dlp solves YouTube's challenges with: deno, node, bun or quickjs, "
         "optionally with its path (default: the deno installed with this project, else one on PATH)",

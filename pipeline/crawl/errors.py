@@ -56,7 +56,7 @@ REFUSALS = frozenset({RATE_LIMITED, BOT_CHECK, BAD_RESPONSE})
 WITH_SAMPLE = frozenset({OK, PARTIAL, NO_SUBTITLES})
 
 # Per-track outcomes in the crawl's ``{lang}_status`` column besides the statuses above.
-TRACK_OK = "ok"          # fetched, in the sample as <lang>.vtt
+TRACK_OK = "ok"          # fetched, in the sample as <lang>.vtt (or .srt)
 TRACK_NONE = "none"      # YouTube offers no track in this language
 TRACK_NO_URL = "no_url"  # a track was chosen but none of its formats is a fetchable file
 

@@ -180,7 +180,7 @@ def _rank(cands: list[_Candidate], lang: str) -> list[_Candidate]:
 
 def pick_format(formats: list[dict], want: str = "vtt") -> tuple[str | None, str | None]:
     """(ext, url) of a directly fetchable ``want`` format. HLS playlists (``m3u8``) are not files.
-    A timedtext URL in another format is rewritten to ``fmt=vtt``."""
+    A timedtext URL in another format is rewritten to ``fmt=<want>``."""
     for fmt in formats or []:
         if fmt.get("ext") == want and fmt.get("url") and "m3u8" not in (fmt.get("protocol") or ""):
             return want, fmt["url"]
@@ -209,8 +209,12 @@ def needs_po_token(url: str | None) -> bool:
     return any(e in _PO_TOKEN_EXPERIMENTS for v in values for e in v.split(","))
 
 
-def _choose(lang: str, cand: _Candidate, formats) -> TrackChoice:
-    ext, url = pick_format(formats)
+def _choose(lang: str, cand: _Candidate, formats, translated_format: str = "vtt") -> TrackChoice:
+    ext, url = None, None
+    if cand.kind == TRANSLATED and translated_format != "vtt":
+        ext, url = pick_format(formats, translated_format)
+    if url is None:  # offered neither in that format nor by a timedtext URL (another host's): WebVTT
+        ext, url = pick_format(formats)
     if url and cand.kind == ASR:
         q = parse_qs(urlparse(url).query)
         if q.get("tlang") and q.get("lang") and _url_lang(q["tlang"][0]) == _url_lang(q["lang"][0]):
@@ -223,12 +227,15 @@ def _choose(lang: str, cand: _Candidate, formats) -> TrackChoice:
                        variant=cand.tag if cand.tag != cand.base else None, po_token=marked)
 
 
-def select_tracks(info: dict, langs: list[str], prefer: dict[str, str] | None = None) -> dict[str, TrackChoice]:
+def select_tracks(info: dict, langs: list[str], prefer: dict[str, str] | None = None,
+                  translated_format: str = "vtt") -> dict[str, TrackChoice]:
     """One ``TrackChoice`` per requested language (kind ``none`` when YouTube has nothing).
 
     ``langs`` are base codes (``zh``); ``prefer`` maps a base code to the YouTube variant
     tried first (``{"zh": "zh-Hant", "pt": "pt-BR"}``). A requested ``zh-Hant`` is read
-    as ``zh`` preferring ``zh-Hant``.
+    as ``zh`` preferring ``zh-Hant``. A machine translation is asked for in
+    ``translated_format`` (``vtt`` or ``srt``: YouTube's timedtext URL with ``fmt=srt``), the
+    others always as WebVTT; the choice's ``ext`` says which.
     """
     prefer = dict(prefer or {})
     manual_dict = {k: v for k, v in (info.get("subtitles") or {}).items() if k not in NOT_SUBTITLES and v}
@@ -270,5 +277,5 @@ def select_tracks(info: dict, langs: list[str], prefer: dict[str, str] | None = 
             choices[lang] = TrackChoice(lang, NONE)
         else:
             where, cand = found
-            choices[lang] = _choose(lang, cand, formats[(where, cand.key)])
+            choices[lang] = _choose(lang, cand, formats[(where, cand.key)], translated_format)
     return choices

@@ -1,23 +1,25 @@
 """The crawl's per-video work: one info dict, one track per language, each fetched once.
 
 ``crawl_video`` turns a video id into a parquet row and a sample (``info.json`` plus a
-``<lang>.vtt`` per track fetched). Every language ends with a ``{lang}_status``;
+``<lang>.vtt`` (or ``.srt``) per track fetched). Every language ends with a ``{lang}_status``;
 a track that failed transiently is marked so, and the tracks fetched before it are kept,
 so ``--retry-failed`` (``Held``) asks YouTube only for what is missing. Nothing here
 knows about units or executors (``pipeline.crawl.stage`` maps this over a unit).
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from dataclasses import dataclass, field, replace
 
 from shards.members import TRACK_MAX_BYTES
 from shards.rows import CRAWL_LANG_FIELDS, lang_column
-from shards.samples import ABSENT, INFO_JSON, InfoJson, TrackRecord, is_track_member, track_member
+from shards.samples import ABSENT, INFO_JSON, InfoJson, TrackRecord, find_track_member, is_track_member, track_member
 
 from pipeline.crawl import errors
 from pipeline.crawl.fetch import FetchError
+from pipeline.crawl.info import normalize_info
 from pipeline.crawl.sessions import Deferred
 from pipeline.crawl.tracks import NONE, TRANSLATED, select_tracks
 from pipeline.crawl.url_policy import REFUSED_URL
@@ -29,6 +31,8 @@ META_COLUMNS = ("category_1", "category_2", "rank", "task_id")
 _TEXT_FIELDS = ("id", "title", "channel", "channel_id", "uploader", "upload_date", "language", "availability",
                 "webpage_url")
 _FORMAT_TEXT = ("url", "ext", "protocol", "name")
+# A SubRip file opens with its first cue: a number, then a timing line (the reader takes "." for ",").
+_SRT_START = re.compile(rb"\d+[ \t]*\r?\n[ \t]*\d+:\d{1,2}:\d{1,2}[,.]\d+[ \t]*-->")
 
 
 def info_problem(info: dict) -> str | None:
@@ -112,6 +116,30 @@ def vtt_problem(body: bytes, needs_po_token: bool = False):
     return FetchError(errors.ERROR, "not a WebVTT file (no WEBVTT header)")
 
 
+def srt_problem(body: bytes, needs_po_token: bool = False):
+    """None if ``body`` is a SubRip file (``mmp-crawl --translated-format srt``), else a FetchError.
+
+    An empty 200 and an HTML page are what they are for WebVTT (``vtt_problem``: transient). A WebVTT
+    file, or any other, is final: the track was asked for with ``fmt=srt`` and is not stored under a
+    name that says SRT. A translation without a single cue would be an empty file in SRT, and reads
+    as an empty 200.
+    """
+    head = body.lstrip(b"\xef\xbb\xbf").lstrip()[:512]
+    if _SRT_START.match(head):
+        return None
+    if head.startswith(b"WEBVTT"):
+        return FetchError(errors.ERROR, "a WebVTT file where SRT was asked for (fmt=srt)")
+    refused = vtt_problem(body, needs_po_token)  # an empty body or an HTML page, whatever was asked for
+    if refused is not None and refused.status != errors.ERROR:
+        return FetchError(refused.status, refused.message.replace("WebVTT", "SRT"))
+    return FetchError(errors.ERROR, "not an SRT file (it does not open with a cue number and a timing line)")
+
+
+def track_problem(body: bytes, ext: str | None, needs_po_token: bool = False):
+    """``vtt_problem`` or ``srt_problem``, by the format the track was asked for."""
+    return srt_problem(body, needs_po_token) if ext == "srt" else vtt_problem(body, needs_po_token)
+
+
 def trim_info(info: dict, entry: VideoEntry) -> InfoJson:
     """What ``info.json`` keeps of yt-dlp's info dict (its ``tracks`` are added by ``crawl_video``)."""
     trimmed = InfoJson.from_dict({k: info.get(k) for k in INFO_KEYS})
@@ -149,8 +177,9 @@ def _carry_track(lang: str, held: Held, row: dict, tracks: dict, members: dict) 
     tracks[lang] = (old.to_dict() if old is not None else {}) or TrackRecord(
         kind=row[lang_column(lang, "kind")], source_lang=row[lang_column(lang, "source")]).to_dict()
     tracks[lang]["status"] = row[lang_column(lang, "status")]
-    if track_member(lang) in held.members:
-        members[track_member(lang)] = held.members[track_member(lang)]
+    member = find_track_member(held.members, lang)  # <lang>.vtt, or .srt as it was fetched
+    if member is not None:
+        members[member] = held.members[member]
 
 
 def crawl_video(entry: VideoEntry, ctx, held: Held | None = None) -> tuple[dict, dict | None]:
@@ -209,6 +238,7 @@ def _crawl_video(entry: VideoEntry, ctx, held: Held | None, scratch: list) -> tu
     if kind != "video":  # it would have yt-dlp fetch what it points to (another page, playlist entries)
         return finish(REFUSED_URL, f"the info dict is of _type {str(kind)[:40]!r}, not a video: nothing it points "
                       "to is requested")
+    info = normalize_info(info)  # what youtube-dl wrote, in yt-dlp's types
     problem = info_problem(info)
     if problem is not None:
         return finish(errors.ERROR, f"unusable info dict: {problem}")
@@ -225,7 +255,7 @@ def _crawl_video(entry: VideoEntry, ctx, held: Held | None, scratch: list) -> tu
     duration = info.get("duration")
     row["duration"] = float(duration) if isinstance(duration, (int, float)) else None
 
-    choices = select_tracks(info, cfg.langs, cfg.lang_variants)
+    choices = select_tracks(info, cfg.langs, cfg.lang_variants, cfg.translated_format)
     carried = set(held.final_langs(cfg.langs)) if held is not None else set()
     members: dict = {}
     tracks: dict = {}
@@ -326,7 +356,7 @@ class _TrackFetch:
                 if self.cfg.sleep_subtitles > 0:
                     time.sleep(self.cfg.sleep_subtitles)
                 try:
-                    body = fetcher.get(choice.url, check=lambda b, c=choice: vtt_problem(b, c.po_token))
+                    body = fetcher.get(choice.url, check=lambda b, c=choice: track_problem(b, c.ext, c.po_token))
                 except Deferred as exc:
                     why = f"translations from this session are held back ({exc})"
                     self.outcome(lang, errors.RATE_LIMITED, f"not requested: {why}; --retry-failed fetches it")
@@ -338,10 +368,10 @@ class _TrackFetch:
                         held_back = (exc.status, f"the {lang} track was refused ({exc.status}) just before")
                     continue
                 self.by_url[choice.url] = body
-            self.keep(lang, body)
+            self.keep(lang, choice.ext, body)
         return held_back
 
-    def keep(self, lang: str, body: bytes) -> None:
+    def keep(self, lang: str, ext: str | None, body: bytes) -> None:
         try:
             body.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -352,7 +382,7 @@ class _TrackFetch:
                 self.outcome(lang, errors.ERROR, f"{len(body):,} bytes once its invalid UTF-8 is replaced, over the "
                              f"{TRACK_MAX_BYTES:,} a track may have")
                 return
-        self.members[track_member(lang)] = body
+        self.members[track_member(lang, ext)] = body
         self.row[lang_column(lang, "bytes")] = len(body)
         self.outcome(lang, errors.TRACK_OK)
 

@@ -269,13 +269,14 @@ def _merge_short(cues: list, report: TrackReport) -> list:
 # ---------------------------------------------------------------- the whole track
 
 def clean_track(data: bytes, lang: str | None = None, *, keep_annotations: bool = False,
-                max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[list, TrackReport]:
-    """Bytes of a WebVTT (or SRT-as-VTT) file -> (clean cues, report). Never raises on bad input."""
+                max_bytes: int = DEFAULT_MAX_BYTES, fmt: str = "vtt") -> tuple[list, TrackReport]:
+    """Bytes of a WebVTT (``fmt="vtt"``) or SubRip (``fmt="srt"``) file -> (clean cues, report).
+    Never raises on bad input; the same cues whichever format a track came in."""
     report = TrackReport()
     text = decode(data, report, max_bytes)
     if text is None:
         return [], report
-    raw = parse_track(text, report)
+    raw = parse_track(text, report, fmt)
     report.raw_cues = len(raw)
     if not raw:
         return [], report.fail(PARSE_ERROR if "-->" in text else EMPTY,

@@ -1,7 +1,8 @@
 """Reading one subtitle track: raw bytes in, raw cues ``(start_s, end_s, payload lines)`` out.
 
 ``decode`` checks the size and that the bytes are text; ``parse_track`` reads the cues with
-webvtt-py, repairing the file when it fails, and falls back on a tolerant parser of its own.
+webvtt-py (its WebVTT reader, or its SubRip one for an ``.srt`` track), repairing the file when
+it fails, and falls back on a tolerant parser of its own.
 ``TrackReport`` is what every step of reading and cleaning a track writes down. Every step
 is linear in the size of the track, whatever the track holds.
 """
@@ -32,7 +33,7 @@ class TrackReport:
 
     status: str = OK
     error: str | None = None
-    parser: str = "none"       # webvtt | webvtt_repaired | tolerant | none
+    parser: str = "none"       # webvtt | webvtt_srt | webvtt_repaired | tolerant | none
     rolling: bool = False
     raw_cues: int = 0
     repairs: dict = field(default_factory=dict)
@@ -162,25 +163,46 @@ def _ms_seconds(ms: int) -> float:
     return ms / 1000 if ms <= MAX_CUE_TIME_S * 1000 else math.inf
 
 
-def _webvtt_cues(text: str) -> list:
+def _webvtt_cues(text: str, fmt: str = "vtt") -> list:
+    import io
+
     import webvtt  # imported here: only workers that clean subtitles need it
 
+    captions = webvtt.from_string(text) if fmt == "vtt" else webvtt.WebVTT.from_buffer(io.StringIO(text), format=fmt)
     return [(_ms_seconds(c.start_time.in_milliseconds()), _ms_seconds(c.end_time.in_milliseconds()), c.lines)
-            for c in webvtt.from_string(text).captions]
+            for c in captions.captions]
 
 
-def _try_webvtt(text: str, report: TrackReport, label: str) -> list | None:
+def _try_webvtt(text: str, report: TrackReport, label: str, fmt: str = "vtt") -> list | None:
     from webvtt.errors import MalformedCaptionError, MalformedFileError
 
     try:
-        return _webvtt_cues(text)
+        return _webvtt_cues(text, fmt)
     except (MalformedFileError, MalformedCaptionError, ValueError, OverflowError) as exc:
         report.warnings.append(f"{label}: {type(exc).__name__}: {exc}"[:200])
         return None
 
 
-def parse_track(text: str, report: TrackReport) -> list:
+def _parse_srt(text: str, report: TrackReport) -> list | None:
+    """Raw cues of a SubRip track from webvtt-py's SRT reader, or None when it reads fewer cues
+    than the file has (``parse_track`` then reads the file as it reads damaged WebVTT)."""
+    cues = _try_webvtt(text.lstrip(), report, "webvtt-py (srt)", "srt")
+    if cues is None:
+        return None
+    if len(cues) < text.count("-->"):  # cheap upper bound; its reader also drops cues without text
+        loose = _filled(parse_tolerant(text))
+        if len(cues) < loose:
+            report.warnings.append(f"webvtt-py (srt) read {len(cues)} of {loose} cues with text")
+            return None
+    report.parser = "webvtt_srt"
+    return cues
+
+
+def parse_track(text: str, report: TrackReport, fmt: str = "vtt") -> list:
     """Raw cues ``(start, end, payload lines)`` from webvtt-py, repairing the file when it fails.
+
+    A SubRip track (``fmt="srt"``) is read by webvtt-py's SRT reader; one it cannot read whole is
+    read as below, as WebVTT (cue numbers are identifiers there, and commas are repaired).
 
     webvtt-py raises MalformedFileError without a ``WEBVTT`` first line, and silently
     skips cues whose timings it cannot read (commas, minutes past 59): the number of
@@ -188,6 +210,10 @@ def parse_track(text: str, report: TrackReport) -> list:
     again, and last the tolerant parser is used, whichever reads more cues. A cue time
     may be out of range (``in_range``): ``clean_track`` checks.
     """
+    if fmt == "srt":
+        cues = _parse_srt(text, report)
+        if cues is not None:
+            return cues
     arrows = text.count("-->")  # cheap upper bound; the exact count only when cues went missing
     if not text.startswith("WEBVTT"):
         stripped = text.lstrip()

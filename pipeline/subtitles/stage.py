@@ -39,8 +39,8 @@ from shards.layout import ALIGNED, UnitFiles, completed_units, is_valid_video_id
 from shards.members import MemberLimits
 from shards.reader import UNREADABLE_PARQUET, ShardError, iter_samples, read_rows
 from shards.rows import aligned_schema, lang_column
-from shards.samples import (ABSENT, INFO_JSON, LANGS, SUBS_JSON, InfoJson, SubsJson, TrackRecord, is_track_member,
-                            track_member)
+from shards.samples import (ABSENT, INFO_JSON, LANGS, SUBS_JSON, InfoJson, SubsJson, TrackRecord, find_track_member,
+                            is_track_member, track_format)
 from shards.storage import RemotePath, as_path
 from shards.writer import UnitWriter
 
@@ -89,14 +89,17 @@ def align_video(video_id: str, info: InfoJson, members: dict, cfg: AlignConfig,
     declared = info.declared()
     cleaned = {}
     for lang in cfg.langs:
-        data = members.get(track_member(lang))
         meta = declared.get(lang) or TrackRecord()
-        if data is None and track_member(lang) in (skipped or {}):
-            report = TrackReport().fail(TOO_LARGE, skipped[track_member(lang)])
+        member = find_track_member(members, lang, prefer=meta.ext)  # <lang>.vtt, or .srt as fetched
+        data = members.get(member) if member is not None else None
+        too_large = find_track_member(skipped or {}, lang, prefer=meta.ext)
+        if data is None and too_large is not None:
+            report = TrackReport().fail(TOO_LARGE, skipped[too_large])
             cleaned[lang] = ([], report, _set(meta.kind) or "none", _set(meta.source_lang))
         if data is None:
             continue
-        cues, report = clean_track(data, lang, keep_annotations=cfg.keep_annotations, max_bytes=cfg.max_track_bytes)
+        cues, report = clean_track(data, lang, keep_annotations=cfg.keep_annotations, max_bytes=cfg.max_track_bytes,
+                                   fmt=track_format(member))
         cleaned[lang] = (cues, report, _set(meta.kind) or "none", _set(meta.source_lang))
     return assemble_video(video_id, info, cleaned, cfg.langs, declared)
 
@@ -105,8 +108,8 @@ def assemble_video(video_id: str, info: InfoJson, cleaned: dict, langs, declared
                    started: float | None = None) -> tuple[dict, SubsJson | None]:
     """Cleaned tracks ``{lang: (cues, TrackReport, kind, source_lang)}`` -> (parquet row, subs.json or None).
 
-    ``declared``: the crawl's ``TrackRecord`` per language. Shared by mmp-align (tracks from
-    VTT) and mmp-import (tracks from the published files), so both write the same rows and samples.
+    ``declared``: the crawl's ``TrackRecord`` per language. Shared by mmp-align (tracks from WebVTT
+    or SRT) and mmp-import (tracks from the published files), so both write the same rows and samples.
     """
     started = time.time() if started is None else started
     declared = declared or {}

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from shards.codec import json_bytes, load_json, load_npy, npy_bytes
-from shards.layout import ALIGNED, MMP, UnitFiles
+from shards.layout import ALIGNED, CRAWL, MMP, UnitFiles
 from shards.rows import ALIGNED_LANG_FIELDS, CRAWL_LANG_FIELDS, aligned_schema, crawl_schema, lang_column, lang_columns
-from shards.samples import (ABSENT, LANGS, RELEASE_LANGS, META_JSON, MmpMeta, feature_member, is_track_member,
-                            track_member)
+from shards.samples import (ABSENT, LANGS, RELEASE_LANGS, META_JSON, MmpMeta, feature_member, find_track_member,
+                            is_track_member, track_format, track_member)
 from shards.writer import UnitWriter, _encode
 from tests.conftest import read_all_samples
 from tests.pipeline.downstream.test_prepare import msrvtt  # noqa: F401  (the fixture)
@@ -25,6 +25,18 @@ PREPARE_KEYS = {"video_id", "dataset", "split", "features", "split_videos", "ver
 def test_member_names_and_languages():
     assert (track_member("en"), track_member("zh-Hans"), feature_member("r21d")) == ("en.vtt", "zh-Hans.vtt", "r21d.npy")
     assert is_track_member("de.vtt") and not is_track_member("info.json")
+    assert track_member("de", "srt") == "de.srt" and is_track_member("de.srt") and not is_track_member("srt")
+    assert (track_format("zh-Hans.vtt"), track_format("de.srt")) == ("vtt", "srt")
+    with pytest.raises(ValueError):
+        track_member("de", "json3")
+    with pytest.raises(ValueError):
+        track_format("info.json")
+    assert find_track_member({"info.json": b"", "de.srt": b""}, "de") == "de.srt"
+    assert find_track_member({"de.vtt", "de.srt"}, "de") == "de.vtt"
+    assert find_track_member({"de.vtt", "de.srt"}, "de", prefer="srt") == "de.srt"
+    assert find_track_member({"en.vtt"}, "de") is None
+    assert CRAWL.check({"info.json": b"", "de.srt": b"", "en.vtt": b"", "zh-Hans.srt": b""}) == []
+    assert CRAWL.check({"info.json": b"", "de.json3": b""}) == ["unexpected member 'de.json3'"]
     assert len(LANGS) == 9 and sorted(LANGS) == sorted(RELEASE_LANGS) and LANGS != RELEASE_LANGS
     assert MMP.check({META_JSON: b"", feature_member("s3d"): b"", "captions.json": b""}) == []
     assert MMP.check({META_JSON: b"", "s3dxnpy": b""}) == ["unexpected member 's3dxnpy'"]

@@ -141,6 +141,30 @@ def test_a_member_whose_size_differs_from_the_row_is_found(tmp_path):
     assert "sample AAAAAAAAAAA: member 'en.vtt' holds" in problems(tmp_path)
 
 
+def test_a_track_stored_as_srt_is_the_track_the_row_records(tmp_path):
+    files = UnitFiles(tmp_path, "crawl", 0)
+    srt = b"1\n00:00:00,000 --> 00:00:02,000\nhallo\n"
+    with UnitWriter(files, crawl_schema(["en", "de"]), CRAWL) as w:  # de fetched with --translated-format srt
+        w.write_sample(IDS[0], {"info.json": {"id": IDS[0]}, "en.vtt": VTT, "de.srt": srt})
+        w.add_row({"video_id": IDS[0], "status": "ok", "en_status": "ok", "en_bytes": len(VTT),
+                   "de_status": "ok", "de_bytes": len(srt)})
+    assert verify_dir(tmp_path).ok, problems(tmp_path)
+    rebuild_tar(files, lambda name, data: data[:-3] if name.endswith(".de.srt") else True)
+    restamp(files)
+    want = f"sample {IDS[0]}: member 'de.srt' holds {len(srt) - 3} bytes, the row records {len(srt)}"
+    assert want in problems(tmp_path)
+
+
+def test_two_formats_of_one_track_are_found(tmp_path):
+    files = UnitFiles(tmp_path, "crawl", 0)
+    with UnitWriter(files, crawl_schema(["en"]), CRAWL) as w:
+        w.write_sample(IDS[0], {"info.json": {"id": IDS[0]}, "en.vtt": VTT,
+                                "en.srt": b"1\n00:00:00,000 --> 00:00:02,000\nx\n"})
+        w.add_row({"video_id": IDS[0], "status": "ok", "en_status": "ok", "en_bytes": len(VTT)})
+    want = f"sample {IDS[0]}: language 'en' has 2 track members (en.vtt, en.srt); a crawl stores one"
+    assert want in problems(tmp_path)
+
+
 def test_an_ok_row_without_its_sample_is_found(tmp_path):
     files = crawl_unit(tmp_path)
     rebuild_tar(files, lambda name, data: not name.startswith("CCCCCCCCCCC."))

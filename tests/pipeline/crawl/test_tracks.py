@@ -144,6 +144,30 @@ def test_po_token_mark_is_read_from_exp():
     assert query(t["de"].url)["fmt"] == "vtt" and query(t["de"].url)["exp"] == "xpe"
 
 
+def test_translations_asked_for_as_srt_the_other_tracks_as_vtt():
+    info = load(DATA / "yampack_kpubsAwwuug.info.json")  # 2021: every entry a timedtext URL (vtt only)
+    t = select_tracks(info, ["en", "de", "zh"], translated_format="srt")
+    assert (t["en"].kind, t["en"].ext, query(t["en"].url)["fmt"]) == ("asr", "vtt", "vtt")
+    for lang in ("de", "zh"):
+        q = query(t[lang].url)
+        assert (t[lang].kind, t[lang].ext, q["fmt"], q["tlang"]) == ("translated", "srt", "srt", t[lang].key)
+        assert q["signature"] == query(select_tracks(info, [lang])[lang].url)["signature"]  # the same URL otherwise
+    assert t["de"].record()["ext"] == "srt"
+    # yt-dlp lists an "srt" entry among a track's formats: it is taken as it is
+    hls = {"ext": "vtt", "protocol": "m3u8_native", "url": "https://manifest.googlevideo.com/api/manifest/x.m3u8"}
+    def entry(key, *exts):
+        return [{"ext": ext, "url": f"https://example.com/{key}.{ext}"} for ext in exts]
+
+    info = {"language": "en", "automatic_captions": {"en-orig": entry("en", "vtt", "srt"),
+                                                     "fr": [hls, *entry("fr", "vtt", "srt")],
+                                                     "de": [hls, *entry("de", "vtt")]}}
+    t = select_tracks(info, ["en", "fr", "de"], translated_format="srt")
+    assert (t["en"].ext, t["en"].url) == ("vtt", "https://example.com/en.vtt")
+    assert (t["fr"].ext, t["fr"].url) == ("srt", "https://example.com/fr.srt")
+    # a translation offered neither as SRT nor by a timedtext URL is fetched as WebVTT
+    assert (t["de"].kind, t["de"].ext, t["de"].url) == ("translated", "vtt", "https://example.com/de.vtt")
+
+
 def test_requested_variant_is_tried_before_the_kind_order():
     base = "https://www.youtube.com/api/timedtext?v=x&kind=asr&lang=en"
     info = {"subtitles": {"zh-Hans": [{"ext": "vtt", "url": "https://www.youtube.com/api/timedtext?v=x&lang=zh-Hans"}]},
