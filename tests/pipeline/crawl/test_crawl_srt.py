@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.crawl import errors
 from pipeline.crawl import stage as crawl
-from pipeline.crawl.video import srt_problem, track_problem
+from pipeline.crawl.track_fetch import srt_problem, track_problem
 from pipeline.subtitles.stage import main as align_main
 from shards.verify import verify_dir
 from tests.conftest import read_all_rows, read_all_samples
