@@ -121,24 +121,28 @@ def test_crawl_egress_without_a_node_advertising_it_is_a_clear_error(sample, tmp
 
 
 def test_two_ray_workers_share_one_budget_per_egress_address(sample, tmp_path):
-    """Units on two Ray workers, one egress address, 8 requests/s: the server sees 8/s, not 16/s."""
+    """Units on two Ray workers, one egress address, 8 translation requests/s: the server sees 8/s, not 16/s."""
     rate = 8.0
     before = len(sample.server.requests)
     out = tmp_path / "o"
-    assert crawl.main(sample.crawl_args(out, "--unit-size", "2", "--langs", "en,de", "--executor", "ray",
-                                        "--workers", "2", "--egress", "a", "--max-requests-per-second",
-                                        str(rate))) == 0
-    times = sorted(r["t"] for r in sample.server.requests[before:])
-    n = len(times)
-    assert n >= 8
+    assert crawl.main(sample.crawl_args(out, "--unit-size", "2", "--langs", "en,de,fr,ru", "--executor", "ray",
+                                        "--workers", "2", "--egress", "a", "--max-requests-per-second", "100",
+                                        "--translation-requests-per-second", str(rate))) == 0
+    requests = sample.server.requests[before:]
     stats = [json.loads(u.stats.read_text()) for u in completed_units(out / "crawl", "crawl")]
     assert len({s["pid"] for s in stats}) >= 2, "units ran in two worker processes"
-    assert sum(s["counts"].get("requests", 0) for s in stats) == n
+    assert sum(s["counts"].get("requests", 0) for s in stats) == len(requests)
+    translations = [r for r in requests if "tlang=" in r["raw"]]
+    assert sum(s["counts"].get("translation_requests", 0) for s in stats) == len(translations)
+    times = sorted(r["t"] for r in translations)
+    n = len(times)
+    assert n >= 8
     # n requests through one budget at `rate`: at least (n - 1) / rate seconds from first to last
     assert times[-1] - times[0] >= (n - 1) / rate * 0.9
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert sorted(gaps)[len(gaps) // 2] >= 0.8 / rate  # typical gap is one slot, not half of one
-    assert ray.get_actor("mmp-budget:youtube:egress-a", namespace="mmp") is not None
+    for kind in ("own", "translations", "videos"):  # the budgets of the anonymous session from address a
+        assert ray.get_actor(f"mmp-budget:youtube.anonymous@egress-a.{kind}", namespace="mmp") is not None
 
 
 def test_budget_actor_breaker_pauses_everyone_then_halts(tmp_path):
