@@ -65,6 +65,18 @@ def session_check(args):
     return Check("session", "ok", f"{account}; {what}: " + projection(cfg, n, account, sessions))
 
 
+def js_runtime_ready(cfg) -> bool:
+    """Whether yt-dlp has a usable JavaScript runtime now (then --retry-failed redoes what an extraction
+    without one missed)."""
+    from pipeline.crawl.ytdlp_env import find_js_runtime
+
+    try:
+        runtime = find_js_runtime(cfg.js_runtime)
+    except ValueError:
+        return False
+    return runtime is not None and runtime.accepted
+
+
 def preflight(cfg, allow_no_js_runtime: bool) -> None:
     """The checks a crawl runs before any worker starts; a problem the user must fix is a UserError."""
     from pipeline.crawl.access import CookieFileError, inspect_cookies

@@ -41,11 +41,6 @@ STATUSES = (OK, PARTIAL, NO_SUBTITLES, UNAVAILABLE, RATE_LIMITED, BOT_CHECK, NET
 # Worth trying again later (--retry-failed); everything else is final. They apply to a
 # whole video and to single tracks (``{lang}_status``) alike.
 TRANSIENT = frozenset({RATE_LIMITED, BOT_CHECK, NETWORK, SERVER_ERROR, BAD_RESPONSE, PO_TOKEN_REQUIRED})
-# Failures this machine's settings caused (a host --allow-host did not name): a later run with other
-# settings may succeed, so --retry-failed asks again, although nothing changes on YouTube's side.
-SETTINGS = frozenset({REFUSED_URL})
-# What --retry-failed asks YouTube for again.
-RETRIED = TRANSIENT | SETTINGS
 # Transient across runs but the same answer within one: asked once, never retried in the run. A track
 # that needs a PO token gets an empty 200 every time until a token provider runs.
 LATER_ONLY = frozenset({PO_TOKEN_REQUIRED})

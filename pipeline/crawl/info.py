@@ -75,13 +75,11 @@ def _duration(value, video: str):
     """A duration in seconds as yt-dlp types it: a positive finite number, or None."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return value  # no tool wrote this: info_problem says so
-    number = value
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            number = None
+    try:  # an int too large for a float (a 400-digit "duration") is no duration either
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+    except (ValueError, OverflowError):
+        number = None
     if number is None or not math.isfinite(number) or number <= 0:
         log.info("%s: duration %r is not a number of seconds; read as missing", video, str(value)[:40])
         return None
-    return float(number) if isinstance(value, str) else value
+    return number if isinstance(value, str) else value

@@ -179,33 +179,44 @@ class _BudgetState:
         return _STATE.pack(self.next_slot, self.pause_until, self.strikes, self.trips, *astuple(self.adaptive))
 
     def reserve(self, rate: float | None, max_trips: int, rule: AdaptiveRate | None = None,
-                max_wait: float | None = None):
+                max_wait: float | None = None, probe_every: float = 3600.0):
         """(seconds to wait, None, rate change or None), or (None, trips, None) when the breaker halted.
 
-        With ``max_wait``, nothing is reserved when the slot is further away than that, or the breaker
-        has halted: (None, None, why) then, ``why`` a phrase for the message of what was not requested."""
+        With ``max_wait`` nothing raises and nothing waits for refusals: (None, None, why) when the
+        breaker's pause, or a rate the refusals slowed, puts the slot further away than that, ``why`` a
+        phrase for what was not requested. Plain pacing at the ceiling is waited for. A halt lets one
+        request through every ``probe_every`` seconds, whose answer clears it or keeps it."""
         now = time.time()
         if self.trips > max_trips:
-            if max_wait is not None:
-                return None, None, f"the breaker halted them, paused {self.trips - 1} times in a row"
-            return None, self.trips, None
+            if max_wait is None:
+                return None, self.trips, None
+            if now < self.pause_until:
+                return None, None, (f"the breaker halted them after {self.trips - 1} pauses in a row; one request "
+                                    f"probes again in {self.pause_until - now:.0f} s")
+            self.pause_until = now + probe_every  # this request is the probe
+            return 0.0, None, None
         change = None
         if rule is not None:
             change = rule.quiet(self.adaptive, now)
             rate = rule.current(self.adaptive)
         start = max(now, self.next_slot, self.pause_until)
         if max_wait is not None and start - now > max_wait:
-            if self.pause_until > now:
+            if self.pause_until > now + max_wait:
                 return None, None, f"the breaker paused them for {self.pause_until - now:.0f} s more"
-            return None, None, f"their next free request slot was {start - now:.0f} s away"
+            if rule is not None and rate < rule.ceiling:
+                return None, None, (f"YouTube's refusals slowed them to {rate:.2g} requests/s; their next "
+                                    f"request slot was {start - now:.0f} s away")
         if rate:
             self.next_slot = start + 1.0 / rate
         return start - now, None, change
 
     def record(self, outcome: str, threshold: int, pause_seconds: float, max_pause: float,
-               rule: AdaptiveRate | None = None):
-        """(breaker trip as (pause, trips) or None, rate change as (old, new) or None)."""
+               rule: AdaptiveRate | None = None, max_trips: int | None = None):
+        """(breaker trip as (pause, trips) or None, rate change as (old, new) or None). A success while
+        halted (``acquire_within``'s probe) also ends the wait for the next probe."""
         if outcome == "ok":
+            if max_trips is not None and self.trips > max_trips:
+                self.pause_until = min(self.pause_until, time.time())
             self.strikes = self.trips = 0
             return None, None
         now = time.time()
@@ -318,11 +329,12 @@ class RequestBudget(_Budget):
         return self._wait(wait)
 
     def acquire_within(self, max_wait: float) -> str | None:
-        """Like ``acquire``, but only when this process's turn comes within ``max_wait`` seconds and the
-        breaker has not halted: None once waited, else why not (nothing reserved, nothing raised). For
-        work that can wait for a later run rather than hold up what may not wait."""
+        """Like ``acquire``, but refusals never make it wait past ``max_wait`` seconds nor raise: None once
+        waited, else why not (nothing reserved). Under a halt, one request every ``max_pause`` seconds
+        probes whether the refusals are over. For work that can wait for a later run rather than hold up
+        what may not wait (``reserve``)."""
         with self._locked() as state:
-            wait, _, change = state.reserve(self.rate, self.max_trips, self.rule, max_wait)
+            wait, _, change = state.reserve(self.rate, self.max_trips, self.rule, max_wait, self.max_pause)
         return self._granted(wait, change)
 
     def record(self, outcome: str) -> None:
@@ -330,7 +342,7 @@ class RequestBudget(_Budget):
         ``bot_check``, or any other status the caller counts as one)."""
         with self._locked() as state:
             tripped, change = state.record(outcome, self.breaker_threshold, self.pause_seconds, self.max_pause,
-                                           self.rule)
+                                           self.rule, self.max_trips)
         self._recorded(outcome, tripped, change)
 
     def reset_halt(self) -> None:
@@ -402,12 +414,12 @@ class RayRequestBudget(_Budget):
         return self._wait(wait)
 
     def acquire_within(self, max_wait: float) -> str | None:
-        wait, _, change = self._call("reserve", self.rate, self.max_trips, self.rule, max_wait)
+        wait, _, change = self._call("reserve", self.rate, self.max_trips, self.rule, max_wait, self.max_pause)
         return self._granted(wait, change)
 
     def record(self, outcome: str) -> None:
         tripped, change = self._call("record", outcome, self.breaker_threshold, self.pause_seconds,
-                                     self.max_pause, self.rule)
+                                     self.max_pause, self.rule, self.max_trips)
         self._recorded(outcome, tripped, change)
 
     def reset_halt(self) -> None:

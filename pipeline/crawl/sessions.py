@@ -25,6 +25,7 @@ A session has three budgets, each shared by every process that sends in it:
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +89,7 @@ class SessionKey:
     egress: str    # "local", "egress-NAME", "proxy-<digest>", "node-<ip>"
 
     def name(self, prefix: str, kind: str) -> str:
+        """The budget's name: a file name, or a Ray actor's (``any-egress``: an account's own videos/hour)."""
         return f"{prefix}.{self.account}@{self.egress}.{kind}"
 
 
@@ -134,33 +136,46 @@ def session_budgets(cfg, egress: str | None = None, account: str | None = None) 
     budgets = {}
     for kind in KINDS:
         settings = dict(breaker, adaptive=False) if kind == "videos" else breaker  # a pace, not a reaction
+        # an account's videos/hour hold wherever it signs in from (the wiki's figure is per account)
+        owner = SessionKey(key.account, "any-egress") if kind == "videos" and key.account != ANONYMOUS else key
+        name = owner.name(cfg.budget_name, kind)
         if ray:
-            budgets[kind] = RayRequestBudget(key.name(cfg.budget_name, kind), rates[kind], **settings)
+            budgets[kind] = RayRequestBudget(name, rates[kind], **settings)
         else:
             directory = Path(cfg.budget_dir) if cfg.budget_dir else default_budget_dir()
-            budgets[kind] = RequestBudget(directory / f"{key.name(cfg.budget_name, kind)}.budget", rates[kind],
-                                          **settings)
+            budgets[kind] = RequestBudget(directory / f"{name}.budget", rates[kind], **settings)
     return SessionBudgets(key, budgets["videos"], budgets["own"], budgets["translations"], cfg.translation_max_wait)
 
 
 def projection(cfg, n_videos: int, account: str | None = None, sessions: int = 1) -> str:
-    """One line: how long ``n_videos`` take at the session's budgets, assuming one own track (the
-    original ASR) and a translation for every other language per video (the common case)."""
+    """One line: how long ``n_videos`` take at the budgets, assuming one own track (the original ASR)
+    and a translation for every other language per video (the common case). ``sessions`` egresses
+    multiply the per-address budgets, and the videos/hour of anonymous sessions; an account's
+    videos/hour are its own wherever it signs in from."""
     account = account or account_of(cfg.cookies)
-    per_hour = cfg.videos_per_hour or default_videos_per_hour(account)
-    limits = {"--videos-per-hour": per_hour}
-    if cfg.max_requests_per_second:
-        own = 1 + 1  # the extraction's slot and the original track
-        limits["--max-requests-per-second"] = cfg.max_requests_per_second * 3600 / own
-        translated = max(0, len(cfg.langs) - 1)
-        if translated:
-            limits["--translation-requests-per-second"] = cfg.translation_requests_per_second * 3600 / translated
+    if not _positive(cfg.max_requests_per_second):
+        return f"{n_videos:,} videos, with no request limit: as fast as YouTube answers (never for YouTube itself)"
+    sessions = max(1, int(sessions))
+    per_hour = cfg.videos_per_hour if _positive(cfg.videos_per_hour) else default_videos_per_hour(account)
+    signed_in = account != ANONYMOUS
+    limits = {"--videos-per-hour": per_hour * (1 if signed_in else sessions),
+              "--max-requests-per-second": cfg.max_requests_per_second * 3600 / 2 * sessions}  # extraction + track
+    translated = max(0, len(cfg.langs) - 1)
+    if translated and _positive(cfg.translation_requests_per_second):
+        limits["--translation-requests-per-second"] = cfg.translation_requests_per_second * 3600 / translated * sessions
     bound = min(limits, key=limits.get)
-    days = n_videos / (limits[bound] * max(1, sessions)) / 24
+    days = n_videos / limits[bound] / 24
     where = f"{sessions} sessions" if sessions > 1 else "one session"
-    return (f"{n_videos:,} videos take {days:,.1f} days in {where} at {limits[bound]:,.0f} videos/hour a session "
-            f"(bound by {bound}; a {'signed-in' if account != ANONYMOUS else 'guest'} session may extract "
-            f"{per_hour:,.0f}/hour)")
+    return (f"{n_videos:,} videos take {days:,.1f} days in {where} at {limits[bound] / sessions:,.0f} videos/hour a "
+            f"session (bound by {bound}; a {'signed-in' if signed_in else 'guest'} session may extract "
+            f"{per_hour:,.0f}/hour{', one account across all its egresses' if signed_in and sessions > 1 else ''})")
+
+
+def _positive(value) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value)) and float(value) > 0
+    except (TypeError, ValueError):
+        return False
 
 
 class Deferred(Exception):
@@ -180,5 +195,7 @@ class DeferringBudget:
         if why is not None:
             raise Deferred(why)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # only for what this class lacks; never its own fields (pickling, copies)
+        if name in ("budget", "max_wait") or name.startswith("__"):
+            raise AttributeError(name)
         return getattr(self.budget, name)

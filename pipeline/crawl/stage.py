@@ -38,12 +38,12 @@ from pipeline.crawl import errors
 from pipeline.crawl.fetch import Fetcher, RetryPolicy
 from pipeline.runtime.runlock import pid_alive
 from pipeline.crawl.politeness import CrawlHalted, RayRequestBudget
-from pipeline.crawl.sessions import KINDS, DeferringBudget, SessionKey, account_of, session_budgets
+from pipeline.crawl.sessions import ANONYMOUS, KINDS, DeferringBudget, SessionKey, account_of, session_budgets
 from pipeline.crawl.sources import InfoJsonSource, YtdlpSource, download_video
 from pipeline.runtime.cli import executor_options, parse_args
 from pipeline.runtime.out_dir import stage_out
 from pipeline.runtime.stage import Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage
-from pipeline.crawl.checks import check_main, preflight
+from pipeline.crawl.checks import check_main, js_runtime_ready, preflight
 from pipeline.crawl.config import CrawlConfig, build_parser, config_from_args
 from pipeline.crawl.video import crawl_video, held_from, lacks_video, needs_retry
 from pipeline.crawl.url_policy import UrlPolicy
@@ -174,6 +174,7 @@ class CrawlStage(Stage):
         self._input_sha = None
         self.duplicates = 0
         self.run_dir: Path | None = None  # set by main: this run's part of the private work area
+        self.runtime_ready = False  # set by main: a JavaScript runtime is usable (what --retry-failed may redo)
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -209,7 +210,8 @@ class CrawlStage(Stage):
     def config(self) -> dict:
         """The settings, the session the budgets are keyed on (``sessions.py``) and the input's size: what
         the stats report projects the crawl's days from."""
-        return {**self.cfg.public(), "session": account_of(self.cfg.cookies),
+        signed_in = account_of(self.cfg.cookies) != ANONYMOUS  # the account's digest stays out of outputs
+        return {**self.cfg.public(), "session": "signed-in" if signed_in else ANONYMOUS,
                 "input_videos": getattr(self, "input_videos", None)}
 
     def setup_worker(self) -> None:
@@ -223,12 +225,12 @@ class CrawlStage(Stage):
         for entry in unit.items:
             key = entry.video_id if entry.valid else None
             prev = prev_rows.get(key) if key else None
-            if prev is not None and not needs_retry(prev, self.cfg.langs) and not (
+            if prev is not None and not needs_retry(prev, self.cfg.langs, self.runtime_ready) and not (
                     self.cfg.download_video and lacks_video(prev)):
                 row, members = prev, prev_samples.get(key)
                 writer.count("carried_over")
             else:
-                held = held_from(prev, prev_samples.get(key)) if prev is not None else None
+                held = held_from(prev, prev_samples.get(key), self.runtime_ready) if prev is not None else None
                 row, members = crawl_video(entry, ctx, held)
                 if prev is not None:
                     row["attempts"] = int(prev.get("attempts") or 1) + 1
@@ -260,7 +262,8 @@ class CrawlStage(Stage):
         retry_marker(files).unlink(missing_ok=True)
 
 
-def mark_transient_units(out, langs, retry_failed: bool = True, download_video: bool = False) -> int:
+def mark_transient_units(out, langs, retry_failed: bool = True, download_video: bool = False,
+                         runtime_ready: bool = False) -> int:
     """Reopen every complete unit that holds work: with --retry-failed, failures to ask again for
     (``needs_retry``: transient ones or those of this machine's settings, of whole videos or single
     tracks); with --download-video, videos read without their download (``lacks_video``).
@@ -273,7 +276,7 @@ def mark_transient_units(out, langs, retry_failed: bool = True, download_video: 
     reopened = 0
     for files in completed_units(out, "crawl"):
         try:
-            retry = any(retry_failed and needs_retry(r, langs) or download_video and lacks_video(r)
+            retry = any(retry_failed and needs_retry(r, langs, runtime_ready) or download_video and lacks_video(r)
                         for r in read_rows(files.parquet))
         except UNREADABLE_PARQUET as exc:
             log.warning("%s: parquet unreadable (%s); redoing the unit", files.stem, exc)
@@ -330,7 +333,16 @@ def refused_hint(summary) -> str | None:
     if not videos and not tracks:
         return None
     return (f"mmp-crawl: the URL policy refused {videos} videos and {tracks} tracks (their error columns say "
-            f"which host); to fetch from a host, re-run with --allow-host HOST --retry-failed")
+            f"why); where it names a host that is not allowed, re-run with --allow-host HOST --retry-failed")
+
+
+def deferred_hint(summary) -> str | None:
+    """One line when translations were held back: YouTube refused them, the own tracks went on."""
+    n = summary.counts.get("translations_deferred", 0)
+    if not n:
+        return None
+    return (f"mmp-crawl: {n} videos had their machine translations held back (YouTube refused translations; "
+            f"their budget paused or halted); they are rate_limited: run --retry-failed later to fetch them")
 
 
 def run_crawl(stage: CrawlStage, args):
@@ -341,7 +353,7 @@ def run_crawl(stage: CrawlStage, args):
     with lock_output(stage.out, args.rank, args.world_size) as lock:
         check_config(stage.out, stage)  # before reopening any unit of a crawl over other input
         if args.retry_failed:
-            reopened = mark_transient_units(stage.out, cfg.langs, True, cfg.download_video)
+            reopened = mark_transient_units(stage.out, cfg.langs, True, cfg.download_video, stage.runtime_ready)
             print(f"mmp-crawl: {reopened} units hold transient failures (or failures of this machine's settings"
                   f"{', or videos not downloaded' if cfg.download_video else ''}) and will be retried")
         elif cfg.download_video:
@@ -371,9 +383,10 @@ def main(argv=None) -> int:
     preflight(cfg, args.allow_no_js_runtime)
     cfg.out = str(stage_out(cfg.out, "crawl", "mmp-crawl"))
     stage = CrawlStage(cfg)
+    stage.runtime_ready = js_runtime_ready(cfg)
     summary = run_crawl(stage, args)
     print_summary("mmp-crawl", stage.out, summary)
-    for hint in (video_hint(cfg, summary), refused_hint(summary)):
+    for hint in (video_hint(cfg, summary), refused_hint(summary), deferred_hint(summary)):
         if hint:
             print(hint)
     if summary.raised(CrawlHalted):

@@ -47,15 +47,13 @@ def srt_problem(body: bytes, needs_po_token: bool = False):
     """None if ``body`` is a SubRip file (``mmp-crawl --translated-format srt``), else a FetchError.
 
     An empty 200 and an HTML page are what they are for WebVTT (``vtt_problem``: transient). A WebVTT
-    file, or any other, is final: the track was asked for with ``fmt=srt`` and is not stored under a
-    name that says SRT. A translation without a single cue would be an empty file in SRT, and reads
-    as an empty 200.
+    file is the track too, served in the other format: it is kept, as WebVTT (``TrackFetch.keep``
+    stores it under its own format). Any other file is final. A translation without a single cue
+    would be an empty file in SRT, and reads as an empty 200.
     """
     head = body.lstrip(b"\xef\xbb\xbf").lstrip()[:512]
-    if _SRT_START.match(head):
+    if _SRT_START.match(head) or head.startswith(b"WEBVTT"):
         return None
-    if head.startswith(b"WEBVTT"):
-        return FetchError(errors.ERROR, "a WebVTT file where SRT was asked for (fmt=srt)")
     refused = vtt_problem(body, needs_po_token)  # an empty body or an HTML page, whatever was asked for
     if refused is not None and refused.status != errors.ERROR:
         return FetchError(refused.status, refused.message.replace("WebVTT", "SRT"))
@@ -106,6 +104,10 @@ class TrackFetch:
         return held_back
 
     def keep(self, lang: str, ext: str | None, body: bytes) -> None:
+        if ext != "vtt" and body.lstrip(b"\xef\xbb\xbf").lstrip().startswith(b"WEBVTT"):
+            self.tracks[lang]["ext"] = "vtt"  # asked for as SRT, served as WebVTT: stored as what it is
+            self.tracks[lang]["warning"] = f"asked for as {ext}, served as WebVTT"
+            ext = "vtt"
         try:
             body.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -28,6 +28,15 @@ YOUTUBE_DOMAINS = (".youtube.com", ".googlevideo.com", ".ytimg.com")
 _SCHEMES = {"http": 80, "https": 443}
 
 
+ALLOW_HINT = "--allow-host"  # in a refusal's reason only when allowing the host would lift it
+
+
+def allowed_later(reason: str | None) -> bool:
+    """Whether a refusal (a ``refused_url`` row's error) is one a setting can lift: a host that was not
+    allowed. A scheme, an address on this machine's network or an info dict that is no video stay refused."""
+    return ALLOW_HINT in (reason or "")
+
+
 class UrlRefused(Exception):
     """A URL the crawl will not request; the message says why, in a phrase."""
 
@@ -106,7 +115,7 @@ class UrlPolicy:
         if self.is_allowed(host, port):
             return None
         if not is_youtube_host(host):
-            return f"{host} is not a YouTube host (--allow-host {host} fetches from it)"
+            return f"{host} is not a YouTube host ({ALLOW_HINT} {host} fetches from it)"
         return self._addresses_problem(host, port)
 
     def _addresses_problem(self, host: str, port: int) -> str | None:

@@ -20,7 +20,7 @@ from pipeline.crawl.fetch import FetchError
 from pipeline.crawl.info import normalize_info
 from pipeline.crawl.track_fetch import TrackFetch
 from pipeline.crawl.tracks import NONE, TRANSLATED, select_tracks
-from pipeline.crawl.url_policy import REFUSED_URL
+from pipeline.crawl.url_policy import REFUSED_URL, allowed_later
 from pipeline.crawl.videolist import VideoEntry
 
 INFO_KEYS = ("id", "title", "duration", "channel", "channel_id", "upload_date", "language",
@@ -67,16 +67,20 @@ def info_problem(info: dict) -> str | None:
     return None
 
 
-def needs_retry(row: dict, langs) -> bool:
-    """Whether ``--retry-failed`` asks YouTube again for (part of) this video: a transient failure, one
-    this machine's settings caused (``errors.SETTINGS``), or tracks missing from an extraction yt-dlp
-    warned had no JavaScript runtime (a runtime installed since may find them)."""
-    if row.get("status") in errors.RETRIED or row.get("video_status") in errors.RETRIED:
+def needs_retry(row: dict, langs, runtime_ready: bool = False) -> bool:
+    """Whether ``--retry-failed`` asks YouTube again for (part of) this video: a transient failure, a
+    URL refused only because its host was not allowed (``allowed_later``), or, when a JavaScript
+    runtime is usable now (``runtime_ready``), tracks missing from an extraction yt-dlp warned had none."""
+    if _again(row.get("status"), row.get("error")) or _again(row.get("video_status"), row.get("video_error")):
         return True
-    if any(row.get(lang_column(l, "status")) in errors.RETRIED for l in langs):
+    if any(_again(row.get(lang_column(l, "status")), row.get(lang_column(l, "error"))) for l in langs):
         return True
-    return _without_runtime(row) and any(row.get(lang_column(l, "status")) not in (None, errors.TRACK_OK)
-                                         for l in langs)
+    return runtime_ready and _without_runtime(row) and any(
+        row.get(lang_column(l, "status")) not in (None, errors.TRACK_OK) for l in langs)
+
+
+def _again(status, error) -> bool:
+    return status in errors.TRANSIENT or status == errors.REFUSED_URL and allowed_later(error)
 
 
 def lacks_video(row: dict) -> bool:
@@ -103,14 +107,23 @@ class Held:
 
     row: dict
     info: InfoJson | None = None
-    members: dict = field(default_factory=dict)
+    members: dict = field(default_factory=dict)  # the tracks and video, info.json apart
+    info_member: bytes | None = None             # the earlier info.json as stored
+    runtime_ready: bool = False                  # a JavaScript runtime is usable now (needs_retry)
+
+    def sample(self) -> dict | None:
+        """The earlier sample as it was (None when it had no readable info.json)."""
+        if self.info_member is None:
+            return None
+        return {**self.members, INFO_JSON: self.info_member}
 
     def final_langs(self, langs) -> list[str]:
         """The languages kept as they are: those with a final outcome (only the fetched ones when the
-        extraction had no JavaScript runtime: what it did not offer may exist)."""
-        if _without_runtime(self.row):
+        extraction had no JavaScript runtime and one is usable now: what it did not offer may exist)."""
+        if self.runtime_ready and _without_runtime(self.row):
             return [l for l in langs if self.row.get(lang_column(l, "status")) == errors.TRACK_OK]
-        return [l for l in langs if self.row.get(lang_column(l, "status")) not in (None, *errors.RETRIED)]
+        return [l for l in langs if self.row.get(lang_column(l, "status")) is not None
+                and not _again(self.row.get(lang_column(l, "status")), self.row.get(lang_column(l, "error")))]
 
     def has_work(self) -> bool:
         return any(is_track_member(k) for k in self.members)
@@ -179,9 +192,12 @@ def _crawl_video(entry: VideoEntry, ctx, held: Held | None, scratch: list) -> tu
     try:
         info = ctx.info_source.get(entry.video_id)
     except FetchError as exc:
-        if held is not None and held.has_work():  # keep what the earlier run fetched
-            kept = dict(held.row, error=f"retry failed ({exc.status}: {exc.message}); earlier tracks kept")
-            return kept, dict(held.members)
+        if held is not None and held.sample() is not None:  # keep what the earlier run had, as it was
+            kept = dict(held.row, error=f"retry failed ({exc.status}: {exc.message}); earlier sample kept")
+            if cfg.download_video and lacks_video(held.row):  # its own status: not reopened for it again
+                kept.update(video_status=exc.status, video_error=f"not downloaded: the video's page failed "
+                            f"({exc.message})")
+            return kept, held.sample()
         return finish(exc.status, exc.message)
     kind = info.get("_type", "video")
     if kind != "video":  # it would have yt-dlp fetch what it points to (another page, playlist entries)
@@ -282,17 +298,19 @@ def _crawl_video(entry: VideoEntry, ctx, held: Held | None, scratch: list) -> tu
     return finish(errors.NO_SUBTITLES, "YouTube offers no subtitles in the requested languages", members)
 
 
-def held_from(row: dict, sample: dict | None) -> Held:
+def held_from(row: dict, sample: dict | None, runtime_ready: bool = False) -> Held:
     """An earlier row and sample as a ``Held`` (the sample's info.json read; None when unusable)."""
     sample = {k: v for k, v in (sample or {}).items() if not k.startswith("__")}
-    info = None
+    info = member = None
     if INFO_JSON in sample:
         raw = sample.pop(INFO_JSON)
         try:
             if isinstance(raw, (bytes, str)):
-                info = InfoJson.from_member(raw.encode("utf-8") if isinstance(raw, str) else raw)
+                member = raw.encode("utf-8") if isinstance(raw, str) else raw
+                info = InfoJson.from_member(member)
             elif isinstance(raw, dict):
                 info = InfoJson.from_dict(raw)
+                member = info.to_member()
         except ValueError:
             info = None
-    return Held(row, info, sample)
+    return Held(row, info, sample, member, runtime_ready)

@@ -74,7 +74,7 @@ def test_a_2013_youtube_dl_dict_is_crawled_like_a_new_one(sample, old_video):
     assert fetched == [f"/subs/{OLD}/de.vtt", f"/subs/{OLD}/en.vtt"]
 
 
-@pytest.mark.parametrize("duration", ["", "abc", "nan", "-15", 0])
+@pytest.mark.parametrize("duration", ["", "abc", "nan", "-15", 0, 10 ** 400])
 def test_an_unreadable_duration_is_missing_and_costs_nothing_else(old_video, duration):
     row, members = old_video(duration=duration, upload_date=20101004, categories="Howto & Style")
     assert row["status"] == "ok" and row["duration"] is None and row["upload_date"] == "20101004"

@@ -211,8 +211,51 @@ def test_tracks_an_extraction_without_a_js_runtime_missed_are_asked_again():
 
     row = {"video_id": VID, "status": "partial", "ytdlp_warnings": "js_runtime", "en_status": "ok",
            "de_status": "none"}
-    assert needs_retry(row, ["en", "de"]) and Held(row).final_langs(["en", "de"]) == ["en"]
+    assert needs_retry(row, ["en", "de"], runtime_ready=True)
+    assert Held(row, runtime_ready=True).final_langs(["en", "de"]) == ["en"]
+    # still no runtime: asking again would find the same nothing
+    assert not needs_retry(row, ["en", "de"]) and Held(row).final_langs(["en", "de"]) == ["en", "de"]
     ran = dict(row, ytdlp_warnings=None)  # a runtime was there: "none" is YouTube's answer
-    assert not needs_retry(ran, ["en", "de"]) and Held(ran).final_langs(["en", "de"]) == ["en", "de"]
-    refused = dict(ran, de_status="refused_url")
+    assert not needs_retry(ran, ["en", "de"], runtime_ready=True)
+    refused = dict(ran, de_status="refused_url", de_error="not fetched: cdn.example is not a YouTube host "
+                   "(--allow-host cdn.example fetches from it)")
     assert needs_retry(refused, ["en", "de"]) and Held(refused).final_langs(["en", "de"]) == ["en"]
+    private = dict(refused, de_error="not fetched: r1.googlevideo.com resolves to a private address (10.0.0.1)")
+    assert not needs_retry(private, ["en", "de"])  # no setting lifts that one
+
+
+def test_a_video_gone_since_keeps_its_sample_when_retried(sample_with_videos, tmp_path):
+    sample = sample_with_videos
+    out = tmp_path / "d"
+    sample.server.fault(path("es"), "429", sticky=True)
+    run(sample, out, "--retries", "0")
+    before = read_all_samples(out / "crawl")
+    sample.server.clear_faults()
+    for vid in (VID, "smplNoSubs4"):  # YouTube no longer has them: their pages fail on the next run
+        (sample.info / f"{vid}.info.json").unlink()
+    rc, rows = run(sample, out, "--retries", "0", "--retry-failed", "--download-video")
+    assert rc == 0
+    after = read_all_samples(out / "crawl")
+    for vid in (VID, "smplNoSubs4"):
+        assert "retry failed (unavailable" in rows[vid]["error"] and "earlier sample kept" in rows[vid]["error"]
+        assert after[vid].keys() == before[vid].keys() and after[vid]["info.json"] == before[vid]["info.json"]
+        # the video could not be had: its own status, so later runs do not reopen the unit for it
+        assert rows[vid]["video_status"] == "unavailable" and "not downloaded" in rows[vid]["video_error"]
+    assert rows["smplNoSubs4"]["status"] == "no_subtitles" and rows["smplNoSubs4"]["title"]
+    assert rows[VID]["es_status"] == "rate_limited"  # still missing, still transient
+    n = len(sample.server.requests)
+    rc, rows = run(sample, out, "--download-video")  # nothing left that a download could fetch
+    assert rc == 0 and len(sample.server.requests) == n
+
+
+def test_a_refusal_no_setting_lifts_is_not_retried(sample, tmp_path, capsys):
+    p = sample.info / "smplBikeFx2.info.json"
+    info = json.loads(p.read_text())
+    for formats in info["automatic_captions"].values():
+        for fmt in formats:
+            fmt["url"] = "ftp://" + fmt["url"].split("://", 1)[1]
+    p.write_text(json.dumps(info))
+    out = tmp_path / "d"
+    run(sample, out, "--langs", "en,fr")
+    rc, rows = run(sample, out, "--langs", "en,fr", "--retry-failed")
+    assert rows["smplBikeFx2"]["fr_status"] == "refused_url" and "0 units hold" in capsys.readouterr().out

@@ -120,6 +120,10 @@ def test_budgets_are_keyed_on_the_session_and_its_egress(tmp_path):
     signed_in = session_budgets(cfg)
     assert signed_in.key == SessionKey(account, "local")
     assert signed_in.videos.rate == pytest.approx(2000 / 3600)  # the wiki's figure for accounts
+    # an account's videos/hour are one budget whatever the egress; its requests' budgets are per egress
+    elsewhere = session_budgets(CrawlConfig(videos="x", out=str(tmp_path), budget_dir=str(tmp_path / "b"),
+                                            cookies=str(cookies), proxies=["http://p9:8080"]))
+    assert elsewhere.videos.path == signed_in.videos.path and elsewhere.own.path != signed_in.own.path
     anonymous = session_budgets(CrawlConfig(videos="x", out=str(tmp_path), budget_dir=str(tmp_path / "b")))
     assert anonymous.videos.rate == pytest.approx(300 / 3600)
     proxied = session_budgets(CrawlConfig(videos="x", out=str(tmp_path), budget_dir=str(tmp_path / "b"),
@@ -127,6 +131,7 @@ def test_budgets_are_keyed_on_the_session_and_its_egress(tmp_path):
     assert proxied.key.egress.startswith("proxy-")
     paths = {b.path for s in (signed_in, anonymous, proxied) for b in s.all()}
     assert len(paths) == 9  # three budgets for each of three sessions, none shared
+    assert "s3cr3t" not in " ".join(str(p) for p in paths)
 
 
 def test_projection_names_the_budget_that_bounds_it():
@@ -137,7 +142,14 @@ def test_projection_names_the_budget_that_bounds_it():
     assert "222.2 days in one session" in line and "guest session may extract 300/hour" in line
     fast = CrawlConfig(videos="x", out="y", max_requests_per_second=10, translation_requests_per_second=10)
     line = projection(fast, 1_200_000, account="account-x", sessions=4)
-    assert "2,000 videos/hour" in line and "--videos-per-hour" in line and "6.2 days in 4 sessions" in line
+    # one account's 2,000 videos/hour hold across its four egresses (the wiki's limit is per account)
+    assert "25.0 days in 4 sessions at 500 videos/hour" in line and "bound by --videos-per-hour" in line
+    assert "one account across all its egresses" in line
+    anonymous = projection(fast, 1_200_000, account=ANONYMOUS, sessions=4)
+    assert "41.7 days in 4 sessions at 300 videos/hour" in anonymous  # four guest sessions, four budgets
+    assert "no request limit" in projection(CrawlConfig(videos="x", out="y", max_requests_per_second=None), 10)
+    odd = CrawlConfig(videos="x", out="y", translation_requests_per_second=0, videos_per_hour=-5)
+    assert "days" in projection(odd, 100, account=ANONYMOUS)  # nonsense limits are ignored, never a crash
 
 
 def test_check_projects_the_input_at_the_session_budget(sample, capsys):
@@ -147,3 +159,40 @@ def test_check_projects_the_input_at_the_session_budget(sample, capsys):
     # 7 distinct valid ids in the sample's list, at 100 videos/hour
     assert "anonymous" in line and "7 videos take 0.0 days in one session at 100 videos/hour" in line
     assert "bound by --videos-per-hour" in line
+
+
+def test_a_halt_of_the_translations_lets_one_probe_through_per_pause(tmp_path):
+    budget = RequestBudget(tmp_path / "t.budget", None, breaker_threshold=1, pause_seconds=0.2, max_pause=0.4,
+                           max_trips=0)
+    budget.record(errors.RATE_LIMITED)  # one trip past max_trips 0: halted, paused 0.2 s
+    assert "halted" in budget.acquire_within(0.05)
+    time.sleep(0.3)
+    assert budget.acquire_within(0.05) is None  # the pause is over: one request probes
+    assert "halted" in budget.acquire_within(0.05)  # and only one, until the next pause ends
+    budget.record("ok")  # the probe was served: the halt is over
+    assert budget.acquire_within(0.05) is None and budget.state()["trips"] == 0
+
+
+def test_translations_wait_for_plain_pacing_but_not_for_a_rate_refusals_slowed(tmp_path):
+    budget = RequestBudget(tmp_path / "p.budget", 20.0, breaker_threshold=100, min_rate=0.5)
+    started = time.monotonic()
+    for _ in range(4):  # slots 50 ms apart at the ceiling: waited for although each is past max_wait 0.01
+        assert budget.acquire_within(0.01) is None
+    assert time.monotonic() - started >= 0.1
+    for _ in range(8):  # refusals, each past the hold of the last decrease: the rate halves to the floor
+        budget.record(errors.RATE_LIMITED)
+        state = budget._locked
+        with state() as s:
+            s.adaptive.hold_until = 0.0
+    assert budget.state()["rate"] == 0.5
+    budget.acquire_within(5.0)  # takes the next slot (2 s apart at 0.5/s)
+    why = budget.acquire_within(0.01)
+    assert why is not None and "slowed them to 0.5 requests/s" in why
+
+
+def test_a_deferring_budget_pickles(tmp_path):
+    import pickle
+
+    deferring = DeferringBudget(RequestBudget(tmp_path / "d.budget", 1.0), 5.0)
+    again = pickle.loads(pickle.dumps(deferring))
+    assert again.max_wait == 5.0 and again.rate == 1.0

@@ -85,7 +85,7 @@ def test_translations_as_srt_are_stored_as_srt_and_align_to_the_vtt_cues(sample,
         assert from_srt[vid]["segments"] == from_vtt[vid]["segments"]
 
 
-def test_a_body_that_is_not_srt_fails_its_track(sample, tmp_path):
+def test_a_webvtt_answer_is_kept_as_webvtt_and_a_page_fails_its_track(sample, tmp_path):
     vid = "smplPancak1"
     webvtt = (sample.files / "subs" / vid / "de.vtt").read_bytes()
     offer_srt(sample, vid, ["de"], body=webvtt)  # YouTube answering fmt=srt with WebVTT
@@ -94,11 +94,12 @@ def test_a_body_that_is_not_srt_fails_its_track(sample, tmp_path):
     data = tmp_path / "data"
     assert crawl.main(crawl_args(sample, tmp_path, data, [vid], "--translated-format", "srt")) == 0
     row = read_all_rows(data / "crawl")[0]
-    assert (row["en_status"], row["de_status"], row["fr_status"]) == ("ok", "error", "bad_response")
-    assert row["de_error"] == "a WebVTT file where SRT was asked for (fmt=srt)"
+    assert (row["en_status"], row["de_status"], row["fr_status"]) == ("ok", "ok", "bad_response")
     assert row["fr_error"].startswith("an HTML page where SRT was expected")
     members = read_all_samples(data / "crawl")[vid]
-    assert not {"de.srt", "de.vtt", "fr.srt", "fr.vtt"} & set(members)
+    assert members["de.vtt"] == webvtt and not {"de.srt", "fr.srt", "fr.vtt"} & set(members)
+    track = json.loads(members["info.json"])["tracks"]["de"]
+    assert track["ext"] == "vtt" and track["warning"] == "asked for as srt, served as WebVTT"
     assert row["status"] == "partial" and verify_dir(data / "crawl").ok
 
 
@@ -109,7 +110,7 @@ SRT = b"1\n00:00:00,500 --> 00:00:04,450\nHallo\n\n2\n00:00:04,500 --> 00:00:08,
     (SRT, None),
     (b"\xef\xbb\xbf\r\n" + SRT.replace(b"\n", b"\r\n"), None),
     (b"1\n00:00:00.500 --> 00:00:04.450\nHallo\n", None),  # a dot for the comma: the reader takes it
-    (b"WEBVTT\n\n00:00:00.500 --> 00:00:04.450\nHallo\n", errors.ERROR),
+    (b"WEBVTT\n\n00:00:00.500 --> 00:00:04.450\nHallo\n", None),  # the track in the other format: kept
     (b"00:00:00,500 --> 00:00:04,450\nHallo\n", errors.ERROR),  # no cue number
     (b"1\nHallo\n", errors.ERROR),
     (b"<!DOCTYPE html><html><body>Before you continue to YouTube</body></html>", errors.BAD_RESPONSE),
@@ -127,7 +128,7 @@ def test_srt_problem(body, status):
 def test_track_problem_checks_the_format_asked_for():
     assert track_problem(SRT, "srt") is None and track_problem(SRT, "vtt").status == errors.ERROR
     webvtt = b"WEBVTT\n\n00:00:00.500 --> 00:00:04.450\nHallo\n"
-    assert track_problem(webvtt, "vtt") is None and track_problem(webvtt, "srt").status == errors.ERROR
+    assert track_problem(webvtt, "vtt") is None and track_problem(webvtt, "srt") is None
     assert track_problem(b"", "srt", needs_po_token=True).status == errors.PO_TOKEN_REQUIRED
 
 
