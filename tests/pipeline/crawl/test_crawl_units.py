@@ -87,6 +87,11 @@ def test_classification_keeps_the_real_cause():
     assert errors.classify_message("ERROR: [youtube] abc: Video unavailable. This video is private") == "unavailable"
     assert errors.classify_message("ERROR: [youtube] abc: Private video. Sign in if you've been granted access") == "unavailable"
     assert errors.classify_message("something odd") == "error"
+    # what curl says of a network failure, and a download error's bare carriage return
+    assert errors.classify_message("(7) Failed to connect to 10.0.0.1 port 443: Could not connect to server") == "network"
+    assert errors.classify_message("(28) Operation too slow. Less than 1 bytes/sec transferred") == "network"
+    assert errors.classify_exception(DownloadError("ERROR: \r[download] Got error: (56) Recv failure")) == (
+        "network", "ERROR: [download] Got error: (56) Recv failure")
     assert errors.redact("proxy http://u:p4ss@host:1 failed") == "proxy http://***@host:1 failed"
 
 
