@@ -6,8 +6,9 @@ requested, and again on every redirect: the scheme must be http or https, the ho
 of YouTube's (``youtube.com``, ``youtu.be``, ``*.googlevideo.com``, ``*.ytimg.com``:
 the hosts real info dicts name) unless the user allowed it with ``--allow-host``, and
 every address the host resolves to must be a public one. The connection itself goes
-only to an address that was checked (``checked_connection``), so a name that resolves
-differently the second time reaches nothing it should not.
+only to an address that was checked (``UrlPolicy.connect``, or curl pinned to the checked
+addresses: ``impersonate.py``), so a name that resolves differently the second time reaches
+nothing it should not.
 
 A host the user allows (``host`` or ``host:port``) is their decision and is not checked
 further: that is how tests and the demo reach the local stand-in for YouTube on
@@ -122,16 +123,22 @@ class UrlPolicy:
                 return f"{host} resolves to {why}"
         return None
 
-    def connect(self, address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
-        """``socket.create_connection`` that reaches only checked addresses of ``address``'s host."""
-        host, port = address
-        if self.is_allowed(host, port):
-            return socket.create_connection(address, timeout, source_address)
+    def checked_addresses(self, host: str, port: int) -> list:
+        """``host``'s addresses as resolved now (getaddrinfo's tuples), the only ones a connection may go to;
+        UrlRefused when any of them is no place to send a request (OSError when it does not resolve)."""
         infos = self.resolve(host, port, type=socket.SOCK_STREAM)
         for info in infos:
             why = address_problem(info[4][0])
             if why is not None:
                 raise UrlRefused(f"{host}:{port}", f"{host} resolves to {why}")
+        return infos
+
+    def connect(self, address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
+        """``socket.create_connection`` that reaches only checked addresses of ``address``'s host."""
+        host, port = address
+        if self.is_allowed(host, port):
+            return socket.create_connection(address, timeout, source_address)
+        infos = self.checked_addresses(host, port)
         last = OSError(f"{host} resolves to no address")
         for family, kind, proto, _, sockaddr in infos:
             sock = socket.socket(family, kind, proto)
