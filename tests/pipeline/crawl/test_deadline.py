@@ -100,6 +100,10 @@ class Holder:
 
     def close(self):
         self.stop.set()
+        try:  # wakes the thread blocked in accept(): closing alone leaves the socket listening under it
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
 
 
