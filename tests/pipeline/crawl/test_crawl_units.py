@@ -157,7 +157,10 @@ def test_a_bug_under_ytdlp_propagates_unclassified(monkeypatch, tmp_path, bug):
 
 
 class _ErrorBody:
-    """An HTTP error response whose body cannot be read: with ``exc`` (a broken connection, or a bug)."""
+    """The raw answer of an HTTP error whose body cannot be read: with ``exc`` (a broken connection, or a bug)."""
+
+    url, status, reason, headers = "https://www.youtube.com/api/timedtext", 403, "Forbidden", {}
+    closed = False
 
     def __init__(self, exc):
         self.exc = exc
@@ -165,23 +168,26 @@ class _ErrorBody:
     def read(self, n=-1):
         raise self.exc
 
+    def readable(self):
+        return True
+
     def close(self):
-        pass
+        self.closed = True
 
 
 @pytest.mark.parametrize("unreadable,propagates", [(ConnectionResetError(104, "reset"), False),
                                                    (AttributeError("'NoneType' object has no attribute 'recv'"), True)])
 def test_an_http_error_body_is_a_hint_but_a_bug_reading_it_is_not(tmp_path, unreadable, propagates):
-    import urllib.error
+    from yt_dlp.networking.exceptions import HTTPError
 
     from pipeline.crawl.fetch import FetchError, Fetcher, RetryPolicy
+    from pipeline.crawl.ytdlp_requests import Bounds, RequestLog, _BoundedResponse
 
-    class Opener:
-        def open(self, request, timeout=None):
-            raise urllib.error.HTTPError(request.full_url, 403, "Forbidden", {}, _ErrorBody(unreadable))
+    def urlopen(request):  # what a transport answers: its body read as the transports read one
+        raise HTTPError(_BoundedResponse(_ErrorBody(unreadable), Bounds(1, 1 << 20), 1 << 20, RequestLog()))
 
     fetcher = Fetcher(RequestBudget(tmp_path / "budget"), policy=RetryPolicy(retries=0))
-    fetcher._openers = [Opener()]
+    fetcher._ydl.urlopen = urlopen
     url = "https://www.youtube.com/api/timedtext?v=x&lang=en"
     if propagates:
         with pytest.raises(AttributeError):
