@@ -78,6 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(url.path)
         fault = owner._next_fault(path, parse_qs(url.query))
         entry = owner._log(self.command, self.path, path, fault)
+        entry["headers"] = {name.lower(): value for name, value in self.headers.items()}  # what the client sent
         try:
             entry["status"] = self._respond(owner, path, fault)
         finally:

@@ -1,7 +1,7 @@
 """What ``mmp-crawl`` checks before it asks YouTube anything, and ``mmp-crawl --check``.
 
-The checks themselves (yt-dlp, the JS runtime, EJS, PO-token plugins, cookies, proxies)
-live in ``pipeline.crawl.ytdlp_env``; this module turns them into the crawl's verdicts.
+The checks themselves (yt-dlp, the JS runtime, EJS, impersonation, PO-token plugins, cookies,
+proxies) live in ``pipeline.crawl.ytdlp_env``; this module turns them into the crawl's verdicts.
 """
 from __future__ import annotations
 
@@ -77,11 +77,28 @@ def js_runtime_ready(cfg) -> bool:
     return runtime is not None and runtime.accepted
 
 
-def preflight(cfg, allow_no_js_runtime: bool) -> None:
+def check_impersonation(cfg, allow_no_impersonation: bool) -> None:
+    """Refuse a crawl whose requests cannot be sent as a browser's, unless told to go on; ``cfg.impersonate``
+    then records that they were not."""
+    from pipeline.crawl.impersonate import impersonation_status
+
+    status = impersonation_status()
+    if status.available:
+        cfg.impersonate = True
+        return
+    if not allow_no_impersonation:
+        raise UserError(f"{status.detail}, or crawl anyway with --allow-no-impersonation (YouTube refuses a "
+                        f"script's requests sooner than a browser's)")
+    log.warning("crawling without browser impersonation (%s)", status.detail)
+    cfg.impersonate = False
+
+
+def preflight(cfg, allow_no_js_runtime: bool, allow_no_impersonation: bool = False) -> None:
     """The checks a crawl runs before any worker starts; a problem the user must fix is a UserError."""
     from pipeline.crawl.access import CookieFileError, inspect_cookies
     from pipeline.crawl.ytdlp_env import find_js_runtime, parse_extractor_args
 
+    check_impersonation(cfg, allow_no_impersonation)  # subtitle files are asked of YouTube, info JSON or not
     if cfg.cookies:
         try:
             inspect_cookies(cfg.cookies)

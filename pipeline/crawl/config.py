@@ -150,6 +150,9 @@ class CrawlConfig:
     translation_retries: int = option(
         0, "retries of a refused translation within the run (YouTube refuses translations in storms that "
         "retries seconds apart do not outlast; --retry-failed asks again later)", group=POLITE, type=count)
+    # Whether requests are sent as a browser sends them (curl_cffi's impersonation, as yt-dlp's own); the
+    # preflight turns it off only when curl_cffi cannot and --allow-no-impersonation says to crawl anyway.
+    impersonate: bool = True
     egress: list = field(default_factory=list)  # egress address labels; units spread over them (Ray)
     budget_backend: str = "file"  # "file": one budget per machine; "ray": one actor per egress address
 
@@ -176,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--check", action="store_true",
                    help="only check, offline, whether this machine is ready to crawl (yt-dlp, JS runtime, EJS "
-                   "scripts, PO-token plugins, and --cookies, --proxy and the request budget when given); "
+                   "scripts, browser impersonation, PO-token plugins, and --cookies, --proxy and the request "
+                   "budget when given); "
                    "one line each, exit 0 when ready")
     p.add_argument("--videos",
                    help="CSV/TSV (e.g. HowTo100M_v1.csv), Parquet, or a text file of ids or YouTube URLs "
@@ -210,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     yt.add_argument("--allow-no-js-runtime", action="store_true",
                     help="crawl YouTube even without a usable JavaScript runtime (yt-dlp then falls back to one "
                     "client and subtitles may be missing)")
+    yt.add_argument("--allow-no-impersonation", action="store_true",
+                    help="crawl even when requests cannot be sent as a browser sends them (curl_cffi missing): "
+                    "they then go out as a script's, which YouTube refuses sooner")
     add_options(p, CrawlConfig)
     add_executor_args(p)
     add_common_flags(p)

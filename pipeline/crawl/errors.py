@@ -67,7 +67,8 @@ _UNAVAILABLE = re.compile(
 _NETWORK = re.compile(
     r"timed? ?out|connection (reset|refused|aborted)|remote end closed|incompleteread|"
     r"name resolution|network is unreachable|temporary failure|eof occurred|ssl|"
-    r"unable to download (webpage|api page|json)|urlopen error|broken pipe|read operation",
+    r"unable to download (webpage|api page|json)|urlopen error|broken pipe|read operation|"
+    r"operation too slow|could(n.t| not) (connect|resolve)|(recv|send) failure|empty reply from server",  # curl's
     re.I,
 )
 _SERVER = re.compile(r"\b50[0-4]\b|internal server error|bad gateway|service unavailable", re.I)
@@ -141,7 +142,8 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
     import socket
 
     cause = root_cause(exc)
-    outer = redact(str(exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(exc).replace("\r\n", "\n").replace("\r", "")  # yt-dlp's download errors hold a bare \r
+    outer = redact(text).strip().splitlines()[0] if text.strip() else type(exc).__name__
     inner = redact(str(cause)).strip() or type(cause).__name__
     message = outer if cause is exc else f"{outer} [cause: {type(cause).__name__}: {inner}]"
     if isinstance(cause, (socket.timeout, TimeoutError, ConnectionError)):

@@ -1,4 +1,4 @@
-"""HTTP fetching for the crawl: one request per file, retried politely.
+"""HTTP fetching for the crawl: one request per file, retried politely, sent as yt-dlp sends its own.
 
 Every request waits for the shared ``RequestBudget``. Transient failures (429,
 5xx, resets, stalls, truncated bodies) are retried with exponential backoff and
@@ -7,8 +7,14 @@ carries the real cause of the last attempt. A URL the ``UrlPolicy`` refuses (ano
 scheme or host, an address on this machine or its network, directly or by a redirect)
 is never requested and fails for good as ``refused_url``.
 
+The requests go through the same checked transports as yt-dlp's own (a ``CheckedYoutubeDL``'s,
+``ytdlp_requests``): each subtitle file is asked for as a current browser asks (curl_cffi's
+impersonation, as yt-dlp asks for subtitle files), or, without curl_cffi or with
+``impersonate=False``, by urllib with a browser's User-Agent. Cookies come from the crawl's cookie
+file; proxies take turns, one request each.
+
 One request (its redirects included) has ``request_timeout`` seconds in all, connecting and its
-whole answer, however slowly the server sends it (``deadline.py``): a trickled answer is a ``network``
+whole answer, however slowly the server sends it: a trickled answer is a ``network``
 failure, retried like the others, and nothing of it is kept. A body is read in chunks up to
 ``max_bytes``; a longer one (or one announcing more) fails for good.
 """
@@ -16,26 +22,22 @@ from __future__ import annotations
 
 import email.utils
 import http.client
-import http.cookiejar
 import itertools
 import logging
-import math
 import random
-import socket
 import time
-import urllib.error
-import urllib.request
+from contextlib import closing
 from dataclasses import dataclass
 
 from shards.members import TRACK_MAX_BYTES
 
 from pipeline.crawl import errors
-from pipeline.crawl.deadline import AnswerTooSlow, read_within_deadline
 from pipeline.crawl.politeness import RequestBudget
-from pipeline.crawl.url_policy import REFUSED_URL, UrlPolicy, UrlRefused, build_opener
+from pipeline.crawl.url_policy import REFUSED_URL, UrlPolicy
 
 log = logging.getLogger("mmp.fetch")
 _CHUNK = 1 << 16  # bytes read at a time: a body is checked against its cap as it arrives
+# What a request says of itself when it cannot be sent as a browser (no curl_cffi).
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
 
 
@@ -106,55 +108,74 @@ def with_retries(attempt, policy: RetryPolicy, budget: RequestBudget, *, count_r
     raise last
 
 
+class _YtdlpLog:
+    """yt-dlp's messages about the fetcher's requests, at debug level: a failure reaches the caller as a FetchError."""
+
+    def debug(self, msg):
+        log.debug("yt-dlp: %s", errors.redact(str(msg)))
+
+    info = warning = error = debug
+
+
 class Fetcher:
-    """Fetches URLs through the shared budget, rotating proxies, with cookies if given."""
+    """Fetches URLs through the shared budget, rotating proxies, with cookies if given, as a browser where it can."""
 
     def __init__(self, budget: RequestBudget, *, timeout: float = 20.0, request_timeout: float = 60.0,
                  policy: RetryPolicy | None = None, proxies: list[str] | None = None, cookies: str | None = None,
-                 max_bytes: int = TRACK_MAX_BYTES, url_policy: UrlPolicy | None = None):
+                 max_bytes: int = TRACK_MAX_BYTES, url_policy: UrlPolicy | None = None, impersonate: bool = True):
+        from yt_dlp.utils import YoutubeDLError
+
+        from pipeline.crawl.ytdlp_requests import Bounds, CheckedYoutubeDL
+
         self.budget = budget
         self.url_policy = url_policy or UrlPolicy()
         self.timeout = timeout                  # the longest silence of a connection
-        self.request_timeout = request_timeout  # the longest a whole answer may take
-        self._deadline = math.inf               # of the request in flight (monotonic time)
+        self.request_timeout = request_timeout  # the longest a whole answer may take, its redirects included
         self.policy = policy or RetryPolicy()
         self.max_bytes = max_bytes
-        jar = None
+        params = {"quiet": True, "no_warnings": True, "logger": _YtdlpLog(), "socket_timeout": timeout,
+                  "proxy": "", "cachedir": False}  # "": no proxy of the environment's; --proxy ones per request
         if cookies:
-            jar = http.cookiejar.MozillaCookieJar(cookies)
-            try:
-                jar.load(ignore_discard=True, ignore_expires=True)
-            except (OSError, http.cookiejar.LoadError) as exc:
-                raise ValueError(f"cookie file {cookies} could not be loaded ({type(exc).__name__}); "
-                                 f"export it in Netscape format") from None
-        self._openers = []
-        for proxy in proxies or [None]:
-            cookie_handlers = [urllib.request.HTTPCookieProcessor(jar)] if jar is not None else []
-            opener = build_opener(self.url_policy, *cookie_handlers, proxy=proxy)
-            self._openers.append(read_within_deadline(opener, lambda: self._deadline))
-        self._rotation = itertools.cycle(range(len(self._openers)))
+            params["cookiefile"] = cookies
+        try:
+            self._ydl = CheckedYoutubeDL(params, self.url_policy, impersonate=impersonate,
+                                         bounds=lambda: Bounds(request_timeout, max_bytes, total_seconds=request_timeout,
+                                                               seconds_flag="--request-timeout"))
+            self._ydl.cookiejar  # loaded now: a file that cannot be read fails here, not at the first request
+        except YoutubeDLError:
+            if not cookies:
+                raise
+            raise ValueError(f"cookie file {cookies} could not be loaded; export it in Netscape format") from None
+        self.impersonating = self._ydl.impersonating  # the browser requests are sent as, or None
+        self._proxies = list(proxies or [None])
+        self._rotation = itertools.cycle(range(len(self._proxies)))
         self.requests = 0
 
+    def _request(self, url: str):
+        from yt_dlp.networking import Request
+        from yt_dlp.networking.impersonate import ImpersonateTarget
+
+        proxy = self._proxies[next(self._rotation)]
+        if self.impersonating:  # as yt-dlp asks for a subtitle file: the browser's own headers
+            return Request(url, proxies={"all": proxy} if proxy else None,
+                           extensions={"impersonate": ImpersonateTarget()})
+        return Request(url, headers={"User-Agent": USER_AGENT, "Accept-Language": "en-US,en;q=0.8"},
+                       proxies={"all": proxy} if proxy else None)
+
     def _once(self, url: str) -> bytes:
-        opener = self._openers[next(self._rotation)]
+        request = self._request(url)
         self.budget.acquire()
         self.requests += 1
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Language": "en-US,en;q=0.8"})
-        self._deadline = time.monotonic() + self.request_timeout
-        with opener.open(request, timeout=self.timeout) as response:
-            final_url = response.geturl() or url
-            length = response.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                raise FetchError(errors.ERROR, f"response announces {int(length)} bytes, more than the "
-                                               f"{self.max_bytes} allowed, from {_short(url)}")
-            chunks, size = [], 0
+        self._ydl.request_log.clear()
+        with closing(self._ydl.urlopen(request)) as response:
+            final_url = response.url or url
+            chunks = []
             while chunk := response.read(_CHUNK):
                 chunks.append(chunk)
-                size += len(chunk)
-                if size > self.max_bytes:
-                    raise FetchError(errors.ERROR, f"response larger than {self.max_bytes} bytes from {_short(url)}")
             body = b"".join(chunks)
-            if length is not None and length.isdigit() and int(length) != len(body):
+            length = response.get_header("Content-Length")
+            if (length is not None and length.isdigit() and int(length) != len(body)
+                    and response.get_header("Content-Encoding", "identity").lower() == "identity"):
                 raise http.client.IncompleteRead(body, int(length) - len(body))
             if "/sorry/" in final_url:
                 raise FetchError(errors.BOT_CHECK, f"redirected to a bot check page ({_short(final_url)})")
@@ -169,34 +190,61 @@ class Fetcher:
         return with_retries(lambda: self._checked(url, check), self.policy, self.budget, count_retries=True)
 
     def _checked(self, url: str, check) -> bytes:
-        """One request for ``url``, its failure (urllib's, or ``check``'s) as a FetchError."""
+        """One request for ``url``, its failure (the transport's, or ``check``'s) as a FetchError."""
+        from yt_dlp.networking.exceptions import HTTPError, NoSupportingHandlers, RequestError, TransportError
+
+        from pipeline.crawl.ytdlp_requests import OverBounds, RequestRefused
+
         try:
             body = self._once(url)
-        except UrlRefused as exc:
+        except RequestRefused as exc:
             if "/sorry/" in exc.url:  # YouTube's bot check lives on www.google.com: no need to open it
                 raise FetchError(errors.BOT_CHECK, f"redirected to a bot check page ({_short(exc.url)})") from None
-            raise FetchError(REFUSED_URL, f"not fetched: {exc.reason} ({_short(exc.url)})") from None
-        except urllib.error.HTTPError as exc:
-            snippet = ""
-            try:
-                snippet = exc.read(2048).decode("utf-8", "replace")
-            except (OSError, ValueError, http.client.HTTPException):  # the error body is a hint only
-                pass
-            status = errors.classify_message(f"HTTP {exc.code} {exc.reason} {snippet}", exc.code)
-            retry_after = parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-            raise FetchError(status, f"HTTP {exc.code} {exc.reason} from {_short(url)}", exc.code, retry_after) from None
-        except (urllib.error.URLError, http.client.HTTPException, socket.timeout, TimeoutError,
-                ConnectionError, OSError) as exc:
-            cause = getattr(exc, "reason", exc)
-            if isinstance(cause, AnswerTooSlow):
+            raise FetchError(REFUSED_URL, f"not fetched: {exc.reason}") from None
+        except HTTPError as exc:
+            raise self._http_failure(url, exc) from None
+        except OverBounds as exc:
+            if exc.kind == "time":
                 raise FetchError(errors.NETWORK, f"no complete answer within {self.request_timeout:g} s "
                                                  f"(--request-timeout) from {_short(url)}") from None
+            if exc.announced is not None:
+                raise FetchError(errors.ERROR, f"response announces {exc.announced} bytes, more than the "
+                                               f"{self.max_bytes} allowed, from {_short(url)}") from None
+            raise FetchError(errors.ERROR, f"response larger than {self.max_bytes} bytes from {_short(url)}") from None
+        except NoSupportingHandlers as exc:
+            if exc.unexpected_errors:  # a transport's bug, which yt-dlp's director only logs
+                raise exc.unexpected_errors[0]
+            raise FetchError(errors.ERROR, f"{errors.redact(str(exc))} ({_short(url)})") from None
+        except (TransportError, http.client.HTTPException, OSError) as exc:
+            cause = exc.cause if isinstance(exc, RequestError) and isinstance(exc.cause, BaseException) else exc
             raise FetchError(errors.NETWORK, f"{type(cause).__name__}: {errors.redact(str(cause)) or 'no detail'} "
                                              f"from {_short(url)}") from None
+        except RequestError as exc:  # yt-dlp could not send it at all (its words say why)
+            raise FetchError(errors.ERROR, f"{errors.redact(str(exc))} ({_short(url)})") from None
         problem = check(body) if check is not None else None
         if problem is not None:
             raise problem
         return body
+
+    @staticmethod
+    def _http_failure(url: str, exc) -> FetchError:
+        """An error status as a FetchError, classified by its code and the start of its body."""
+        from yt_dlp.networking.exceptions import TransportError
+
+        response = exc.response
+        snippet = ""
+        try:
+            snippet = response.read(2048).decode("utf-8", "replace")
+        except (TransportError, OSError, ValueError, http.client.HTTPException):  # the error body is a hint only
+            pass
+        finally:
+            response.close()
+        where = response.url or url
+        if "/sorry/" in where:
+            return FetchError(errors.BOT_CHECK, f"redirected to a bot check page ({_short(where)})", exc.status)
+        status = errors.classify_message(f"HTTP {exc.status} {exc.reason} {snippet}", exc.status)
+        retry_after = parse_retry_after(response.get_header("Retry-After"))
+        return FetchError(status, f"HTTP {exc.status} {exc.reason} from {_short(url)}", exc.status, retry_after)
 
 
 def _short(url: str, limit: int = 120) -> str:

@@ -5,7 +5,8 @@ transient failures by the crawl's one loop, ``fetch.with_retries``, which also t
 breaker about rate limits and bot checks. A saved info JSON that cannot be read (not a
 regular file, larger than ``MAX_INFO_JSON_BYTES``, not JSON, nested beyond reason, not an
 object) fails its video only. Every request yt-dlp makes
-for the crawl passes the crawl's ``UrlPolicy`` (``ytdlp_requests``): a refused one fails the
+for the crawl passes the crawl's ``UrlPolicy`` (``ytdlp_requests``), sent as a browser sends it where
+``cfg.impersonate`` (``impersonate``): a refused one fails the
 video (or its download) as ``refused_url``; a request of an extraction past ``--request-timeout``
 or ``METADATA_MAX_BYTES``, or a download past ``--max-video-bytes`` or ``--video-download-seconds``,
 fails as ``over_budget``; nothing of either is stored.
@@ -185,7 +186,7 @@ class YtdlpSource:
             if cookie_copy:
                 params["cookiefile"] = cookie_copy
             bounds = Bounds(cfg.request_timeout, METADATA_MAX_BYTES, seconds_flag="--request-timeout")
-            self._ydls.append(CheckedYoutubeDL(params, url_policy, bounds))
+            self._ydls.append(CheckedYoutubeDL(params, url_policy, bounds, impersonate=cfg.impersonate))
         self._turn = 0
 
     def get(self, video_id: str) -> dict:
@@ -285,7 +286,8 @@ def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie
         bounds = Bounds(cfg.video_download_seconds, cfg.max_video_bytes, total_seconds=cfg.video_download_seconds,
                         total_bytes=cfg.max_video_bytes, seconds_flag="--video-download-seconds",
                         bytes_flag="--max-video-bytes")
-        with CheckedYoutubeDL({**params, "outtmpl": str(attempt / "video.%(ext)s")}, url_policy, bounds, log) as ydl:
+        with CheckedYoutubeDL({**params, "outtmpl": str(attempt / "video.%(ext)s")}, url_policy, bounds, log,
+                              impersonate=cfg.impersonate) as ydl:
             refused = refused_format(ydl, info, url_policy)
             if refused is not None:
                 raise refused

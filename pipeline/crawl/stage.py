@@ -120,13 +120,18 @@ class CrawlContext:
         self.url_policy = UrlPolicy.allowing(cfg.allow_hosts)
         self.fetcher = Fetcher(self.budget, timeout=cfg.socket_timeout, request_timeout=cfg.request_timeout,
                                policy=RetryPolicy(cfg.retries, cfg.backoff_base, cfg.backoff_max),
-                               proxies=cfg.proxies, cookies=cookie_copy, url_policy=self.url_policy)
+                               proxies=cfg.proxies, cookies=cookie_copy, url_policy=self.url_policy,
+                               impersonate=cfg.impersonate)
+        if cfg.impersonate and not self.fetcher.impersonating:  # a worker unlike the machine that checked
+            from pipeline.crawl.impersonate import impersonation_status
+
+            raise UserError(f"this worker cannot send requests as a browser does: {impersonation_status().detail}")
         # translations: their own budget, never waited for past --translation-max-wait (sessions.py)
         self.translation_fetcher = Fetcher(
             DeferringBudget(self.budgets.translations, cfg.translation_max_wait), timeout=cfg.socket_timeout,
             request_timeout=cfg.request_timeout, policy=RetryPolicy(cfg.translation_retries, cfg.backoff_base,
                                                                     cfg.backoff_max),
-            proxies=cfg.proxies, cookies=cookie_copy, url_policy=self.url_policy)
+            proxies=cfg.proxies, cookies=cookie_copy, url_policy=self.url_policy, impersonate=cfg.impersonate)
         self.info_source = (InfoJsonSource(cfg.info_json) if cfg.info_json else
                             YtdlpSource(cfg, self.budget, cookie_copy, warn, self.url_policy, self.budgets.videos))
         self.cookie_copy = cookie_copy
@@ -380,7 +385,7 @@ def main(argv=None) -> int:
     if args.check:
         return check_main(args)
     cfg = config_from_args(args)
-    preflight(cfg, args.allow_no_js_runtime)
+    preflight(cfg, args.allow_no_js_runtime, args.allow_no_impersonation)
     cfg.out = str(stage_out(cfg.out, "crawl", "mmp-crawl"))
     stage = CrawlStage(cfg)
     stage.runtime_ready = js_runtime_ready(cfg)

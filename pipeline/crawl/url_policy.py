@@ -6,8 +6,9 @@ requested, and again on every redirect: the scheme must be http or https, the ho
 of YouTube's (``youtube.com``, ``youtu.be``, ``*.googlevideo.com``, ``*.ytimg.com``:
 the hosts real info dicts name) unless the user allowed it with ``--allow-host``, and
 every address the host resolves to must be a public one. The connection itself goes
-only to an address that was checked (``checked_connection``), so a name that resolves
-differently the second time reaches nothing it should not.
+only to an address that was checked (``UrlPolicy.connect``, or curl pinned to the checked
+addresses: ``impersonate.py``), so a name that resolves differently the second time reaches
+nothing it should not. Redirects are checked hop by hop (``ytdlp_requests.PolicyCheckedRH``).
 
 A host the user allows (``host`` or ``host:port``) is their decision and is not checked
 further: that is how tests and the demo reach the local stand-in for YouTube on
@@ -20,9 +21,9 @@ import ipaddress
 import socket
 import urllib.request
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
-from pipeline.crawl.errors import REFUSED_URL, redact  # noqa: F401  (a per-track or per-video status)
+from pipeline.crawl.errors import REFUSED_URL  # noqa: F401  (re-exported: a per-track or per-video status)
 YOUTUBE_HOSTS = frozenset({"youtube.com", "youtu.be"})
 YOUTUBE_DOMAINS = (".youtube.com", ".googlevideo.com", ".ytimg.com")
 _SCHEMES = {"http": 80, "https": 443}
@@ -129,16 +130,22 @@ class UrlPolicy:
                 return f"{host} resolves to {why}"
         return None
 
-    def connect(self, address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
-        """``socket.create_connection`` that reaches only checked addresses of ``address``'s host."""
-        host, port = address
-        if self.is_allowed(host, port):
-            return socket.create_connection(address, timeout, source_address)
+    def checked_addresses(self, host: str, port: int) -> list:
+        """``host``'s addresses as resolved now (getaddrinfo's tuples), the only ones a connection may go to;
+        UrlRefused when any of them is no place to send a request (OSError when it does not resolve)."""
         infos = self.resolve(host, port, type=socket.SOCK_STREAM)
         for info in infos:
             why = address_problem(info[4][0])
             if why is not None:
                 raise UrlRefused(f"{host}:{port}", f"{host} resolves to {why}")
+        return infos
+
+    def connect(self, address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
+        """``socket.create_connection`` that reaches only checked addresses of ``address``'s host."""
+        host, port = address
+        if self.is_allowed(host, port):
+            return socket.create_connection(address, timeout, source_address)
+        infos = self.checked_addresses(host, port)
         last = OSError(f"{host} resolves to no address")
         for family, kind, proto, _, sockaddr in infos:
             sock = socket.socket(family, kind, proto)
@@ -153,30 +160,6 @@ class UrlPolicy:
                 sock.close()
                 last = exc
         raise last
-
-
-class CheckedRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect only to a URL the policy allows (urllib's default follows any)."""
-
-    def __init__(self, policy: UrlPolicy):
-        self.policy = policy
-
-    def http_error_302(self, req, fp, code, msg, headers):
-        target = headers.get("location") or headers.get("uri")
-        if target:
-            newurl = urljoin(req.full_url, target)
-            why = self.policy.problem(newurl)
-            if why is not None:
-                fp.close()
-                raise UrlRefused(newurl, f"redirected to {_short(newurl)}: {why}")
-        return super().http_error_302(req, fp, code, msg, headers)
-
-    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
-
-
-def _short(url: str, limit: int = 80) -> str:
-    url = redact(url)
-    return url if len(url) <= limit else url[:limit] + "..."
 
 
 class _CheckedHTTPConnection(http.client.HTTPConnection):
@@ -212,20 +195,3 @@ class CheckedHTTPSHandler(urllib.request.HTTPSHandler):
     def https_open(self, req):
         return self.do_open(lambda *a, **kw: _CheckedHTTPSConnection(*a, connect=self.connect, **kw), req,
                             context=self._context)
-
-
-def build_opener(policy: UrlPolicy, *handlers, proxy: str | None = None) -> urllib.request.OpenerDirector:
-    """An opener for http(s) only (no file:, ftp: or data: handler), redirects checked by ``policy``.
-
-    Without a proxy, connections go only to checked addresses; through a proxy (the
-    user's own choice of address) the proxy resolves the host, and the URL checks
-    before each request and redirect still hold.
-    """
-    opener = urllib.request.OpenerDirector()
-    connect = [urllib.request.HTTPHandler(), urllib.request.HTTPSHandler()] if proxy else \
-        [CheckedHTTPHandler(policy), CheckedHTTPSHandler(policy)]
-    for handler in (urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {}), *connect,
-                    CheckedRedirects(policy), urllib.request.HTTPDefaultErrorHandler(),
-                    urllib.request.HTTPErrorProcessor(), urllib.request.UnknownHandler(), *handlers):
-        opener.add_handler(handler)
-    return opener

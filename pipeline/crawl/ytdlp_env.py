@@ -4,7 +4,8 @@ Since 2025.11.12 yt-dlp solves YouTube's JavaScript challenges with an external 
 (deno, node, quickjs or bun) running the EJS solver scripts of ``yt-dlp-ejs``; without
 one it falls back to fewer clients and formats go missing. Some subtitle URLs also want
 a PO token, which only a provider plugin (e.g. bgutil) or a token given in
-``--extractor-args`` supplies. This module finds the runtime (the deno that pip installs
+``--extractor-args`` supplies. And YouTube's subtitle files are asked for as a browser asks
+(curl_cffi's impersonation, ``impersonate.py``). This module finds the runtime (the deno that pip installs
 with this package first), builds the YoutubeDL params that make the crawl use exactly
 what was found, and runs the readiness checks behind ``--check``. Every answer comes
 from yt-dlp's own classes and registries; nothing here sends a request anywhere.
@@ -324,6 +325,14 @@ def _pot_check(args: dict) -> Check:
     return Check("po tokens", "ok", detail + ("; a po_token is also given in --extractor-args" if manual else ""))
 
 
+def impersonation_check() -> Check:
+    """Whether requests can be sent as a browser sends them (curl_cffi), as yt-dlp sends YouTube's subtitle files."""
+    from pipeline.crawl.impersonate import impersonation_status
+
+    status = impersonation_status()
+    return Check("impersonation", "ok" if status.available else "fail", status.detail)
+
+
 def run_checks(*, js_runtime_spec: str | None = None, cookies=None, proxies=(), budget_line: str | None = None,
                extractor_args=(), today: dt.date | None = None) -> list[Check]:
     """Everything the crawl needs from this machine, checked without a request to anyone."""
@@ -338,6 +347,7 @@ def run_checks(*, js_runtime_spec: str | None = None, cookies=None, proxies=(), 
     checks.append(_runtime_check(js_runtime_spec, args))
     ok, detail = ejs_scripts()
     checks.append(Check("ejs scripts", "ok" if ok else "fail", detail))
+    checks.append(impersonation_check())
     checks.append(_pot_check(args))
     if cookies is None:
         checks.append(Check("cookies", "ok", "none: an anonymous session (age-restricted and members-only videos "

@@ -1,11 +1,12 @@
-"""yt-dlp's requests under the crawl's URL policy and bounds: the one request handler of its YoutubeDLs.
+"""yt-dlp's requests under the crawl's URL policy and bounds: the only request handlers of its YoutubeDLs.
 
 yt-dlp sends every request of an extraction or a download (pages, APIs, subtitle and video
 files, HLS playlists and segments, DASH fragments) through ``YoutubeDL.urlopen``, which hands it
-to the request handlers of the YoutubeDL's request director. ``checked_youtubedl`` makes a
-YoutubeDL whose director holds only ``CheckedUrllibRH``, so nothing yt-dlp asks for leaves
+to the request handlers of the YoutubeDL's request director. ``CheckedYoutubeDL`` is a
+YoutubeDL whose director holds only the checked transports below, so nothing yt-dlp asks for leaves
 unchecked, and which downloads only with yt-dlp's native downloaders (an external program such as
-ffmpeg would fetch URLs itself, beyond any check).
+ffmpeg would fetch URLs itself, beyond any check). The crawl's own subtitle fetcher (``fetch.py``)
+sends its requests through one too.
 
 The policy is one layer and the transport another. ``PolicyCheckedRH`` checks each URL with the
 crawl's ``UrlPolicy`` before anything is sent, follows redirects itself, one hop at a time, each
@@ -15,8 +16,11 @@ policy checked and honours the ``Bounds``: a time bound on the whole request (co
 and body, so a server trickling a byte per second cannot hold a worker: ``deadline.py``, whose deadline
 never passes the end of the totals, so a download of many segments stops when its own time is up) and
 a cap on the bytes of an answer.
-``CheckedUrllibRH`` is that transport over urllib; another (curl_cffi, for impersonation) gets the
-same policy by implementing ``_send_once`` alike.
+``CheckedUrllibRH`` is that transport over urllib; ``impersonate.CheckedCurlCffiRH`` the one over curl_cffi,
+which sends each request as a current browser does (its TLS handshake, HTTP/2 settings and headers), as yt-dlp
+itself sends YouTube's subtitle files. Where curl_cffi can impersonate, a ``CheckedYoutubeDL`` sends every
+request through it (YoutubeDL's ``impersonate`` set to the best browser yt-dlp knows), and its urllib
+transport takes none of them; without curl_cffi (or told not to impersonate) the urllib transport sends all.
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ from urllib.parse import urljoin, urlsplit
 
 from yt_dlp import YoutubeDL
 from yt_dlp.networking.common import Features, RequestHandler, Response
-from yt_dlp.networking.exceptions import HTTPError, RequestError, TransportError
+from yt_dlp.networking.exceptions import HTTPError, RequestError, TransportError, UnsupportedRequest
+from yt_dlp.networking.impersonate import ImpersonateRequestHandler
 from yt_dlp.utils.networking import select_proxy
 
 from pipeline.crawl.deadline import AnswerTooSlow, read_within_deadline
@@ -53,7 +58,12 @@ class RequestRefused(RequestError):
 
 
 class OverBounds(TransportError):
-    """A request ran past its time bound or an answer past its byte cap; what came is dropped."""
+    """A request ran past its time bound (``kind`` "time") or an answer past its byte cap ("size", with the
+    length it ``announced``, if that was the reason); what came is dropped."""
+
+    def __init__(self, msg: str, kind: str, announced: int | None = None):
+        super().__init__(msg)
+        self.kind, self.announced = kind, announced
 
 
 @dataclass
@@ -86,11 +96,11 @@ class Bounds:
 
     def too_slow(self) -> OverBounds:
         limit = self.total_seconds if self.total_seconds is not None else self.seconds
-        return OverBounds(f"took longer than {self.seconds_flag} {limit:g} s")
+        return OverBounds(f"took longer than {self.seconds_flag} {limit:g} s", "time")
 
-    def too_large(self) -> OverBounds:
+    def too_large(self, announced: int | None = None) -> OverBounds:
         limit = self.total_bytes if self.total_bytes is not None else self.max_bytes
-        return OverBounds(f"is larger than {self.bytes_flag} {limit} bytes")
+        return OverBounds(f"is larger than {self.bytes_flag} {limit} bytes", "size", announced)
 
 
 @dataclass
@@ -124,11 +134,10 @@ class PolicyCheckedRH(RequestHandler):
     _SUPPORTED_PROXY_SCHEMES = ("http",)
     _SUPPORTED_FEATURES = (Features.ALL_PROXY, Features.NO_PROXY)
 
-    def __init__(self, *, url_policy: UrlPolicy, bounds: Bounds | None = None, log: RequestLog | None = None,
-                 **kwargs):
+    def __init__(self, *, url_policy: UrlPolicy, bounds=None, log: RequestLog | None = None, **kwargs):
         super().__init__(**kwargs)
         self.url_policy = url_policy
-        self.bounds = bounds
+        self.bounds = bounds  # a Bounds shared by every request, or a function making each request's own
         self.log = log if log is not None else RequestLog()
 
     def _check_extensions(self, extensions):
@@ -151,6 +160,8 @@ class PolicyCheckedRH(RequestHandler):
         self._check(request.url)
 
     def _bounds(self) -> Bounds:
+        if callable(self.bounds):
+            return self.bounds()
         return self.bounds or Bounds(seconds=self.timeout * 6, max_bytes=256 << 20)
 
     def _send(self, request):
@@ -230,6 +241,15 @@ class CheckedUrllibRH(PolicyCheckedRH):
 
     RH_NAME = "checked_urllib"
 
+    def __init__(self, *, impersonate=None, **kwargs):
+        super().__init__(**kwargs)
+        self.impersonate = impersonate  # set when the YoutubeDL impersonates: then the curl transport sends
+
+    def _validate(self, request):
+        if self.impersonate is not None:
+            raise UnsupportedRequest("every request is sent as a browser (by the curl_cffi transport)")
+        super()._validate(request)
+
     def _send_once(self, request, bounds: Bounds) -> Response:
         seconds, max_bytes = bounds.for_request()
         deadline = time.monotonic() + seconds  # never past the totals' end: a download stops with its time
@@ -260,26 +280,41 @@ class CheckedUrllibRH(PolicyCheckedRH):
         length = raw.headers.get("Content-Length")
         if length is not None and length.strip().isdigit() and int(length) > max_bytes:
             raw.close()
-            raise bounds.too_large()
+            raise bounds.too_large(int(length))
         return _BoundedResponse(raw, bounds, max_bytes, self.log)
 
 
 _NATIVE = ("HttpFD", "HlsFD", "DashSegmentsFD")  # yt-dlp's own downloaders, every request through urlopen
 
 
-class CheckedYoutubeDL(YoutubeDL):
-    """A YoutubeDL whose every request passes ``CheckedUrllibRH``, downloading natively only."""
+def _prefer_impersonation(handler, request) -> int:
+    return 1000 if isinstance(handler, ImpersonateRequestHandler) else 0
 
-    def __init__(self, params: dict, url_policy: UrlPolicy, bounds: Bounds | None = None,
-                 log: RequestLog | None = None):
+
+class CheckedYoutubeDL(YoutubeDL):
+    """A YoutubeDL whose every request passes the URL policy, downloading natively only, sent as a browser
+    (``CheckedCurlCffiRH``) where curl_cffi can and ``impersonate`` is on, else by ``CheckedUrllibRH``.
+    ``impersonating`` names the browser (e.g. ``chrome-152:windows-10``), or is None."""
+
+    def __init__(self, params: dict, url_policy: UrlPolicy, bounds=None, log: RequestLog | None = None,
+                 impersonate: bool = True):
         self.request_log = log if log is not None else RequestLog()
-        self._handler = functools.partial(CheckedUrllibRH, url_policy=url_policy, bounds=bounds,
-                                          log=self.request_log)
+        checked = {"url_policy": url_policy, "bounds": bounds, "log": self.request_log}
+        self._checked_handlers = [functools.partial(CheckedUrllibRH, **checked)]
+        self.impersonating = None
+        if impersonate:
+            from pipeline.crawl.impersonate import CheckedCurlCffiRH, best_target
+
+            target = best_target()
+            if target is not None:
+                self._checked_handlers.append(functools.partial(CheckedCurlCffiRH, **checked))
+                self.impersonating = str(target)
+                params = {"impersonate": target, **params}  # yt-dlp's --impersonate: every request
         super().__init__({**params, "external_downloader": {"default": "native"}, "skip_unavailable_fragments": False})
 
     @functools.cached_property
     def _request_director(self):
-        return self.build_request_director([self._handler])
+        return self.build_request_director(self._checked_handlers, [_prefer_impersonation])
 
     def dl(self, name, info, subtitle=False, test=False):
         from yt_dlp.downloader import get_suitable_downloader

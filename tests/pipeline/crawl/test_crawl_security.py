@@ -201,7 +201,8 @@ def test_an_allowed_host_is_exact_to_its_port():
             parse_allowed(bad)
 
 
-def test_the_connection_goes_only_to_a_checked_address(tmp_path):
+@pytest.mark.parametrize("impersonate", [True, False], ids=["curl_cffi", "urllib"])
+def test_the_connection_goes_only_to_a_checked_address(tmp_path, impersonate):
     """A name checked once and resolved again inward (DNS rebinding) is refused at connect time."""
     policy = UrlPolicy(resolve=resolver("127.0.0.1"))
     with pytest.raises(UrlRefused, match="loopback"):
@@ -212,7 +213,7 @@ def test_the_connection_goes_only_to_a_checked_address(tmp_path):
         return resolver(*next(answers))(host, port, type)
 
     fetcher = Fetcher(RequestBudget(tmp_path / "budget"), policy=RetryPolicy(retries=0),
-                      url_policy=UrlPolicy(resolve=rebinding))
+                      url_policy=UrlPolicy(resolve=rebinding), impersonate=impersonate)
     with pytest.raises(FetchError) as caught:
         fetcher.get("https://www.youtube.com/api/timedtext?v=x&lang=en")
     assert caught.value.status == "refused_url" and "loopback" in caught.value.message

@@ -87,6 +87,11 @@ def test_classification_keeps_the_real_cause():
     assert errors.classify_message("ERROR: [youtube] abc: Video unavailable. This video is private") == "unavailable"
     assert errors.classify_message("ERROR: [youtube] abc: Private video. Sign in if you've been granted access") == "unavailable"
     assert errors.classify_message("something odd") == "error"
+    # what curl says of a network failure, and a download error's bare carriage return
+    assert errors.classify_message("(7) Failed to connect to 10.0.0.1 port 443: Could not connect to server") == "network"
+    assert errors.classify_message("(28) Operation too slow. Less than 1 bytes/sec transferred") == "network"
+    assert errors.classify_exception(DownloadError("ERROR: \r[download] Got error: (56) Recv failure")) == (
+        "network", "ERROR: [download] Got error: (56) Recv failure")
     assert errors.redact("proxy http://u:p4ss@host:1 failed") == "proxy http://***@host:1 failed"
 
 
@@ -153,7 +158,10 @@ def test_a_bug_under_ytdlp_propagates_unclassified(monkeypatch, tmp_path, bug):
 
 
 class _ErrorBody:
-    """An HTTP error response whose body cannot be read: with ``exc`` (a broken connection, or a bug)."""
+    """The raw answer of an HTTP error whose body cannot be read: with ``exc`` (a broken connection, or a bug)."""
+
+    url, status, reason, headers = "https://www.youtube.com/api/timedtext", 403, "Forbidden", {}
+    closed = False
 
     def __init__(self, exc):
         self.exc = exc
@@ -161,23 +169,26 @@ class _ErrorBody:
     def read(self, n=-1):
         raise self.exc
 
+    def readable(self):
+        return True
+
     def close(self):
-        pass
+        self.closed = True
 
 
 @pytest.mark.parametrize("unreadable,propagates", [(ConnectionResetError(104, "reset"), False),
                                                    (AttributeError("'NoneType' object has no attribute 'recv'"), True)])
 def test_an_http_error_body_is_a_hint_but_a_bug_reading_it_is_not(tmp_path, unreadable, propagates):
-    import urllib.error
+    from yt_dlp.networking.exceptions import HTTPError
 
     from pipeline.crawl.fetch import FetchError, Fetcher, RetryPolicy
+    from pipeline.crawl.ytdlp_requests import Bounds, RequestLog, _BoundedResponse
 
-    class Opener:
-        def open(self, request, timeout=None):
-            raise urllib.error.HTTPError(request.full_url, 403, "Forbidden", {}, _ErrorBody(unreadable))
+    def urlopen(request):  # what a transport answers: its body read as the transports read one
+        raise HTTPError(_BoundedResponse(_ErrorBody(unreadable), Bounds(1, 1 << 20), 1 << 20, RequestLog()))
 
     fetcher = Fetcher(RequestBudget(tmp_path / "budget"), policy=RetryPolicy(retries=0))
-    fetcher._openers = [Opener()]
+    fetcher._ydl.urlopen = urlopen
     url = "https://www.youtube.com/api/timedtext?v=x&lang=en"
     if propagates:
         with pytest.raises(AttributeError):

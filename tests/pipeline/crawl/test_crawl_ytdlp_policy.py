@@ -168,9 +168,12 @@ def test_a_trickling_video_body_is_a_bounded_failure(sample_with_videos, tmp_pat
 
 
 def test_trickling_headers_are_a_bounded_failure(sample_with_videos, tmp_path):
+    """The socket timeout is set past the download's bound, which alone ends it then (curl would end headers
+    trickled for longer than the socket timeout by that)."""
     sample = sample_with_videos
     sample.server.fault(f"/videos/{VIDEO}.mp4", "slow-headers", sticky=True)
-    row, members = crawl_video_dict(sample, tmp_path, {}, "--video-download-seconds", "2", seconds=30)
+    row, members = crawl_video_dict(sample, tmp_path, {}, "--video-download-seconds", "2", "--socket-timeout", "5",
+                                    seconds=30)
     assert row["video_status"] == "over_budget" and "--video-download-seconds" in row["video_error"]
     assert "mp4" not in members
 

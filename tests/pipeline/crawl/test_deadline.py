@@ -1,4 +1,4 @@
-"""One request's total time, over TLS too: the subtitle fetcher's opener and yt-dlp's handler alike.
+"""One request's total time, over TLS too: a deadline-fitted urllib opener and each of yt-dlp's transports alike.
 
 A server on 127.0.0.1 speaks TLS with a certificate made here and holds its client in one of three
 ways: it never answers the handshake, it trickles its headers, or it trickles its body; a proxy on
@@ -100,6 +100,10 @@ class Holder:
 
     def close(self):
         self.stop.set()
+        try:  # wakes the thread blocked in accept(): closing alone leaves the socket listening under it
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
 
 
@@ -146,15 +150,18 @@ def test_a_proxy_trickling_its_connect_answer_ends_at_the_deadline(holder, cert)
     assert ended == AnswerTooSlow.__name__
 
 
-def send_through_ytdlp_handler(url: str, proxy: str | None = None) -> str:
-    """One request through the crawl's yt-dlp handler (bounded by ``DEADLINE``): its error's message."""
+def send_through_ytdlp_handler(url: str, proxy: str | None = None, transport: str = "urllib") -> str:
+    """One request through one of the crawl's yt-dlp transports (bounded by ``DEADLINE``): its error's message."""
     from yt_dlp.networking import Request
+    from yt_dlp.networking.impersonate import ImpersonateTarget
 
+    from pipeline.crawl.impersonate import CheckedCurlCffiRH
     from pipeline.crawl.ytdlp_requests import Bounds, CheckedUrllibRH, OverBounds
 
-    handler = CheckedUrllibRH(logger=None, verify=False, timeout=SILENCE,
-                              url_policy=UrlPolicy.allowing(["127.0.0.1"]),
-                              bounds=Bounds(DEADLINE, 1 << 20, seconds_flag="--the-bound"))
+    kind, more = (CheckedUrllibRH, {}) if transport == "urllib" else (CheckedCurlCffiRH,
+                                                                      {"impersonate": ImpersonateTarget()})
+    handler = kind(logger=None, verify=False, timeout=SILENCE, url_policy=UrlPolicy.allowing(["127.0.0.1"]),
+                   bounds=Bounds(DEADLINE, 1 << 20, seconds_flag="--the-bound"), **more)
     try:
         response = handler.send(Request(url, proxies={"all": proxy} if proxy else {}))
         response.read()
@@ -163,17 +170,23 @@ def send_through_ytdlp_handler(url: str, proxy: str | None = None) -> str:
     return "complete"
 
 
+TRANSPORTS = pytest.mark.parametrize("transport", ["urllib", "curl_cffi"])
+
+
+@TRANSPORTS
 @pytest.mark.parametrize("mode", ["stalled-handshake", "slow-headers", "trickle"])
-def test_the_ytdlp_handler_ends_a_held_tls_answer_at_its_bound(holder, mode):
+def test_the_ytdlp_handler_ends_a_held_tls_answer_at_its_bound(holder, mode, transport):
     server = holder(mode)
-    message = run_bounded(send_through_ytdlp_handler, f"https://127.0.0.1:{server.port}/v.mp4", seconds=8)
+    message = run_bounded(send_through_ytdlp_handler, f"https://127.0.0.1:{server.port}/v.mp4", None, transport,
+                          seconds=8)
     assert message == "took longer than --the-bound 1 s"
 
 
-def test_the_ytdlp_handler_ends_a_trickled_connect_answer_at_its_bound(holder):
+@TRANSPORTS
+def test_the_ytdlp_handler_ends_a_trickled_connect_answer_at_its_bound(holder, transport):
     proxy = holder("slow-connect", tls=False)
     message = run_bounded(send_through_ytdlp_handler, "https://127.0.0.1:9/v.mp4",
-                          f"http://127.0.0.1:{proxy.port}", seconds=8)
+                          f"http://127.0.0.1:{proxy.port}", transport, seconds=8)
     assert message == "took longer than --the-bound 1 s"
 
 

@@ -283,7 +283,8 @@ def test_format_checks_lines_and_verdict():
 
 def test_run_checks_with_nothing_given_passes_here():
     checks = env.run_checks()
-    assert [c.name for c in checks] == ["yt-dlp", "js runtime", "ejs scripts", "po tokens", "cookies", "proxies"]
+    assert [c.name for c in checks] == ["yt-dlp", "js runtime", "ejs scripts", "impersonation", "po tokens",
+                                        "cookies", "proxies"]
     assert env.checks_exit_code(checks) == 0, env.format_checks(checks)
     assert env.format_checks(checks).splitlines()[-1].startswith("ready to crawl")
 
