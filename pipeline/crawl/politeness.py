@@ -1,7 +1,7 @@
 """A request budget, an adaptive rate and a circuit breaker shared by every process of a machine.
 
 YouTube rate-limits per address, so the budget belongs to the machine (or egress
-address), not to a worker. Its state (``_BudgetState``) is a small struct in a file,
+address), not to a worker. Its state (``BudgetState``) is a small struct in a file,
 updated under an exclusive ``flock``: the time of the next free request slot, a pause
 that holds every worker, the breaker's counters and the adaptive rate. A request
 reserves the next slot under the lock and sleeps outside it, so N processes together
@@ -18,7 +18,7 @@ instead of burning through the id list; after ``max_trips`` pauses in a row with
 success in between, the crawl halts.
 
 Under ``--executor ray`` the same state lives in a named Ray actor per egress
-address (``RayRequestBudget``), so the budget holds across processes and nodes that
+address (``ray_budget.RayRequestBudget``), so the budget holds across processes and nodes that
 send requests from one address.
 """
 from __future__ import annotations
@@ -139,7 +139,7 @@ def _log_change(name: str, reason: str, change: tuple[float, float]) -> None:
     log.log(level, "request budget %s: %s; %.2f -> %.2f requests/s", name, reason, old, new)
 
 
-def _halted_message(trips: int, name: str | None = None) -> str:
+def halted_message(trips: int, name: str | None = None) -> str:
     where = f" from {name}" if name else ""
     return (f"the circuit breaker paused the crawl {trips - 1} times in a row and YouTube still refuses requests"
             f"{where}; stopped. Wait, then re-run (completed units are kept), ideally with --cookies, --proxy "
@@ -148,7 +148,7 @@ def _halted_message(trips: int, name: str | None = None) -> str:
 
 # ---------------------------------------------------------------- the shared state
 
-class _BudgetState:
+class BudgetState:
     """Slots, pause, breaker and adaptive rate of one address: in a file, or in a named Ray actor.
 
     As an actor, every crawl task using that address, on any node, asks it for its slot.
@@ -164,7 +164,7 @@ class _BudgetState:
         self.adaptive = RateState()
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "_BudgetState":
+    def from_bytes(cls, raw: bytes) -> "BudgetState":
         """A file of the current size, or of the size before the rate adapted (its slot, pause and
         breaker are kept, the rate starts afresh); anything else (empty, torn) is fresh state."""
         state = cls()
@@ -245,7 +245,7 @@ class _BudgetState:
                 "refusal_rate": a.refusal_rate, "rate_changed_at": a.changed_at, "rate_decreased_at": a.decreased_at}
 
 
-class _Budget:
+class BudgetBase:
     """What both backends share: their settings, the rule, the per-process counters, the logging."""
 
     def __init__(self, name: str, rate: float | None, breaker_threshold: int, pause_seconds: float,
@@ -297,8 +297,8 @@ class _Budget:
         return None
 
 
-class RequestBudget(_Budget):
-    """The budget of one machine: ``_BudgetState`` in a file under ``flock``, shared by its processes."""
+class RequestBudget(BudgetBase):
+    """The budget of one machine: ``BudgetState`` in a file under ``flock``, shared by its processes."""
 
     def __init__(self, path: Path, rate: float | None = None, *, breaker_threshold: int = 5,
                  pause_seconds: float = 60.0, max_pause: float = 3600.0, max_trips: int = 6,
@@ -313,7 +313,7 @@ class RequestBudget(_Budget):
         fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            state = _BudgetState.from_bytes(os.pread(fd, _STATE.size, 0))
+            state = BudgetState.from_bytes(os.pread(fd, _STATE.size, 0))
             yield state
             os.pwrite(fd, state.to_bytes(), 0)
         finally:
@@ -324,7 +324,7 @@ class RequestBudget(_Budget):
         with self._locked() as state:
             wait, trips, change = state.reserve(self.rate, self.max_trips, self.rule)
         if wait is None:
-            raise CrawlHalted(_halted_message(trips))
+            raise CrawlHalted(halted_message(trips))
         self._increased(change)
         return self._wait(wait)
 
@@ -360,73 +360,3 @@ class RequestBudget(_Budget):
     def state(self) -> dict:
         with self._locked() as state:
             return state.state(self.rate, self.rule)
-
-
-# ---------------------------------------------------------------- across nodes (Ray)
-
-def budget_actor_name(name: str) -> str:
-    return f"mmp-budget:{name}"
-
-
-class RayRequestBudget(_Budget):
-    """``RequestBudget``'s interface (acquire, acquire_within, record, reset_halt, current_rate, state) over a Ray actor.
-
-    Used by the crawl under ``--executor ray``: one detached, named actor per egress
-    address (``name``), shared by every crawl task on every node that sends requests
-    from that address, and by consecutive crawls on the same cluster. Needs a Ray
-    connection (a task's worker has one; the driver after ``ray.init``).
-    """
-
-    NAMESPACE = "mmp"
-
-    def __init__(self, name: str, rate: float | None = None, *, breaker_threshold: int = 5,
-                 pause_seconds: float = 60.0, max_pause: float = 3600.0, max_trips: int = 6,
-                 adaptive: bool = True, quiet_seconds: float = 60.0, min_rate: float | None = None):
-        super().__init__(name, rate, breaker_threshold, pause_seconds, max_pause, max_trips,
-                         adaptive, quiet_seconds, min_rate)
-        self._actor = None
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_actor"] = None
-        return state
-
-    @property
-    def actor(self):
-        if self._actor is None:
-            import ray
-
-            self._actor = ray.remote(_BudgetState).options(
-                name=budget_actor_name(self.name), namespace=self.NAMESPACE, get_if_exists=True,
-                lifetime="detached", num_cpus=0, max_restarts=-1).remote()
-        return self._actor
-
-    def _call(self, method, *args):
-        import ray
-
-        return ray.get(getattr(self.actor, method).remote(*args))
-
-    def acquire(self) -> float:
-        wait, trips, change = self._call("reserve", self.rate, self.max_trips, self.rule)
-        if wait is None:
-            raise CrawlHalted(_halted_message(trips, self.name))
-        self._increased(change)
-        return self._wait(wait)
-
-    def acquire_within(self, max_wait: float) -> str | None:
-        wait, _, change = self._call("reserve", self.rate, self.max_trips, self.rule, max_wait, self.max_pause)
-        return self._granted(wait, change)
-
-    def record(self, outcome: str) -> None:
-        tripped, change = self._call("record", outcome, self.breaker_threshold, self.pause_seconds,
-                                     self.max_pause, self.rule, self.max_trips)
-        self._recorded(outcome, tripped, change)
-
-    def reset_halt(self) -> None:
-        self._call("reset_halt", self.max_trips)
-
-    def current_rate(self) -> float | None:
-        return self._call("current_rate", self.rule) if self.rule is not None else self.rate
-
-    def state(self) -> dict:
-        return self._call("state", self.rate, self.rule)

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.crawl import errors
-from pipeline.crawl.politeness import RayRequestBudget, RequestBudget, default_budget_dir
+from pipeline.crawl.politeness import RequestBudget, default_budget_dir
+from pipeline.crawl.ray_budget import RayRequestBudget
 
 ANONYMOUS = "anonymous"
 # yt-dlp's wiki figures (Extractors page): what one session may extract per hour.

@@ -37,13 +37,15 @@ from shards.writer import UnitWriter, atomic_write_json, sha256_file
 from pipeline.crawl import errors
 from pipeline.crawl.fetch import Fetcher, RetryPolicy
 from pipeline.runtime.runlock import pid_alive
-from pipeline.crawl.politeness import CrawlHalted, RayRequestBudget
+from pipeline.crawl.politeness import CrawlHalted
+from pipeline.crawl.ray_budget import RayRequestBudget
 from pipeline.crawl.sessions import ANONYMOUS, KINDS, DeferringBudget, SessionKey, account_of, session_budgets
 from pipeline.crawl.sources import InfoJsonSource, YtdlpSource, download_video
 from pipeline.runtime.cli import executor_options, parse_args
 from pipeline.runtime.out_dir import stage_out
 from pipeline.runtime.stage import Stage, Unit, check_config, lock_output, prepare_output, print_summary, run_stage
 from pipeline.crawl.checks import check_main, js_runtime_ready, preflight
+from pipeline.crawl.hints import deferred_hint, refused_hint, video_hint
 from pipeline.crawl.config import CrawlConfig, build_parser, config_from_args
 from pipeline.crawl.video import crawl_video, held_from, lacks_video, needs_retry
 from pipeline.crawl.url_policy import UrlPolicy
@@ -318,36 +320,6 @@ def reset_budgets(cfg: CrawlConfig, args) -> None:
                 for kind in KINDS:
                     name = SessionKey(account, f"node-{node['NodeManagerAddress']}").name(cfg.budget_name, kind)
                     RayRequestBudget(name, max_trips=cfg.breaker_max_pauses).reset_halt()
-
-
-def video_hint(cfg: CrawlConfig, summary) -> str | None:
-    """One line for a crawl that leaves mmp-extract-features nothing to read, else None."""
-    if not cfg.download_video:
-        return ("mmp-crawl: no video was downloaded (subtitles only); mmp-extract-features needs the videos: "
-                "crawl with --download-video to fetch them")
-    if summary.units_done and not summary.counts.get("videos_downloaded"):
-        return ("mmp-crawl: --download-video fetched no video in this run; the video_status and video_error "
-                "columns of the parquet rows say why")
-    return None
-
-
-def refused_hint(summary) -> str | None:
-    """One line when the URL policy refused what this run would have fetched (a setting, not YouTube)."""
-    videos = summary.counts.get(f"status/{errors.REFUSED_URL}", 0)
-    tracks = summary.counts.get(f"track_status/{errors.REFUSED_URL}", 0)
-    if not videos and not tracks:
-        return None
-    return (f"mmp-crawl: the URL policy refused {videos} videos and {tracks} tracks (their error columns say "
-            f"why); where it names a host that is not allowed, re-run with --allow-host HOST --retry-failed")
-
-
-def deferred_hint(summary) -> str | None:
-    """One line when translations were held back: YouTube refused them, the own tracks went on."""
-    n = summary.counts.get("translations_deferred", 0)
-    if not n:
-        return None
-    return (f"mmp-crawl: {n} videos had their machine translations held back (YouTube refused translations; "
-            f"their budget paused or halted); they are rate_limited: run --retry-failed later to fetch them")
 
 
 def run_crawl(stage: CrawlStage, args):

@@ -9,7 +9,8 @@ from collections import deque
 
 import pytest
 
-from pipeline.crawl.politeness import _LEGACY, _STATE, AdaptiveRate, RateState, RayRequestBudget, RequestBudget, _BudgetState
+from pipeline.crawl.politeness import _LEGACY, _STATE, AdaptiveRate, RateState, RequestBudget, BudgetState
+from pipeline.crawl.ray_budget import RayRequestBudget
 from demo.server import SampleServer
 
 
@@ -138,7 +139,7 @@ def test_two_budgets_on_one_file_share_the_rate(tmp_path, caplog):
 
 def test_slots_follow_the_adapted_rate():
     rule = AdaptiveRate(40.0, quiet_seconds=1000)
-    state = _BudgetState()
+    state = BudgetState()
     state.reserve(40.0, 6, rule)
     first = state.next_slot
     state.reserve(40.0, 6, rule)
@@ -184,7 +185,7 @@ def test_breaker_still_trips_with_an_adaptive_rate(tmp_path):
 
 def test_ray_budget_adapts_through_its_actor(caplog):
     caplog.set_level(logging.INFO, "mmp.politeness")
-    actor = _BudgetState()  # what the named actor holds; called here in-process
+    actor = BudgetState()  # what the named actor holds; called here in-process
     budgets = [RayRequestBudget("youtube:egress-a", 6.0, quiet_seconds=0.05) for _ in range(2)]
     for b in budgets:
         b._call = lambda method, *args: getattr(actor, method)(*pickle.loads(pickle.dumps(args)))

@@ -21,7 +21,8 @@ ray = pytest.importorskip("ray")
 
 from pipeline.crawl import stage as crawl  # noqa: E402
 from pipeline.runtime.ray_executor import start_local_ray  # noqa: E402
-from pipeline.crawl.politeness import CrawlHalted, RayRequestBudget  # noqa: E402
+from pipeline.crawl.politeness import CrawlHalted  # noqa: E402
+from pipeline.crawl.ray_budget import RayRequestBudget  # noqa: E402
 from pipeline.runtime.stage import Stage, Unit, run_stage  # noqa: E402
 from shards.errors import UserError  # noqa: E402
 from shards.layout import UnitFiles, completed_units  # noqa: E402
