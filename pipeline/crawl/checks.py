@@ -16,12 +16,14 @@ from pipeline.crawl.politeness import default_budget_dir
 log = logging.getLogger("mmp.crawl")
 
 
-def budget_line(rate, adaptive: bool, quiet: float, sleep_subtitles: float, budget_dir) -> str:
+def budget_line(rate, adaptive: bool, quiet: float, sleep_subtitles: float, budget_dir,
+                translation_rate: float | None = None) -> str:
     if not rate:
         return f"no request limit; {sleep_subtitles:g} s before each subtitle file"
     how = f"adaptive: halved on refusals, back up after {quiet:g} s quiet" if adaptive else "fixed"
-    return (f"{rate:g} requests/s per egress address ({how}), {sleep_subtitles:g} s before each subtitle file, "
-            f"shared through {budget_dir or default_budget_dir()}")
+    translations = f", translations {translation_rate:g}/s apart" if translation_rate else ""
+    return (f"{rate:g} requests/s per session and egress address{translations} ({how}), {sleep_subtitles:g} s "
+            f"before each subtitle file, shared through {budget_dir or default_budget_dir()}")
 
 
 def check_main(args) -> int:
@@ -32,7 +34,8 @@ def check_main(args) -> int:
     checks = run_checks(js_runtime_spec=args.js_runtime, cookies=str(args.cookies) if args.cookies else None,
                         proxies=proxies, extractor_args=list(args.extractor_args),
                         budget_line=budget_line(args.max_requests_per_second, args.adaptive_rate,
-                                                args.rate_quiet_seconds, args.sleep_subtitles, args.budget_dir))
+                                                args.rate_quiet_seconds, args.sleep_subtitles, args.budget_dir,
+                                                args.translation_requests_per_second))
     checks.append(session_check(args))
     print(format_checks(checks))
     return checks_exit_code(checks)

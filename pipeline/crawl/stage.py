@@ -34,7 +34,6 @@ from shards.rows import crawl_schema, lang_column
 from shards.samples import is_track_member
 from shards.writer import UnitWriter, atomic_write_json, sha256_file
 
-from pipeline.crawl import errors
 from pipeline.crawl.fetch import Fetcher, RetryPolicy
 from pipeline.runtime.runlock import pid_alive
 from pipeline.crawl.politeness import CrawlHalted

@@ -21,7 +21,7 @@ def test_check_alone_reports_every_line_and_a_verdict(capsys):
     out = capsys.readouterr().out
     for name in ("yt-dlp", "js runtime", "ejs scripts", "po tokens", "cookies", "proxies", "budget"):
         assert any(line.split()[1:2] == name.split()[:1] for line in out.splitlines()), (name, out)
-    assert "deno" in out and "0.5 requests/s per egress address (adaptive" in out
+    assert "deno" in out and "0.5 requests/s per session and egress address, translations 0.5/s apart (adaptive" in out
     assert out.strip().splitlines()[-1] == "ready to crawl"
 
 
