@@ -256,6 +256,22 @@ def refused_format(ydl, info: dict, url_policy: UrlPolicy) -> FetchError | None:
     return None
 
 
+def for_download(info: dict, impersonate: bool) -> dict:
+    """A copy of ``info`` to download from. Impersonating, a browser User-Agent an info dict carries in its
+    formats' ``http_headers`` (a saved one keeps the browser of the yt-dlp that wrote it) gives way to the
+    impersonated browser's own, so the User-Agent and the client hints name one browser; a client's own
+    (an Innertube app's) stays."""
+    info = copy.deepcopy(info)
+    if not impersonate:
+        return info
+    for holder in [info, *(f for f in info.get("formats") or () if isinstance(f, dict))]:
+        headers = holder.get("http_headers")
+        if isinstance(headers, dict):
+            for name in [k for k, v in headers.items() if k.lower() == "user-agent" and str(v).startswith("Mozilla/")]:
+                del headers[name]
+    return info
+
+
 def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie_copy: str | None,
                    url_policy: UrlPolicy | None = None, warn: Callable[[str], None] | None = None) -> tuple[str, Path]:
     """Fetch the video in ``cfg.video_format`` with yt-dlp from the info already at hand: (ext, a file in
@@ -292,7 +308,7 @@ def download_video(info: dict, cfg, budget: RequestBudget, scratch: Path, cookie
             if refused is not None:
                 raise refused
             try:
-                ydl.process_ie_result(copy.deepcopy(info), download=True)
+                ydl.process_ie_result(for_download(info, cfg.impersonate), download=True)
             except failures:
                 failure = logged_failure(log, "the video download")
                 if failure is None:

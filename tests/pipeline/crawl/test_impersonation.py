@@ -98,6 +98,23 @@ def test_a_video_download_goes_out_as_a_browser(sample_with_videos, tmp_path):
     assert read_all_samples(out / "crawl")[VIDEO]["mp4"][4:8] == b"ftyp"
 
 
+def test_a_saved_dicts_browser_agent_gives_way_to_the_impersonated_one(sample_with_videos, tmp_path):
+    """Saved info JSON carries the User-Agent of the yt-dlp that wrote it in each format's http_headers."""
+    sample = sample_with_videos
+    path = sample.info / f"{VIDEO}.info.json"
+    info = json.loads(path.read_text())
+    old = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/100.0 Safari/537.36"
+    for fmt in info["formats"]:
+        fmt["http_headers"] = {"User-Agent": old, "Accept-Language": "en-us,en;q=0.5"}
+    path.write_text(json.dumps(info))
+    out = tmp_path / "data"
+    assert crawl.main(sample.crawl_args(out, "--download-video", "--langs", "en")) == 0
+    videos = [r for r in sample.server.requests if r["path"].startswith("/videos/")]
+    assert videos
+    for request in videos:
+        assert_browser(request["headers"]) and "Chrome/100" not in request["headers"]["user-agent"]
+
+
 def test_headers_ytdlp_sets_itself_stay_as_it_sends_them(sample):
     """An Innertube client's User-Agent is yt-dlp's choice for that request: only yt-dlp's defaults give way."""
     android = "com.google.android.youtube/20.10.38 (Linux; U; Android 11) gzip"
