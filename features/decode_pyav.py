@@ -91,11 +91,13 @@ def display_size(width: int, height: int, rotation: int) -> tuple[int, int]:
     return (height, width) if rotation % 180 == 90 else (width, height)
 
 
-def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: str | None,
-                limits: VideoLimits) -> Iterator[Chunk]:
+def demux_times(path: str, limits: VideoLimits) -> tuple[np.ndarray, float, float]:
+    """(every frame's pts in seconds, sorted; where the last frame ends; average fps) from the
+    packets alone (no decoding). The end is the last pts plus that packet's duration (the median
+    pts step when the container gives none): where the ffmpeg command line ends the stream, which
+    a stream or container duration is not (an MP4 with B-frames declares less, WebM none)."""
     import av
 
-    # Pass 1: demux only (no decoding) for every frame's pts, which fixes times and duration.
     with _open_av(path, limits) as container:
         stream = _video_stream(container, limits)
         tb = float(stream.time_base) if stream.time_base else None
@@ -116,9 +118,18 @@ def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: st
     if last_dur <= 0:
         deltas = np.diff(pts_sorted) * tb
         last_dur = float(np.median(deltas)) if len(deltas) else (1.0 / rate if rate > 0 else 0.04)
-    first = float(pts_sorted[0] * tb)
     times_abs = pts_sorted * tb
-    duration = round(float(times_abs[-1] - first + last_dur), 6)
+    return times_abs, float(times_abs[-1] + last_dur), rate
+
+
+def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: str | None,
+                limits: VideoLimits) -> Iterator[Chunk]:
+    import av
+
+    # Pass 1: demux only (no decoding) for every frame's pts, which fixes times and duration.
+    times_abs, end_abs, rate = demux_times(path, limits)
+    first = float(times_abs[0])
+    duration = round(float(end_abs - first), 6)
 
     rotation, width, height, _ = probe_rotation(path, limits)
     width_d, height_d = display_size(width, height, rotation)
@@ -127,7 +138,7 @@ def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: st
                      height=height_d, rotation=rotation, decoder="pyav", frames=len(times_abs), first_pts=first,
                      fallback_reason=reason)
     info_out.append(info)
-    n_rows = plan_rows(info, times_abs, float(times_abs[-1] + last_dur), specs, limits)
+    n_rows = plan_rows(info, times_abs, end_abs, specs, limits)
     plan = info.plans
     ranges = chunk_ranges(n_rows, chunk_seconds)
     # For each needed frame, the last chunk that needs it: frames are kept until then.
