@@ -116,13 +116,16 @@ def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list, limits:
         raise _DecordFailed("decord's frame timestamps are unusable")
     # decord counts from the stream's start time; the fps filter's rounding needs the pts themselves.
     starts = starts + stream_start
+    # The frame times and where the stream ends are the demuxer's, as on the PyAV path and the
+    # ffmpeg command line (the same pts, but in AVI the command line's dts-based times): decord
+    # ends each frame one period of the stream's guessed rate (r_frame_rate) after its start,
+    # which in a VFR MP4 with B-frames (guessed 100 fps) cut the last frame short and the fps
+    # filter's output by one frame or more.
+    demux_starts, demux_end, _ = demux_times(path, limits)
+    if len(demux_starts) == n:
+        starts = np.asarray(demux_starts, dtype=np.float64)
     first = float(starts[0])
     times = starts - first
-    # Where the stream ends is the demuxer's (last pts plus its packet's duration), as on the PyAV
-    # path and the ffmpeg command line: decord ends each frame one period of the stream's guessed
-    # rate (r_frame_rate) after its start, which in a VFR MP4 with B-frames (guessed 100 fps) cut
-    # the last frame short and the fps filter's output by one frame or more.
-    _, demux_end, _ = demux_times(path, limits)
     end = demux_end - first
     if end <= times[-1]:  # the demuxer and decord disagree on the frames: decord's own end
         end = float(stamps[-1, 1]) + stream_start - first
