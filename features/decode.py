@@ -13,8 +13,9 @@ Timestamps, not frame counts: every frame's presentation time is read (decord's
 `get_frame_timestamp` plus the stream's start time, or PyAV's packet pts), so a variable
 frame rate or a stream that starts at pts 0.5 s cannot shift features against subtitles.
 The duration is the video track's own extent: end of the last frame (its pts plus its
-duration) minus the first frame's pts; a container duration is not used, since it is often
-missing (WebM) or stretched by a longer audio track.
+packet's duration, read by PyAV's demuxer for both decoders: where the ffmpeg command line
+ends the stream) minus the first frame's pts; a container duration is not used, since it is
+often missing (WebM) or stretched by a longer audio track.
 
 Size: frames are decoded once at the size the recipes share (features.frames.decode_size:
 short side 224, long side truncated, FFmpeg's swscale bilinear, up or down), which is the
@@ -66,7 +67,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from features.decode_pyav import display_size, probe_video, pyav_chunks
+from features.decode_pyav import demux_times, display_size, probe_video, pyav_chunks
 from features.frames import Chunk, chunk_ranges, decode_groups, decode_size, windows_from
 from features.video import DecodeError, VideoInfo, VideoLimits, check_file, plan_rows
 from shards.feature_spec import BackboneSpec
@@ -115,9 +116,19 @@ def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list, limits:
         raise _DecordFailed("decord's frame timestamps are unusable")
     # decord counts from the stream's start time; the fps filter's rounding needs the pts themselves.
     starts = starts + stream_start
+    # The frame times and where the stream ends are the demuxer's, as on the PyAV path and the
+    # ffmpeg command line (the same pts, but in AVI the command line's dts-based times): decord
+    # ends each frame one period of the stream's guessed rate (r_frame_rate) after its start,
+    # which in a VFR MP4 with B-frames (guessed 100 fps) cut the last frame short and the fps
+    # filter's output by one frame or more.
+    demux_starts, demux_end, _ = demux_times(path, limits)
+    if len(demux_starts) == n:
+        starts = np.asarray(demux_starts, dtype=np.float64)
     first = float(starts[0])
     times = starts - first
-    end = float(stamps[-1, 1]) + stream_start - first
+    end = demux_end - first
+    if end <= times[-1]:  # the demuxer and decord disagree on the frames: decord's own end
+        end = float(stamps[-1, 1]) + stream_start - first
     if end <= times[-1]:
         end = times[-1] + (1.0 / fps if fps > 0 else 0.0)
     width_d, height_d = display_size(width, height, rotation)

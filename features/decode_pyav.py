@@ -91,21 +91,26 @@ def display_size(width: int, height: int, rotation: int) -> tuple[int, int]:
     return (height, width) if rotation % 180 == 90 else (width, height)
 
 
-def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: str | None,
-                limits: VideoLimits) -> Iterator[Chunk]:
+def demux_times(path: str, limits: VideoLimits) -> tuple[np.ndarray, float, float]:
+    """(every frame's pts in seconds, sorted; where the last frame ends; average fps) from the
+    packets alone (AVI: the command line's dts-based times, which decode one frame, _avi_times).
+    The end is the last pts plus that packet's duration (the median
+    pts step when the container gives none): where the ffmpeg command line ends the stream, which
+    a stream or container duration is not (an MP4 with B-frames declares less, WebM none)."""
     import av
 
-    # Pass 1: demux only (no decoding) for every frame's pts, which fixes times and duration.
     with _open_av(path, limits) as container:
         stream = _video_stream(container, limits)
         tb = float(stream.time_base) if stream.time_base else None
         rate = float(stream.average_rate or stream.guessed_rate or 0.0)
-        pts, durs = [], []
+        avi = "avi" in container.format.name.split(",")
+        pts, durs, dts = [], [], []
         try:
             for packet in container.demux(stream):
                 if packet.pts is not None and packet.size:
                     pts.append(int(packet.pts))
                     durs.append(int(packet.duration or 0))
+                    dts.append(packet.dts)
         except av.FFmpegError as exc:
             raise DecodeError("decode_error", f"demuxing failed: {exc}"[:300]) from None
     if not pts or tb is None:
@@ -116,9 +121,47 @@ def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: st
     if last_dur <= 0:
         deltas = np.diff(pts_sorted) * tb
         last_dur = float(np.median(deltas)) if len(deltas) else (1.0 / rate if rate > 0 else 0.04)
-    first = float(pts_sorted[0] * tb)
-    times_abs = pts_sorted * tb
-    duration = round(float(times_abs[-1] - first + last_dur), 6)
+    if avi and None not in dts and np.all(np.diff(dts) > 0):
+        times_abs = _avi_times(path, limits, np.asarray(dts, dtype=np.int64), durs[-1]) * tb
+    else:
+        times_abs = pts_sorted * tb
+    return times_abs, float(times_abs[-1] + last_dur), rate
+
+
+def _avi_times(path: str, limits: VideoLimits, dts: np.ndarray, last_dur: int) -> np.ndarray:
+    """The n-th decoded frame's time in an AVI (time-base units), as the ffmpeg command line has it.
+
+    AVI stores no presentation times: the demuxer's pts are a guess (the dts plus one for H.264,
+    whatever its reordering). The command line times each frame by the dts of the packet whose
+    decoding gave it out, that is the n-th frame by the (n + delay)-th dts, where the delay is
+    the decoder's reordering depth (the first frame's dts less the first packet's); the frames
+    flushed at the end follow the last dts one packet duration apart.
+    """
+    import av
+
+    delay = 0
+    with _open_av(path, limits) as container:
+        stream = _video_stream(container, limits)
+        try:
+            frame = next(container.decode(stream), None)
+        except av.FFmpegError:
+            frame = None
+        if frame is not None and frame.dts is not None:
+            delay = max(0, int(np.searchsorted(dts, frame.dts)))
+    step = max(int(last_dur), 1)
+    n = len(dts)
+    extended = np.concatenate([dts, dts[-1] + step * np.arange(1, delay + 1, dtype=np.int64)])
+    return extended[delay:delay + n]
+
+
+def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: str | None,
+                limits: VideoLimits) -> Iterator[Chunk]:
+    import av
+
+    # Pass 1: demux only (no decoding) for every frame's pts, which fixes times and duration.
+    times_abs, end_abs, rate = demux_times(path, limits)
+    first = float(times_abs[0])
+    duration = round(float(end_abs - first), 6)
 
     rotation, width, height, _ = probe_rotation(path, limits)
     width_d, height_d = display_size(width, height, rotation)
@@ -127,7 +170,7 @@ def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: st
                      height=height_d, rotation=rotation, decoder="pyav", frames=len(times_abs), first_pts=first,
                      fallback_reason=reason)
     info_out.append(info)
-    n_rows = plan_rows(info, times_abs, float(times_abs[-1] + last_dur), specs, limits)
+    n_rows = plan_rows(info, times_abs, end_abs, specs, limits)
     plan = info.plans
     ranges = chunk_ranges(n_rows, chunk_seconds)
     # For each needed frame, the last chunk that needs it: frames are kept until then.

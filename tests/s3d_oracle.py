@@ -3,8 +3,10 @@
 ``[transpose | hflip,vflip] -> fps=16 -> scale=W:H:flags=bilinear -> crop=224:224:X:Y ->
 format=rgb24``, with W x H and X, Y from the extractor's arithmetic on the upright size. The
 n-th decoded frame is given the n-th smallest packet pts before it enters the graph: decoders
-hand frames over in presentation order, but AVI labels them with its packets' reordered pts,
-and FFmpeg's command line would use its best-effort (monotonic) timestamps there.
+hand frames over in presentation order, but AVI labels them with its packets' reordered pts.
+In AVI (which stores no presentation times) a frame is given what FFmpeg's command line gives
+it: the dts of the packet whose decoding gave it out, the frames flushed at the end one packet
+duration apart.
 """
 from __future__ import annotations
 
@@ -28,13 +30,20 @@ def ffmpeg_s3d_frames(path: str) -> np.ndarray:
     """uint8 [F, 224, 224, 3]: every frame FFmpeg's chain outputs, before any chunking."""
     with av.open(path) as container:
         stream = container.streams.video[0]
-        pts = sorted(p.pts for p in container.demux(stream) if p.size and p.pts is not None)
+        avi = "avi" in container.format.name.split(",")
+        packets = [p for p in container.demux(stream) if p.size and p.pts is not None]
+        pts = sorted(p.pts for p in packets)
+        step = packets[-1].duration or 1 if packets else 1
     frames: list = []
     with av.open(path) as container:
         stream = container.streams.video[0]
         graph = None
+        previous = None
         for n, frame in enumerate(container.decode(stream)):
-            if n < len(pts):
+            if avi:
+                frame.pts = frame.dts if frame.dts is not None else previous + step
+                previous = frame.pts
+            elif n < len(pts):
                 frame.pts = pts[n]
             if graph is None:
                 rotation = int(round((frame.rotation or 0) / 90.0)) * 90 % 360
