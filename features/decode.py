@@ -121,7 +121,7 @@ def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list, limits:
     # ends each frame one period of the stream's guessed rate (r_frame_rate) after its start,
     # which in a VFR MP4 with B-frames (guessed 100 fps) cut the last frame short and the fps
     # filter's output by one frame or more.
-    demux_starts, demux_end, _ = demux_times(path, limits)
+    demux_starts, demux_end, _, origin = demux_times(path, limits)
     if len(demux_starts) == n:
         starts = np.asarray(demux_starts, dtype=np.float64)
     first = float(starts[0])
@@ -136,7 +136,7 @@ def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list, limits:
                      decoder="decord", frames=n, first_pts=first)
     info_out.append(info)
     try:
-        n_rows = plan_rows(info, starts, first + end, specs, limits)
+        n_rows = plan_rows(info, starts, first + end, specs, limits, origin)
     except DecodeError as exc:
         if exc.status in ("too_long", "frame_gap"):  # decord's timestamps are wrong for some files: PyAV judges
             raise _DecordFailed(f"decord's timestamps say {exc.message}") from None

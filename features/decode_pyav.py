@@ -91,12 +91,15 @@ def display_size(width: int, height: int, rotation: int) -> tuple[int, int]:
     return (height, width) if rotation % 180 == 90 else (width, height)
 
 
-def demux_times(path: str, limits: VideoLimits) -> tuple[np.ndarray, float, float]:
-    """(every frame's pts in seconds, sorted; where the last frame ends; average fps) from the
-    packets alone (AVI: the command line's dts-based times, which decode one frame, _avi_times).
+def demux_times(path: str, limits: VideoLimits) -> tuple[np.ndarray, float, float, tuple[float, bool]]:
+    """(every frame's pts in seconds, sorted; where the last frame ends; average fps; (the file's
+    start time in seconds, whether it holds more than one stream)) from the packets alone (AVI: the command line's dts-based times, which decode one frame, _avi_times).
     The end is the last pts plus that packet's duration (the median
     pts step when the container gives none): where the ffmpeg command line ends the stream, which
-    a stream or container duration is not (an MP4 with B-frames declares less, WebM none)."""
+    a stream or container duration is not (an MP4 with B-frames declares less, WebM none).
+    The file's start time is the earliest of its streams' (an audio track may start first), which the
+    command line subtracts from every timestamp before its filters (0 when the file declares none);
+    with more than one stream its rawvideo output repeats a first frame that comes after that start."""
     import av
 
     with _open_av(path, limits) as container:
@@ -104,6 +107,8 @@ def demux_times(path: str, limits: VideoLimits) -> tuple[np.ndarray, float, floa
         tb = float(stream.time_base) if stream.time_base else None
         rate = float(stream.average_rate or stream.guessed_rate or 0.0)
         avi = "avi" in container.format.name.split(",")
+        origin = (container.start_time / 1e6 if container.start_time is not None else 0.0,
+                  len(container.streams) > 1)
         pts, durs, dts = [], [], []
         try:
             for packet in container.demux(stream):
@@ -125,7 +130,7 @@ def demux_times(path: str, limits: VideoLimits) -> tuple[np.ndarray, float, floa
         times_abs = _avi_times(path, limits, np.asarray(dts, dtype=np.int64), durs[-1]) * tb
     else:
         times_abs = pts_sorted * tb
-    return times_abs, float(times_abs[-1] + last_dur), rate
+    return times_abs, float(times_abs[-1] + last_dur), rate, origin
 
 
 def _avi_times(path: str, limits: VideoLimits, dts: np.ndarray, last_dur: int) -> np.ndarray:
@@ -159,7 +164,7 @@ def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: st
     import av
 
     # Pass 1: demux only (no decoding) for every frame's pts, which fixes times and duration.
-    times_abs, end_abs, rate = demux_times(path, limits)
+    times_abs, end_abs, rate, origin = demux_times(path, limits)
     first = float(times_abs[0])
     duration = round(float(end_abs - first), 6)
 
@@ -170,7 +175,7 @@ def pyav_chunks(path: str, specs, chunk_seconds: int, info_out: list, reason: st
                      height=height_d, rotation=rotation, decoder="pyav", frames=len(times_abs), first_pts=first,
                      fallback_reason=reason)
     info_out.append(info)
-    n_rows = plan_rows(info, times_abs, end_abs, specs, limits)
+    n_rows = plan_rows(info, times_abs, end_abs, specs, limits, origin)
     plan = info.plans
     ranges = chunk_ranges(n_rows, chunk_seconds)
     # For each needed frame, the last chunk that needs it: frames are kept until then.

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from shards.feature_spec import (BackboneSpec, crop_offsets, fps_filter_rows, fps_filter_ticks, native_rows,
+from shards.feature_spec import (BackboneSpec, crop_offsets, fps_filter_output, fps_filter_rows, native_rows,
                                  resized_size, window_frame_times)
 
 # A frame whose pts is within this of a wanted time counts as shown at it (float noise
@@ -64,13 +64,16 @@ def _ticks(times: np.ndarray, fps: float) -> np.ndarray:
     return np.where(x >= 0, np.floor(x + 0.5 + 1e-9), -np.floor(-x + 0.5 + 1e-9)).astype(np.int64)
 
 
-def frame_plan(times: np.ndarray, end: float, specs: Sequence[BackboneSpec]) -> dict[str, RowPlan]:
+def frame_plan(times: np.ndarray, end: float, specs: Sequence[BackboneSpec],
+               origin: float = 0.0, several_streams: bool = False) -> dict[str, RowPlan]:
     """Per recipe, the RowPlan for a video whose frames show at `times` (sorted, absolute
-    pts in seconds) and whose last frame ends at `end`.
+    pts in seconds) and whose last frame ends at `end`, in a file whose streams start at
+    `origin` (the container's start time: the earliest stream's first timestamp) and holds
+    more than the video stream when `several_streams`.
 
     "grid": for each wanted time (from the first frame) the frame shown is the last with
-    time <= t. "fps_filter": FFmpeg's fps filter on the absolute pts (shards.feature_spec), cut
-    into chunks of spec.frames, the last chunk padded with black frames.
+    time <= t. "fps_filter": what ``ffmpeg -i VIDEO -vf fps=...`` to rawvideo outputs
+    (fps_filter_output), cut into chunks of spec.frames, the last chunk padded with black frames.
     """
     times = np.asarray(times, dtype=np.float64)
     first = float(times[0])
@@ -87,13 +90,14 @@ def frame_plan(times: np.ndarray, end: float, specs: Sequence[BackboneSpec]) -> 
             idx = np.searchsorted(times - first, wanted + TIME_EPS_S, side="right") - 1
             plan[spec.name] = RowPlan(np.clip(idx, 0, len(times) - 1), 0.0, 1.0, idx.size)
             continue
-        n0, count = fps_filter_ticks(first, end, spec.fps)
+        n0, count = fps_filter_output(first - origin, end - origin, spec.fps, several_streams)
         rows = fps_filter_rows(count, spec)
         ticks = n0 + np.arange(rows * spec.frames, dtype=np.int64)
-        idx = np.searchsorted(_ticks(times, spec.fps), ticks, side="right") - 1
-        idx = np.clip(idx, 0, len(times) - 1)
+        frame_ticks = _ticks(times - origin, spec.fps)
+        # ticks before the first frame's repeat the fps filter's first output (the last frame on its tick)
+        idx = np.searchsorted(frame_ticks, np.maximum(ticks, frame_ticks[0]), side="right") - 1
         idx[count:] = -1  # the public extractor's zero padding of the last chunk
-        plan[spec.name] = RowPlan(idx.reshape(rows, spec.frames), n0 / spec.fps - first,
+        plan[spec.name] = RowPlan(idx.reshape(rows, spec.frames), n0 / spec.fps - (first - origin),
                                   spec.frames / spec.fps, count)
     return plan
 

@@ -100,6 +100,7 @@ class VideoInfo:
     frames: int  # frames in the video track
     first_pts: float  # seconds; window times are relative to it
     fallback_reason: str | None = None
+    file_start: float = 0.0  # seconds; the container's start time (its earliest stream's first timestamp)
     plans: dict = field(default_factory=dict, repr=False)  # backbone -> RowPlan
 
     @property
@@ -108,19 +109,24 @@ class VideoInfo:
         return {name: p.rows for name, p in self.plans.items()}
 
     def row_times(self, name: str) -> dict:
-        """How backbone `name`'s rows map to time, for meta.json."""
+        """How backbone `name`'s rows map to time, for meta.json: row t covers ``row_start_s +
+        t * row_seconds`` s from the first frame, which comes ``first_frame_s`` after the file's
+        start (the container's start time, the ffmpeg command line's time zero)."""
         p = self.plans[name]
         return {"rows": p.rows, "row_start_s": round(p.start, 6), "row_seconds": p.seconds,
-                "frames_sampled": p.frames_out}
+                "frames_sampled": p.frames_out, "first_frame_s": round(self.first_pts - self.file_start, 6)}
 
 
-def plan_rows(info: VideoInfo, times_abs: np.ndarray, end_abs: float, specs, limits: VideoLimits) -> int:
-    """Plan every recipe's rows into `info`; the most rows any recipe gives. A video too short
-    for some recipe, or past `limits`, is a DecodeError."""
+def plan_rows(info: VideoInfo, times_abs: np.ndarray, end_abs: float, specs, limits: VideoLimits,
+              origin: tuple[float, bool] = (0.0, False)) -> int:
+    """Plan every recipe's rows into `info` (frame_plan; `origin` is the container's start time,
+    which the ffmpeg command line counts from, and whether the file holds several streams); the
+    most rows any recipe gives. A video too short for some recipe, or past `limits`, is a DecodeError."""
     if info.duration <= 0:
         raise DecodeError("no_frames", "the video track has zero duration")
     limits.check_times(times_abs, end_abs)
-    info.plans = frame_plan(times_abs, end_abs, specs)
+    info.file_start = origin[0]
+    info.plans = frame_plan(times_abs, end_abs, specs, *origin)
     for spec in specs:
         p = info.plans[spec.name]
         if p.rows == 0 and spec.tail in ("zero_pad", "drop"):

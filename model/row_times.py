@@ -66,9 +66,9 @@ def _check_against_rows(name: str, entry: dict, times: RowTimes, rows: int, dura
     if claimed is not None and (isinstance(claimed, bool) or not isinstance(claimed, int) or claimed != rows):
         raise RowTimesError(f"meta.json features.{name}.rows is {claimed!r} but {feature_member(name)} holds "
                             f"{rows} rows")
-    if not -times.seconds <= times.start <= rows * times.seconds:
-        raise RowTimesError(f"meta.json features.{name}.row_start_s is {times.start!r}: the first of {rows} rows "
-                            f"of {times.seconds:g} s must start within them")
+    if not -rows * times.seconds <= times.start <= rows * times.seconds:
+        raise RowTimesError(f"meta.json features.{name}.row_start_s is {times.start!r}: the first frame must "
+                            f"fall within the {rows} rows of {times.seconds:g} s")
     if times.per_second or isinstance(duration, bool) or not isinstance(duration, (int, float)) \
             or not math.isfinite(duration) or duration <= 0:
         return  # one row per second is the arrays' own timeline (imported rows may differ from the duration)

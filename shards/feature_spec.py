@@ -350,6 +350,23 @@ def fps_filter_ticks(start_s: float, end_s: float, fps: float) -> tuple[int, int
     return n0, max(0, fps_tick(end_s, fps) - n0)
 
 
+def fps_filter_output(start_s: float, end_s: float, fps: float, several_streams: bool) -> tuple[int, int]:
+    """(first tick, number of frames) ``ffmpeg -i VIDEO -vf fps=...`` writes to rawvideo for a video
+    stream whose first frame is at `start_s` and whose last frame ends at `end_s`, both counted
+    from the file's start (the command line subtracts the container's start time).
+
+    The fps filter gives ticks from the first frame's (fps_filter_ticks). The command line then
+    keeps rawvideo at a constant frame rate from tick 0 when the input file holds several
+    streams (its "cfr" sync), so a first frame one or more ticks after the file's start (a video
+    that starts after its audio) is repeated from tick 0 on; an input of one stream gets "vscfr",
+    which leaves those initial repeats out.
+    """
+    n0, count = fps_filter_ticks(start_s, end_s, fps)
+    if several_streams and n0 > 0 and count > 0:
+        return 0, count + n0
+    return n0, count
+
+
 def native_rows(frames: int, spec: BackboneSpec) -> int:
     """Rows of a "native" recipe: back-to-back chunks of spec.frames source frames, the rest dropped."""
     return frames // spec.frames

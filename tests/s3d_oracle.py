@@ -65,3 +65,23 @@ def ffmpeg_s3d_frames(path: str) -> np.ndarray:
             graph.push(None)
             _drain(graph, frames)
     return np.stack(frames) if frames else np.zeros((0, 224, 224, 3), np.uint8)
+
+
+def cli_s3d_frames(path: str) -> np.ndarray:
+    """uint8 [F, 224, 224, 3]: what the ffmpeg command line itself (imageio-ffmpeg's binary) writes for
+    ``-vf fps=16,scale=W:H:flags=bilinear,crop=224:224:X:Y`` to rawvideo rgb24: it turns frames
+    upright itself, counts time from the file's start, and repeats a first frame that comes after it."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    with av.open(path) as container:
+        frame = next(container.decode(video=0))
+        rotation = int(round((frame.rotation or 0) / 90.0)) * 90 % 360
+        w, h = (frame.height, frame.width) if rotation % 180 == 90 else (frame.width, frame.height)
+    W, H = resized_size(w, h, S3D)
+    top, left = crop_offsets(W, H, S3D)
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", path, "-an", "-sn", "-vf",
+           f"fps=16,scale={W}:{H}:flags=bilinear,crop=224:224:{left}:{top}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    out = subprocess.run(cmd, capture_output=True, check=True).stdout
+    return np.frombuffer(out, np.uint8).reshape(-1, 224, 224, 3)

@@ -137,25 +137,91 @@ def test_h264_avi_is_timed_as_the_command_line_times_it(tmp_path, b_frames):
     assert check_both(write_avi(tmp_path / "clip.avi", 103, b_frames)) == 55
 
 
-# mmaction2_test.avi has an audio track starting before its first video frame; the command line's
-# rawvideo output (constant frame rate over an input of several streams) then repeats the first
-# frame from the file's start: one frame more than the fps filter gives, not planned here.
-_AVI = {"mmaction2_test.avi"}
-
-
 def test_every_real_fixture_has_the_command_lines_frame_count():
+    # mmaction2_test.avi's audio starts before its first video frame: the command line (several
+    # streams: a constant frame rate from the file's start) repeats the fps filter's first frame
+    # from tick 0, one frame more than the filter gives.
     root = real_fixtures() / "video"
     done = {}
     for path in sorted(root.iterdir()):
-        if path.suffix in (".md", ".tsv", ".txt") or path.name in _AVI:
+        if path.suffix in (".md", ".tsv", ".txt"):
             continue
         if planned(path, False)[0] == "decode_error":  # decord_corrupted.mp4: neither decoder reads it
             continue
         done[path.name] = check_both(path)
-    assert len(done) >= 7, done
+    assert len(done) >= 8 and done["mmaction2_test.avi"] == 106, done
 
 
-@pytest.mark.xfail(strict=True, reason="the command line repeats the first frame from the file's start (audio first)")
-@pytest.mark.parametrize("name", sorted(_AVI))
-def test_video_after_audio_frame_count(name):
-    check_both(real_fixtures() / "video" / name)
+def write_clip(path, start, n, rate=30, audio_start=None):
+    """An H.264 clip (MP4 or MKV) of `n` frames from `start` s, frame i a flat grey 4 * i, and an
+    AAC track of silence from `audio_start` s when one is given."""
+    tb = fractions.Fraction(1, 15360)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=rate)
+        video.time_base = video.codec_context.time_base = tb
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.options = {"preset": "ultrafast", "bf": "0", "qp": "10"}
+        if audio_start is not None:
+            audio = out.add_stream("aac", rate=16000)
+            audio.layout = "mono"
+            t = audio_start
+            while t < start + n / rate:
+                frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+                frame.sample_rate, frame.pts, frame.time_base = 16000, int(round(t * 16000)), fractions.Fraction(1, 16000)
+                for packet in audio.encode(frame):
+                    out.mux(packet)
+                t += 1024 / 16000
+            for packet in audio.encode():
+                out.mux(packet)
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 4 * i % 256, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = int(round((start + i / rate) / tb)), tb
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+    return path
+
+
+def check_frames(path) -> tuple[int, float]:
+    """Both decoders' S3D frames byte for byte the command line's (its S3D scale and crop);
+    (frames, row_start_s, first_frame_s) as meta.json records them."""
+    from features.decode import decode_all
+    from tests.s3d_oracle import cli_s3d_frames
+
+    cli = cli_s3d_frames(str(path))
+    starts = set()
+    for use_decord in (True, False):
+        info, windows = decode_all(str(path), SPECS, use_decord=use_decord)
+        frames = windows["s3d"].permute(0, 2, 3, 4, 1).reshape(-1, 224, 224, 3).numpy()
+        assert info.plans["s3d"].frames_out == len(cli), (path.name, use_decord)
+        unequal = [i for i in range(len(cli)) if not np.array_equal(frames[i], cli[i])]
+        assert not unequal, f"{path.name}: {len(unequal)} of {len(cli)} frames differ, first {unequal[:5]}"
+        starts.add(info.row_times("s3d")["row_start_s"])
+        first_frame_s = info.row_times("s3d")["first_frame_s"]
+    assert len(starts) == 1
+    return len(cli), starts.pop(), first_frame_s
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_video_from_1_075_s_is_counted_from_the_files_start(tmp_path, suffix):
+    # The command line subtracts the file's start (the video's first frame, 1.075 s): 29 frames
+    # at 30 fps give 15 at 16 fps, too short for a row; rounding the absolute pts gave 16.
+    path = write_clip(tmp_path / f"late{suffix}", 1.075, 29)
+    assert cli_frames(path) == 15
+    for use_decord in (True, False):
+        assert planned(path, use_decord)[0] == "too_short"
+    assert check_frames(write_clip(tmp_path / f"long{suffix}", 1.075, 60)) == (32, 0.0, 0.0)
+
+
+def test_a_video_from_0_02_s_shows_the_command_lines_frames(tmp_path):
+    # Same count either way, but ticks rounded on absolute pts picked another frame for 12 of 32.
+    frames, start, first_frame_s = check_frames(write_clip(tmp_path / "v.mp4", 0.02, 60))
+    assert frames == 32 and abs(start) < 1e-5 and first_frame_s == 0.0
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_audio_before_video_repeats_the_first_frame_from_the_files_start(tmp_path, suffix):
+    # Video from 1 s, audio from 0: 16 repeats of the first frame, then the fps filter's 32.
+    path = write_clip(tmp_path / f"av{suffix}", 1.0, 60, audio_start=0.0)
+    assert check_frames(path) == (48, -1.0, 1.0)  # the rows start at the file's start

@@ -124,6 +124,13 @@ def test_frame_plan_uses_timestamps_not_counts():
     late = frame_plan(times + 0.7, 2.75, [S3D])["s3d"]
     assert late.frames_out == 44 - 11 and late.rows == 3 and (late.index[2, 1:] == -1).all()
     assert late.start == pytest.approx(11 / 16 - 0.7)
+    # the ffmpeg command line counts from the file's start (0.2 s here) and, the file holding an
+    # audio track too, repeats the fps filter's first frame (tick 8 = round(16 * 0.5)) from tick 0
+    lead = frame_plan(times + 0.7, 2.75, [S3D], origin=0.2, several_streams=True)["s3d"]
+    assert lead.frames_out == 41 and lead.start == pytest.approx(-0.5)
+    assert list(lead.index[0, :12]) == [0] * 10 + [1, 1]  # 0.6 s: tick 10
+    alone = frame_plan(times + 0.7, 2.75, [S3D], origin=0.2)["s3d"]  # one stream: from the first frame's tick
+    assert alone.frames_out == 41 - 8 and alone.start == pytest.approx(0.0)
 
 
 def test_decode_size_is_the_released_arithmetic_for_every_recipe():
@@ -197,7 +204,8 @@ def test_windows_show_the_frame_on_screen_at_each_grid_time(tmp_path, kind, use_
         expect = [grey(shown(times, t)) for t in wanted]
         assert np.abs(got[k] - expect).max() < STEP / 2, ("r21d", k, got[k], expect)
     # the end is the last frame's pts plus its duration, as decoded (test_s3d_released checks it against FFmpeg)
-    plan = expected_s3d(times, info.first_pts + info.duration)
+    # ... counted from the file's start, which for a file of one stream is its first frame (as the command line counts)
+    plan = expected_s3d(np.asarray(times) - times[0], info.duration)
     assert windows["s3d"].shape == (len(plan), 3, 16, 224, 224) and info.rows["s3d"] == len(plan)
     got = window_grey(windows["s3d"])
     expect = np.where(plan >= 0, [[grey(i) for i in row] for row in plan], 0)

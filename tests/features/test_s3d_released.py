@@ -1,7 +1,9 @@
 """The released S3D recipe against FFmpeg itself: equal frames on every fixture video, both decoders.
 
-The oracle (tests/s3d_oracle.py) is the FFmpeg chain the released HowTo100M S3D features were
-made with, run through PyAV's filter graph. Our frames come from decord (or the PyAV
+The oracle is the ffmpeg command line the released HowTo100M S3D features were made with
+(tests/s3d_oracle.py ``cli_s3d_frames``: the real binary, its time counted from the file's
+start; ``ffmpeg_s3d_frames``, the same chain through PyAV's filter graph, feeds the model
+check). Our frames come from decord (or the PyAV
 fallback) at the recipe's truncated size with the fps filter's frame choice done as index
 arithmetic on the decoded timestamps; they must be byte for byte the oracle's, the tail
 chunk padded black, and the rows the same up to float16 rounding.
@@ -22,7 +24,7 @@ from features.video import DecodeError  # noqa: E402
 from shards.feature_spec import R21D, S3D  # noqa: E402
 
 from tests.conftest import real_fixtures  # noqa: E402
-from tests.s3d_oracle import ffmpeg_s3d_frames  # noqa: E402
+from tests.s3d_oracle import cli_s3d_frames, ffmpeg_s3d_frames  # noqa: E402
 from tests.features.test_decode import _texture, cfr, make_video, vfr  # noqa: E402
 
 SPECS = [R21D, S3D]
@@ -36,7 +38,7 @@ def ours(path: str, use_decord: bool):
 
 def check_equal(path: str, use_decord: bool) -> str:
     """Compare one video with the oracle; returns the decoder that did it (or the failure status)."""
-    oracle = ffmpeg_s3d_frames(path)
+    oracle = cli_s3d_frames(path)
     try:
         info, frames = ours(path, use_decord)
     except DecodeError as exc:

@@ -329,3 +329,16 @@ def test_eval_on_a_read_only_or_full_out_is_one_sentence_before_any_work(trained
     out = tmp_path / "res" / "results.json"
     code, stdout, err = call_main(eval_main, ["--shards", str(ds), "--ckpt", str(run), "--out", str(out)])
     assert code == 2 and "the disk is full" in _one_line(err, "mmp-eval")
+
+
+def test_rows_from_the_files_start_before_a_late_first_frame_read():
+    # A video 3 s after its audio: the S3D rows start 3 s before its first frame (row_start_s -3),
+    # within the rows; a start before all of them is refused.
+    from model.row_times import RowTimesError, row_times
+
+    def meta(start):
+        return {"duration": 9, "features": {"s3d": {"rows": 12, "row_start_s": start, "row_seconds": 1.0}}}
+
+    assert row_times(meta(-3.0), ("s3d",), (12,))[0].start == -3.0
+    with pytest.raises(RowTimesError, match="row_start_s"):
+        row_times(meta(-13.0), ("s3d",), (12,))
