@@ -125,6 +125,14 @@ def plan_rows(info: VideoInfo, times_abs: np.ndarray, end_abs: float, specs, lim
     if info.duration <= 0:
         raise DecodeError("no_frames", "the video track has zero duration")
     limits.check_times(times_abs, end_abs)
+    head = float(times_abs[0]) - origin[0]
+    if origin[1] and head > 0:  # rows repeat the first frame from the file's start: bounded as the track is
+        if not end_abs - origin[0] <= limits.max_video_seconds:
+            raise DecodeError("too_long", f"the file runs {end_abs - origin[0]:.3f} s from its start to the end of "
+                              f"its last frame, over --max-video-seconds {limits.max_video_seconds:g}")
+        if head > limits.max_frame_gap:
+            raise DecodeError("frame_gap", f"no frame for the first {head:.3f} s of the file (another stream starts "
+                              f"first; over --max-frame-gap {limits.max_frame_gap:g})")
     info.file_start = origin[0]
     info.plans = frame_plan(times_abs, end_abs, specs, *origin)
     for spec in specs:

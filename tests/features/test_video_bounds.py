@@ -219,3 +219,25 @@ def test_limits_are_flags_checked_before_any_work(tmp_path, capsys):
         assert run(aligned, tmp_path, tmp_path / "out", "--random-weights", flag, "0") == 2
         err = capsys.readouterr().err
         assert flag in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("head,limits,status", [
+    (FAR, {}, "too_long"),                                      # 35 days of repeated first frame
+    (600.0, {}, "frame_gap"),                                   # 10 minutes of it, over the 300 s gap
+    (2.0, {"max_video_seconds": 2.5}, "too_long"),              # the head counts toward the length
+    (2.0, {}, None),                                            # an ordinary audio-first file
+])
+def test_a_first_frame_far_after_the_files_start_is_bounded(head, limits, status):
+    """A file whose other stream starts first: rows repeat the first frame from the file's start (as the
+    ffmpeg command line does), so that head is bounded like the track itself, before any row exists."""
+    from features.video import VideoInfo, VideoLimits, plan_rows
+
+    times = head + np.arange(16) / 16.0
+    info = VideoInfo(duration=1.0, fps=16.0, width=224, height=224, rotation=0, decoder="pyav", frames=16,
+                     first_pts=float(times[0]))
+    try:
+        rows = plan_rows(info, times, head + 1.0, SPECS, VideoLimits(**limits), origin=(0.0, True))
+    except DecodeError as exc:
+        assert exc.status == status, exc.message
+        return
+    assert status is None and rows == 3  # S3D: 16 head ticks x 2 + 16 frames = 48 frames, 3 rows
