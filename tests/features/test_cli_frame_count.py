@@ -61,14 +61,20 @@ def write_mp4(path, times, rate, time_base=fractions.Fraction(1, 16000), b_frame
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         stream.time_base = stream.codec_context.time_base = time_base
         stream.options = {"qp": "20", "preset": "ultrafast", "bf": str(b_frames)}
-        for i, t in enumerate(times):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 8 * i % 256, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = int(round(t / time_base)), time_base
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+        write_frames(out, stream, times, time_base, shade=8)
     return path
+
+
+def write_frames(out, stream, times, tb, shade: int) -> None:
+    """Encode flat 64x48 frames shown at `times` (s, in time base `tb`) into `stream` of `out`, frame i
+    grey `shade * i`."""
+    for i, t in enumerate(times):
+        frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), shade * i % 256, np.uint8), format="rgb24")
+        frame.pts, frame.time_base = int(round(t / tb)), tb
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
 
 
 def _last_end_and_declared(path) -> tuple[float, float]:
@@ -173,13 +179,7 @@ def write_clip(path, start, n, rate=30, audio_start=None):
                 t += 1024 / 16000
             for packet in audio.encode():
                 out.mux(packet)
-        for i in range(n):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 4 * i % 256, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = int(round((start + i / rate) / tb)), tb
-            for packet in video.encode(frame):
-                out.mux(packet)
-        for packet in video.encode():
-            out.mux(packet)
+        write_frames(out, video, [start + i / rate for i in range(n)], tb, shade=4)
     return path
 
 
