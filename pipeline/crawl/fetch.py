@@ -20,6 +20,7 @@ failure, retried like the others, and nothing of it is kept. A body is read in c
 """
 from __future__ import annotations
 
+import copy
 import email.utils
 import http.client
 import itertools
@@ -180,6 +181,13 @@ class Fetcher:
             if "/sorry/" in final_url:
                 raise FetchError(errors.BOT_CHECK, f"redirected to a bot check page ({_short(final_url)})")
             return body
+
+    def spending(self, budget, policy: RetryPolicy) -> "Fetcher":
+        """A fetcher over the same transports, cookie jar and proxies that spends ``budget`` and retries by
+        ``policy`` (the translations' fetcher beside the own tracks')."""
+        other = copy.copy(self)
+        other.budget, other.policy, other.requests = budget, policy, 0
+        return other
 
     def get(self, url: str, check=None) -> bytes:
         """The body of ``url``. ``check(body)`` may return a FetchError for a 200 that is not

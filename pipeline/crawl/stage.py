@@ -128,11 +128,9 @@ class CrawlContext:
 
             raise UserError(f"this worker cannot send requests as a browser does: {impersonation_status().detail}")
         # translations: their own budget, never waited for past --translation-max-wait (sessions.py)
-        self.translation_fetcher = Fetcher(
-            DeferringBudget(self.budgets.translations, cfg.translation_max_wait), timeout=cfg.socket_timeout,
-            request_timeout=cfg.request_timeout, policy=RetryPolicy(cfg.translation_retries, cfg.backoff_base,
-                                                                    cfg.backoff_max),
-            proxies=cfg.proxies, cookies=cookie_copy, url_policy=self.url_policy, impersonate=cfg.impersonate)
+        self.translation_fetcher = self.fetcher.spending(
+            DeferringBudget(self.budgets.translations, cfg.translation_max_wait),
+            RetryPolicy(cfg.translation_retries, cfg.backoff_base, cfg.backoff_max))
         self.info_source = (InfoJsonSource(cfg.info_json) if cfg.info_json else
                             YtdlpSource(cfg, self.budget, cookie_copy, warn, self.url_policy, self.budgets.videos))
         self.cookie_copy = cookie_copy
