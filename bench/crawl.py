@@ -384,6 +384,7 @@ def main() -> int:
         run_child([sys.executable, "-m", "pipeline.crawl.stage", "--videos", str(work / "rate.txt"), "--out",
                    str(work / "rate" / "crawl"), "--info-json", str(info), "--langs", LANGS, "--workers", "4",
                    "--unit-size", "5", "--no-progress", "--translation-requests-per-second", str(args.rate),
+                   "--max-requests-per-second", str(args.rate),
                    "--no-adaptive-rate", "--sleep-subtitles", "0", "--budget-dir", str(work / "budget-rate"),
                    "--translation-max-wait", "600", "--allow-host", urlsplit(server.base_url).netloc])
         # the translations (most of the requests) keep to their own budget
