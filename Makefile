@@ -5,8 +5,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # PyTorch pinned to the build this project is tested with; on other machines pick your CUDA build.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
-# Debian packages the tests need (chromium renders the stats report); installed only where apt-get exists and we are root.
-APT_PACKAGES ?= chromium
+# Debian packages the tests need (chromium renders the stats report; ffmpeg: the shared libraries torchcodec
+# loads); installed only where apt-get exists and we are root.
+APT_PACKAGES ?= chromium ffmpeg
 
 .PHONY: demo test install install-test system-deps bench clean
 

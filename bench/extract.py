@@ -1,13 +1,16 @@
-"""Feature extraction benchmark: input pipeline vs plain decord per recipe, full CPU extraction,
+"""Feature extraction benchmark: decoders, input pipeline vs plain decord per recipe, full CPU extraction,
 bf16 vs fp32 rows, memory, projection.
 
     python bench/extract.py                       # default: a few minutes on a 2-core CPU
     python bench/extract.py --model-seconds 60 --precision-windows 14 --rss-minutes 1,10,30
-    python bench/extract.py --skip full,precision,rss,projection   # (1) only, ~1 minute
+    python bench/extract.py --skip decoders,full,precision,rss,projection   # (1) only, ~1 minute
 
 Measured in one run, on the real videos of ../shared/fixtures/video (or --videos) and on
 longer ones made by looping one of them (packets copied with shifted timestamps, no
 re-encoding):
+0. The decoders (bench/decoders.py): video-seconds per CPU-second of the S3D recipe's frames with
+   each --decoder on whole H.264 clips (640x360, 854x480, the real 480x360), and frames equal to
+   the ffmpeg command line's; the fastest exact one is the default.
 1. The input pipeline alone, per recipe (s3d=released alone, r21d=paper alone, both
    together), in video-seconds per wall-second, against decord's plain sequential decode
    of every frame of the same files at native size (decord, one thread, best of --rounds
@@ -60,6 +63,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.decoders import bench_decoders, make_clips  # noqa: E402
 from bench.extract_parts import (RSS_CHILD, NullModel, Uint8Runner, first_windows, loop_video,  # noqa: E402
                                  normalise_seconds, our_pipeline, plain_decord, precision_rows,
                                  print_precision_table)
@@ -160,7 +164,7 @@ def bench_input(files: list, sets: list, rounds: int, batch: int) -> None:
                 continue
             wall = min(walls[label])
             cells += f" | {secs / wall:7.1f} {(secs / wall) / plain_rate:5.2f}"
-            if infos[label].decoder == "decord":
+            if infos[label].fallback_reason is None:  # decoded by --decoder itself, not its PyAV fallback
                 norm = normalise_seconds(our_pipeline(path, specs, keep=True)[2], specs, batch, norm_state[label])
                 t = tot[label]
                 t["plain"] += wall_p
@@ -328,7 +332,10 @@ def main(argv=None) -> int:
     p.add_argument("--precision-windows", type=int, default=4, help="windows per backbone compared in (3)")
     p.add_argument("--rss-minutes", default="1,10", help="video lengths for the memory test (4)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: the fair match for single-threaded decord)")
-    p.add_argument("--skip", default="", help="comma-separated parts to skip: input,full,precision,rss,projection")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: decoders,input,full,precision,rss,"
+                   "projection")
+    p.add_argument("--decoder-minutes", type=float, default=1.0,
+                   help="length of each clip in (0), the decoder table (bench/decoders.py; the issue's table: 5)")
     args = p.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
 
@@ -344,6 +351,8 @@ def main(argv=None) -> int:
             looped = work / f"looped_{m}min{base.suffix}"
             loop_video(base, looped, float(m) * 60)
             files.append(looped)
+        if "decoders" not in skip:
+            bench_decoders(make_clips(base, args.decoder_minutes, work), args.rounds)
         if "input" not in skip:
             bench_input(files, [(s3d.key, [s3d]), (r21d.key, [r21d]), ("both", [r21d, s3d])],
                         args.rounds, args.input_batch)

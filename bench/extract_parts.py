@@ -82,16 +82,16 @@ def plain_decord(path: Path) -> tuple[float, float]:
     return n / float(vr.get_avg_fps()), wall  # frame count / rate: decord's AVI timestamps are garbage
 
 
-def our_pipeline(path: Path, specs, keep: bool = False) -> tuple[object, float, list]:
+def our_pipeline(path: Path, specs, keep: bool = False, decoder: str | None = None) -> tuple[object, float, list]:
     """(VideoInfo, wall seconds, chunks): the uint8 windows of `specs`, as the model runner gets them.
 
     Chunks are dropped as they come (the runner consumes them) unless `keep`: holding a
     long video's windows would time page faults of memory the pipeline never holds.
     """
-    from features.decode import DecodedVideo
+    from features.decode import DEFAULT_DECODER, DecodedVideo
 
     start = time.perf_counter()
-    video = DecodedVideo(str(path), specs)
+    video = DecodedVideo(str(path), specs, decoder=decoder or DEFAULT_DECODER)
     chunks = []
     for chunk in video.chunks():
         if chunk is None:

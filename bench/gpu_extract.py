@@ -26,6 +26,8 @@ random weights, as ``mmp-extract-features --gpus 1 --random-weights`` runs each 
    PyNvVideoCodec (NV12 frames), decoding every frame of the same clip, beside decord at
    native size with one thread and with --decode-workers threads (that many copies at a
    time); where they do not import, why.
+6. ``--decoder`` in the stage's loop: pyav (CPU, exact) vs torchcodec on NVDEC, video-s/s per GPU,
+   decode vs model share, which decoder really ran, S3D frame and row differences (bench/gpu_decoders.py).
 Nothing printed is assumed: every number is measured in the run.
 """
 from __future__ import annotations
@@ -44,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 from bench.extract import HOWTO100M_HOURS, input_rate, plain_threads  # noqa: E402
+from bench.gpu_decoders import bench_decoder_choice  # noqa: E402
 from bench.extract_parts import first_windows, loop_video, plain_decord, precision_rows, print_precision_table  # noqa: E402
 
 SOURCES = "v_ZNVhz7ctTq0.mp4,decord_flipping_a_pancake.mkv"
@@ -291,6 +294,8 @@ def main(argv=None) -> int:
         print_precision_table(rows, seconds, {name: b.spec for name, b in base.items()}, others=others)
 
         bench_gpu_decoders(clips[0], device, workers)
+        backbones = {s.name: Backbone(s, models[s.name]) for s in specs}
+        bench_decoder_choice(jobs, backbones, device, batch, workers)
     print(f"\n(this process's peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
     return 0
 

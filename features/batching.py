@@ -27,7 +27,7 @@ import numpy as np
 from pipeline.runtime.budget import OverBudget
 from pipeline.runtime.runlock import pid_alive
 
-from features.decode import DEFAULT_CHUNK_SECONDS, DecodedVideo
+from features.decode import DEFAULT_CHUNK_SECONDS, DEFAULT_DECODER, DecodedVideo
 from features.video import DecodeError, VideoLimits
 from features.frames import Normaliser, stack_windows
 
@@ -139,7 +139,7 @@ def _free_cuda() -> None:
         torch.cuda.empty_cache()
 
 
-def _decode_job(i: int, job, put, specs, chunk_seconds: int, use_decord: bool, limits: VideoLimits):
+def _decode_job(i: int, job, put, specs, chunk_seconds: int, decoding: tuple, limits: VideoLimits):
     """Decode one job into chunks on the queue: its last item, or None when the run stopped meanwhile."""
     started = time.perf_counter()
     tmp = video = None
@@ -148,7 +148,8 @@ def _decode_job(i: int, job, put, specs, chunk_seconds: int, use_decord: bool, l
         if job.tar is not None:
             tmp = _copy_member(job.tar)
             path = tmp
-        video = DecodedVideo(path, specs, chunk_seconds, use_decord, limits)
+        decoder, device = decoding
+        video = DecodedVideo(path, specs, chunk_seconds, decoder, limits, device)
         elapsed = 0.0
         t0 = time.perf_counter()
         for chunk in video.chunks():
@@ -171,7 +172,7 @@ def _unbounded(key, fn, *args):
 
 
 def _decode_worker(jobs: list, next_job, out: "queue.Queue", specs, chunk_seconds: int, stop: threading.Event,
-                   use_decord: bool, limits: VideoLimits, within) -> None:
+                   decoding: tuple, limits: VideoLimits, within) -> None:
     """Thread body: take the next job, decode it into chunks (under its budget: ``within``), put them on the queue."""
 
     def put(item) -> bool:
@@ -191,7 +192,7 @@ def _decode_worker(jobs: list, next_job, out: "queue.Queue", specs, chunk_second
             job = jobs[i]
             started = time.perf_counter()
             try:
-                item = within(job.key, _decode_job, i, job, put, specs, chunk_seconds, use_decord, limits)
+                item = within(job.key, _decode_job, i, job, put, specs, chunk_seconds, decoding, limits)
             except OverBudget as exc:  # stopped by the video's budget: its chunks so far are dropped
                 item = ("failed", i, (exc.status, exc.what, None), time.perf_counter() - started)
             if item is None:  # stopped while putting a chunk
@@ -243,9 +244,11 @@ def _remove_dead_copies() -> None:
 
 
 def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int = 32, decode_workers: int = 2,
-                   chunk_seconds: int = DEFAULT_CHUNK_SECONDS, use_decord: bool = True, runners: dict | None = None,
+                   chunk_seconds: int = DEFAULT_CHUNK_SECONDS, decoder: str = DEFAULT_DECODER,
+                   runners: dict | None = None,
                    limits: VideoLimits = VideoLimits(), within=None):
     """Yield a VideoResult per job, in job order; decoding runs ahead in `decode_workers` threads.
+    `decoder` is one of features.decode.DECODERS (torchcodec decodes on `device`, the others on the CPU).
     A video past `limits` is a failed result (too_long, frame_gap, too_large), like any DecodeError.
     `within(key, fn, *args)` runs each video's decoding under its budget (``Stage.within_budget``): one
     that runs out is a failed result with the budget's status (over_budget, crashed).
@@ -267,7 +270,9 @@ def extract_videos(jobs: list, backbones: dict, *, device="cpu", batch_size: int
         with lock:
             return next(counter, None)
 
-    args = (jobs, next_job, q, specs, chunk_seconds, stop, use_decord, limits, within or _unbounded)
+    # torchcodec decodes on the models' GPU (NVDEC); the other decoders on the CPU.
+    decoding = (decoder, str(device) if decoder == "torchcodec" else "cpu")
+    args = (jobs, next_job, q, specs, chunk_seconds, stop, decoding, limits, within or _unbounded)
     threads = [threading.Thread(target=_decode_worker, args=args, daemon=True, name=f"decode-{k}")
                for k in range(workers)]
     for t in threads:

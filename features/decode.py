@@ -21,15 +21,18 @@ Size: frames are decoded once at the size the recipes share (features.frames.dec
 short side 224, long side truncated, FFmpeg's swscale bilinear, up or down), which is the
 released S3D recipe's own resize, so its crop is a copy; R(2+1)D resizes from there.
 
-Decoders: decord is tried first and converts only the frames some window needs (reading
-forward, skipping the others without colour conversion, a chunk of a few seconds at a
-time), resized at decode
-time (a 4K frame never exists at full size in our memory). When decord cannot open the
-file, reports unusable timestamps (it returns garbage for some AVI files) or fails part
-way, the whole video is decoded again with PyAV, sequentially, keeping only the needed
-frames, turned upright and resized by FFmpeg's own filters (``features.decode_pyav._Scaler``). Both use the
-same frame plan and the same scaler, so they give the same bytes (tests/features/test_s3d_released.py
-holds both to FFmpeg's chain).
+Decoders (``--decoder``, DECODERS): all three follow the same frame plan (the demuxer's times,
+features.frames.frame_plan), so each gives the command line's row count.
+- ``pyav`` (the default): decodes sequentially, keeping only the frames some row needs, turned upright
+  and resized by FFmpeg's own filters (``features.decode_pyav._Scaler``): FFmpeg's chain byte for byte,
+  and the fastest per CPU-second on H.264 (bench/extract.py).
+- ``decord``: converts only the frames some window needs (reading forward, skipping the others without
+  colour conversion, a chunk of a few seconds at a time), resized at decode time by the same swscale
+  bilinear: the same bytes as PyAV (tests/features/test_s3d_released.py holds both to FFmpeg's chain).
+- ``torchcodec``: on the CPU or a GPU's NVDEC (``device``), not byte-exact (features/decode_torchcodec.py).
+When the chosen decoder cannot open the file, reports unusable timestamps (decord returns garbage
+for some AVI files), meets a rotated video, would fall back to the CPU unasked, or fails part way,
+the whole video is decoded again with PyAV, and the reason is recorded (``decoder_note``).
 
 Cost: decoding every frame is the floor (the codec needs them all); beyond it, each
 needed frame is converted and scaled once, shared by the backbones, each backbone
@@ -69,13 +72,19 @@ import numpy as np
 
 from features.decode_pyav import demux_times, display_size, probe_video, pyav_chunks
 from features.frames import Chunk, chunk_ranges, decode_groups, decode_size, windows_from
-from features.video import DecodeError, VideoInfo, VideoLimits, check_file, plan_rows
+from features.video import DecodeError, DecoderFailed, VideoInfo, VideoLimits, check_file, plan_rows
 from shards.feature_spec import BackboneSpec
 
 log = logging.getLogger("mmp.decode")
 
 # Seconds of windows decoded and handed on at a time: bounds memory whatever the length.
 DEFAULT_CHUNK_SECONDS = 4
+
+# --decoder: pyav and decord give the ffmpeg command line's frames byte for byte; torchcodec does not
+# (features/decode_torchcodec.py). The default is the fastest exact one per CPU-second on H.264 at
+# YouTube's sizes, as bench/extract.py measures it.
+DECODERS = ("pyav", "decord", "torchcodec")
+DEFAULT_DECODER = "pyav"
 
 # ---------------------------------------------------------------- decord
 
@@ -87,10 +96,6 @@ def _decord_message(exc: BaseException) -> str:
     return re.sub(r"\[[\d:]+\] \S+:\d+: ", "", line)[:200]
 
 
-class _DecordFailed(Exception):
-    """decord cannot do this file; PyAV is tried."""
-
-
 def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list, limits: VideoLimits) -> Iterator[Chunk]:
     import decord
 
@@ -98,22 +103,22 @@ def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list, limits:
     if rotation:
         # decord 0.6 turns such frames itself but then squeezes them into the requested
         # width x height; PyAV gives coded frames and the angle, which we apply ourselves.
-        raise _DecordFailed(f"rotation metadata ({rotation} degrees) is applied on the PyAV path")
+        raise DecoderFailed(f"rotation metadata ({rotation} degrees) is applied on the PyAV path")
     dw, dh = decode_size(width, height, specs)
     try:
         kw = {"width": dw, "height": dh} if (dw, dh) != (width, height) else {}
         vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1, **kw)
         n = len(vr)
         if n == 0:
-            raise _DecordFailed("decord sees no frames")
+            raise DecoderFailed("decord sees no frames")
         stamps = np.asarray(vr.get_frame_timestamp(np.arange(n)), dtype=np.float64).reshape(n, 2)
         fps = float(vr.get_avg_fps())
     except decord.DECORDError as exc:
-        raise _DecordFailed(f"decord cannot open it: {_decord_message(exc)}") from None
+        raise DecoderFailed(f"decord cannot open it: {_decord_message(exc)}") from None
     starts = stamps[:, 0]
     if not np.isfinite(stamps).all() or starts.min() < -1.0 or np.any(np.diff(starts) < 0) \
             or stamps[-1, 1] < starts[-1] or starts[-1] > 1e7:
-        raise _DecordFailed("decord's frame timestamps are unusable")
+        raise DecoderFailed("decord's frame timestamps are unusable")
     # decord counts from the stream's start time; the fps filter's rounding needs the pts themselves.
     starts = starts + stream_start
     # The frame times and where the stream ends are the demuxer's, as on the PyAV path and the
@@ -139,7 +144,7 @@ def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list, limits:
         n_rows = plan_rows(info, starts, first + end, specs, limits, origin)
     except DecodeError as exc:
         if exc.status in ("too_long", "frame_gap"):  # decord's timestamps are wrong for some files: PyAV judges
-            raise _DecordFailed(f"decord's timestamps say {exc.message}") from None
+            raise DecoderFailed(f"decord's timestamps say {exc.message}") from None
         raise
     plan = info.plans
     # Read forward only: skip_frames decodes without colour conversion or resize, next()
@@ -170,7 +175,7 @@ def _decord_chunks(path: str, specs, chunk_seconds: int, info_out: list, limits:
                 decoded[i] = copier(frame, buffer[slot])
                 pos += 1
         except (decord.DECORDError, StopIteration) as exc:
-            raise _DecordFailed(f"decord failed at second {lo}: {_decord_message(exc)}") from None
+            raise DecoderFailed(f"decord failed at second {lo}: {_decord_message(exc)}") from None
         previous = decoded
         yield windows_from(decoded, plan, lo, hi, specs)
 
@@ -209,17 +214,20 @@ class _FrameCopier:
 class DecodedVideo:
     """One video's windows for `specs`: `.chunks()` yields Chunks; `.info` is set once known.
 
-    Recipes that read different frames (features.frames.decode_groups: the shared 224 decode,
-    the IG65M port's full-size frames) are decoded in one pass each, one after the other; a
-    chunk holds the rows of one pass's recipes. A None item means decord failed after
-    yielding chunks and PyAV begins again from the first row of every recipe: a consumer
-    then drops what it received before.
+    `decoder` is one of DECODERS; `device` is where torchcodec decodes ("cpu", "cuda:N"; the
+    other decoders run on the CPU). Recipes that read different frames (features.frames.decode_groups:
+    the shared 224 decode, the IG65M port's full-size frames) are decoded in one pass each, one after
+    the other; a chunk holds the rows of one pass's recipes. A None item means the chosen decoder failed
+    after yielding chunks and PyAV begins again from the first row of every recipe: a consumer then
+    drops what it received before.
     """
 
     def __init__(self, path: str, specs: Sequence[BackboneSpec], chunk_seconds: int = DEFAULT_CHUNK_SECONDS,
-                 use_decord: bool = True, limits: VideoLimits = VideoLimits()):
-        self.path, self.specs, self.chunk_seconds, self.use_decord = str(path), list(specs), chunk_seconds, use_decord
-        self.limits = limits
+                 decoder: str = DEFAULT_DECODER, limits: VideoLimits = VideoLimits(), device: str = "cpu"):
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
+        self.path, self.specs, self.chunk_seconds, self.decoder = str(path), list(specs), chunk_seconds, decoder
+        self.limits, self.device = limits, device
         self.info: VideoInfo | None = None
 
     def _rows_per_chunk(self, group) -> int:
@@ -236,11 +244,16 @@ class DecodedVideo:
     def _passes(self, decoder, infos_done: list, reason=None) -> Iterator[Chunk]:
         for group in decode_groups(self.specs):
             infos: list = []
+            per_chunk = self._rows_per_chunk(group)
             try:
                 if decoder == "decord":
-                    yield from _decord_chunks(self.path, group, self._rows_per_chunk(group), infos, self.limits)
+                    yield from _decord_chunks(self.path, group, per_chunk, infos, self.limits)
+                elif decoder == "torchcodec":
+                    from features.decode_torchcodec import torchcodec_chunks
+
+                    yield from torchcodec_chunks(self.path, group, per_chunk, infos, self.limits, self.device)
                 else:
-                    yield from pyav_chunks(self.path, group, self._rows_per_chunk(group), infos, reason, self.limits)
+                    yield from pyav_chunks(self.path, group, per_chunk, infos, reason, self.limits)
             finally:
                 if infos:
                     infos_done.append(infos[-1])
@@ -250,30 +263,28 @@ class DecodedVideo:
         """Chunks in row order per pass. A None item means: forget the chunks so far, decoding restarts."""
         check_file(self.path)
         reason = None
-        if self.use_decord:
+        if self.decoder != "pyav":
             yielded = False
             try:
-                for chunk in self._passes("decord", []):
+                for chunk in self._passes(self.decoder, []):
                     yielded = True
                     yield chunk
                 return
-            except _DecordFailed as exc:
+            except DecoderFailed as exc:
                 reason = str(exc)
                 log.info("%s: %s; decoding with PyAV", os.path.basename(self.path), reason)
                 self.info = None
                 if yielded:
                     yield None
-        else:
-            reason = "decord not used"
         yield from self._passes("pyav", [], reason)
 
 
 def decode_all(path: str, specs: Sequence[BackboneSpec], chunk_seconds: int = DEFAULT_CHUNK_SECONDS,
-               use_decord: bool = True, limits: VideoLimits = VideoLimits()):
+               decoder: str = DEFAULT_DECODER, limits: VideoLimits = VideoLimits(), device: str = "cpu"):
     """(VideoInfo, {backbone: uint8 [N, 3, T, H, W]}) for a whole video; for tests and short clips."""
     import torch
 
-    video = DecodedVideo(path, specs, chunk_seconds, use_decord, limits)
+    video = DecodedVideo(path, specs, chunk_seconds, decoder, limits, device)
     parts: list[Chunk] = []
     for chunk in video.chunks():
         if chunk is None:

@@ -59,8 +59,9 @@ from shards.writer import UnitWriter
 from shards.members import VIDEO_SUFFIXES
 
 from features.batching import Backbone, VideoJob, extract_videos
+from features.decode import DEFAULT_DECODER
 from features.devices import Worker, pick_device
-from features.extract_flags import build_parser, parse_recipes, parse_weights
+from features.extract_flags import build_parser, parse_recipes, parse_weights, torchcodec_problem
 from features.video import VideoLimits
 from shards.feature_spec import SPECS, get_spec
 
@@ -143,13 +144,14 @@ class ExtractStage(Stage):
 
     def __init__(self, aligned: Path, videos: Path, out: Path, backbones: list, weights: dict, random_weights: bool,
                  *, gpus: int, workers: int, batch_size: int, decode_workers: int, chunk_seconds: int,
-                 specs: dict | None = None, limits: VideoLimits = VideoLimits(), budget: Budget | None = None):
+                 specs: dict | None = None, limits: VideoLimits = VideoLimits(), budget: Budget | None = None,
+                 decoder: str = DEFAULT_DECODER):
         self.aligned, self.videos, self.out = as_path(aligned), Path(videos), as_path(out)
         self.backbones, self.weights, self.random_weights = list(backbones), dict(weights), random_weights
         # The recipe each backbone follows (default: shards.feature_spec.DEFAULT_RECIPES).
         self.specs = {n: (specs or {}).get(n) or get_spec(n) for n in self.backbones}
         self.gpus, self.workers, self.batch_size, self.decode_workers = gpus, workers, batch_size, decode_workers
-        self.chunk_seconds, self.limits = chunk_seconds, limits
+        self.chunk_seconds, self.limits, self.decoder = chunk_seconds, limits, decoder
         self.budget = budget  # each video's decoding and extraction (Stage.within_budget)
         self.crawl_source = bool(list(self.videos.glob("crawl-*.stats.json")))
         # Read by executors that place work by resources (e.g. a Ray executor).
@@ -165,7 +167,7 @@ class ExtractStage(Stage):
         return {"aligned": str(self.aligned), "videos": str(self.videos), "source": "crawl" if self.crawl_source else "files",
                 "backbones": self.backbones, "weights": {k: str(v) for k, v in self.weights.items()},
                 "random_weights": self.random_weights, "gpus": self.gpus, "batch_size": self.batch_size,
-                "decode_workers": self.decode_workers, "chunk_seconds": self.chunk_seconds,
+                "decode_workers": self.decode_workers, "chunk_seconds": self.chunk_seconds, "decoder": self.decoder,
                 "limits": dataclasses.asdict(self.limits), "specs": {n: spec.to_json() for n, spec in self.specs.items()}}
 
     def built_from(self, unit: Unit) -> dict | None:
@@ -179,7 +181,7 @@ class ExtractStage(Stage):
         return {"aligned_identity": stage_identity(self.aligned), "backbones": self.backbones,
                 "weights_identity": {k: content_hash(v) if Path(v).is_file() else str(v)
                                      for k, v in self.weights.items()},
-                "random_weights": self.random_weights,
+                "random_weights": self.random_weights, "decoder": self.decoder,
                 "recipes": {n: [spec.key, spec.precision, spec.output] for n, spec in self.specs.items()}}
 
     preloaded: dict | None = None  # (name, path) -> (CPU model, sha256) main() checked, for units run in-process
@@ -248,7 +250,8 @@ class ExtractStage(Stage):
 
         for (row, sample), result in zip(plans, extract_videos(
                 jobs, backbones, device=device, batch_size=self.batch_size, decode_workers=self.decode_workers,
-                chunk_seconds=self.chunk_seconds, limits=self.limits, within=self.within_budget)):
+                chunk_seconds=self.chunk_seconds, decoder=self.decoder, limits=self.limits,
+                within=self.within_budget)):
             info = result.info
             row.update(status=result.status, error=result.error, device=device,
                        seconds_decode=round(result.seconds_decode, 4), seconds_model=round(result.seconds_model, 4))
@@ -291,7 +294,9 @@ class ExtractStage(Stage):
                        decoder_note=info.fallback_reason, source=row.get("source"),
                        features={name: {**b.spec.to_json(), **b.weights, **info.row_times(name)}
                                  for name, b in backbones.items()},
-                       versions=versions("torch", "torchvision", "decord", "av"), **carried)
+                       versions=versions("torch", "torchvision", "decord", "av",
+                                         *(["torchcodec"] if info.decoder.startswith("torchcodec") else [])),
+                       **carried)
         members = {META_JSON: meta.to_member(), SUBS_JSON: sample[SUBS_JSON]}
         for name, b in backbones.items():
             members[b.spec.member] = npy_bytes(result.features[name].astype(np.float16))
@@ -334,6 +339,10 @@ def stage_from_args(args) -> ExtractStage:
         raise UserError(f"--video-dir {args.video_dir} is not a directory of video files or a crawl output")
     if args.gpus < 0 or args.batch_size < 1 or args.decode_workers < 1 or args.chunk_seconds < 1:
         raise UserError("--gpus must be >= 0 and --batch-size, --decode-workers, --chunk-seconds >= 1")
+    if args.decoder == "torchcodec":
+        problem = torchcodec_problem()
+        if problem:
+            raise UserError(f"--decoder torchcodec: {problem}; or use --decoder pyav")
     limits = from_args(VideoLimits, args)
     try:
         limits.check()
@@ -354,7 +363,7 @@ def stage_from_args(args) -> ExtractStage:
     stage = ExtractStage(args.aligned, args.video_dir, args.out, backbones, weights, args.random_weights,
                          gpus=args.gpus, workers=args.workers, batch_size=args.batch_size,
                          decode_workers=args.decode_workers, chunk_seconds=args.chunk_seconds, specs=specs,
-                         limits=limits, budget=budget_from_args(args))
+                         limits=limits, budget=budget_from_args(args), decoder=args.decoder)
     stage.preloaded = preloaded
     return stage
 

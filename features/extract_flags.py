@@ -11,7 +11,7 @@ from pipeline.runtime.cli import OldSpelling, add_common_flags, add_executor_arg
 from shards.errors import UserError
 from shards.storage import as_path
 
-from features.decode import DEFAULT_CHUNK_SECONDS
+from features.decode import DECODERS, DEFAULT_CHUNK_SECONDS, DEFAULT_DECODER
 from features.video import VideoLimits
 from shards.feature_spec import DEFAULT_RECIPES, OUTPUTS, PRECISIONS, RECIPES, SPECS, get_spec
 
@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mixed_5c: the 1024-d pooled mixed_5c (the released features' format, default); embedding: "
                    "MIL-NCE's 512-d video embedding, the checkpoint's fc over it (the paper's 512-d S3D vector)")
     p.add_argument("--batch-size", type=int, default=32, help="windows per model call, across videos")
+    p.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER,
+                   help="pyav (default): FFmpeg's own filters, the ffmpeg command line's frames byte for byte and the "
+                   "fastest exact decoder per CPU-second (bench/extract.py); decord: the same bytes; torchcodec: on the "
+                   "CPU, or on each worker's GPU (NVDEC) with --gpus N, frames not byte-equal to FFmpeg's (RGB "
+                   "converted before the resize, mean abs diff ~1/255). Row counts are the same with each. A video the "
+                   "chosen decoder cannot do is decoded with PyAV (meta.json: decoder, decoder_note)")
     p.add_argument("--decode-workers", type=int, default=2, help="decoding threads per worker")
     p.add_argument("--chunk-seconds", type=int, default=DEFAULT_CHUNK_SECONDS,
                    help="seconds of windows decoded at a time; bounds memory (default 4)")
@@ -71,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
 # A 12-hour video (--max-video-seconds) takes minutes on a GPU; decoding holds a few chunks of a few
 # seconds (--chunk-seconds), so memory does not grow with a video's length.
 EXTRACT_BUDGET = Budget(seconds=3600.0, memory_mb=8192.0)
+
+
+def torchcodec_problem() -> str | None:
+    """Why ``--decoder torchcodec`` cannot run here (None when it can): torchcodec missing, or FFmpeg's
+    shared libraries it loads."""
+    try:
+        import torchcodec.decoders  # noqa: F401  (loads FFmpeg's libraries)
+    except ImportError as exc:
+        return f"torchcodec is not installed ({exc}); pip install torchcodec"
+    except (OSError, RuntimeError) as exc:
+        return (f"torchcodec cannot load FFmpeg's shared libraries ({str(exc).splitlines()[0][:160]}); install "
+                "FFmpeg (apt-get install ffmpeg)")
+    return None
 
 
 def split_named(item: str, flag: str, value_name: str, example: str, backbones: list) -> tuple[str, str]:

@@ -35,6 +35,14 @@ class DecodeError(Exception):
         super().__init__(message)
         self.status, self.message = status, message
 
+    def __reduce__(self):  # whole across processes (a decode run in a worker, a test's child)
+        return DecodeError, (self.status, self.message)
+
+
+class DecoderFailed(Exception):
+    """The chosen decoder cannot do this file (cannot open it, untrusted times, a failure part way, a
+    GPU decoder that would run on the CPU): the PyAV path decodes it again, the reason recorded."""
+
 
 # Long side over short side beyond which no real video goes: YouTube's widest formats are 32:9
 # (3.6) and 360-degree equirectangular (2); vertical videos are 9:16.
@@ -96,7 +104,7 @@ class VideoInfo:
     width: int  # display size (after rotation) of the source
     height: int
     rotation: int  # degrees counter-clockwise the coded frames are turned to be upright
-    decoder: str  # "decord" or "pyav"
+    decoder: str  # "pyav", "decord", "torchcodec" or "torchcodec-cuda" (features.decode.DECODERS)
     frames: int  # frames in the video track
     first_pts: float  # seconds; window times are relative to it
     fallback_reason: str | None = None

@@ -15,6 +15,11 @@ cannot stop native code that holds the interpreter (decord's ``get_batch`` can l
   a huge allocation in one call). It records the key as judged, starts a new worker and sends the
   unit again; this time the guard meets the key already judged and raises ``OverBudget`` at once,
   without running it. A unit's files are only published at its end, so nothing of it is lost.
+  When several pieces were running in the worker (the extraction's decode threads), the kill cannot
+  tell which one held the process (a native loop holding the interpreter stops its siblings too):
+  none is judged; they become suspects, the unit is sent again, and the guard runs each suspect
+  alone in its process (no other piece runs beside it). A suspect that runs out again is then the
+  only piece running and is judged; the others finish as if nothing happened.
   A worker that dies of anything else (the system's out-of-memory killer, a crash in a decoder)
   while a piece of work is running is judged the same way, with status ``crashed``.
 
@@ -184,12 +189,18 @@ class Guard:
     """Runs per-video work under a ``Budget`` in this process (see the module docstring).
 
     ``judged`` maps the keys the executor already stopped to (status, what): they are not run
-    again. ``slots`` (``WorkSlots``) is where a pool worker shows its parent what it is doing.
+    again. ``suspects`` are keys that were running beside others when the executor stopped a worker:
+    each runs alone. ``slots`` (``WorkSlots``) is where a pool worker shows its parent what it is doing.
     """
 
     def __init__(self, slots: WorkSlots | None = None):
         self.slots = slots
         self.judged: dict = {}
+        self.suspects: set = set()
+        self._turn = threading.Condition()  # who may run: any number of pieces, or one suspect alone
+        self._shared = 0
+        self._alone = False
+        self._waiting_alone = 0
         self._lock = threading.Lock()
         self._running: dict = {}  # thread id -> [key, started, budget, baseline, slot, what ran out]
         self._free = list(range(WorkSlots.SLOTS))[::-1]
@@ -207,6 +218,35 @@ class Guard:
             raise OverBudget(key, what, status)
         if not budget.seconds and not budget.memory_mb:
             return fn(*args, **kwargs)
+        alone = key in self.suspects or slot_key(key) in self.suspects
+        self._enter(alone)
+        try:
+            return self._run(key, budget, fn, *args, **kwargs)
+        finally:
+            self._leave(alone)
+
+    def _enter(self, alone: bool) -> None:
+        with self._turn:
+            if alone:
+                self._waiting_alone += 1
+                while self._alone or self._shared:
+                    self._turn.wait()
+                self._waiting_alone -= 1
+                self._alone = True
+            else:
+                while self._alone or self._waiting_alone:
+                    self._turn.wait()
+                self._shared += 1
+
+    def _leave(self, alone: bool) -> None:
+        with self._turn:
+            if alone:
+                self._alone = False
+            else:
+                self._shared -= 1
+            self._turn.notify_all()
+
+    def _run(self, key: str, budget: Budget, fn, *args, **kwargs):
         tid = threading.get_ident()
         started, baseline = time.monotonic(), resident_bytes()
         record = [key, started, budget, baseline, None, None]  # ..., its slot, what ran out

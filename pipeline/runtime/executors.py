@@ -71,8 +71,8 @@ def _serve(payload: bytes, tasks, results, events, slots, parent_pid: int) -> No
             events.join_thread()  # the message is in the pipe before the process goes
             os._exit(1)
     while (task := tasks.get()) is not None:
-        key, unit, judged = task
-        guard.judged = judged
+        key, unit, judged, suspects = task
+        guard.judged, guard.suspects = judged, suspects
         try:
             reply = pickle.dumps((key, fn(unit), None, None))
         except Exception as exc:
@@ -196,6 +196,7 @@ class LocalExecutor:
         todo = list(range(len(units)))[::-1]  # unit indices not yet sent, next one last
         running: dict = {}  # worker number -> the unit index it is doing
         judged: dict = {}  # unit index -> {key: (status, what)} found by the budget watch
+        suspects: dict = {}  # unit index -> keys running beside others when a worker was stopped
         resent: dict = {}  # unit index -> how many times it was sent again
         deadline = None  # set by a stop request: when units still in flight are abandoned
         finished = False
@@ -209,7 +210,8 @@ class LocalExecutor:
                 for w, worker in enumerate(workers):
                     if todo and w not in running:
                         running[w] = todo.pop()
-                        worker.tasks.put((w, units[running[w]], dict(judged.get(running[w], {}))))
+                        worker.tasks.put((w, units[running[w]], dict(judged.get(running[w], {})),
+                                          set(suspects.get(running[w], ()))))
                 replies = _replies([w.results for w in workers], timeout=0.2)
                 for worker in workers:
                     _drain(worker.events, on_worker_event)
@@ -221,10 +223,16 @@ class LocalExecutor:
                     if verdict is None or deadline is not None:
                         continue
                     k = running.pop(w)
-                    key, status, what = verdict
-                    logging.getLogger("mmp").warning("unit %s: %s %s (%s); its unit is sent again",
-                                                     getattr(units[k], "index", k), key, status, what)
-                    judged.setdefault(k, {})[key] = (status, what)
+                    key, status, what, beside = verdict
+                    if beside:  # which piece held the worker is unknown: each runs alone next time
+                        logging.getLogger("mmp").warning(
+                            "unit %s: %s %s (%s) while %s ran beside it; each is run alone again",
+                            getattr(units[k], "index", k), key, status, what, ", ".join(beside))
+                        suspects.setdefault(k, set()).update([key, *beside])
+                    else:
+                        logging.getLogger("mmp").warning("unit %s: %s %s (%s); its unit is sent again",
+                                                         getattr(units[k], "index", k), key, status, what)
+                        judged.setdefault(k, {})[key] = (status, what)
                     resent[k] = resent.get(k, 0) + 1
                     workers[w].stop(abandon=True)
                     workers[w] = _PoolWorker(ctx, payload)
@@ -255,18 +263,20 @@ class LocalExecutor:
                 worker.stop(abandon=not finished)
 
     @staticmethod
-    def _watch(worker: _PoolWorker) -> tuple[str, str, str] | None:
-        """(key, status, what) when ``worker`` must be replaced for the piece of work it is doing:
-        past its budget (``judge``), or dead while doing it."""
+    def _watch(worker: _PoolWorker) -> tuple[str, str, str, list] | None:
+        """(key, status, what, the other keys running beside it) when ``worker`` must be replaced for the
+        piece of work it is doing: past its budget (``judge``), or dead while doing it."""
+        running = [item[0] for item in worker.slots.running()]
         if not worker.proc.is_alive():
-            running = worker.slots.running()
             if not running:
                 return None
             code = worker.proc.exitcode
             how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-            return running[0][0], CRASHED, f"the worker process died while doing it ({how})"
+            return running[0], CRASHED, f"the worker process died while doing it ({how})", running[1:]
         verdict = judge(worker.slots, resident_bytes(worker.proc.pid))
-        return None if verdict is None else (verdict[0], OVER_BUDGET, verdict[1])
+        if verdict is None:
+            return None
+        return verdict[0], OVER_BUDGET, verdict[1], [key for key in running if key != verdict[0]]
 
 
 def _replies(pipes: list, timeout: float = 0.0) -> list:

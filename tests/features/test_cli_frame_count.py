@@ -1,10 +1,10 @@
-"""The fps=16 frame count of both decoders against the ffmpeg command line itself.
+"""The fps=16 frame count of every decoder against the ffmpeg command line itself.
 
 The released S3D features were made by piping ``ffmpeg -i VIDEO -vf fps=16,scale=...`` to
 rawvideo; how many frames that gives depends on where the command line ends the stream (the
 last frame's pts plus its duration). Here the real ffmpeg binary (imageio-ffmpeg's) is run
 on each video and its frame count compared with the S3D plan (and the R(2+1)D row count) of
-the decord path and of the PyAV path. Clips written here: MP4s with B-frames at a variable
+each decoder (features.decode.DECODERS), and the exact decoders' frames with its frames. Clips written here: MP4s with B-frames at a variable
 frame rate (their declared stream duration falls short of the last frame's end, and decord's
 own frame ends, one period of the guessed 100 fps, fell shorter still), at YouTube's 19.62 fps,
 and H.264 AVIs (no stored pts: the command line times frames by their packets' dts).
@@ -21,11 +21,11 @@ av = pytest.importorskip("av")
 pytest.importorskip("decord")
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
 
-from features.decode import DecodedVideo  # noqa: E402
-from features.video import DecodeError  # noqa: E402
+from features.decode import DECODERS  # noqa: E402
 from shards.feature_spec import R21D, S3D  # noqa: E402
 
 from tests.conftest import real_fixtures  # noqa: E402
+from tests.features import isolated  # noqa: E402
 from tests.features.test_decode import vfr  # noqa: E402
 
 SPECS = [R21D, S3D]
@@ -40,17 +40,12 @@ def cli_frames(path) -> int:
     return len(out) // 192
 
 
-def planned(path, use_decord: bool):
+def planned(path, decoder: str):
     """(decoder, S3D frames at 16 fps, R(2+1)D rows) as the toolkit plans them, or the failure status."""
-    video = DecodedVideo(str(path), SPECS, use_decord=use_decord)
-    try:
-        for _ in video.chunks():
-            if video.info is not None:
-                break
-    except DecodeError as exc:
-        return exc.status, None, None
-    info = video.info
-    return info.decoder, info.plans["s3d"].frames_out, info.plans["r21d"].rows
+    ran, info = isolated.plan_of(path, SPECS, decoder)
+    if info is None:
+        return ran, None, None
+    return ran, info.plans["s3d"].frames_out, info.plans["r21d"].rows
 
 
 def write_mp4(path, times, rate, time_base=fractions.Fraction(1, 16000), b_frames=3):
@@ -85,15 +80,15 @@ def _last_end_and_declared(path) -> tuple[float, float]:
         return float((pts + dur) * stream.time_base), float(stream.duration * stream.time_base)
 
 
-def check_both(path) -> int:
+def check_all(path) -> int:
     expected = cli_frames(path)
-    got = {use: planned(path, use) for use in (True, False)}
-    for use, (decoder, frames, r21d_rows) in got.items():
+    got = {name: planned(path, name) for name in DECODERS}
+    for name, (decoder, frames, r21d_rows) in got.items():
         if expected < S3D.frames:
-            assert decoder == "too_short", (path, use, decoder, expected)
+            assert decoder == "too_short", (path, name, decoder, expected)
         else:
             assert frames == expected, f"{path.name}: {decoder} plans {frames} frames at 16 fps, ffmpeg gives {expected}"
-    assert got[True][1:] == got[False][1:], (path.name, got)  # and the same R(2+1)D rows
+    assert len({plan[1:] for plan in got.values()}) == 1, (path.name, got)  # and the same R(2+1)D rows
     return expected
 
 
@@ -111,14 +106,14 @@ def test_b_frame_mp4_ends_where_ffmpeg_ends_it(tmp_path, name, times, rate):
     if name.startswith("vfr"):
         # The case decord got wrong: the stream declares less than its last frame's end.
         assert declared < end - 0.01, (declared, end)
-    assert check_both(path) >= 16
-    assert planned(path, True)[0] == "decord"
+    assert check_all(path) >= 16
+    assert planned(path, "decord")[0] == "decord" and planned(path, "torchcodec")[0] == "torchcodec"
 
 
 def test_a_19_62_fps_mp4_in_youtubes_time_base(tmp_path):
     path = write_mp4(tmp_path / "r1962.mp4", [i / R1962 for i in range(357)], R1962,
                      time_base=fractions.Fraction(50, 9810))
-    assert check_both(path) == 291
+    assert check_all(path) == 291
 
 
 def write_avi(path, n, b_frames, rate=30):
@@ -140,7 +135,7 @@ def write_avi(path, n, b_frames, rate=30):
 def test_h264_avi_is_timed_as_the_command_line_times_it(tmp_path, b_frames):
     # AVI has no pts: the demuxer's guess (dts + 1) gave 54 frames where the command line, timing
     # frames by their packets' dts, gives 55.
-    assert check_both(write_avi(tmp_path / "clip.avi", 103, b_frames)) == 55
+    assert check_all(write_avi(tmp_path / "clip.avi", 103, b_frames)) == 55
 
 
 def test_every_real_fixture_has_the_command_lines_frame_count():
@@ -152,9 +147,9 @@ def test_every_real_fixture_has_the_command_lines_frame_count():
     for path in sorted(root.iterdir()):
         if path.suffix in (".md", ".tsv", ".txt"):
             continue
-        if planned(path, False)[0] == "decode_error":  # decord_corrupted.mp4: neither decoder reads it
+        if planned(path, "pyav")[0] == "decode_error":  # decord_corrupted.mp4: no decoder reads it
             continue
-        done[path.name] = check_both(path)
+        done[path.name] = check_all(path)
     assert len(done) >= 8 and done["mmaction2_test.avi"] == 106, done
 
 
@@ -184,20 +179,23 @@ def write_clip(path, start, n, rate=30, audio_start=None):
 
 
 def check_frames(path) -> tuple[int, float]:
-    """Both decoders' S3D frames byte for byte the command line's (its S3D scale and crop);
-    (frames, row_start_s, first_frame_s) as meta.json records them."""
-    from features.decode import decode_all
+    """The exact decoders' S3D frames byte for byte the command line's (its S3D scale and crop), torchcodec's
+    as many; (frames, row_start_s, first_frame_s) as meta.json records them."""
     from tests.s3d_oracle import cli_s3d_frames
 
     cli = cli_s3d_frames(str(path))
     starts = set()
-    for use_decord in (True, False):
-        info, windows = decode_all(str(path), SPECS, use_decord=use_decord)
+    for decoder in DECODERS:
+        info, windows = isolated.decode_all(str(path), SPECS, decoder=decoder)
         frames = windows["s3d"].permute(0, 2, 3, 4, 1).reshape(-1, 224, 224, 3).numpy()
-        assert info.plans["s3d"].frames_out == len(cli), (path.name, use_decord)
+        assert info.plans["s3d"].frames_out == len(cli), (path.name, decoder)
+        starts.add(info.row_times("s3d")["row_start_s"])
+        if decoder == "torchcodec":  # flat greys 4 apart: the right frame is within 2 of each value (measured)
+            assert info.decoder == "torchcodec"
+            assert np.abs(frames[:len(cli)].astype(np.int16) - cli).max() <= 2, path.name
+            continue
         unequal = [i for i in range(len(cli)) if not np.array_equal(frames[i], cli[i])]
         assert not unequal, f"{path.name}: {len(unequal)} of {len(cli)} frames differ, first {unequal[:5]}"
-        starts.add(info.row_times("s3d")["row_start_s"])
         first_frame_s = info.row_times("s3d")["first_frame_s"]
     assert len(starts) == 1
     return len(cli), starts.pop(), first_frame_s
@@ -209,8 +207,8 @@ def test_a_video_from_1_075_s_is_counted_from_the_files_start(tmp_path, suffix):
     # at 30 fps give 15 at 16 fps, too short for a row; rounding the absolute pts gave 16.
     path = write_clip(tmp_path / f"late{suffix}", 1.075, 29)
     assert cli_frames(path) == 15
-    for use_decord in (True, False):
-        assert planned(path, use_decord)[0] == "too_short"
+    for decoder in DECODERS:
+        assert planned(path, decoder)[0] == "too_short"
     assert check_frames(write_clip(tmp_path / f"long{suffix}", 1.075, 60)) == (32, 0.0, 0.0)
 
 

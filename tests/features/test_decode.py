@@ -14,7 +14,8 @@ av = pytest.importorskip("av")
 torch = pytest.importorskip("torch")
 pytest.importorskip("decord")
 
-from features.decode import DecodedVideo, decode_all  # noqa: E402
+from features.decode import DECODERS, DecodedVideo, decode_all  # noqa: E402
+from tests.features import isolated  # noqa: E402
 from features.video import DecodeError  # noqa: E402
 from features.frames import (Normaliser, decode_size, frame_plan, normalise, prepare_frames,  # noqa: E402
                              stack_windows)
@@ -163,7 +164,7 @@ def test_windows_are_each_frame_resized_once_then_gathered(tmp_path):
     import decord
 
     path = make_video(tmp_path / "tex.mkv", cfr(3.0, fps=30), size=(400, 300), image=_texture(300, 400))
-    info, windows = decode_all(str(path), SPECS, chunk_seconds=1)
+    info, windows = decode_all(str(path), SPECS, chunk_seconds=1, decoder="decord")
     assert info.decoder == "decord" and info.rows == {"r21d": 3, "s3d": 3}
     dw, dh = decode_size(400, 300, SPECS)
     vr = decord.VideoReader(str(path), width=dw, height=dh, num_threads=1)
@@ -190,12 +191,12 @@ def test_windows_are_each_frame_resized_once_then_gathered(tmp_path):
 # ---------------------------------------------------------------- timestamps
 
 @pytest.mark.parametrize("kind", ["cfr", "vfr", "late_start"])
-@pytest.mark.parametrize("use_decord", [True, False])
-def test_windows_show_the_frame_on_screen_at_each_grid_time(tmp_path, kind, use_decord):
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_windows_show_the_frame_on_screen_at_each_grid_time(tmp_path, kind, decoder):
     times = {"cfr": cfr(2.5), "vfr": vfr(2.6), "late_start": cfr(2.3, start=0.7)}[kind]
     path = make_video(tmp_path / f"{kind}.mkv", times)
-    info, windows = decode_all(str(path), SPECS, chunk_seconds=1, use_decord=use_decord)
-    assert info.decoder == ("decord" if use_decord else "pyav")
+    info, windows = isolated.decode_all(str(path), SPECS, chunk_seconds=1, decoder=decoder)
+    assert info.decoder == decoder and info.fallback_reason is None
     n = num_windows(info.duration)
     assert n == math.ceil(times[-1] - times[0] + 0.05) == info.rows["r21d"]
     assert windows["r21d"].shape == (n, 3, 8, 112, 112)
@@ -214,8 +215,8 @@ def test_windows_show_the_frame_on_screen_at_each_grid_time(tmp_path, kind, use_
 
 def test_decord_and_pyav_give_equal_frames(tmp_path):
     path = make_video(tmp_path / "v.mkv", vfr(2.0, seed=3), size=(80, 64), image=_texture(64, 80))
-    a_info, a = decode_all(str(path), SPECS, use_decord=True)
-    b_info, b = decode_all(str(path), SPECS, use_decord=False)
+    a_info, a = decode_all(str(path), SPECS, decoder="decord")
+    b_info, b = decode_all(str(path), SPECS, decoder="pyav")
     assert (a_info.decoder, b_info.decoder) == ("decord", "pyav")
     assert a_info.rows == b_info.rows
     for name in a:  # one scaler (FFmpeg's bilinear swscale) and one frame plan: the same bytes
@@ -252,7 +253,7 @@ def test_odd_size_and_4k(tmp_path):
     info, windows = decode_all(str(odd), SPECS)
     assert (info.width, info.height, info.rows) == (97, 61, {"r21d": 2, "s3d": 2})
     big = make_video(tmp_path / "4k.mkv", cfr(1.0, fps=20), size=(3840, 2160))
-    info, windows = decode_all(str(big), SPECS)
+    info, windows = decode_all(str(big), SPECS, decoder="decord")
     assert (info.width, info.height, info.decoder) == (3840, 2160, "decord")
     assert windows["s3d"].shape == (1, 3, 16, 224, 224) and windows["r21d"].shape == (1, 3, 8, 112, 112)
 
@@ -312,7 +313,7 @@ def test_real_videos_decode_or_fail_cleanly():
         if path.suffix == ".md":
             continue
         try:
-            info, windows = decode_all(str(path), SPECS)
+            info, windows = decode_all(str(path), SPECS, decoder="decord")
         except DecodeError as exc:
             results[path.name] = exc.status
             continue
@@ -336,15 +337,15 @@ def test_real_rotated_fixture_is_portrait_and_no_duration_webm_has_length():
 
 # ---------------------------------------------------------------- the IG65M port's recipe
 
-@pytest.mark.parametrize("use_decord", [True, False])
-def test_ig65m_recipe_is_the_ports_transform_on_the_source_frames(tmp_path, use_decord):
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_ig65m_recipe_is_the_ports_transform_on_the_source_frames(tmp_path, decoder):
     """Back-to-back 32-frame clips of the source frames, / 255, F.interpolate(scale_factor) whole, no crop,
     mean/std: written here as the port writes it, on the frames decord gives at native size."""
     import decord
     import torch.nn.functional as F
 
     path = make_video(tmp_path / "v.mkv", cfr(2.3, fps=30), size=(120, 90), image=_texture(90, 120))
-    info, windows = decode_all(str(path), [R21D_IG65M, S3D], use_decord=use_decord)
+    info, windows = decode_all(str(path), [R21D_IG65M, S3D], decoder=decoder)
     assert info.rows == {"r21d": 2, "s3d": 3}  # 69 frames: 2 clips of 32, 5 dropped
     times = info.row_times("r21d")
     assert times["row_seconds"] == pytest.approx(32 / 30, rel=1e-3) and times["frames_sampled"] == 69
@@ -357,7 +358,7 @@ def test_ig65m_recipe_is_the_ports_transform_on_the_source_frames(tmp_path, use_
     assert got.shape == expect.shape == (2, 3, 32, 128, 170)
     assert (got - expect).abs().max() < 1e-5
     # the S3D rows of the same run are those of S3D alone: the recipes decode separately
-    _, alone = decode_all(str(path), [S3D], use_decord=use_decord)
+    _, alone = decode_all(str(path), [S3D], decoder=decoder)
     assert torch.equal(windows["s3d"], alone["s3d"])
 
 

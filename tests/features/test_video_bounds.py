@@ -7,8 +7,8 @@ case runs on every decoder the project has (decord, which hands refusals to PyAV
 alone); they must agree on the status and the message.
 """
 import fractions
-import functools
 import json
+import multiprocessing as mp
 import os
 import struct
 import zlib
@@ -20,9 +20,7 @@ av = pytest.importorskip("av")
 torch = pytest.importorskip("torch")
 pytest.importorskip("decord")
 
-import features.batching  # noqa: E402
-import features.devices  # noqa: E402
-from features.decode import DecodedVideo  # noqa: E402
+from features.decode import DECODERS, DecodedVideo  # noqa: E402
 from features.extract import main  # noqa: E402
 from features.video import DecodeError  # noqa: E402
 from shards.feature_spec import R21D, S3D  # noqa: E402
@@ -33,23 +31,17 @@ from tests.features.test_extract import run, write_aligned  # noqa: E402
 from tests.watchdog import call_main, run_bounded  # noqa: E402
 
 SPECS = [R21D, S3D]
-DECODERS = {"decord": True, "pyav": False}
 FAR = 3_000_000.0  # seconds between the two frames of the hostile file
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _outcome(path, use_decord: bool, **limits):
+def _outcome(path, decoder: str, **limits):
     """(status, message, rows per backbone) of decoding `path` whole; 'ok' when it decodes."""
     from features.video import VideoLimits
 
     # A forked child cannot use the OpenMP threads an earlier test started in the parent (it would
     # wait on them for ever): torch runs on this thread alone.
     torch.set_num_threads(1)
-    video = DecodedVideo(str(path), SPECS, use_decord=use_decord, limits=VideoLimits(**limits))
+    video = DecodedVideo(str(path), SPECS, decoder=decoder, limits=VideoLimits(**limits))
     try:
         chunks = [c for c in video.chunks() if c is not None]
     except DecodeError as exc:
@@ -57,9 +49,21 @@ def _outcome(path, use_decord: bool, **limits):
     return "ok", None, {s.name: sum(len(c.windows[s.name]) for c in chunks if s.name in c.windows) for s in SPECS}
 
 
-def bounded_outcome(path, use_decord: bool, extra_mb: float = 250, **limits):
-    # The child starts as a copy of this process (torch, decord loaded): the bound is on what it adds.
-    return run_bounded(_outcome, path, use_decord, seconds=30, memory_mb=_rss_mb() + extra_mb, **limits)
+# Children come from a clean server process that imported this module (torch, PyAV, decord) once: a fork
+# of the test process itself, once it had decoded in threads of its own (PyAV's, torch's, a helper
+# pool's), now and then hung in PyAV's demuxer on a lock no thread of the child held.
+_SERVER = mp.get_context("forkserver")
+_SERVER.set_forkserver_preload([__name__])
+
+
+# What loading torchcodec and its FFmpeg libraries adds to a process (measured: ~270 MiB with a first decode).
+TORCHCODEC_MB = 300
+
+
+def bounded_outcome(path, decoder: str, extra_mb: float = 250, **limits):
+    """_outcome in a child under the watchdog; the bound is on what decoding adds to the child."""
+    extra_mb += TORCHCODEC_MB if decoder == "torchcodec" else 0
+    return run_bounded(_outcome, path, decoder, seconds=60, memory_mb=extra_mb, start="forkserver", **limits)
 
 
 def far_apart(path):
@@ -101,7 +105,7 @@ def png_video(path, size, declared, frames=20):
 def test_frames_three_million_seconds_apart_are_too_long(tmp_path, decoder):
     path = far_apart(tmp_path / "far.mkv")
     assert path.stat().st_size < 2000
-    status, message, _ = bounded_outcome(path, DECODERS[decoder])
+    status, message, _ = bounded_outcome(path, decoder)
     assert status == "too_long"
     assert message == ("the video track runs 3000000.033 s from its first frame to the end of its last, "
                        "over --max-video-seconds 43200")
@@ -111,20 +115,20 @@ def test_frames_three_million_seconds_apart_are_too_long(tmp_path, decoder):
 def test_a_gap_between_frames_is_bounded(tmp_path, decoder):
     # Within --max-video-seconds, but no frame for 1,000 s: a hostile file, not a real video.
     gap = make_video(tmp_path / "gap.mkv", cfr(1.0) + [1001.0], size=(16, 16))
-    status, message, _ = bounded_outcome(gap, DECODERS[decoder])
+    status, message, _ = bounded_outcome(gap, decoder)
     assert status == "frame_gap"
     assert message == "no frame for 1000.100 s after 0.900 s (over --max-frame-gap 300)"
     # The last frame shown for 1,000 s (its own duration) is the same gap.
     tail = make_video(tmp_path / "tail.mkv", cfr(1.0), size=(16, 16))
     _stretch_last_packet(tail, 1000.0)
-    status, message, _ = bounded_outcome(tail, DECODERS[decoder])
+    status, message, _ = bounded_outcome(tail, decoder)
     assert (status, message) == ("frame_gap", "no frame for 1000.000 s after 0.900 s (over --max-frame-gap 300)")
     # Real videos miss a few seconds (variable frame rate, a dropped stretch): rows still cover them.
     holes = make_video(tmp_path / "holes.mkv", cfr(1.0) + [6.0 + t for t in cfr(1.0)], size=(16, 16))
-    assert bounded_outcome(holes, DECODERS[decoder]) == ("ok", None, {"r21d": 7, "s3d": 7})
+    assert bounded_outcome(holes, decoder) == ("ok", None, {"r21d": 7, "s3d": 7})
     # Both bounds are flags.
-    assert bounded_outcome(holes, DECODERS[decoder], max_frame_gap=4.0)[0] == "frame_gap"
-    status, message, _ = bounded_outcome(holes, DECODERS[decoder], max_video_seconds=5.0)
+    assert bounded_outcome(holes, decoder, max_frame_gap=4.0)[0] == "frame_gap"
+    status, message, _ = bounded_outcome(holes, decoder, max_video_seconds=5.0)
     assert status == "too_long" and message.endswith("over --max-video-seconds 5")
 
 
@@ -152,7 +156,7 @@ def test_a_16000_square_video_is_refused_before_a_frame_of_that_size_exists(tmp_
     path = png_video(tmp_path / "big.mov", (16000, 16000), declared=declared)
     assert path.stat().st_size < 1_000_000
     # A 16000x16000 frame is 32 MB as 1-bit grey, 768 MB as rgb24: the bound is under both.
-    status, message, _ = bounded_outcome(path, DECODERS[decoder], extra_mb=30)
+    status, message, _ = bounded_outcome(path, decoder, extra_mb=30)
     assert status == "too_large"
     assert message == ("a frame larger than --max-video-pixels 67108864 was refused (first frame does not decode: "
                        "Invalid argument: 'avcodec_send_packet()' returned 22)")
@@ -161,7 +165,7 @@ def test_a_16000_square_video_is_refused_before_a_frame_of_that_size_exists(tmp_
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_frame_sizes_known_before_decoding_are_checked(tmp_path, decoder):
     small = make_video(tmp_path / "small.mkv", cfr(2.0), size=(64, 48))
-    status, message, _ = bounded_outcome(small, DECODERS[decoder], max_video_pixels=1000)
+    status, message, _ = bounded_outcome(small, decoder, max_video_pixels=1000)
     assert (status, message) == ("too_large", "frames of 64x48 (0.0 megapixels), over --max-video-pixels 1000")
 
 
@@ -169,19 +173,16 @@ def test_frame_sizes_known_before_decoding_are_checked(tmp_path, decoder):
 def test_a_thin_video_is_refused_by_its_shape(tmp_path, decoder):
     # A megapixel, but resized to a short side of 224 it would be 840,000x224 (560 MB a frame).
     path = png_video(tmp_path / "thin.mov", (60000, 16), declared=(60000, 16))
-    status, message, _ = bounded_outcome(path, DECODERS[decoder], extra_mb=100)
+    status, message, _ = bounded_outcome(path, decoder, extra_mb=100)
     assert (status, message) == ("too_large", "frames of 60000x16 are 3750 times as wide as high, over the 10 "
                                  "any real video has")
 
 
 # ---------------------------------------------------------------- the stage: one row each, the unit goes on
 
-def _main_decoding_with(decoder: str, argv):
-    """mmp-extract-features whose extraction loop decodes with ``decoder`` first (run in a spawned child)."""
-    def decoded_video(path, specs, chunk_seconds, use_decord, limits):
-        return DecodedVideo(path, specs, chunk_seconds, DECODERS[decoder], limits)
-
-    features.batching.DecodedVideo = decoded_video
+def _extract_main(argv):
+    """mmp-extract-features, named here so a spawned child imports this module (torch, PyAV, decord) before
+    the watchdog takes its starting memory: the bound is then on what decoding adds."""
     return main(argv)
 
 
@@ -197,17 +198,20 @@ def test_mmp_extract_features_records_hostile_videos_and_extracts_the_rest(tmp_p
     write_aligned(aligned, [[(vid, 0.9) for vid in ids]])
     out = tmp_path / "mmp"
     argv = ["--aligned", str(aligned), "--video-dir", str(src), "--out", str(out), "--gpus", "0", "--workers", "1",
-            "--no-progress", "--random-weights", "--backbones", "r21d", "--executor", "inline"]
+            "--no-progress", "--random-weights", "--backbones", "r21d", "--executor", "inline", "--decoder", decoder]
     # A clean interpreter (torch's threads do not survive a fork of this process once it ran them).
-    code, _, err = call_main(functools.partial(_main_decoding_with, decoder), argv, seconds=180, memory_mb=700,
-                             start="spawn")
+    code, _, err = call_main(_extract_main, argv, seconds=180, memory_mb=700, start="spawn")
     assert code == 0, err
     rows = {r["video_id"]: r for r in read_all_rows(out)}
     assert rows["vidFarApart"]["status"] == "too_long"
     assert rows["vidFarApart"]["error"].startswith("the video track runs 3000000.033 s")
     assert rows["vidHugeSize"]["status"] == "too_large" and "--max-video-pixels" in rows["vidHugeSize"]["error"]
     assert rows["vidGood0001"]["status"] == "ok" and rows["vidGood0001"]["feature_rows"] == 1
-    assert sorted(read_all_samples(out)) == ["vidGood0001"]
+    assert rows["vidGood0001"]["decoder"] == decoder
+    samples = read_all_samples(out)
+    assert sorted(samples) == ["vidGood0001"]
+    assert json.loads(samples["vidGood0001"]["meta.json"])["decoder"] == decoder
+    assert json.loads((out / "config.json").read_text())["config"]["decoder"] == decoder
     limits = json.loads((out / "config.json").read_text())["config"]["limits"]
     assert limits == {"max_video_seconds": 43200.0, "max_frame_gap": 300.0, "max_video_pixels": 8192 * 8192}
 

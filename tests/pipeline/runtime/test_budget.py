@@ -30,6 +30,8 @@ def _work(key: str) -> str:
             blocks.append(bytearray(2**20))
     if key.startswith("native"):  # native code holding the interpreter: no thread can stop it
         ctypes.PyDLL(None).sleep(120)
+    if key.startswith("slow"):  # a moment's work that lets go of the interpreter (a decoder's I/O)
+        time.sleep(0.5)
     if key.startswith("crash"):  # a decoder that brings its process down
         os.kill(os.getpid(), signal.SIGKILL)
     return "ok"
@@ -53,6 +55,24 @@ class Budgeted(Stage):
                 status, error = exc.status, exc.what
             writer.add_row({"video_id": key, "status": status, "error": error})
             self.video_done(status)
+
+
+class Threaded(Budgeted):
+    """Pieces run two at a time in threads, as the extraction's decode threads run videos."""
+
+    def process(self, unit, writer):
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(key):
+            try:
+                return key, self.within_budget(key, _work, key), None
+            except OverBudget as exc:
+                return key, exc.status, exc.what
+
+        with ThreadPoolExecutor(2) as pool:
+            for key, status, error in pool.map(one, unit.items):
+                writer.add_row({"video_id": key, "status": status, "error": error})
+                self.video_done(status)
 
 
 def _rows(out):
@@ -102,6 +122,17 @@ def test_the_executor_stops_native_work_and_notices_a_dead_worker(tmp_path):
     import json
 
     assert json.loads((tmp_path / "config.json").read_text())["budget"] == {"seconds": 1.0, "memory_mb": 512}
+
+
+def test_native_work_beside_other_pieces_costs_only_its_own_row(tmp_path):
+    """A native loop holding the interpreter stops the piece beside it too: the executor cannot tell
+    which of the two held the worker, so it judges neither, and runs each alone on the next try."""
+    stage = Threaded([["slow1", "native1", "a2"]], Budget(1.0, 512))
+    summary = run_bounded(run_stage, stage, tmp_path, workers=2, progress=False, seconds=120, memory_mb=3000)
+    assert summary.units_done == 1 and summary.units_failed == 0
+    rows = _rows(tmp_path)
+    assert {k for k, r in rows.items() if r["status"] == "ok"} == {"slow1", "a2"}
+    assert rows["native1"]["status"] == OVER_BUDGET and "stopped by the executor" in rows["native1"]["error"]
 
 
 def test_inline_runs_keep_the_python_bound(tmp_path):
