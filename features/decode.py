@@ -23,12 +23,12 @@ released S3D recipe's own resize, so its crop is a copy; R(2+1)D resizes from th
 
 Decoders (``--decoder``, DECODERS): all three follow the same frame plan (the demuxer's times,
 features.frames.frame_plan), so each gives the command line's row count.
-- ``pyav`` (the default): decodes sequentially, keeping only the frames some row needs, turned upright
-  and resized by FFmpeg's own filters (``features.decode_pyav._Scaler``): FFmpeg's chain byte for byte,
-  and the fastest per CPU-second on H.264 (bench/extract.py).
-- ``decord``: converts only the frames some window needs (reading forward, skipping the others without
-  colour conversion, a chunk of a few seconds at a time), resized at decode time by the same swscale
-  bilinear: the same bytes as PyAV (tests/features/test_s3d_released.py holds both to FFmpeg's chain).
+- ``decord`` (the default, the fastest exact one per CPU-second, see DEFAULT_DECODER): converts only the
+  frames some window needs (reading forward, skipping the others without colour conversion, a chunk of a
+  few seconds at a time), resized at decode time by FFmpeg's swscale bilinear.
+- ``pyav``: decodes sequentially, keeping only the frames some row needs, turned upright and resized by
+  FFmpeg's own filters (``features.decode_pyav._Scaler``): the same bytes as decord
+  (tests/features/test_s3d_released.py holds both to the ffmpeg command line's frames).
 - ``torchcodec``: on the CPU or a GPU's NVDEC (``device``), not byte-exact (features/decode_torchcodec.py).
 When the chosen decoder cannot open the file, reports unusable timestamps (decord returns garbage
 for some AVI files), meets a rotated video, would fall back to the CPU unasked, or fails part way,
@@ -82,9 +82,12 @@ DEFAULT_CHUNK_SECONDS = 4
 
 # --decoder: pyav and decord give the ffmpeg command line's frames byte for byte; torchcodec does not
 # (features/decode_torchcodec.py). The default is the fastest exact one per CPU-second on H.264 at
-# YouTube's sizes, as bench/extract.py measures it.
+# YouTube's sizes, as bench/extract.py (bench/decoders.py) measures it: decord, 1.04-1.09x pyav over
+# 1-minute clips at 640x360, 854x480 and the real 480x360 (pyav ahead by up to 9% on the two smaller,
+# decord by 12-24% on 854x480; pyav 1.2-1.4x faster per wall-second of one video, by FFmpeg's frame
+# threads). At scale every core decodes some video, so CPU-seconds are what a run costs.
 DECODERS = ("pyav", "decord", "torchcodec")
-DEFAULT_DECODER = "pyav"
+DEFAULT_DECODER = "decord"
 
 # ---------------------------------------------------------------- decord
 

@@ -59,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "MIL-NCE's 512-d video embedding, the checkpoint's fc over it (the paper's 512-d S3D vector)")
     p.add_argument("--batch-size", type=int, default=32, help="windows per model call, across videos")
     p.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER,
-                   help="pyav (default): FFmpeg's own filters, the ffmpeg command line's frames byte for byte and the "
-                   "fastest exact decoder per CPU-second (bench/extract.py); decord: the same bytes; torchcodec: on the "
-                   "CPU, or on each worker's GPU (NVDEC) with --gpus N, frames not byte-equal to FFmpeg's (RGB "
+                   help="decord (default): the ffmpeg command line's frames byte for byte, the fastest exact decoder "
+                   "per CPU-second (bench/extract.py); pyav: the same bytes through FFmpeg's own filters, faster per "
+                   "wall-second of one video; torchcodec: on the CPU, or on each worker's GPU (NVDEC) with --gpus N, "
+                   "frames not byte-equal to FFmpeg's (RGB "
                    "converted before the resize, mean abs diff ~1/255). Row counts are the same with each. A video the "
                    "chosen decoder cannot do is decoded with PyAV (meta.json: decoder, decoder_note)")
     p.add_argument("--decode-workers", type=int, default=2, help="decoding threads per worker")

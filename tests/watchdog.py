@@ -66,9 +66,6 @@ def _child(conn, start_rss, fn, args, kwargs) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:  # the parent's OpenMP pool is not in a fork: one thread never asks for it
         torch.set_num_threads(1)
-    av_logging = sys.modules.get("av.logging")
-    if av_logging is not None:  # PyAV's log callback takes a lock some thread of the parent may have held
-        av_logging.restore_default_callback()  # at the fork (an FFmpeg thread logging): FFmpeg's own, lock-free
     try:
         reply = ("ok", fn(*args, **kwargs))
     except BaseException as exc:  # handed to the parent, which raises it in the test

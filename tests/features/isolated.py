@@ -1,10 +1,12 @@
 """torchcodec's decoding in a spawned process of its own, for tests that run in the test process itself.
 
 torchcodec loads FFmpeg's shared libraries (Debian's) beside PyAV's and decord's own copies, and
-leaves threads behind; a test process that used it and then forks (tests/watchdog.run_bounded's
-default) got a child stuck in PyAV's demuxer, 3 runs in 3. The extraction never forks (its
-executors spawn), so only the tests keep torchcodec out of their own process: ``decode_all`` and
-``plan_of`` here send torchcodec's work to one spawned helper, started once, and run the others here.
+leaves threads behind. After the decoder tests had run torchcodec in the test process, a fork of
+it (tests/watchdog.run_bounded's default) got a child stuck in PyAV's demuxer, 3 runs in 3 (forks
+of a process that ran many decoding threads still hang now and then, which is why
+test_video_bounds forks from a clean server instead). The extraction never forks (its executors
+spawn), so only the tests keep torchcodec out of their own process: ``decode_all`` and ``plan_of``
+here send torchcodec's work to one spawned helper, started once, and run the others here.
 """
 from __future__ import annotations
 
