@@ -26,6 +26,15 @@ def _pool() -> ProcessPoolExecutor:
     return _POOL
 
 
+def shutdown() -> None:
+    """Stop the helper and its threads in this process (a module using it ends with this: a fork of a process
+    with a pool's threads running can inherit a lock one of them held)."""
+    global _POOL
+    if _POOL is not None:
+        _POOL.shutdown(wait=True)
+        _POOL = None
+
+
 def in_helper(fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` in the spawned helper (``fn`` a module-level function)."""
     return _pool().submit(fn, *args, **kwargs).result()

@@ -21,7 +21,15 @@ from features.frames import (Normaliser, decode_size, frame_plan, normalise, pre
                              stack_windows)
 from shards.feature_spec import R21D, R21D_IG65M, S3D, num_windows, window_frame_times  # noqa: E402
 
+
 from tests.conftest import real_fixtures  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_the_helper():
+    yield
+    isolated.shutdown()
+
 
 SPECS = [R21D, S3D]
 STEP = 8  # grey levels between consecutive frames: H.264 noise stays far below it

@@ -27,6 +27,13 @@ from tests.features.test_decode import cfr, make_video  # noqa: E402
 from tests.features.test_extract import write_aligned  # noqa: E402
 from tests.watchdog import run_bounded  # noqa: E402
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_the_helper():
+    yield
+    isolated.shutdown()
+
+
 SPECS = [R21D, S3D]
 
 
@@ -126,7 +133,9 @@ def test_a_decoder_hanging_in_native_code_costs_one_row_not_the_worker(tmp_path)
     stage = stage_from_args(args)
     stage.__class__ = _HangingStage
     stage.preloaded = {}
-    summary = run_bounded(run_stage, stage, out, workers=2, progress=False, seconds=240, memory_mb=4000)
+    # A clean interpreter: a fork of the test process (its threads) could inherit a lock one of them held.
+    summary = run_bounded(run_stage, stage, out, workers=2, progress=False, seconds=240, memory_mb=4000,
+                          start="spawn")
     assert summary.units_done == 2 and summary.units_failed == 0
     rows = {r["video_id"]: r for r in read_all_rows(out)}
     hung = rows["vidHang0001"]
