@@ -29,12 +29,6 @@ from tests.features import isolated  # noqa: E402
 from tests.features.test_decode import vfr  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _stop_the_helper():
-    yield
-    isolated.shutdown()
-
-
 SPECS = [R21D, S3D]
 
 

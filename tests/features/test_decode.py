@@ -25,12 +25,6 @@ from shards.feature_spec import R21D, R21D_IG65M, S3D, num_windows, window_frame
 from tests.conftest import real_fixtures  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _stop_the_helper():
-    yield
-    isolated.shutdown()
-
-
 SPECS = [R21D, S3D]
 STEP = 8  # grey levels between consecutive frames: H.264 noise stays far below it
 

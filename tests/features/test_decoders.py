@@ -28,12 +28,6 @@ from tests.features.test_extract import write_aligned  # noqa: E402
 from tests.watchdog import run_bounded  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _stop_the_helper():
-    yield
-    isolated.shutdown()
-
-
 SPECS = [R21D, S3D]
 
 

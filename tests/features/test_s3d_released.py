@@ -28,12 +28,6 @@ from tests.s3d_oracle import cli_s3d_frames, ffmpeg_s3d_frames  # noqa: E402
 from tests.features.test_decode import _texture, cfr, make_video, vfr  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _stop_the_helper():
-    yield
-    isolated.shutdown()
-
-
 SPECS = [R21D, S3D]
 # torchcodec converts to RGB before it resizes (antialiased): measured 0.9-1.3 (of 255) mean absolute
 # difference per value from the command line's frames on the real fixtures, never 0; on the synthetic
